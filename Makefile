@@ -1,0 +1,55 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11, Java 17 and Maven:
+#   make demo    set up, then run the pipeline on the embedded default (files source)
+#   make test    set up, then run the whole test suite
+# Every target is idempotent: a rerun skips what is already done.
+
+SHELL  := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMPS := .stamps
+PYTEST_ARGS ?=
+
+.PHONY: setup jars demo test kafka-up kafka-down clean-state clean help
+
+help:
+	@echo "make setup | demo | test | kafka-up | kafka-down | clean-state | clean"
+
+setup: $(STAMPS)/venv jars
+
+$(STAMPS)/tools:
+	@command -v "$(PYTHON)" >/dev/null || { echo "tailor: Python 3.11 not found: install python3.11 or set PYTHON=/path/to/python3.11"; exit 1; }
+	@"$(PYTHON)" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "tailor: $(PYTHON) is not Python 3.11: set PYTHON=/path/to/python3.11"; exit 1; }
+	@command -v java >/dev/null || [ -x "$$JAVA_HOME/bin/java" ] || { echo "tailor: Java not found: install Java 17 (apt-get install openjdk-17-jdk-headless) or set JAVA_HOME"; exit 1; }
+	@command -v mvn >/dev/null || { echo "tailor: Maven (mvn) not found: install Maven 3.8+ (apt-get install maven)"; exit 1; }
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/venv: setup.py requirements.lock | $(STAMPS)/tools
+	@test -x $(BIN)/python || "$(PYTHON)" -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	@touch $@
+
+jars: jars/spark/.complete jars/kafka-broker/.complete
+
+jars/%/.complete: conf/jvm/%/pom.xml | $(STAMPS)/tools
+	@rm -rf jars/$*
+	mvn --quiet --batch-mode -f conf/jvm/$*/pom.xml dependency:copy-dependencies
+	@touch $@
+
+demo: setup
+	$(BIN)/tailor run --env local
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+kafka-up: setup
+	$(BIN)/tailor kafka up
+
+kafka-down:
+	@if [ -x $(BIN)/tailor ]; then $(BIN)/tailor kafka down; fi
+
+clean-state:
+	rm -rf var
+
+clean: kafka-down
+	rm -rf var jars $(VENV) $(STAMPS) *.egg-info

@@ -1,0 +1,345 @@
+"""Configuration: `conf/base.yaml` overlaid by `conf/<env>.yaml` and `--set` overrides,
+validated at start-up into one typed, frozen object.
+
+Every table location, checkpoint and endpoint comes from here. Secrets never do: the
+config names the environment variable that holds each one, and `Config.secret()` reads it.
+Errors name the offending key and where it came from, in one line.
+
+No pyspark import here: the API and the producers load config without Spark.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipelines.errors import ConfigError
+
+ENVIRONMENTS = ("local", "databricks", "emr")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONF_DIR = PROJECT_ROOT / "conf"
+
+# layer.name of every table the jobs read or write; DESIGN.md "Tables".
+TABLES = (
+    "bronze.events",
+    "bronze.quarantine",
+    "bronze.ingest_metrics",
+    "silver.profiles",
+    "silver.profiles_history",
+    "silver.interactions",
+    "silver.products",
+    "gold.user_features",
+    "gold.recommendations",
+    "gold.email_content",
+    "audit.log",
+)
+
+_ENV_VAR_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_SECRET_LOOKING_KEY = re.compile(r"(?i)(password|secret|secret\.key|access\.key|token|jaas\.config)$")
+# Spark conf keys hold dots themselves: `--set spark.conf.spark.sql.x=1` names one key.
+_DOTTED_KEY_SECTIONS = (("spark", "conf"),)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(_Strict):
+    root: str = Field(description="local folder or s3://... URI holding all state")
+    catalog: str | None = Field(
+        default=None, description="Unity Catalog name; when set, tables are catalog.layer.name"
+    )
+    checkpoint_root: str | None = Field(default=None, description="defaults to <root>/_checkpoints")
+
+
+class JarsConfig(_Strict):
+    mode: Literal["local_dir", "packages", "cluster"]
+    local_dir: str = "jars/spark"
+    packages: tuple[str, ...] = ()
+
+
+class SparkConfig(_Strict):
+    master: str | None = None
+    app_name: str = "tailor"
+    shuffle_partitions: int = Field(ge=1)
+    ui_enabled: bool = True
+    jars: JarsConfig
+    conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _values_as_spark_strings(cls, conf: Any) -> Any:
+        if not isinstance(conf, dict):
+            return conf
+        return {
+            key: str(value).lower() if isinstance(value, bool) else str(value)
+            if isinstance(value, (int, float)) else value
+            for key, value in conf.items()
+        }
+
+    @field_validator("conf")
+    @classmethod
+    def _no_literal_secrets(cls, conf: dict[str, str]) -> dict[str, str]:
+        for key in conf:
+            if _SECRET_LOOKING_KEY.search(key):
+                raise ValueError(
+                    f"'{key}' looks like a secret; secrets come only from environment variables"
+                )
+        return conf
+
+
+class FilesSourceConfig(_Strict):
+    path: str = Field(description="folder of JSON-lines event files; relative paths sit under storage.root")
+    crm_path: str = Field(description="folder of JSON-lines CRM change files (Debezium envelope)")
+    max_files_per_trigger: int | None = Field(default=None, ge=1)
+
+
+class KafkaSourceConfig(_Strict):
+    bootstrap_servers: str
+    events_topic: str
+    crm_topic: str
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    max_offsets_per_trigger: int | None = Field(default=None, ge=1)
+
+
+class KinesisSourceConfig(_Strict):
+    stream_name: str
+    region: str
+    endpoint_url: str | None = None
+
+
+class SourceConfig(_Strict):
+    type: Literal["files", "kafka", "kinesis"]
+    files: FilesSourceConfig
+    kafka: KafkaSourceConfig
+    kinesis: KinesisSourceConfig
+
+
+class KafkaBrokerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    controller_port: int = Field(ge=1, le=65535)
+    jars_dir: str = "jars/kafka-broker"
+    home: str = Field(description="data and logs; relative paths sit under storage.root")
+    default_partitions: int = Field(default=2, ge=1)
+    start_timeout_s: float = Field(default=60, gt=0)
+
+
+class ServicesConfig(_Strict):
+    kafka: KafkaBrokerConfig
+
+
+class GeneratorConfig(_Strict):
+    seed: int
+    users: int = Field(ge=1)
+    products: int = Field(ge=1)
+    days: int = Field(ge=1)
+    start: date
+    zipf_exponent: float = Field(gt=0)
+    output: str = Field(description="landing folder; relative paths sit under storage.root")
+
+
+class SecretsConfig(_Strict):
+    """Names of the environment variables that hold each secret; never the secret itself."""
+
+    pii_encryption_key: str = "TAILOR_PII_ENCRYPTION_KEY"
+    pii_hmac_key: str = "TAILOR_PII_HMAC_KEY"
+    api_tokens: str = "TAILOR_API_TOKENS"
+    link_signing_key: str = "TAILOR_LINK_SIGNING_KEY"
+
+    @field_validator("*")
+    @classmethod
+    def _is_env_var_name(cls, value: str) -> str:
+        if not _ENV_VAR_NAME.match(value):
+            raise ValueError(
+                "must be the NAME of an environment variable (A-Z, 0-9, _), not a secret value"
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """Where a table lives: a path (local, s3://) or a catalog name (Databricks)."""
+
+    layer_name: str
+    path: str | None = None
+    catalog_name: str | None = None
+
+    def __str__(self) -> str:
+        return self.path or self.catalog_name or self.layer_name
+
+
+class Config(_Strict):
+    env: Literal["local", "databricks", "emr"]
+    storage: StorageConfig
+    spark: SparkConfig
+    source: SourceConfig
+    services: ServicesConfig
+    generator: GeneratorConfig
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
+
+    def resolve(self, path: str) -> str:
+        """An absolute path or URI; relative paths sit under the project root."""
+        if "://" in path or path.startswith("/"):
+            return path
+        return str(PROJECT_ROOT / path)
+
+    def under_root(self, path: str) -> str:
+        """An absolute path or URI; relative paths sit under storage.root."""
+        if "://" in path or path.startswith("/"):
+            return path
+        return _join(self.resolve(self.storage.root), path)
+
+    def table(self, layer_name: str) -> TableRef:
+        if layer_name not in TABLES:
+            raise ConfigError(f"unknown table '{layer_name}'; known tables: {', '.join(TABLES)}")
+        if self.storage.catalog:
+            return TableRef(layer_name, catalog_name=f"{self.storage.catalog}.{layer_name}")
+        layer, name = layer_name.split(".")
+        return TableRef(layer_name, path=_join(self.under_root(layer), name))
+
+    def checkpoint(self, query_name: str) -> str:
+        """One checkpoint folder per streaming query, never shared."""
+        root = self.storage.checkpoint_root or self.under_root("_checkpoints")
+        return _join(self.resolve(root), query_name)
+
+    def secret(self, name: str) -> str | None:
+        return os.environ.get(getattr(self.secrets, name))
+
+    def masked(self) -> dict[str, Any]:
+        """The resolved configuration with each secret shown as set or unset, never its value."""
+        shown = self.model_dump(mode="json")
+        shown["secrets"] = {
+            name: {"env": env_name, "value": "****" if os.environ.get(env_name) else "<unset>"}
+            for name, env_name in self.secrets.model_dump().items()
+        }
+        return shown
+
+
+def _join(base: str, child: str) -> str:
+    return base.rstrip("/") + "/" + child.lstrip("/")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; restore it from git or pass --conf-dir")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys at the top level")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` into (['a','b','c'], value), the value read as a YAML scalar."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    for section in _DOTTED_KEY_SECTIONS:
+        if tuple(parts[: len(section)]) == section and len(parts) > len(section):
+            parts = [*section, ".".join(parts[len(section) :])]
+    if not sep or not key.strip() or any(not p for p in parts):
+        raise ConfigError(f"--set '{text}' must look like dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def _apply_override(data: dict[str, Any], parts: list[str], value: Any) -> dict[str, Any]:
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            key, prefix = ".".join(parts), ".".join(parts[: depth + 1])
+            raise ConfigError(f"--set {key}: '{prefix}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+    return data
+
+
+def _has_path(data: Any, parts: tuple[Any, ...]) -> bool:
+    for part in parts:
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "literal_error":
+        return f"{error['msg'].lower()} (got {error.get('input')!r})"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if "input" in error and not isinstance(error["input"], dict):
+        return f"{message} (got {error['input']!r})"
+    return message
+
+
+def load_config(
+    env: str = "local",
+    overrides: tuple[str, ...] | list[str] = (),
+    conf_dir: str | Path | None = None,
+) -> Config:
+    """Read base.yaml, overlay <env>.yaml, apply --set overrides, validate."""
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"unknown env '{env}'; choose one of: {', '.join(ENVIRONMENTS)}")
+    directory = Path(conf_dir or os.environ.get("TAILOR_CONF_DIR") or DEFAULT_CONF_DIR)
+    layers: list[tuple[str, dict[str, Any]]] = [
+        (str(directory / name), _read_yaml(directory / name)) for name in ("base.yaml", f"{env}.yaml")
+    ]
+    merged: dict[str, Any] = {}
+    for _, data in layers:
+        merged = _deep_merge(merged, data)
+    set_layer: dict[str, Any] = {}
+    for text in overrides:
+        parts, value = parse_override(text)
+        merged = _apply_override(merged, parts, value)
+        set_layer = _apply_override(set_layer, parts, value)
+    layers.append(("--set", set_layer))
+    merged["env"] = env
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            location = tuple(error["loc"])
+            origin = next((name for name, data in reversed(layers) if _has_path(data, location)), None)
+            key = ".".join(str(part) for part in location)
+            where = f" (from {origin})" if origin else ""
+            problems.append(f"{key}: {_describe(error)}{where}")
+        raise ConfigError("config error: " + "; ".join(problems)) from None

@@ -1,0 +1,82 @@
+"""Spark schemas derived from the JSON Schemas of `pipelines.contracts.events`.
+
+The envelope's `payload` is read as a string: Spark's JSON reader keeps a nested object
+as its JSON text when the field is typed string, so bronze keeps the payload as sent and
+each payload is parsed against its own type's schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DataType,
+    DoubleType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from pipelines.contracts.events import CRM_CUSTOMER_ROW, DEBEZIUM_CHANGE, ENVELOPE, payload_schema
+
+_SCALARS: dict[str, DataType] = {
+    "string": StringType(),
+    "integer": LongType(),
+    "number": DoubleType(),
+    "boolean": BooleanType(),
+}
+
+
+def _json_type(schema: dict[str, Any]) -> str:
+    if "anyOf" in schema:
+        concrete = [s for s in schema["anyOf"] if s.get("type") != "null"]
+        return _json_type(concrete[0])
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = next(k for k in kind if k != "null")
+    return kind
+
+
+def to_spark_type(schema: dict[str, Any]) -> DataType:
+    if "anyOf" in schema:
+        concrete = [s for s in schema["anyOf"] if s.get("type") != "null"]
+        return to_spark_type(concrete[0])
+    kind = _json_type(schema)
+    if kind == "object":
+        properties = schema.get("properties")
+        if not properties:
+            return StringType()
+        return StructType([StructField(name, to_spark_type(sub), True) for name, sub in properties.items()])
+    if kind == "array":
+        return ArrayType(to_spark_type(schema.get("items", {"type": "string"})), True)
+    return _SCALARS[kind]
+
+
+def envelope_spark_schema() -> StructType:
+    """Every envelope field typed as sent is NOT what we want for validation: a wrong-typed
+    field would silently become null. So the envelope is read with every field as a string
+    and each one is checked and cast by `pipelines.validation`."""
+    return StructType([StructField(name, StringType(), True) for name in ENVELOPE["properties"]])
+
+
+def typed_envelope_schema() -> StructType:
+    """The envelope with its contract types, payload kept as JSON text."""
+    return to_spark_type(ENVELOPE)  # type: ignore[return-value]
+
+
+def payload_spark_schema(event_type: str, schema_version: int) -> StructType:
+    schema = payload_schema(event_type, schema_version)
+    if schema is None:
+        raise KeyError(f"no payload schema for {event_type} v{schema_version}")
+    return to_spark_type(schema)  # type: ignore[return-value]
+
+
+def debezium_spark_schema() -> StructType:
+    return to_spark_type(DEBEZIUM_CHANGE)  # type: ignore[return-value]
+
+
+def crm_row_spark_schema() -> StructType:
+    return to_spark_type(CRM_CUSTOMER_ROW)  # type: ignore[return-value]

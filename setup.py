@@ -1,0 +1,52 @@
+"""One distribution, `tailor`, with the `tailor` console script.
+
+    pip install -c requirements.lock -e .[dev]     # everything, for development and CI
+    pip install -c requirements.lock .              # the API and producers: no Spark
+
+Direct dependencies are pinned here; requirements.lock pins the whole tree.
+"""
+
+from setuptools import find_packages, setup
+
+SPARK = [
+    "pyspark==4.1.1",          # matches the JVM artifacts in conf/jvm/spark/pom.xml
+    "delta-spark==4.4.0",      # io.delta:delta-spark_4.1_2.13:4.4.0
+    "pandas==2.3.3",           # pyspark 4.1 does not fully support pandas 3
+    "pyarrow==25.0.1",
+    "great-expectations[spark]==1.24.1",
+    "mlflow==3.17.2",
+]
+
+setup(
+    name="tailor",
+    version="0.1.0",
+    description="Real-time personalization engine for email marketing on Spark and Delta Lake",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["jobs", "jobs.*", "pipelines", "pipelines.*", "expectations",
+                                    "expectations.*", "api", "api.*"]),
+    install_requires=[
+        "pyyaml==6.0.3",
+        "pydantic==2.14.4",
+        "jsonschema==4.26.0",
+        "rfc3339-validator==0.1.4",
+        "kafka-python==3.0.12",
+        "boto3==1.44.8",
+        "cryptography==50.0.2",
+        "flask==3.1.3",
+        "flask-limiter==4.1.1",
+        "redis==8.1.0",
+        "gunicorn==26.2.0",
+        "prometheus-client==0.26.0",
+        "itsdangerous==2.2.0",
+    ],
+    extras_require={
+        "spark": SPARK,
+        "dev": SPARK + [
+            "pytest==9.2.0",
+            "pytest-timeout==2.4.0",
+            "chispa==0.12.0",
+            "moto[server]==5.2.5",
+        ],
+    },
+    entry_points={"console_scripts": ["tailor=jobs.cli:main"]},
+)

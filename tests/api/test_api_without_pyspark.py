@@ -1,0 +1,46 @@
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A meta-path finder that refuses pyspark, as on a web host where it is not installed.
+BLOCK_PYSPARK = """
+import sys
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pyspark" or name.startswith("pyspark."):
+            raise ModuleNotFoundError("No module named 'pyspark'")
+sys.meta_path.insert(0, Refuse())
+"""
+
+
+def test_api_imports_and_serves_without_pyspark():
+    script = BLOCK_PYSPARK + """
+from api import create_app
+client = create_app({"TESTING": True}).test_client()
+response = client.get("/healthz")
+assert response.status_code == 200, response.status_code
+assert response.get_json()["status"] == "ok"
+missing = client.get("/nope")
+assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
+assert not any(name.startswith("pyspark") for name in sys.modules)
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_config_and_contract_load_without_pyspark():
+    script = BLOCK_PYSPARK + """
+from pipelines.config import load_config
+from pipelines.contracts import validate_event
+load_config("local")
+assert validate_event("{") .code == "malformed_json"
+from jobs.cli import main
+assert main(["config", "show"]) == 0
+assert not any(name.startswith("pyspark") for name in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,57 @@
+"""Shared fixtures: one Spark session per test run, one real Kafka broker, both local.
+
+Everything a test writes lives under a per-run temporary storage.root, never under var/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def storage_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tailor-state")
+
+
+@pytest.fixture(scope="session")
+def config(storage_root) -> Config:
+    return load_config("local", [f"storage.root={storage_root}", "spark.shuffle_partitions=2"])
+
+
+@pytest.fixture(scope="session")
+def spark(config):
+    from pipelines.session import build_spark
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    session = build_spark(config, app_name="tests")
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory):
+    """A real single-node KRaft broker from the Maven jars, on free loopback ports."""
+    from pipelines.services.kafka_broker import KafkaBroker, free_port
+
+    home = tmp_path_factory.mktemp("kafka")
+    broker = KafkaBroker(home=home, port=free_port(), controller_port=free_port())
+    broker.start()
+    yield broker
+    broker.stop()
+    if os.environ.get("TAILOR_KEEP_KAFKA_LOGS"):
+        shutil.copytree(home / "logs", ROOT / "var" / "test-kafka-logs", dirs_exist_ok=True)
+
+
+@pytest.fixture
+def table_root(tmp_path) -> Path:
+    return tmp_path
