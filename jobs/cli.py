@@ -20,6 +20,7 @@ from jobs._common import config_from, entry_point, parser_for
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("jobs.run", "the demo: generate a world, then run every job once"),
     "generate": ("jobs.generate", "write a deterministic synthetic world of events"),
+    "ingest": ("jobs.ingest_events", "land events in bronze.events / bronze.quarantine, exactly once"),
     "kafka": ("jobs.local_services", "start, stop or check the local Kafka broker"),
     "config": ("jobs.cli", "config show: print the resolved configuration, secrets masked"),
     "contract": ("jobs.cli", "contract export DIR: write the event contract as JSON Schema files"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from jobs import generate
+from jobs import generate, ingest_events
 from jobs._common import config_from, entry_point, parser_for, setup_logging
 
 log = logging.getLogger("tailor.run")
@@ -40,7 +40,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     config_from(args)  # fail fast, before any step, on a bad config
     common = _passthrough(args)
-    steps = [("generate", generate.main, [*common, "--faults", args.faults])]
+    steps = [
+        ("generate", generate.main, [*common, "--faults", args.faults]),
+        ("ingest", ingest_events.main, [*common, "--once"]),
+    ]
     for name, step, step_args in steps:
         log.info("step %s", name)
         code = step(step_args)

@@ -122,6 +122,16 @@ class SourceConfig(_Strict):
     kinesis: KinesisSourceConfig
 
 
+_DURATION = r"^\d+ (second|minute|hour|day)s?$"
+
+
+class IngestConfig(_Strict):
+    trigger_interval: str = Field(pattern=_DURATION, description="processing-time trigger, e.g. '30 seconds'")
+    dedup_window: str = Field(pattern=_DURATION, description="how long an event_id is remembered for dropping retries")
+    metrics_flush_seconds: float = Field(gt=0)
+    fail_on_data_loss: bool = True
+
+
 class KafkaBrokerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)
@@ -181,6 +191,7 @@ class Config(_Strict):
     storage: StorageConfig
     spark: SparkConfig
     source: SourceConfig
+    ingest: IngestConfig
     services: ServicesConfig
     generator: GeneratorConfig
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)

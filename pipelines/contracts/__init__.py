@@ -12,7 +12,9 @@ from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any
 
-from jsonschema import Draft202012Validator
+import re
+
+from jsonschema import Draft202012Validator, validators
 
 from pipelines.contracts.events import (
     CONTRACT_VERSION,
@@ -23,6 +25,7 @@ from pipelines.contracts.events import (
     EVENTS_WITHOUT_USER,
     MAX_EVENT_BYTES,
     MAX_FUTURE_SKEW_HOURS,
+    OCCURRED_AT_PATTERN,
     PAYLOADS,
     payload_schema,
 )
@@ -43,27 +46,48 @@ class Problem:
     message: str
 
 
+_OCCURRED_AT = re.compile(OCCURRED_AT_PATTERN)
+
+# JSON integers are whole numbers written without a fraction: 1.0 is a number, not an
+# integer, as Spark's JSON reader sees it too.
+_TYPES = Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
+_Validator = validators.extend(Draft202012Validator, type_checker=_TYPES)
+
+
 @lru_cache(maxsize=None)
-def _validator(event_type: str | None, version: int | None) -> Draft202012Validator:
+def _validator(event_type: str | None, version: int | None):
     schema = ENVELOPE if event_type is None else payload_schema(event_type, version)
-    return Draft202012Validator(schema)
+    return _Validator(schema)
 
 
-def _first_schema_problem(validator: Draft202012Validator, value: Any, prefix: str) -> Problem | None:
-    errors = sorted(validator.iter_errors(value), key=lambda e: (list(e.absolute_path), e.validator))
+def _where(prefix: str, path) -> str:
+    """payload.items[].product_id: array positions are not named, so messages stay stable."""
+    parts = [prefix] if prefix else []
+    for step in path:
+        if isinstance(step, int):
+            parts[-1] = parts[-1] + "[]" if parts else "[]"
+        else:
+            parts.append(str(step))
+    return ".".join(parts)
+
+
+def _first_schema_problem(validator, value: Any, prefix: str) -> Problem | None:
+    """Missing fields first, then wrong types, then bad values: the same precedence as the
+    Spark expressions in pipelines.validation."""
+    errors = list(validator.iter_errors(value))
     for error in errors:
-        where = ".".join([prefix, *map(str, error.absolute_path)]).strip(".")
         if error.validator == "required":
             missing = error.message.split("'")[1] if "'" in error.message else error.message
-            field = f"{where}.{missing}".strip(".")
+            field = ".".join(filter(None, [_where(prefix, error.absolute_path), missing]))
             return Problem("missing_field", f"required field '{field}' is missing")
     for error in errors:
-        where = ".".join([prefix, *map(str, error.absolute_path)]).strip(".") or prefix or "record"
+        where = _where(prefix, error.absolute_path) or "record"
         if error.validator == "type":
             expected = error.validator_value
-            return Problem("wrong_type", f"'{where}' must be {expected}, got {type(error.instance).__name__}")
+            return Problem("wrong_type", f"'{where}' must be {expected}")
     for error in errors:
-        where = ".".join([prefix, *map(str, error.absolute_path)]).strip(".") or prefix or "record"
+        where = _where(prefix, error.absolute_path) or "record"
         # Name the rule, never the value: a value may be someone's email address.
         rule = json.dumps(error.validator_value)[:120]
         return Problem("invalid_value", f"'{where}' breaks {error.validator} {rule}")
@@ -112,7 +136,7 @@ def validate_event(raw: bytes | str | dict[str, Any], now: datetime | None = Non
                        f"{event_type} schema_version {version} is unknown (known: {known})")
     if event_type not in EVENTS_WITHOUT_USER and not record.get("user_id"):
         return Problem("missing_field", f"required field 'user_id' is missing for {event_type}")
-    occurred_at = parse_occurred_at(record["occurred_at"])
+    occurred_at = parse_occurred_at(record["occurred_at"]) if _OCCURRED_AT.match(record["occurred_at"]) else None
     if occurred_at is None:
         return Problem("bad_timestamp", "occurred_at must be ISO-8601 with a zone, e.g. 2026-11-27T08:00:00Z")
     now = now or datetime.now(timezone.utc)

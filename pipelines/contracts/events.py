@@ -24,6 +24,11 @@ MAX_EVENT_BYTES = 256 * 1024
 MAX_FUTURE_SKEW_HOURS = 24
 EARLIEST_OCCURRED_AT = "2000-01-01T00:00:00Z"
 
+# ISO-8601 with a zone; the Python validator and the Spark expressions both use it.
+OCCURRED_AT_PATTERN = (
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|z|[+-]\d{2}(:?\d{2})?)$"
+)
+
 # Quarantine error codes, in the order a record is checked; the first failure names it.
 ERROR_CODES = (
     "not_utf8",

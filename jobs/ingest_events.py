@@ -1,0 +1,129 @@
+"""Land every event in bronze.events or bronze.quarantine, exactly once.
+
+    tailor ingest [--env local] [--set k=v ...] [--once] [--trigger-interval "30 seconds"]
+    spark-submit jobs/ingest_events.py [same options]
+
+Parameters:
+  --once               process what is available now, then stop (availableNow trigger);
+                       for scheduled runs and the demo. Default: run continuously with a
+                       processing-time trigger of ingest.trigger_interval.
+  --trigger-interval   override ingest.trigger_interval, e.g. "10 seconds"
+Config: source.type (files | kafka | kinesis) and source.*, ingest.dedup_window,
+  ingest.metrics_flush_seconds; tables bronze.events, bronze.quarantine,
+  bronze.ingest_metrics; checkpoint <checkpoints>/ingest_events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import time
+from pathlib import Path
+
+from jobs._common import config_from, entry_point, parser_for, setup_logging
+from pipelines.config import Config
+from pipelines.delta_tables import ensure_table
+from pipelines.errors import TailorError
+from pipelines.ingest import drop_retried_duplicates, observe_outcome, validate_streams
+from pipelines.metrics import IngestMetricsCollector
+from pipelines.schemas import BRONZE_EVENTS, INGEST_METRICS, QUARANTINE
+from pipelines.session import build_spark
+from pipelines.sinks import checkpoint_app_id, ingest_batch_writer
+from pipelines.sources import read_raw
+
+QUERY_NAME = "ingest_events"
+log = logging.getLogger("tailor.ingest")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = parser_for("tailor ingest", __doc__.split("\n\n")[0])
+    parser.add_argument("--once", action="store_true", help="availableNow: process the backlog, then stop")
+    parser.add_argument("--trigger-interval", default=None)
+    return parser
+
+
+def prepare_tables(spark, config: Config) -> None:
+    ensure_table(spark, config.table("bronze.events"), BRONZE_EVENTS, partition_by=("event_date",),
+                 properties={"delta.appendOnly": "true"})
+    ensure_table(spark, config.table("bronze.quarantine"), QUARANTINE)
+    ensure_table(spark, config.table("bronze.ingest_metrics"), INGEST_METRICS)
+
+
+def _ensure_landing_folders(config: Config) -> None:
+    if config.source.type != "files":
+        return
+    for folder in (config.source.files.path, config.source.files.crm_path):
+        location = config.under_root(folder)
+        if "://" not in location:
+            Path(location).mkdir(parents=True, exist_ok=True)
+
+
+def start_query(spark, config: Config, once: bool, trigger_interval: str | None = None):
+    checkpoint = config.checkpoint(QUERY_NAME)
+    flow = (validate_streams(read_raw(spark, config))
+            .transform(drop_retried_duplicates(config.ingest.dedup_window))
+            .transform(observe_outcome))
+    writer = ingest_batch_writer(config.table("bronze.events"), config.table("bronze.quarantine"),
+                                 checkpoint_app_id(spark, checkpoint, QUERY_NAME))
+    stream = (flow.writeStream.queryName(QUERY_NAME)
+              .option("checkpointLocation", checkpoint)
+              .foreachBatch(writer))
+    if once:
+        stream = stream.trigger(availableNow=True)
+    else:
+        stream = stream.trigger(processingTime=trigger_interval or config.ingest.trigger_interval)
+    return stream.start()
+
+
+def run(config: Config, once: bool, trigger_interval: str | None = None) -> int:
+    spark = build_spark(config, QUERY_NAME)
+    prepare_tables(spark, config)
+    _ensure_landing_folders(config)
+    collector = IngestMetricsCollector(QUERY_NAME)
+    spark.streams.addListener(collector)
+    metrics_table = config.table("bronze.ingest_metrics")
+    query = start_query(spark, config, once, trigger_interval)
+    log.info("query %s started (%s), checkpoint %s", QUERY_NAME,
+             "availableNow" if once else "processing time", config.checkpoint(QUERY_NAME))
+
+    def stop(signum, _frame):
+        log.info("signal %s: stopping %s after the current batch", signum, QUERY_NAME)
+        query.stop()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        while query.isActive:
+            query.awaitTermination(config.ingest.metrics_flush_seconds)
+            collector.flush(spark, metrics_table)
+        _wait_for_last_progress(query, collector)
+        collector.flush(spark, metrics_table)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        spark.streams.removeListener(collector)
+    if query.exception() is not None:
+        raise TailorError(f"query {QUERY_NAME} failed: {str(query.exception()).splitlines()[0][:500]}")
+    progress = query.lastProgress
+    log.info("query %s stopped after batch %s", QUERY_NAME, progress["batchId"] if progress else "none")
+    return 0
+
+
+def _wait_for_last_progress(query, collector: IngestMetricsCollector, timeout_s: float = 15) -> None:
+    """Listener events arrive asynchronously; wait for the last batch's before the final flush."""
+    last = query.lastProgress
+    if not last:
+        return
+    deadline = time.monotonic() + timeout_s
+    while collector.last_batch_seen < last["batchId"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+@entry_point
+def main(argv=None) -> int:
+    setup_logging()
+    args = build_parser().parse_args(argv)
+    return run(config_from(args), args.once, args.trigger_interval)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""Per-batch ingest metrics, from a StreamingQueryListener into a Delta table.
+
+The listener only queues what each progress event says; the job's own thread writes
+the queue to `bronze.ingest_metrics` (MERGE on query id and batch id, so a batch reported
+twice is stored once). Spark work inside a listener callback would stall the listener bus.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQueryListener
+
+from pipelines.config import TableRef
+from pipelines.contracts.events import ERROR_CODES
+from pipelines.delta_tables import delta_table
+from pipelines.ingest import OBSERVED_INPUT, OBSERVED_OUTCOME
+from pipelines.schemas import INGEST_METRICS
+
+
+def metrics_row(progress: Any) -> dict[str, Any] | None:
+    """One metrics row from a StreamingQueryProgress, or None if it processed nothing."""
+    observed = progress.observedMetrics or {}
+    if OBSERVED_INPUT not in observed or OBSERVED_OUTCOME not in observed:
+        return None
+    rows_in = observed[OBSERVED_INPUT]["rows"] or 0
+    outcome = observed[OBSERVED_OUTCOME]
+    by_code = {code: outcome[f"quarantined_{code}"] for code in ERROR_CODES if outcome[f"quarantined_{code}"]}
+    return {
+        "query_name": progress.name or "",
+        "query_id": str(progress.id),
+        "run_id": str(progress.runId),
+        "batch_id": int(progress.batchId),
+        "batch_timestamp": datetime.fromisoformat(progress.timestamp.replace("Z", "+00:00"))
+            .astimezone(timezone.utc).replace(tzinfo=None),
+        "input_rows": int(rows_in),
+        "valid_rows": int(outcome["valid"] or 0),
+        "quarantined_rows": int(outcome["quarantined"] or 0),
+        "quarantined_by_code": by_code,
+        "duplicate_rows": int(rows_in - (outcome["rows"] or 0)),
+        "tombstones": int(outcome["tombstones"] or 0),
+        "batch_duration_ms": int((progress.durationMs or {}).get("triggerExecution", 0)),
+        "max_event_time_lag_s": outcome["max_event_time_lag_s"],
+        "source_offsets": json.dumps([source.endOffset for source in progress.sources]),
+    }
+
+
+class IngestMetricsCollector(StreamingQueryListener):
+    def __init__(self, query_name: str):
+        self.query_name = query_name
+        self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self.last_batch_seen = -1
+
+    def onQueryStarted(self, event) -> None:
+        pass
+
+    def onQueryProgress(self, event) -> None:
+        progress = event.progress
+        if progress.name != self.query_name:
+            return
+        row = metrics_row(progress)
+        with self._lock:
+            self.last_batch_seen = max(self.last_batch_seen, progress.batchId)
+            if row is not None:
+                self._rows.append(row)
+
+    def onQueryIdle(self, event) -> None:
+        pass
+
+    def onQueryTerminated(self, event) -> None:
+        pass
+
+    def drain(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows, self._rows = self._rows, []
+        return rows
+
+    def flush(self, spark: SparkSession, table: TableRef) -> int:
+        rows = self.drain()
+        if not rows:
+            return 0
+        frame = spark.createDataFrame(rows, INGEST_METRICS)
+        (delta_table(spark, table).alias("t")
+         .merge(frame.alias("s"), "t.query_id = s.query_id AND t.batch_id = s.batch_id")
+         .whenNotMatchedInsertAll()
+         .execute())
+        return len(rows)
