@@ -58,7 +58,10 @@ def _has_json_type(node: Column, kind: str | list[str]) -> Column:
         if one == "string":
             tests.append(name == "STRING")
         elif one == "integer":
-            tests.append(name.isin("BIGINT", "INT", "SMALLINT", "TINYINT") | name.rlike(r"^DECIMAL\(\d+,0\)$"))
+            # Integers that fit a long are BIGINT; DECIMAL(p,0) with p < 19 is a literal such
+            # as 2.0 whose scale the variant encoding dropped: a number, not an integer.
+            tests.append(name.isin("BIGINT", "INT", "SMALLINT", "TINYINT")
+                         | name.rlike(r"^DECIMAL\((19|[23][0-9]),0\)$"))
         elif one == "number":
             tests.append(name.isin("BIGINT", "INT", "SMALLINT", "TINYINT", "DOUBLE", "FLOAT")
                          | name.startswith("DECIMAL"))
@@ -328,8 +331,9 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None) -> DataFrame:
     occurred_at = F.timestamp_millis(source_ts)
     df = (df.withColumn("_op", op)
           .withColumn("user_id", key)
-          .withColumn("event_id", F.concat_ws(":", F.lit("crm"), db_table,
-                                              F.coalesce(lsn, source_ts).cast("string"), op, key))
+          .withColumn("event_id", F.when(key.isNotNull() & F.coalesce(lsn, source_ts).isNotNull(),
+                                         F.concat_ws(":", F.lit("crm"), db_table,
+                                                     F.coalesce(lsn, source_ts).cast("string"), op, key)))
           .withColumn("event_type", F.lit(CRM_EVENT_TYPE))
           .withColumn("schema_version", F.lit(1))
           .withColumn("occurred_at", occurred_at)

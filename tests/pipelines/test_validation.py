@@ -1,0 +1,175 @@
+"""Contract validation as Spark expressions: expected rows written by hand, and the
+same answers as the Python validator on a corpus of good and bad records."""
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from pipelines.contracts import validate_event
+from pipelines.generator import Faults, WorldSpec, crm_message, generate_world
+from pipelines.validation import validate_crm_changes, validate_events
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+RAW_SCHEMA = ("raw binary, source_kind string, source_stream string, source_partition string, "
+              "source_offset string, source_timestamp timestamp")
+
+
+def _raw(spark, records):
+    rows = [(r if isinstance(r, (bytes, type(None))) else r.encode("utf-8"), "files", "landing", "f.jsonl",
+             str(n), None) for n, r in enumerate(records)]
+    return spark.createDataFrame(rows, RAW_SCHEMA)
+
+
+def _now():
+    return F.lit(NOW.isoformat()).cast("timestamp")
+
+
+def _event(**changes):
+    event = {"event_id": "e-1", "event_type": "add_to_cart", "schema_version": 1, "user_id": "u-1",
+             "occurred_at": "2026-11-27T08:00:00Z", "source": "web",
+             "payload": {"product_id": "22423", "quantity": 2, "unit_price": 12.75, "currency": "GBP",
+                         "cart_id": "c-1", "session_id": "s-1"}}
+    for key, value in changes.items():
+        if key.startswith("payload__"):
+            name = key.split("__", 1)[1]
+            if value is ...:
+                event["payload"].pop(name)
+            else:
+                event["payload"][name] = value
+        elif value is ...:
+            event.pop(key)
+        else:
+            event[key] = value
+    return json.dumps(event, ensure_ascii=False)
+
+
+def test_valid_and_invalid_rows_by_hand(spark):
+    source = _raw(spark, [
+        _event(),
+        _event(event_id="e-2", occurred_at="2026-11-27T09:30:00+01:00"),
+        _event(event_id="e-3", payload__quantity="two"),
+        "{not json",
+    ])
+    actual = validate_events(source, _now()).select(
+        "event_id", "event_type", "schema_version", "user_id",
+        F.date_format("occurred_at", "yyyy-MM-dd HH:mm:ss").alias("occurred_at_utc"),
+        F.get_json_object("payload", "$.quantity").alias("quantity"),
+        "source_offset", "error_code", "error_message")
+    expected = spark.createDataFrame([
+        ("e-1", "add_to_cart", 1, "u-1", "2026-11-27 08:00:00", "2", "0", None, None),
+        ("e-2", "add_to_cart", 1, "u-1", "2026-11-27 08:30:00", "2", "1", None, None),
+        ("e-3", "add_to_cart", 1, "u-1", "2026-11-27 08:00:00", "two", "2", "wrong_type",
+         "'payload.quantity' must be integer"),
+        (None, None, None, None, None, None, "3", "malformed_json", "not JSON"),
+    ], "event_id string, event_type string, schema_version int, user_id string, occurred_at_utc string, "
+       "quantity string, source_offset string, error_code string, error_message string")
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+BAD_CORPUS = {
+    "malformed_json": '{"event_id": "e-9", ',
+    "empty": "",
+    "null_value": None,
+    "json_array": "[1, 2, 3]",
+    "trailing_garbage": _event() + " and more",
+    "missing_event_id": _event(event_id=...),
+    "missing_payload_field": _event(payload__cart_id=...),
+    "wrong_type_version": _event(schema_version="1"),
+    "wrong_type_payload": _event(payload=[1, 2]),
+    "float_as_integer": _event(payload__quantity=2.0),
+    "unknown_event_type": _event(event_type="add_to_basket"),
+    "unknown_schema_version": _event(schema_version=7),
+    "oversized": _event(payload__note="x" * (1024 * 1024)),
+    "bad_timestamp_no_zone": _event(occurred_at="2026-11-27T08:00:00"),
+    "bad_timestamp_words": _event(occurred_at="last tuesday"),
+    "year_9999": _event(occurred_at="9999-12-31T23:59:59Z"),
+    "not_utf8": b'{"event_id": "e-\xff\xfe"}',
+    "nul_byte_raw": _event().replace('"web"', '"w\x00eb"'),
+    "nul_byte_escaped": _event(source="w\u0000eb"),
+    "unicode_ok": _event(user_id="u-\u00e9\u4e2d\U0001F600"),
+    "invalid_enum": _event(payload__currency="gbp"),
+    "bad_nested": json.dumps({"event_id": "e-p", "event_type": "purchase", "schema_version": 1,
+                              "user_id": "u-1", "occurred_at": "2026-11-27T08:00:00Z", "source": "web",
+                              "payload": {"order_id": "o-1", "total": 3.0, "currency": "GBP",
+                                          "items": [{"product_id": "p-1", "quantity": 1, "unit_price": 3.0},
+                                                    {"quantity": 1, "unit_price": 3.0}]}}),
+    "empty_items": json.dumps({"event_id": "e-q", "event_type": "purchase", "schema_version": 1,
+                               "user_id": "u-1", "occurred_at": "2026-11-27T08:00:00Z", "source": "web",
+                               "payload": {"order_id": "o-1", "total": 3.0, "currency": "GBP", "items": []}}),
+    "catalogue_without_user": json.dumps({"event_id": "p-1", "event_type": "product_upsert", "schema_version": 1,
+                                          "occurred_at": "2026-11-27T08:00:00Z", "source": "catalog",
+                                          "payload": {"product_id": "1", "title": "Mug", "category": "kitchen",
+                                                      "price": 2.5, "currency": "GBP"}}),
+}
+
+EXPECTED_CODES = {
+    "malformed_json": "malformed_json", "empty": "malformed_json", "null_value": "malformed_json",
+    "json_array": "malformed_json", "trailing_garbage": "malformed_json",
+    "missing_event_id": "missing_field", "missing_payload_field": "missing_field",
+    "wrong_type_version": "wrong_type", "wrong_type_payload": "wrong_type", "float_as_integer": "wrong_type",
+    "unknown_event_type": "unknown_event_type", "unknown_schema_version": "unknown_schema_version",
+    "oversized": "oversized", "bad_timestamp_no_zone": "bad_timestamp", "bad_timestamp_words": "bad_timestamp",
+    "year_9999": "bad_timestamp", "not_utf8": "not_utf8", "nul_byte_raw": "malformed_json",
+    "nul_byte_escaped": None, "unicode_ok": None, "invalid_enum": "invalid_value",
+    "bad_nested": "missing_field", "empty_items": "invalid_value", "catalogue_without_user": None,
+}
+
+
+def test_bad_corpus_gets_the_written_down_codes(spark):
+    names = list(BAD_CORPUS)
+    actual = {row.source_offset: row for row in
+              validate_events(_raw(spark, [BAD_CORPUS[n] for n in names]), _now()).collect()}
+    codes = {name: actual[str(n)].error_code for n, name in enumerate(names)}
+    assert codes == EXPECTED_CODES
+    assert actual[str(names.index("bad_nested"))].error_message == \
+        "required field 'payload.items[].product_id' is missing"
+    assert actual[str(names.index("oversized"))].error_message.startswith("record is 10")
+
+
+def test_python_and_spark_validators_agree(spark):
+    world = generate_world(WorldSpec(seed=17, users=40, products=30, days=4, faults=Faults.parse("all=0.03")))
+    records = world.events + world.catalog + [r for r in BAD_CORPUS.values() if r is not None]
+    spark_codes = {int(row.source_offset): row.error_code for row in
+                   validate_events(_raw(spark, records), _now()).select("source_offset", "error_code").collect()}
+    for n, record in enumerate(records):
+        problem = validate_event(record if isinstance(record, bytes) else record.encode("utf-8"), NOW)
+        assert spark_codes[n] == (problem.code if problem else None), record[:300]
+
+
+def test_crm_changes_bare_wrapped_tombstone_and_bad(spark):
+    change = {"before": None, "op": "c", "ts_ms": 1764230400500, "transaction": None,
+              "after": {"user_id": "u-7", "email": "u7@example.com", "first_name": "Ada"},
+              "source": {"lsn": 42, "ts_ms": 1764230400000, "db": "crm", "table": "customers"}}
+    delete = {**change, "op": "d", "before": change["after"], "after": None,
+              "source": {**change["source"], "lsn": 43}}
+    records = [
+        json.dumps(change),
+        json.dumps({"schema": {"type": "struct"}, "payload": delete}),
+        None,
+        json.dumps({**change, "op": "x"}),
+        json.dumps({**change, "after": {"email": "nokey@example.com"}}),
+        json.dumps({**change, "source": {"db": "crm", "table": "customers"}}),
+        json.dumps({**change, "op": "u", "after": None}),
+    ]
+    actual = validate_crm_changes(_raw(spark, records), _now()).select(
+        "source_offset", "event_id", "event_type", "user_id",
+        F.date_format("occurred_at", "yyyy-MM-dd HH:mm:ss").alias("occurred"),
+        "is_tombstone", "error_code", "error_message")
+    expected = spark.createDataFrame([
+        ("0", "crm:crm.customers:42:c:u-7", "crm_customer_change", "u-7", "2025-11-27 08:00:00", False, None, None),
+        ("1", "crm:crm.customers:43:d:u-7", "crm_customer_change", "u-7", "2025-11-27 08:00:00", False, None, None),
+        ("2", None, "crm_customer_change", None, None, True, None, None),
+        ("3", "crm:crm.customers:42:x:u-7", "crm_customer_change", "u-7", "2025-11-27 08:00:00", False,
+         "invalid_value", "unknown op 'x'; expected one of c, u, d, r"),
+        ("4", None, "crm_customer_change", None, "2025-11-27 08:00:00", False,
+         "missing_field", "change has no key: neither after.user_id nor before.user_id"),
+        ("5", None, "crm_customer_change", "u-7", None, False,
+         "missing_field", "change has no sequence: neither source.lsn nor source.ts_ms"),
+        ("6", None, "crm_customer_change", None, "2025-11-27 08:00:00", False,
+         "missing_field", "op 'u' needs 'after'"),
+    ], "source_offset string, event_id string, event_type string, user_id string, occurred string, "
+       "is_tombstone boolean, error_code string, error_message string")
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
