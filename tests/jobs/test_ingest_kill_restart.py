@@ -1,0 +1,68 @@
+"""SIGKILL the running ingest job mid-stream, restart it, and lose or duplicate nothing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipelines.config import load_config
+from pipelines.generator import Faults, WorldSpec, generate_world
+from pipelines.producers import write_jsonl
+from tests.jobs.ingest_helpers import expected_outcome, landed
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _commits(table_path: str) -> int:
+    log = Path(table_path) / "_delta_log"
+    return len(list(log.glob("*.json"))) if log.exists() else 0
+
+
+def test_sigkill_mid_stream_then_restart_reconciles(spark, tmp_path):
+    overrides = [f"storage.root={tmp_path}", "source.files.max_files_per_trigger=1",
+                 "ingest.metrics_flush_seconds=1"]
+    config = load_config("local", overrides)
+    world = generate_world(WorldSpec(seed=61, users=40, products=20, days=4,
+                                     faults=Faults.parse("duplicate=0.03,malformed_json=0.01")))
+    events_dir = Path(config.under_root(config.source.files.path))
+    batches = world.event_batches(12)
+    for number, batch in enumerate(batches):
+        write_jsonl(events_dir, f"events-{number:02d}", batch)
+
+    command = [sys.executable, "-m", "jobs.cli", "ingest", "--trigger-interval", "1 second"]
+    for override in overrides:
+        command += ["--set", override]
+    log_file = open(tmp_path / "ingest.log", "w")
+    job = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+                           start_new_session=True, env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    bronze_path = config.table("bronze.events").path
+    deadline = time.monotonic() + 240
+    try:
+        # Table creation is commit 0; wait for three batches, well short of the twelve files.
+        while _commits(bronze_path) < 4 and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.2)
+        assert job.poll() is None, (tmp_path / "ingest.log").read_text()[-3000:]
+        assert _commits(bronze_path) >= 4, "the job made no progress"
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        log_file.close()
+    committed_before_restart = _commits(bronze_path) - 1
+    assert committed_before_restart < len(batches), "the kill came after the job had finished"
+
+    restart = subprocess.run(command + ["--once"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    assert restart.returncode == 0, restart.stdout[-3000:] + restart.stderr[-3000:]
+
+    bronze, quarantine, metrics = landed(spark, config)
+    valid_ids, codes, duplicates = expected_outcome([line.encode() for line in world.events], [])
+    rows = bronze.select("event_id").collect()
+    assert len(rows) == len({r.event_id for r in rows}), "duplicates in bronze after restart"
+    assert {r.event_id for r in rows} == valid_ids, "events lost across the kill"
+    quarantined = [(r.source_partition, r.source_offset) for r in
+                   quarantine.select("source_partition", "source_offset").collect()]
+    assert len(quarantined) == len(set(quarantined)) == sum(codes.values())
+    assert len(world.events) == len(rows) + len(quarantined) + duplicates
