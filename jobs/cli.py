@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("jobs.run", "the demo: generate a world, then run every job once"),
     "generate": ("jobs.generate", "write a deterministic synthetic world of events"),
     "ingest": ("jobs.ingest_events", "land events in bronze.events / bronze.quarantine, exactly once"),
+    "replay-quarantine": ("jobs.replay_quarantine", "re-feed repaired quarantine records through validation, once"),
     "kafka": ("jobs.local_services", "start, stop or check the local Kafka broker"),
     "config": ("jobs.cli", "config show: print the resolved configuration, secrets masked"),
     "contract": ("jobs.cli", "contract export DIR: write the event contract as JSON Schema files"),

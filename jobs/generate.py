@@ -14,6 +14,10 @@ Parameters (defaults from `generator.*` in config):
   --sink       files (default): JSON lines under --output/{events,crm,catalog}
                kafka: events and CRM changes to source.kafka.{events_topic,crm_topic}
   --with-schema  send CRM changes in Kafka Connect's {"schema", "payload"} wrapper
+  --from       synthetic (default) or online-retail: replay the UCI Online Retail data set
+               (data/online-retail, CC BY 4.0) as purchase and product_upsert events; what
+               happens to each kind of dirt in it is in pipelines/online_retail.py
+  --limit      online-retail only: replay the first N source lines
 Output: the files or messages, and `_manifest.json` listing counts and injected faults.
 """
 
@@ -45,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sink", choices=("files", "kafka"), default="files")
     parser.add_argument("--output", help="landing folder (default: generator.output)")
     parser.add_argument("--with-schema", action="store_true")
+    parser.add_argument("--from", dest="origin", choices=("synthetic", "online-retail"), default="synthetic")
+    parser.add_argument("--limit", type=int)
     return parser
 
 
@@ -58,6 +64,8 @@ def main(argv=None) -> int:
         faults = Faults.parse(args.faults)
     except ValueError as error:
         raise TailorError(f"--faults: {error}") from None
+    if args.origin == "online-retail":
+        return _replay_online_retail(config, args)
     for name in ("users", "products", "days", "batches"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -93,6 +101,28 @@ def main(argv=None) -> int:
     counts = world.manifest["counts"]
     log.info("wrote %d event lines, %d CRM changes and %d products to %s",
              counts["event_lines"], sum(counts["crm_changes_by_op"].values()), counts["products"], where)
+    return 0
+
+
+def _replay_online_retail(config, args) -> int:
+    from pipelines.online_retail import read_rows, replay_events
+
+    events, catalogue, manifest = replay_events(read_rows(limit=args.limit))
+    output = Path(args.output or config.under_root(config.generator.output))
+    stem = "online-retail" + (f"-{args.limit}" if args.limit else "")
+    write_jsonl(output / "catalog", f"products-{stem}", catalogue)
+    if args.sink == "files":
+        size = max(1, -(-len(events) // max(1, args.batches)))
+        for number, start in enumerate(range(0, len(events), size)):
+            write_jsonl(output / "events", f"events-{stem}-{number:04d}", events[start : start + size])
+    else:
+        kafka = config.source.kafka
+        produce_to_kafka(kafka.bootstrap_servers, kafka.events_topic,
+                         ((_event_key(line), line) for line in events))
+    write_json(output / f"_manifest-{stem}.json", manifest)
+    log.info("replayed %d source lines as %d purchase events and %d products; dirt: %s",
+             manifest["counts"]["lines"], len(events), len(catalogue),
+             json.dumps({k: v for k, v in manifest["counts"].items() if k not in ("lines", "invoices")}))
     return 0
 
 

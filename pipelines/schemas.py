@@ -29,6 +29,7 @@ QUARANTINE = StructType([
     StructField("quarantine_id", StringType(), False),
     StructField("raw", BinaryType(), True),
     *_COORDINATES,
+    StructField("stream", StringType(), False),          # events | crm: which validator applies
     StructField("error_code", StringType(), False),
     StructField("error_message", StringType(), False),
     StructField("ingested_at", TimestampType(), False),

@@ -231,7 +231,7 @@ def _parse(raw: Column) -> tuple[Column, Column]:
 
 OUTPUT_COLUMNS = (
     "event_id", "event_type", "schema_version", "user_id", "occurred_at", "source", "payload",
-    "event_date", *RAW_COLUMNS, "is_tombstone", "error_code", "error_message",
+    "event_date", *RAW_COLUMNS, "stream", "is_tombstone", "error_code", "error_message",
 )
 
 
@@ -266,6 +266,7 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
           .withColumn("occurred_at", F.when(occurred_text.rlike(OCCURRED_AT_PATTERN), occurred_at))
           .withColumn("source", F.try_variant_get(v, "$.source", "string"))
           .withColumn("payload", F.to_json(_child(v, "payload")))
+          .withColumn("stream", F.lit("events"))
           .withColumn("is_tombstone", F.lit(False)))
     envelope_checks = (
         _raw_problems(F.col("raw"), text, v)
@@ -339,6 +340,7 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None) -> DataFrame:
           .withColumn("occurred_at", occurred_at)
           .withColumn("source", F.lit("crm"))
           .withColumn("payload", F.to_json(v))
+          .withColumn("stream", F.lit("crm"))
           .withColumn("is_tombstone", F.col("raw").isNull()))
     needs_after = F.col("_op").isin("c", "r", "u")
     has_row = lambda row: row.isNotNull() & (_type_name(row) != "VOID")  # noqa: E731

@@ -53,7 +53,11 @@ def test_sigkill_mid_stream_then_restart_reconciles(spark, tmp_path):
     committed_before_restart = _commits(bronze_path) - 1
     assert committed_before_restart < len(batches), "the kill came after the job had finished"
 
-    restart = subprocess.run(command + ["--once"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+    # The restart takes the remaining files in one batch: maxFilesPerTrigger only shapes new batches.
+    restart_command = [sys.executable, "-m", "jobs.cli", "ingest", "--once"]
+    for override in overrides[:1] + overrides[2:]:
+        restart_command += ["--set", override]
+    restart = subprocess.run(restart_command, cwd=ROOT, capture_output=True, text=True, timeout=600,
                              env={**os.environ, "PYSPARK_PYTHON": sys.executable})
     assert restart.returncode == 0, restart.stdout[-3000:] + restart.stderr[-3000:]
 
