@@ -111,8 +111,11 @@ class KafkaSourceConfig(_Strict):
 
 class KinesisSourceConfig(_Strict):
     stream_name: str
+    crm_stream_name: str
     region: str
-    endpoint_url: str | None = None
+    endpoint_url: str | None = Field(default=None, description="e.g. a local AWS-compatible server")
+    max_records_per_request: int = Field(default=10000, ge=1, le=10000)
+    max_retries: int = Field(default=8, ge=0, description="throttling retries per call, with backoff")
 
 
 class SourceConfig(_Strict):

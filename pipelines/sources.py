@@ -21,7 +21,6 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, LongType, StringType, StructField, StructType, TimestampType
 
 from pipelines.config import Config
-from pipelines.validation import RAW_COLUMNS
 
 
 BINARY_FILE_SCHEMA = StructType([
@@ -100,7 +99,5 @@ def read_raw(spark: SparkSession, config: Config) -> dict[str, DataFrame]:
     if kind == "kinesis":
         from pipelines.kinesis import read_kinesis
 
-        records = read_kinesis(spark, config)
-        return {"events": records.where(~F.col("_is_crm")).select(*RAW_COLUMNS),
-                "crm": records.where(F.col("_is_crm")).select(*RAW_COLUMNS)}
+        return read_kinesis(spark, config)
     raise ValueError(f"unknown source.type {kind!r}")

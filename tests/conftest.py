@@ -16,6 +16,12 @@ from pipelines.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Tests only ever talk to the local AWS stand-in (moto). Set before Spark starts, so the
+# Python workers that run the Kinesis reader inherit them.
+for _name, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                      ("AWS_DEFAULT_REGION", "eu-west-1")):
+    os.environ.setdefault(_name, _value)
+
 
 @pytest.fixture(scope="session")
 def storage_root(tmp_path_factory) -> Path:
@@ -55,3 +61,17 @@ def kafka_broker(tmp_path_factory):
 @pytest.fixture
 def table_root(tmp_path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto in server mode on a free loopback port: the stand-in for Kinesis and DynamoDB."""
+    from moto.server import ThreadedMotoServer
+
+    from pipelines.services.kafka_broker import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
