@@ -50,8 +50,33 @@ def main(argv=None) -> int:
         if code:
             log.error("step %s failed with exit code %s", name, code)
             return code
-    log.info("demo finished: %d steps", len(steps))
+    print(landed_summary(config_from(args)))
     return 0
+
+
+def landed_summary(config) -> str:
+    """What the run left in bronze, in a few lines a person can check against the manifest."""
+    from pyspark.sql import functions as F
+
+    from pipelines.delta_tables import read_table
+    from pipelines.session import build_spark
+
+    spark = build_spark(config, "run")
+    bronze = read_table(spark, config.table("bronze.events"))
+    quarantine = read_table(spark, config.table("bronze.quarantine"))
+    metrics = read_table(spark, config.table("bronze.ingest_metrics"))
+    totals = metrics.agg(F.sum("input_rows").alias("input"), F.sum("duplicate_rows").alias("duplicates"),
+                         F.sum("tombstones").alias("tombstones")).first()
+    by_type = bronze.groupBy("event_type").count().orderBy("event_type").collect()
+    by_code = quarantine.groupBy("error_code").count().orderBy("error_code").collect()
+    lines = [
+        f"records read: {totals.input or 0}",
+        f"bronze.events: {bronze.count()} ({', '.join(f'{r.event_type} {r[1]}' for r in by_type)})",
+        f"bronze.quarantine: {quarantine.count()} ({', '.join(f'{r.error_code} {r[1]}' for r in by_code)})",
+        f"dropped duplicates: {totals.duplicates or 0}, tombstones: {totals.tombstones or 0}",
+        f"tables under {config.under_root('')}",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,15 @@ _QUANTITY = {"type": "integer", "minimum": 1}
 _HOUR = {"type": "integer", "minimum": 0, "maximum": 23}
 
 _EMAIL_IDS = {"campaign_id": _string(), "message_id": _string()}
+# The profile fields a person has, in the CRM and in first-party profile updates alike.
+_PERSON = {
+    "email": _nullable(_string(3, 320)),
+    "first_name": _nullable(_string(0, 200)),
+    "last_name": _nullable(_string(0, 200)),
+    "phone": _nullable(_string(0, 40)),
+    "country": _nullable(_string(0, 64)),
+    "locale": _nullable(_string(2, 16)),
+}
 
 PAYLOADS: dict[str, dict[int, dict[str, Any]]] = {
     "page_view": {
@@ -119,16 +128,7 @@ PAYLOADS: dict[str, dict[int, dict[str, Any]]] = {
                    {"actor": _nullable(_string())}),
     },
     "erasure_request": {1: _object({"request_id": _string()}, {"actor": _nullable(_string())})},
-    "profile_upsert": {
-        1: _object({}, {
-            "email": _nullable(_string(3, 320)),
-            "first_name": _nullable(_string(0, 200)),
-            "last_name": _nullable(_string(0, 200)),
-            "phone": _nullable(_string(0, 40)),
-            "country": _nullable(_string(0, 64)),
-            "locale": _nullable(_string(2, 16)),
-        }),
-    },
+    "profile_upsert": {1: _object({}, _PERSON)},
     "product_upsert": {
         1: _object({"product_id": _string(), "title": _string(max_length=512), "category": _string(),
                     "price": _MONEY, "currency": _CURRENCY},
@@ -156,15 +156,7 @@ ENVELOPE: dict[str, Any] = _object(
 # A row of the CRM `customers` table as Debezium captures it.
 CRM_CUSTOMER_ROW: dict[str, Any] = _object(
     {"user_id": _string(max_length=128)},
-    {
-        "email": _nullable(_string(3, 320)),
-        "first_name": _nullable(_string(0, 200)),
-        "last_name": _nullable(_string(0, 200)),
-        "phone": _nullable(_string(0, 40)),
-        "country": _nullable(_string(0, 64)),
-        "locale": _nullable(_string(2, 16)),
-        "updated_at": _nullable({"type": "integer"}),
-    },
+    {**_PERSON, "updated_at": _nullable({"type": "integer"})},
 )
 
 # The Debezium change envelope, as Kafka Connect's JSON converter sends it without

@@ -35,3 +35,37 @@ def test_bad_options_are_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("tailor: --faults: unknown fault 'gremlins'")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_kafka_sink_produces_events_and_crm_with_tombstones(kafka_broker, tmp_path):
+    import uuid
+
+    from kafka import KafkaConsumer
+
+    suffix = uuid.uuid4().hex[:6]
+    events_topic, crm_topic = f"gen-events-{suffix}", f"gen-crm-{suffix}"
+    kafka_broker.create_topics([events_topic, crm_topic])
+    result = _generate(tmp_path, "--sink", "kafka", "--users", "300", "--days", "14", "--with-schema",
+                       "--set", f"source.kafka.bootstrap_servers={kafka_broker.bootstrap_servers}",
+                       "--set", f"source.kafka.events_topic={events_topic}",
+                       "--set", f"source.kafka.crm_topic={crm_topic}")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "_manifest-seed21.json").read_text())
+
+    def consume(topic):
+        consumer = KafkaConsumer(topic, bootstrap_servers=kafka_broker.bootstrap_servers,
+                                 auto_offset_reset="earliest", consumer_timeout_ms=5000)
+        try:
+            return [(m.key, m.value) for m in consumer]
+        finally:
+            consumer.close()
+
+    events = consume(events_topic)
+    assert len(events) == manifest["counts"]["event_lines"]
+    crm = consume(crm_topic)
+    ops = manifest["counts"]["crm_changes_by_op"]
+    assert ops.get("d", 0) > 0
+    assert sum(1 for _, value in crm if value is None) == ops["d"]
+    assert len(crm) == sum(ops.values()) + ops["d"]
+    first = json.loads(next(value for _, value in crm if value))
+    assert set(first) == {"schema", "payload"}

@@ -5,30 +5,11 @@ import pytest
 
 from pipelines.contracts import CONTRACT_VERSION, Problem, validate_event
 from pipelines.contracts.events import ERROR_CODES, EVENT_TYPES, all_schemas
+from tests.events import cart_event
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
-CART = {
-    "event_id": "e-1", "event_type": "add_to_cart", "schema_version": 1, "user_id": "u-1",
-    "occurred_at": "2026-11-27T08:00:00Z", "source": "web",
-    "payload": {"product_id": "22423", "quantity": 2, "unit_price": 12.75, "currency": "GBP",
-                "cart_id": "c-1", "session_id": "s-1"},
-}
-
-
-def _with(**changes):
-    event = json.loads(json.dumps(CART))
-    for key, value in changes.items():
-        if key.startswith("payload__"):
-            name = key.split("__", 1)[1]
-            if value is ...:
-                event["payload"].pop(name)
-            else:
-                event["payload"][name] = value
-        elif value is ...:
-            event.pop(key)
-        else:
-            event[key] = value
-    return json.dumps(event)
+CART = json.loads(cart_event())
+_with = cart_event
 
 
 def test_every_registered_type_from_design_is_there():

@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from pipelines.contracts import validate_event
 from pipelines.generator import Faults, WorldSpec, crm_message, generate_world
 from pipelines.validation import validate_crm_changes, validate_events
+from tests.events import cart_event
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 RAW_SCHEMA = ("raw binary, source_kind string, source_stream string, source_partition string, "
@@ -27,23 +28,7 @@ def _now():
     return F.lit(NOW.isoformat()).cast("timestamp")
 
 
-def _event(**changes):
-    event = {"event_id": "e-1", "event_type": "add_to_cart", "schema_version": 1, "user_id": "u-1",
-             "occurred_at": "2026-11-27T08:00:00Z", "source": "web",
-             "payload": {"product_id": "22423", "quantity": 2, "unit_price": 12.75, "currency": "GBP",
-                         "cart_id": "c-1", "session_id": "s-1"}}
-    for key, value in changes.items():
-        if key.startswith("payload__"):
-            name = key.split("__", 1)[1]
-            if value is ...:
-                event["payload"].pop(name)
-            else:
-                event["payload"][name] = value
-        elif value is ...:
-            event.pop(key)
-        else:
-            event[key] = value
-    return json.dumps(event, ensure_ascii=False)
+_event = cart_event
 
 
 def test_valid_and_invalid_rows_by_hand(spark):

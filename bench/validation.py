@@ -1,0 +1,78 @@
+"""Benchmark: contract validation as Spark expressions vs a Python UDF per record.
+
+    .venv/bin/python bench/validation.py [--events 100000] [--repeat 3]
+
+Both sides validate the same generated events (with faults) in the same Spark session and
+report the error code of each; the result is the ratio of the UDF's time to the
+expressions' time (higher means the JVM path is that many times faster), plus a check that
+both gave the same codes. Timings are medians of --repeat runs after one warm-up each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyspark.sql import functions as F  # noqa: E402
+
+from pipelines.config import load_config  # noqa: E402
+from pipelines.generator import Faults, WorldSpec, generate_world  # noqa: E402
+from pipelines.session import build_spark  # noqa: E402
+from pipelines.validation import validate_events  # noqa: E402
+
+
+def _python_code(raw: bytes):
+    from pipelines.contracts import validate_event
+
+    problem = validate_event(bytes(raw))
+    return problem.code if problem else None
+
+
+def _timed(action, repeat: int) -> float:
+    action()
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        action()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    config = load_config("local", ["storage.root=var/bench"])
+    spark = build_spark(config, "bench-validation")
+    spark.sparkContext.setLogLevel("ERROR")
+
+    users = max(10, args.events // 45)
+    lines = generate_world(WorldSpec(seed=5, users=users, products=200, days=14,
+                                     faults=Faults.parse("all=0.01"))).events[: args.events]
+    raw = spark.createDataFrame([(line.encode(), "bench", "s", "p", str(n), None) for n, line in enumerate(lines)],
+                                "raw binary, source_kind string, source_stream string, source_partition string, "
+                                "source_offset string, source_timestamp timestamp").repartition(2).cache()
+    raw.count()
+
+    expressions = validate_events(raw).select("source_offset", "error_code")
+    udf = F.udf(_python_code, "string")
+    python = raw.select("source_offset", udf("raw").alias("error_code"))
+
+    noop = lambda frame: frame.write.format("noop").mode("overwrite").save()  # noqa: E731
+    jvm_seconds = _timed(lambda: noop(expressions), args.repeat)
+    udf_seconds = _timed(lambda: noop(python), args.repeat)
+    disagreements = expressions.alias("e").join(python.alias("p"), "source_offset") \
+        .where(~F.col("e.error_code").eqNullSafe(F.col("p.error_code"))).count()
+    print(f"events: {len(lines)}")
+    print(f"spark expressions: {jvm_seconds:.2f}s   python udf: {udf_seconds:.2f}s")
+    print(f"ratio udf/expressions: {udf_seconds / jvm_seconds:.2f}x   disagreements: {disagreements}")
+
+
+if __name__ == "__main__":
+    main()
