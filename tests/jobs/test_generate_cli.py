@@ -45,12 +45,12 @@ def test_kafka_sink_produces_events_and_crm_with_tombstones(kafka_broker, tmp_pa
     suffix = uuid.uuid4().hex[:6]
     events_topic, crm_topic = f"gen-events-{suffix}", f"gen-crm-{suffix}"
     kafka_broker.create_topics([events_topic, crm_topic])
-    result = _generate(tmp_path, "--sink", "kafka", "--users", "300", "--days", "14", "--with-schema",
+    result = _generate(tmp_path, "--sink", "kafka", "--users", "300", "--days", "14", "--seed", "8", "--with-schema",
                        "--set", f"source.kafka.bootstrap_servers={kafka_broker.bootstrap_servers}",
                        "--set", f"source.kafka.events_topic={events_topic}",
                        "--set", f"source.kafka.crm_topic={crm_topic}")
     assert result.returncode == 0, result.stderr
-    manifest = json.loads((tmp_path / "_manifest-seed21.json").read_text())
+    manifest = json.loads((tmp_path / "_manifest-seed8.json").read_text())
 
     def consume(topic):
         consumer = KafkaConsumer(topic, bootstrap_servers=kafka_broker.bootstrap_servers,
