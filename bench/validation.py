@@ -47,8 +47,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], help="config override, as for tailor")
     args = parser.parse_args()
-    config = load_config("local", ["storage.root=var/bench"])
+    config = load_config("local", ["storage.root=var/bench", *args.set])
     spark = build_spark(config, "bench-validation")
     spark.sparkContext.setLogLevel("ERROR")
 
