@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -87,15 +88,24 @@ def run(config: Config, once: bool, trigger_interval: str | None = None) -> int:
     log.info("query %s started (%s), checkpoint %s", QUERY_NAME,
              "availableNow" if once else "processing time", config.checkpoint(QUERY_NAME))
 
-    def stop(signum, _frame):
-        log.info("signal %s: stopping %s after the current batch", signum, QUERY_NAME)
-        query.stop()
+    # The handler only records the request: stopping the query from inside a signal
+    # handler would re-enter py4j while the main thread waits on it.
+    stop_requested = threading.Event()
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    def request_stop(signum, _frame):
+        stop_requested.set()
+
+    previous = signal.signal(signal.SIGTERM, request_stop)
     try:
+        last_flush = time.monotonic()
         while query.isActive:
-            query.awaitTermination(config.ingest.metrics_flush_seconds)
-            collector.flush(spark, metrics_table)
+            query.awaitTermination(1)
+            if stop_requested.is_set():
+                log.info("SIGTERM: stopping %s; a batch cut short is replayed at the next start", QUERY_NAME)
+                query.stop()
+            if time.monotonic() - last_flush >= config.ingest.metrics_flush_seconds:
+                collector.flush(spark, metrics_table)
+                last_flush = time.monotonic()
         _wait_for_last_progress(query, collector)
         collector.flush(spark, metrics_table)
     finally:

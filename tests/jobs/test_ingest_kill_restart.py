@@ -70,3 +70,29 @@ def test_sigkill_mid_stream_then_restart_reconciles(spark, tmp_path):
                    quarantine.select("source_partition", "source_offset").collect()]
     assert len(quarantined) == len(set(quarantined)) == sum(codes.values())
     assert len(world.events) == len(rows) + len(quarantined) + duplicates
+
+
+def test_sigterm_stops_the_continuous_job_cleanly(tmp_path):
+    overrides = [f"storage.root={tmp_path}", "ingest.metrics_flush_seconds=1"]
+    config = load_config("local", overrides)
+    world = generate_world(WorldSpec(seed=62, users=10, products=10, days=2))
+    write_jsonl(Path(config.under_root(config.source.files.path)), "events", world.events)
+    command = [sys.executable, "-m", "jobs.cli", "ingest", "--trigger-interval", "1 second"]
+    for override in overrides:
+        command += ["--set", override]
+    job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True, env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    bronze_path = config.table("bronze.events").path
+    deadline = time.monotonic() + 180
+    while _commits(bronze_path) < 2 and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.2)
+    assert _commits(bronze_path) >= 2
+    job.send_signal(signal.SIGTERM)
+    try:
+        output, _ = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 0, output[-3000:]
+    assert "SIGTERM: stopping ingest_events; a batch cut short is replayed at the next start" in output
+    assert "stopped after batch" in output
