@@ -24,13 +24,11 @@ from pathlib import Path
 
 from jobs._common import config_from, entry_point, parser_for, setup_logging
 from pipelines.config import Config
-from pipelines.delta_tables import ensure_table
 from pipelines.errors import TailorError
 from pipelines.ingest import drop_retried_duplicates, observe_outcome, validate_streams
 from pipelines.metrics import IngestMetricsCollector
-from pipelines.schemas import BRONZE_EVENTS, INGEST_METRICS, QUARANTINE
 from pipelines.session import build_spark
-from pipelines.sinks import checkpoint_app_id, ingest_batch_writer
+from pipelines.sinks import checkpoint_app_id, ensure_bronze_tables, ingest_batch_writer
 from pipelines.sources import read_raw
 
 QUERY_NAME = "ingest_events"
@@ -42,13 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--once", action="store_true", help="availableNow: process the backlog, then stop")
     parser.add_argument("--trigger-interval", default=None)
     return parser
-
-
-def prepare_tables(spark, config: Config) -> None:
-    ensure_table(spark, config.table("bronze.events"), BRONZE_EVENTS, partition_by=("event_date",),
-                 properties={"delta.appendOnly": "true"})
-    ensure_table(spark, config.table("bronze.quarantine"), QUARANTINE)
-    ensure_table(spark, config.table("bronze.ingest_metrics"), INGEST_METRICS)
 
 
 def _ensure_landing_folders(config: Config) -> None:
@@ -79,7 +70,7 @@ def start_query(spark, config: Config, once: bool, trigger_interval: str | None 
 
 def run(config: Config, once: bool, trigger_interval: str | None = None) -> int:
     spark = build_spark(config, QUERY_NAME)
-    prepare_tables(spark, config)
+    ensure_bronze_tables(spark, config)
     _ensure_landing_folders(config)
     collector = IngestMetricsCollector(QUERY_NAME)
     spark.streams.addListener(collector)

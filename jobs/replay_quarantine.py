@@ -21,12 +21,11 @@ from collections import Counter
 from pyspark.sql import functions as F
 
 from jobs._common import config_from, entry_point, parser_for, setup_logging
-from jobs.ingest_events import prepare_tables
 from pipelines.delta_tables import delta_table, read_table
 from pipelines.ingest import bronze_rows
 from pipelines.replay import attach_quarantine_ids, replay_candidates, replay_outcomes, revalidate
 from pipelines.session import build_spark
-from pipelines.sinks import append_once
+from pipelines.sinks import append_once, ensure_bronze_tables
 
 APP_ID = "tailor.replay_quarantine"
 log = logging.getLogger("tailor.replay")
@@ -40,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def replay(spark, config, include_unfixed: bool = False, dry_run: bool = False) -> Counter:
-    prepare_tables(spark, config)
+    ensure_bronze_tables(spark, config)
     quarantine_ref, bronze_ref = config.table("bronze.quarantine"), config.table("bronze.events")
     quarantine_table = delta_table(spark, quarantine_ref)
     version = quarantine_table.history(1).select("version").first()["version"]

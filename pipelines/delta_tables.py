@@ -10,7 +10,6 @@ from pipelines.config import TableRef
 
 DEFAULT_PROPERTIES = {
     "delta.enableDeletionVectors": "true",
-    "delta.appendOnly": "false",
 }
 
 

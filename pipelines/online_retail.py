@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, OrderedDict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
@@ -110,7 +110,7 @@ def replay_events(rows: Iterable[dict[str, Any]]) -> tuple[list[str], list[str],
     for code, row in sorted(latest_product.items()):
         catalogue.append(json.dumps({
             "event_id": f"uci-product-{code}", "event_type": "product_upsert", "schema_version": 1,
-            "user_id": None, "occurred_at": _utc(row["InvoiceDate"] + timedelta(seconds=0)), "source": "replay",
+            "user_id": None, "occurred_at": _utc(row["InvoiceDate"]), "source": "replay",
             "payload": {"product_id": code, "title": row["Description"] or code, "category": "uncategorised",
                         "price": round(float(row["UnitPrice"]), 2), "currency": "GBP",
                         "in_stock": True, "active": True},

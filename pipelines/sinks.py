@@ -14,12 +14,21 @@ from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 
-from pipelines.config import TableRef
-from pipelines.delta_tables import save
+from pipelines.config import Config, TableRef
+from pipelines.delta_tables import ensure_table, save
 from pipelines.ingest import bronze_rows, quarantine_rows
+from pipelines.schemas import BRONZE_EVENTS, INGEST_METRICS, QUARANTINE
 
 log = logging.getLogger("tailor.sinks")
 APP_ID_FILE = "_tailor_app_id"
+
+
+def ensure_bronze_tables(spark: SparkSession, config: Config) -> None:
+    # Append-only by how it is written, not by `delta.appendOnly`: an erasure request must
+    # still be able to delete a person's events.
+    ensure_table(spark, config.table("bronze.events"), BRONZE_EVENTS, partition_by=("event_date",))
+    ensure_table(spark, config.table("bronze.quarantine"), QUARANTINE)
+    ensure_table(spark, config.table("bronze.ingest_metrics"), INGEST_METRICS)
 
 
 def checkpoint_app_id(spark: SparkSession, checkpoint: str, name: str) -> str:

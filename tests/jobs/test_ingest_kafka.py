@@ -1,6 +1,5 @@
 """The ingest job against the real local Kafka broker: reconciled by source offsets."""
 
-import json
 import uuid
 
 import pytest

@@ -1,6 +1,5 @@
 """SIGKILL the running ingest job mid-stream, restart it, and lose or duplicate nothing."""
 
-import json
 import os
 import signal
 import subprocess

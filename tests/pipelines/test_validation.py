@@ -4,12 +4,11 @@ same answers as the Python validator on a corpus of good and bad records."""
 import json
 from datetime import datetime, timezone
 
-import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from pipelines.contracts import validate_event
-from pipelines.generator import Faults, WorldSpec, crm_message, generate_world
+from pipelines.generator import Faults, WorldSpec, generate_world
 from pipelines.validation import validate_crm_changes, validate_events
 from tests.events import cart_event
 
