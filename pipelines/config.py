@@ -241,22 +241,24 @@ def _join(base: str, child: str) -> str:
     return base.rstrip("/") + "/" + child.lstrip("/")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path, what: str = "config file",
+                      missing_hint: str = "restore it from git or pass --conf-dir") -> dict[str, Any]:
+    """A YAML file holding a mapping, or a one-line ConfigError that names the file and line."""
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found; restore it from git or pass --conf-dir")
+        raise ConfigError(f"{what} {path} not found; {missing_hint}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "cannot be parsed"
-        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+        raise ConfigError(f"{what} {path} is not valid YAML{where}: {problem}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+        raise ConfigError(f"{what} {path} is not UTF-8 text") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys at the top level")
+        raise ConfigError(f"{what} {path} must hold a mapping of keys at the top level")
     return data
 
 
@@ -334,7 +336,7 @@ def load_config(
         raise ConfigError(f"unknown env '{env}'; choose one of: {', '.join(ENVIRONMENTS)}")
     directory = Path(conf_dir or os.environ.get("TAILOR_CONF_DIR") or DEFAULT_CONF_DIR)
     layers: list[tuple[str, dict[str, Any]]] = [
-        (str(directory / name), _read_yaml(directory / name)) for name in ("base.yaml", f"{env}.yaml")
+        (str(directory / name), read_yaml_mapping(directory / name)) for name in ("base.yaml", f"{env}.yaml")
     ]
     merged: dict[str, Any] = {}
     for _, data in layers:

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import yaml
-
+from pipelines.config import read_yaml_mapping
 from pipelines.errors import ConfigError
 
 NUMERIC_TYPES = {"int", "bigint", "double", "float", "decimal", "smallint", "tinyint"}
@@ -123,14 +122,7 @@ def parse_rules(document: Any, columns: Mapping[str, str], source: str = "segmen
 
 def load_segment_rules(path: str | Path, columns: Mapping[str, str]) -> SegmentRules:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"segment rules file {path} not found")
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path} is not valid YAML{where}") from None
+    document = read_yaml_mapping(path, "segment rules file", "see conf/segments.yaml in git")
     return parse_rules(document, columns, str(path))
 
 

@@ -81,5 +81,5 @@ def test_file_errors(tmp_path):
         load_segment_rules(tmp_path / "nope.yaml", COLUMNS)
     bad = tmp_path / "bad.yaml"
     bad.write_text("segments:\n  vip: [unclosed\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml is not valid YAML at line \d+"):
+    with pytest.raises(ConfigError, match=r"segment rules file .*bad\.yaml is not valid YAML at line \d+"):
         load_segment_rules(bad, COLUMNS)
