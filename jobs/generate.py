@@ -31,7 +31,7 @@ from pathlib import Path
 
 from jobs._common import config_from, entry_point, parser_for, setup_logging
 from pipelines.errors import TailorError
-from pipelines.generator import Faults, WorldSpec, crm_message, generate_world, iter_crm_records
+from pipelines.generator import Faults, WorldSpec, batches, crm_message, generate_world, iter_crm_records
 from pipelines.producers import produce_to_kafka, write_json, write_jsonl
 
 log = logging.getLogger("tailor.generate")
@@ -112,9 +112,8 @@ def _replay_online_retail(config, args) -> int:
     stem = "online-retail" + (f"-{args.limit}" if args.limit else "")
     write_jsonl(output / "catalog", f"products-{stem}", catalogue)
     if args.sink == "files":
-        size = max(1, -(-len(events) // max(1, args.batches)))
-        for number, start in enumerate(range(0, len(events), size)):
-            write_jsonl(output / "events", f"events-{stem}-{number:04d}", events[start : start + size])
+        for number, batch in enumerate(batches(events, args.batches)):
+            write_jsonl(output / "events", f"events-{stem}-{number:04d}", batch)
     else:
         kafka = config.source.kafka
         produce_to_kafka(kafka.bootstrap_servers, kafka.events_topic,

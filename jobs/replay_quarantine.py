@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from jobs._common import config_from, entry_point, parser_for, setup_logging
 from pipelines.delta_tables import delta_table, read_table
 from pipelines.ingest import bronze_rows
-from pipelines.replay import attach_quarantine_ids, replay_candidates, replay_outcomes, revalidate
+from pipelines.replay import replay_candidates, replay_outcomes, revalidate
 from pipelines.session import build_spark
 from pipelines.sinks import append_once, ensure_bronze_tables
 
@@ -48,7 +48,7 @@ def replay(spark, config, include_unfixed: bool = False, dry_run: bool = False) 
     candidates = replay_candidates(snapshot, include_unfixed)
     if candidates.isEmpty():
         return Counter()
-    validated = attach_quarantine_ids(revalidate(candidates), candidates)
+    validated = revalidate(candidates)
     # Pinned before writing: a cached plan that reads bronze would be recomputed after the
     # append below, and every landed record would then look already_in_bronze.
     outcomes = replay_outcomes(validated, read_table(spark, bronze_ref).select("event_id")) \

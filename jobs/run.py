@@ -38,7 +38,7 @@ def _passthrough(args: argparse.Namespace) -> list[str]:
 def main(argv=None) -> int:
     setup_logging()
     args = build_parser().parse_args(argv)
-    config_from(args)  # fail fast, before any step, on a bad config
+    config = config_from(args)  # fail fast, before any step, on a bad config
     common = _passthrough(args)
     steps = [
         ("generate", generate.main, [*common, "--faults", args.faults]),
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
         if code:
             log.error("step %s failed with exit code %s", name, code)
             return code
-    print(landed_summary(config_from(args)))
+    print(landed_summary(config))
     return 0
 
 

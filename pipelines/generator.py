@@ -19,7 +19,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from pipelines.contracts.events import CONTRACT_VERSION
 
@@ -111,9 +111,14 @@ class World:
     catalog: list[str]                # product_upsert events
     manifest: dict[str, Any]
 
-    def event_batches(self, batches: int) -> list[list[str]]:
-        size = max(1, math.ceil(len(self.events) / max(1, batches)))
-        return [self.events[i : i + size] for i in range(0, len(self.events), size)]
+    def event_batches(self, count: int) -> list[list[str]]:
+        return batches(self.events, count)
+
+
+def batches(lines: Sequence[str], count: int) -> list[Sequence[str]]:
+    """`lines` cut into at most `count` consecutive, near-equal batches, in order."""
+    size = max(1, -(-len(lines) // max(1, count)))
+    return [lines[start : start + size] for start in range(0, len(lines), size)]
 
 
 def _iso(moment: datetime) -> str:

@@ -25,17 +25,15 @@ def replay_candidates(quarantine: DataFrame, include_unfixed: bool) -> DataFrame
 
 
 def revalidate(candidates: DataFrame, now: Column | None = None) -> DataFrame:
-    """The candidates through the ingest validators, keeping quarantine_id to report back."""
-    keep = [*RAW_COLUMNS, "quarantine_id"]
-    events = validate_events(candidates.where(F.col("stream") == "events").select(*keep), now)
-    crm = validate_crm_changes(candidates.where(F.col("stream") == "crm").select(*keep), now)
-    return add_ingest_columns(events.unionByName(crm, allowMissingColumns=True))
+    """The candidates through the ingest validators, with the quarantine_id of each row.
 
-
-def attach_quarantine_ids(validated: DataFrame, candidates: DataFrame) -> DataFrame:
+    The validators keep only the raw columns, so the id comes back by the coordinates,
+    which are unique in the quarantine."""
+    events = validate_events(candidates.where(F.col("stream") == "events").select(*RAW_COLUMNS), now)
+    crm = validate_crm_changes(candidates.where(F.col("stream") == "crm").select(*RAW_COLUMNS), now)
     coordinates = ["source_kind", "source_stream", "source_partition", "source_offset"]
     ids = candidates.select(*coordinates, "quarantine_id")
-    return validated.drop("quarantine_id").join(ids, coordinates, "inner")
+    return add_ingest_columns(events.unionByName(crm)).join(ids, coordinates, "inner")
 
 
 def replay_outcomes(validated: DataFrame, bronze_event_ids: DataFrame) -> DataFrame:

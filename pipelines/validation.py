@@ -11,6 +11,7 @@ Everything here is a pure `DataFrame -> DataFrame` function, safe on streaming f
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -46,23 +47,23 @@ def _message(value: Column | str) -> Column:
     return F.lit(value) if isinstance(value, str) else value
 
 
-class _Node:
+class _Node(ABC):
     """A JSON value inside a record: its type name (null when absent) and typed reads."""
 
-    def type_name(self) -> Column:
-        raise NotImplementedError
+    @abstractmethod
+    def type_name(self) -> Column: ...
 
-    def string(self) -> Column:
-        raise NotImplementedError
+    @abstractmethod
+    def string(self) -> Column: ...
 
-    def double(self) -> Column:
-        raise NotImplementedError
+    @abstractmethod
+    def double(self) -> Column: ...
 
-    def elements(self) -> Column:
-        raise NotImplementedError
+    @abstractmethod
+    def elements(self) -> Column: ...
 
-    def child(self, name: str) -> "_Node":
-        raise NotImplementedError
+    @abstractmethod
+    def child(self, name: str) -> "_Node": ...
 
     def present(self) -> Column:
         return self.type_name().isNotNull()

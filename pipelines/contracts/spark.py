@@ -20,7 +20,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from pipelines.contracts.events import CRM_CUSTOMER_ROW, DEBEZIUM_CHANGE, ENVELOPE, payload_schema
+from pipelines.contracts.events import DEBEZIUM_CHANGE, ENVELOPE, payload_schema
 
 _SCALARS: dict[str, DataType] = {
     "string": StringType(),
@@ -55,13 +55,6 @@ def to_spark_type(schema: dict[str, Any]) -> DataType:
     return _SCALARS[kind]
 
 
-def envelope_spark_schema() -> StructType:
-    """Every envelope field typed as sent is NOT what we want for validation: a wrong-typed
-    field would silently become null. So the envelope is read with every field as a string
-    and each one is checked and cast by `pipelines.validation`."""
-    return StructType([StructField(name, StringType(), True) for name in ENVELOPE["properties"]])
-
-
 def typed_envelope_schema() -> StructType:
     """The envelope with its contract types, payload kept as JSON text."""
     return to_spark_type(ENVELOPE)  # type: ignore[return-value]
@@ -76,7 +69,3 @@ def payload_spark_schema(event_type: str, schema_version: int) -> StructType:
 
 def debezium_spark_schema() -> StructType:
     return to_spark_type(DEBEZIUM_CHANGE)  # type: ignore[return-value]
-
-
-def crm_row_spark_schema() -> StructType:
-    return to_spark_type(CRM_CUSTOMER_ROW)  # type: ignore[return-value]
