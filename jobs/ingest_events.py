@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 import time
 from pathlib import Path
 
-from jobs._common import config_from, entry_point, parser_for, setup_logging
+from jobs._common import await_query, config_from, entry_point, parser_for, setup_logging
 from pipelines.config import Config
-from pipelines.errors import TailorError
 from pipelines.ingest import drop_retried_duplicates, observe_outcome, validate_streams
 from pipelines.metrics import IngestMetricsCollector
 from pipelines.session import build_spark
@@ -79,33 +76,13 @@ def run(config: Config, once: bool, trigger_interval: str | None = None) -> int:
     log.info("query %s started (%s), checkpoint %s", QUERY_NAME,
              "availableNow" if once else "processing time", config.checkpoint(QUERY_NAME))
 
-    # The handler only records the request: stopping the query from inside a signal
-    # handler would re-enter py4j while the main thread waits on it.
-    stop_requested = threading.Event()
-
-    def request_stop(signum, _frame):
-        stop_requested.set()
-
-    previous = signal.signal(signal.SIGTERM, request_stop)
     try:
-        last_flush = time.monotonic()
-        while query.isActive:
-            query.awaitTermination(1)
-            if stop_requested.is_set():
-                log.info("SIGTERM: stopping %s; a batch cut short is replayed at the next start", QUERY_NAME)
-                query.stop()
-            if time.monotonic() - last_flush >= config.ingest.metrics_flush_seconds:
-                collector.flush(spark, metrics_table)
-                last_flush = time.monotonic()
+        await_query(query, QUERY_NAME, on_tick=lambda: collector.flush(spark, metrics_table),
+                    tick_seconds=config.ingest.metrics_flush_seconds)
+    finally:
         _wait_for_last_progress(query, collector)
         collector.flush(spark, metrics_table)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
         spark.streams.removeListener(collector)
-    if query.exception() is not None:
-        raise TailorError(f"query {QUERY_NAME} failed: {str(query.exception()).splitlines()[0][:500]}")
-    progress = query.lastProgress
-    log.info("query %s stopped after batch %s", QUERY_NAME, progress["batchId"] if progress else "none")
     return 0
 
 

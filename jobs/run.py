@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from jobs import generate, ingest_events
+from jobs import generate, ingest_events, merge_profiles
 from jobs._common import config_from, entry_point, parser_for, setup_logging
 
 log = logging.getLogger("tailor.run")
@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     steps = [
         ("generate", generate.main, [*common, "--faults", args.faults]),
         ("ingest", ingest_events.main, [*common, "--once"]),
+        ("merge-profiles", merge_profiles.main, [*common, "--once"]),
     ]
     for name, step, step_args in steps:
         log.info("step %s", name)
@@ -69,11 +70,17 @@ def landed_summary(config) -> str:
                          F.sum("tombstones").alias("tombstones")).first()
     by_type = bronze.groupBy("event_type").count().orderBy("event_type").collect()
     by_code = quarantine.groupBy("error_code").count().orderBy("error_code").collect()
+    profiles = read_table(spark, config.table("silver.profiles"))
+    history = read_table(spark, config.table("silver.profiles_history"))
+    audit = read_table(spark, config.table("audit.log"))
+    erased = read_table(spark, config.table("silver.profile_tombstones")).count()
     lines = [
         f"records read: {totals.input or 0}",
         f"bronze.events: {bronze.count()} ({', '.join(f'{r.event_type} {r[1]}' for r in by_type)})",
         f"bronze.quarantine: {quarantine.count()} ({', '.join(f'{r.error_code} {r[1]}' for r in by_code)})",
         f"dropped duplicates: {totals.duplicates or 0}, tombstones: {totals.tombstones or 0}",
+        f"silver.profiles: {profiles.count()} (history versions {history.count()}, erased {erased}), "
+        f"audit.log: {audit.count()}",
         f"tables under {config.under_root('')}",
     ]
     return "\n".join(lines)

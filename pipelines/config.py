@@ -38,6 +38,8 @@ TABLES = (
     "gold.user_features",
     "gold.recommendations",
     "gold.email_content",
+    "silver.profile_tombstones",
+    "silver.duplicate_profiles",
     "audit.log",
 )
 
@@ -159,6 +161,40 @@ class GeneratorConfig(_Strict):
     output: str = Field(description="landing folder; relative paths sit under storage.root")
 
 
+# Profile columns whose history silver.profiles_history can keep (SCD type 2).
+HISTORY_TRACKABLE_COLUMNS = ("email_hash", "first_name", "last_name", "country", "locale")
+
+
+class ProfilesConfig(_Strict):
+    trigger_interval: str = Field(pattern=_DURATION, description="processing-time trigger of merge_profiles")
+    ignore_null_updates: bool = Field(
+        default=False, description="a null in a change leaves the stored field as it is, instead of clearing it")
+    history_columns: tuple[str, ...] = Field(min_length=1, description="columns silver.profiles_history tracks")
+    conflict_retries: int = Field(default=5, ge=0, description="retries of a write that lost a commit race")
+    max_files_per_trigger: int | None = Field(default=None, ge=1, description="bronze files read per batch")
+
+    @field_validator("history_columns")
+    @classmethod
+    def _trackable(cls, columns: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [column for column in columns if column not in HISTORY_TRACKABLE_COLUMNS]
+        if unknown:
+            raise ValueError(f"unknown column {unknown[0]!r}; trackable: {', '.join(HISTORY_TRACKABLE_COLUMNS)}")
+        if len(set(columns)) != len(columns):
+            raise ValueError("a column is named twice")
+        return columns
+
+
+class PiiConfig(_Strict):
+    dev_keys_file: str | None = Field(
+        default=None, description="local only: keys generated into this file when the key variables are unset")
+
+
+class MaintenanceConfig(_Strict):
+    vacuum_retention_hours: float = Field(ge=0, description="VACUUM keeps files this long after they leave a table")
+    allow_short_retention: bool = Field(
+        default=False, description="permit retention below Delta's 168-hour safety check (tests, erasure drills)")
+
+
 class SecretsConfig(_Strict):
     """Names of the environment variables that hold each secret; never the secret itself."""
 
@@ -197,6 +233,9 @@ class Config(_Strict):
     ingest: IngestConfig
     services: ServicesConfig
     generator: GeneratorConfig
+    profiles: ProfilesConfig
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+    maintenance: MaintenanceConfig
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
 
     def resolve(self, path: str) -> str:

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import random
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
+
+from delta.exceptions import (ConcurrentAppendException, ConcurrentDeleteDeleteException,
+                              ConcurrentDeleteReadException, ConcurrentTransactionException,
+                              ConcurrentWriteException, DeltaConcurrentModificationException,
+                              MetadataChangedException, ProtocolChangedException)
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
 from pyspark.sql.types import StructType
 
 from pipelines.config import TableRef
+
+log = logging.getLogger("tailor.delta")
+T = TypeVar("T")
+TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
+TXN_VERSION = "spark.databricks.delta.write.txnVersion"
 
 DEFAULT_PROPERTIES = {
     "delta.enableDeletionVectors": "true",
@@ -14,12 +29,15 @@ DEFAULT_PROPERTIES = {
 
 
 def ensure_table(spark: SparkSession, table: TableRef, schema: StructType,
-                 partition_by: tuple[str, ...] = (), properties: dict[str, str] | None = None) -> None:
+                 partition_by: tuple[str, ...] = (), properties: dict[str, str] | None = None,
+                 cluster_by: tuple[str, ...] = ()) -> None:
     """Create the table if it does not exist; an existing table is left as it is."""
     builder = DeltaTable.createIfNotExists(spark).addColumns(schema)
     builder = builder.tableName(table.catalog_name) if table.catalog_name else builder.location(table.path)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
+    if cluster_by:
+        builder = builder.clusterBy(*cluster_by)
     for key, value in {**DEFAULT_PROPERTIES, **(properties or {})}.items():
         builder = builder.property(key, value)
     builder.execute()
@@ -42,3 +60,61 @@ def save(writer: DataFrameWriter, table: TableRef) -> None:
         writer.saveAsTable(table.catalog_name)
     else:
         writer.save(table.path)
+
+
+def table_exists(spark: SparkSession, table: TableRef) -> bool:
+    if table.catalog_name:
+        return spark.catalog.tableExists(table.catalog_name)
+    return DeltaTable.isDeltaTable(spark, table.path)
+
+
+def sql_name(table: TableRef) -> str:
+    """The table as SQL names it: catalog.schema.table, or delta.`path`."""
+    return table.catalog_name or f"delta.`{table.path}`"
+
+
+# Commit conflicts: another writer committed first and what it changed overlaps what this
+# write read. Delta leaves the table untouched, so running the write again is safe.
+CONFLICTS = (ConcurrentAppendException, ConcurrentDeleteReadException, ConcurrentDeleteDeleteException,
+             ConcurrentTransactionException, ConcurrentWriteException, MetadataChangedException,
+             ProtocolChangedException, DeltaConcurrentModificationException)
+
+
+def retry_on_conflict(write: Callable[[], T], what: str, retries: int,
+                      backoff_s: float = 0.5, on_conflict: Callable[[int], None] | None = None) -> T:
+    """Run `write`; when it loses a commit race, wait (with jitter) and run it again."""
+    attempt = 0
+    while True:
+        try:
+            return write()
+        except CONFLICTS as conflict:
+            attempt += 1
+            if attempt > retries:
+                raise
+            kind = type(conflict).__name__
+            log.warning("%s lost a commit race (%s); retry %d of %d", what, kind, attempt, retries)
+            if on_conflict:
+                on_conflict(attempt)
+            time.sleep(backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random()))
+
+
+@contextmanager
+def idempotent_writes(spark: SparkSession, app_id: str, version: int) -> Iterator[None]:
+    """Every Delta write in the block (MERGE, DELETE, UPDATE, append) carries this
+    txnAppId/txnVersion, so a micro-batch replayed after a crash skips each write it had
+    already committed. The confs are set on the session the streaming query runs in,
+    which Spark clones per query, so other queries are not affected."""
+    spark.conf.set(TXN_APP_ID, app_id)
+    spark.conf.set(TXN_VERSION, str(version))
+    try:
+        yield
+    finally:
+        spark.conf.unset(TXN_APP_ID)
+        spark.conf.unset(TXN_VERSION)
+
+
+def read_stream(spark: SparkSession, table: TableRef, options: dict[str, str] | None = None) -> DataFrame:
+    reader = spark.readStream.format("delta")
+    for key, value in (options or {}).items():
+        reader = reader.option(key, value)
+    return reader.table(table.catalog_name) if table.catalog_name else reader.load(table.path)

@@ -26,7 +26,11 @@ APP_ID_FILE = "_tailor_app_id"
 def ensure_bronze_tables(spark: SparkSession, config: Config) -> None:
     # Append-only by how it is written, not by `delta.appendOnly`: an erasure request must
     # still be able to delete a person's events.
-    ensure_table(spark, config.table("bronze.events"), BRONZE_EVENTS, partition_by=("event_date",))
+    # Delta keeps min/max statistics in its log, which VACUUM never removes; the payload
+    # can hold a person's name or address, so it stays out of them.
+    stats = ",".join(name for name in BRONZE_EVENTS.fieldNames() if name not in ("payload", "event_date"))
+    ensure_table(spark, config.table("bronze.events"), BRONZE_EVENTS, partition_by=("event_date",),
+                 properties={"delta.dataSkippingStatsColumns": stats})
     ensure_table(spark, config.table("bronze.quarantine"), QUARANTINE)
     ensure_table(spark, config.table("bronze.ingest_metrics"), INGEST_METRICS)
 

@@ -171,3 +171,11 @@ def test_cli_unknown_command():
     result = _tailor("frobnicate")
     assert result.returncode == 2
     assert result.stderr.startswith("tailor: unknown command 'frobnicate'")
+
+
+def test_unknown_history_column_is_named():
+    with pytest.raises(ConfigError) as error:
+        load_config("local", ["profiles.history_columns=[country, shoe_size]"])
+    assert str(error.value) == (
+        "config error: profiles.history_columns: unknown column 'shoe_size'; trackable: email_hash, first_name, "
+        "last_name, country, locale (got ['country', 'shoe_size']) (from --set)")

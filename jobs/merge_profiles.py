@@ -1,0 +1,86 @@
+"""Keep silver.profiles right under any arrival order, from the changes in bronze.events.
+
+    tailor merge-profiles [--env local] [--set k=v ...] [--once] [--trigger-interval "30 seconds"]
+    spark-submit jobs/merge_profiles.py [same options]
+
+Reads bronze.events as a Delta stream (CRM changes, profile_upsert, preference, consent,
+unsubscribe, complaint and erasure events) and, per micro-batch, writes silver.profiles
+(Change Data Feed on: a delete there is the downstream tombstone), silver.profiles_history
+(SCD type 2), audit.log, silver.profile_tombstones and silver.duplicate_profiles, and
+purges erased people from every table.
+
+Parameters:
+  --once               process what is available now, then stop (availableNow trigger)
+  --trigger-interval   override profiles.trigger_interval, e.g. "10 seconds"
+Config: profiles.*; the PII keys from the variables secrets.pii_encryption_key and
+  secrets.pii_hmac_key; checkpoint <checkpoints>/merge_profiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from jobs._common import await_query, config_from, entry_point, parser_for, setup_logging
+from pipelines.config import Config
+from pipelines.delta_tables import read_stream
+from pipelines.pii import PiiKeys, load_keys
+from pipelines.profile_writes import ProfilesBatchWriter, ensure_profile_tables
+from pipelines.profiles import PROFILE_EVENT_TYPES
+from pipelines.session import build_spark
+from pipelines.sinks import checkpoint_app_id, ensure_bronze_tables
+
+QUERY_NAME = "merge_profiles"
+log = logging.getLogger("tailor.merge_profiles")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = parser_for("tailor merge-profiles", __doc__.split("\n\n")[0])
+    parser.add_argument("--once", action="store_true", help="availableNow: process the backlog, then stop")
+    parser.add_argument("--trigger-interval", default=None)
+    return parser
+
+
+def start_query(spark, config: Config, keys: PiiKeys, once: bool, trigger_interval: str | None = None):
+    from pyspark.sql import functions as F
+
+    checkpoint = config.checkpoint(QUERY_NAME)
+    # Erasure deletes rows from bronze.events; the stream skips those commits rather than
+    # failing on a source that is not append-only.
+    options = {"skipChangeCommits": "true"}
+    if config.profiles.max_files_per_trigger:
+        options["maxFilesPerTrigger"] = str(config.profiles.max_files_per_trigger)
+    changes = read_stream(spark, config.table("bronze.events"), options).where(
+        F.col("event_type").isin(*PROFILE_EVENT_TYPES))
+    writer = ProfilesBatchWriter(config, keys, checkpoint_app_id(spark, checkpoint, QUERY_NAME))
+    stream = (changes.writeStream.queryName(QUERY_NAME)
+              .option("checkpointLocation", checkpoint)
+              .foreachBatch(writer))
+    if once:
+        stream = stream.trigger(availableNow=True)
+    else:
+        stream = stream.trigger(processingTime=trigger_interval or config.profiles.trigger_interval)
+    return stream.start()
+
+
+def run(config: Config, once: bool, trigger_interval: str | None = None) -> int:
+    keys = load_keys(config)  # before Spark starts: a missing key is a one-line error
+    spark = build_spark(config, QUERY_NAME)
+    ensure_bronze_tables(spark, config)
+    ensure_profile_tables(spark, config)
+    query = start_query(spark, config, keys, once, trigger_interval)
+    log.info("query %s started (%s), checkpoint %s", QUERY_NAME,
+             "availableNow" if once else "processing time", config.checkpoint(QUERY_NAME))
+    await_query(query, QUERY_NAME)
+    return 0
+
+
+@entry_point
+def main(argv=None) -> int:
+    setup_logging()
+    args = build_parser().parse_args(argv)
+    return run(config_from(args), args.once, args.trigger_interval)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

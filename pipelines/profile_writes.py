@@ -1,0 +1,182 @@
+"""The writes of merge_profiles: one micro-batch of profile changes into silver.profiles,
+its history, audit.log, the erasure tombstones and purges, and the duplicates list.
+
+Every write of a batch carries the query's txnAppId (one per write step) and the batch id
+as txnVersion, so a batch replayed after a crash skips what it had already committed;
+and each write that loses a commit race to another writer is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pipelines.config import Config, TableRef
+from pipelines.delta_tables import (delta_table, ensure_table, idempotent_writes, read_table, retry_on_conflict,
+                                    save, table_exists)
+from pipelines.pii import PiiKeys
+from pipelines.profiles import (after_deletes, audit_rows, change_rows, duplicate_groups, erasures,
+                                history_versions, latest_per_user, position, profile_delete_condition,
+                                profile_insert_values, profile_update_condition, profile_update_set,
+                                protect_pii, tombstone_rows)
+from pipelines.schemas import (AUDIT_LOG, DUPLICATE_PROFILES, PROFILE_TOMBSTONES, PROFILES, PROFILES_STATS_COLUMNS,
+                               profiles_history_schema)
+
+log = logging.getLogger("tailor.profiles")
+
+# Tables that hold rows about a person, and the event-time column that says which rows an
+# erasure covers (None: every row of the user). A table not created yet is skipped.
+PERSON_TABLES = (("bronze.events", "occurred_at"), ("silver.interactions", "occurred_at"),
+                 ("gold.user_features", None), ("gold.recommendations", None), ("gold.email_content", None))
+
+
+def _stats_columns(*columns: str) -> dict[str, str]:
+    return {"delta.dataSkippingStatsColumns": ",".join(columns)}
+
+
+def ensure_profile_tables(spark: SparkSession, config: Config) -> None:
+    tracked = config.profiles.history_columns
+    ensure_table(spark, config.table("silver.profiles"), PROFILES, cluster_by=("user_id",),
+                 properties={"delta.enableChangeDataFeed": "true", **_stats_columns(*PROFILES_STATS_COLUMNS)})
+    history_stats = ("user_id", "valid_from", "valid_to",
+                     *[column for column in tracked if column in PROFILES_STATS_COLUMNS])
+    ensure_table(spark, config.table("silver.profiles_history"), profiles_history_schema(tracked),
+                 cluster_by=("user_id",), properties=_stats_columns(*history_stats))
+    ensure_table(spark, config.table("silver.profile_tombstones"), PROFILE_TOMBSTONES)
+    ensure_table(spark, config.table("silver.duplicate_profiles"), DUPLICATE_PROFILES)
+    ensure_table(spark, config.table("audit.log"), AUDIT_LOG, properties={
+        "delta.appendOnly": "true",
+        **_stats_columns("audit_id", "subject_hash", "action", "field", "outcome", "source", "event_ref",
+                         "occurred_at", "recorded_at")})
+
+
+class ProfilesBatchWriter:
+    """foreachBatch function of merge_profiles."""
+
+    def __init__(self, config: Config, keys: PiiKeys, app_id: str,
+                 on_conflict: Callable[[int], None] | None = None):
+        self.config = config
+        self.keys = keys
+        self.app_id = app_id
+        self.on_conflict = on_conflict
+
+    def table(self, name: str) -> TableRef:
+        return self.config.table(name)
+
+    def _write(self, spark: SparkSession, step: str, batch_id: int, write: Callable[[], None]) -> None:
+        def attempt() -> None:
+            with idempotent_writes(spark, f"{self.app_id}.{step}", batch_id):
+                write()
+
+        started = time.monotonic()
+        retry_on_conflict(attempt, f"merge_profiles {step} (batch {batch_id})",
+                          self.config.profiles.conflict_retries, on_conflict=self.on_conflict)
+        log.debug("batch %d: %s took %.1f s", batch_id, step, time.monotonic() - started)
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        spark = batch.sparkSession
+        settings = self.config.profiles
+        tombstones = read_table(spark, self.table("silver.profile_tombstones"))
+        # Each input of the writes is checkpointed before the first write: a lazy plan
+        # would re-read tables the batch itself changes (the tombstones it adds would
+        # hide its own erasures; the profiles it merges would hide the old email hashes),
+        # and encryption draws a fresh nonce on every evaluation.
+        changes = (batch.transform(change_rows(settings.ignore_null_updates))
+                   .transform(protect_pii(self.keys))
+                   .transform(after_deletes(tombstones))
+                   .localCheckpoint())
+        if changes.isEmpty():
+            return
+        latest = latest_per_user(changes).localCheckpoint()
+        stored = read_table(spark, self.table("silver.profiles")).join(
+            latest.select("user_id"), "user_id", "left_semi").localCheckpoint()
+        self._write(spark, "audit", batch_id,
+                    lambda: save(audit_rows(changes, stored).write.format("delta").mode("append"),
+                                 self.table("audit.log")))
+        gone = erasures(latest)
+        erased = gone.count()
+        if erased:
+            self._erase(spark, gone, batch_id)
+            log.info("batch %d erased %d person(s) from every table (ids not logged)", batch_id, erased)
+        self._write(spark, "profiles", batch_id, lambda: self._merge_profiles(spark, latest))
+        self._write(spark, "history", batch_id, lambda: self._merge_history(spark, changes))
+        stored_hashes = stored.where(F.col("email_hash").isNotNull()).select("email_hash").distinct()
+        self._write(spark, "duplicates", batch_id, lambda: self._refresh_duplicates(spark, latest, stored_hashes))
+
+    # -- the writes ---------------------------------------------------------------------
+
+    def _merge_profiles(self, spark: SparkSession, latest: DataFrame) -> None:
+        (delta_table(spark, self.table("silver.profiles")).alias("t")
+         .merge(latest.alias("s"), "t.user_id = s.user_id")
+         .whenMatchedDelete(condition=profile_delete_condition())
+         .whenMatchedUpdate(condition=profile_update_condition(), set=profile_update_set())
+         .whenNotMatchedInsert(condition=F.col("s.max_seq").isNotNull(), values=profile_insert_values())
+         .execute())
+
+    def _merge_history(self, spark: SparkSession, changes: DataFrame) -> None:
+        tracked = self.config.profiles.history_columns
+        history = self.table("silver.profiles_history")
+        touched = changes.select("user_id").distinct()
+        stored = read_table(spark, history).join(touched, "user_id", "left_semi")
+        versions = history_versions(tracked)(changes, stored)
+        same = [F.col(f"t.{column}").eqNullSafe(F.col(f"s.{column}"))
+                for column in ("valid_to", "is_current", *tracked)]
+        unchanged = same[0]
+        for condition in same[1:]:
+            unchanged = unchanged & condition
+        (delta_table(spark, history).alias("t")
+         .merge(versions.alias("s"), "t.user_id = s.user_id AND t._sequence = s._sequence")
+         .whenMatchedUpdateAll(condition=~unchanged)
+         .whenNotMatchedInsertAll()
+         .execute())
+
+    def _refresh_duplicates(self, spark: SparkSession, latest: DataFrame, stored_hashes: DataFrame) -> None:
+        new_hashes = latest.where(F.col("email.email_hash").isNotNull()).select(F.col("email.email_hash").alias("email_hash"))
+        touched = new_hashes.union(stored_hashes).distinct()
+        profiles = read_table(spark, self.table("silver.profiles")).join(touched, "email_hash", "left_semi")
+        groups = touched.join(duplicate_groups(profiles), "email_hash", "left")
+        (delta_table(spark, self.table("silver.duplicate_profiles")).alias("t")
+         .merge(groups.alias("s"), "t.email_hash = s.email_hash")
+         .whenMatchedDelete(condition=F.col("s.profile_count").isNull())
+         .whenMatchedUpdateAll(condition=~F.col("t.user_ids").eqNullSafe(F.col("s.user_ids")))
+         .whenNotMatchedInsertAll(condition=F.col("s.profile_count").isNotNull())
+         .execute())
+
+    def _erase(self, spark: SparkSession, gone: DataFrame, batch_id: int) -> None:
+        """Remember the delete (by a keyed hash, never the id), then purge the person's rows.
+
+        Each purge is a MERGE ... DELETE joined on the erased ids, not a DELETE with the ids
+        in its predicate: Delta writes a DELETE's predicate into the table log, which
+        VACUUM never removes."""
+        tombstones = tombstone_rows(gone)
+        self._write(spark, "tombstones", batch_id, lambda: (
+            delta_table(spark, self.table("silver.profile_tombstones")).alias("t")
+            .merge(tombstones.alias("s"), "t.subject_hash = s.subject_hash")
+            .whenMatchedUpdateAll(condition=position(F.col("s.deleted_sequence")) > position(F.col("t.deleted_sequence")))
+            .whenNotMatchedInsertAll()
+            .execute()))
+        self._write(spark, "erase.history", batch_id, lambda: (
+            delta_table(spark, self.table("silver.profiles_history")).alias("t")
+            .merge(gone.alias("s"), "t.user_id = s.user_id AND t._sequence < s.deleted_sequence")
+            .whenMatchedDelete()
+            .execute()))
+        for name, event_time in PERSON_TABLES:
+            table = self.table(name)
+            if not table_exists(spark, table):
+                continue
+            condition = "t.user_id = s.user_id" + (f" AND t.{event_time} <= s.deleted_at" if event_time else "")
+            self._write(spark, f"erase.{name}", batch_id, lambda table=table, condition=condition: (
+                delta_table(spark, table).alias("t").merge(gone.alias("s"), condition).whenMatchedDelete().execute()))
+        # A quarantined record cannot be trusted to parse: any that names the user goes.
+        mentions = ("instr(cast(t.raw AS STRING), concat('\"', s.user_id, '\"')) > 0 OR "
+                    "instr(cast(t.fixed_raw AS STRING), concat('\"', s.user_id, '\"')) > 0")
+        quarantine = self.table("bronze.quarantine")
+        if table_exists(spark, quarantine):
+            self._write(spark, "erase.quarantine", batch_id, lambda: (
+                delta_table(spark, quarantine).alias("t")
+                .merge(gone.select("user_id").alias("s"), mentions).whenMatchedDelete().execute()))
+

@@ -1,0 +1,450 @@
+"""Profiles from change events, as pure DataFrame -> DataFrame steps (the writes are in
+`pipelines.profile_writes`).
+
+The model. A profile is a set of registers (`schemas.REGISTERS`): email, phone, each name
+field, each preference, each consent purpose. A change event sets some registers, each
+stamped with the change's sequence (event time, then the CRM log position, then
+event_id). A register only ever takes a value from a change newer than the one that set
+it last, so partial updates (a preference change, a profile_upsert naming two fields, a
+CRM update that changed one column) and out-of-order arrival all end in the same state.
+A delete (CRM op d, or an erasure request) drops every change at or before it, stored or
+arriving later; changes after it start a new profile.
+
+The steps:
+  bronze rows --change_rows--> one row per change, registers as struct(seq, values)
+              --protect_pii--> email and phone encrypted, identities hashed (no clear text after this)
+              --after_deletes--> changes a delete (stored or in the batch) supersedes are dropped
+              --latest_per_user--> one row per user: the newest value of each register
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import BinaryType, StringType, StructField, StructType
+
+from pipelines.contracts.events import CONSENT_PURPOSES
+from pipelines.pii import PiiKeys, email_hash, encrypt, keyed_hash, subject_hash
+from pipelines.schemas import (CONSENT_REGISTERS, PERSON_REGISTERS, PREFERENCE_REGISTERS, PROFILE_VALUE_TYPES,
+                               REGISTERS)
+from pipelines.validation import CRM_EVENT_TYPE
+
+PROFILE_EVENT_TYPES = (CRM_EVENT_TYPE, "profile_upsert", "preference_update", "consent_update",
+                       "unsubscribe", "email_complaint", "erasure_request")
+# Events that withdraw email consent without naming a purpose.
+EMAIL_OPT_OUTS = ("unsubscribe", "email_complaint")
+_PLAIN_PERSON_FIELDS = ("first_name", "last_name", "country", "locale")
+_PREFERENCE_TYPES = {"topics": "array<string>", "frequency_cap_per_week": "int", "language": "string",
+                     "preferred_send_hour": "int"}
+
+
+def sequence_column() -> Column:
+    is_crm = F.col("event_type") == CRM_EVENT_TYPE
+    lsn = F.when(is_crm, F.try_variant_get(F.col("_v"), "$.source.lsn", "bigint"))
+    return F.struct(F.unix_millis("occurred_at").alias("ts_ms"), lsn.alias("lsn"), F.col("event_id").alias("event_id"))
+
+
+def _present(v: Column, path: str) -> Column:
+    """The key exists (its value may be JSON null)."""
+    return F.try_variant_get(v, path, "variant").isNotNull()
+
+
+def _is_json_null(v: Column, path: str) -> Column:
+    return F.coalesce(F.is_variant_null(F.try_variant_get(v, path, "variant")), F.lit(False))
+
+
+def _person_field_set(name: str, ignore_null_updates: bool) -> Column:
+    """Whether a change sets person field `name`.
+
+    CRM c/r/u: the key is in `after`, and, when Debezium sent the old row too, the value
+    differs from `before` (an update sets only what it changed). profile_upsert: the key
+    is in the payload. With ignore_null_updates, a null never sets a field."""
+    v = F.col("_v")
+    crm_upsert = (F.col("event_type") == CRM_EVENT_TYPE) & F.col("_op").isin("c", "r", "u")
+    has_before = _present(v, "$.before") & ~_is_json_null(v, "$.before") & _present(v, f"$.before.{name}")
+    unchanged = has_before & (F.to_json(F.try_variant_get(v, f"$.before.{name}", "variant"))
+                              == F.to_json(F.try_variant_get(v, f"$.after.{name}", "variant")))
+    crm_sets = crm_upsert & _present(v, f"$.after.{name}") & ~unchanged
+    upsert_sets = (F.col("event_type") == "profile_upsert") & _present(v, f"$.{name}")
+    sets = crm_sets | upsert_sets
+    if ignore_null_updates:
+        null_value = F.when(crm_upsert, _is_json_null(v, f"$.after.{name}")).otherwise(_is_json_null(v, f"$.{name}"))
+        sets = sets & ~null_value
+    return F.coalesce(sets, F.lit(False))
+
+
+def _person_field_value(name: str) -> Column:
+    v = F.col("_v")
+    return F.when(F.col("event_type") == CRM_EVENT_TYPE, F.try_variant_get(v, f"$.after.{name}", "string")) \
+        .otherwise(F.try_variant_get(v, f"$.{name}", "string"))
+
+
+def _register(is_set: Column, **values: Column) -> Column:
+    """struct(seq, values...) when the change sets the register, else null. seq comes
+    first, so max() over registers picks the newest change."""
+    return F.when(is_set, F.struct(F.col("seq").alias("seq"), *[value.alias(name) for name, value in values.items()]))
+
+
+def change_rows(ignore_null_updates: bool) -> Callable[[DataFrame], DataFrame]:
+    """bronze.events rows of PROFILE_EVENT_TYPES -> one row per change: its sequence,
+    whether it deletes, and each register it sets. Email and phone are still clear text
+    here (`_email`, `_phone`); `protect_pii` must follow."""
+
+    def transform(events: DataFrame) -> DataFrame:
+        v = F.col("_v")
+        df = (events.where(F.col("event_type").isin(*PROFILE_EVENT_TYPES))
+              .withColumn("_v", F.parse_json("payload"))
+              .withColumn("_op", F.when(F.col("event_type") == CRM_EVENT_TYPE,
+                                        F.try_variant_get(v, "$.op", "string")))
+              .withColumn("seq", sequence_column())
+              .withColumn("is_delete", (F.col("event_type") == "erasure_request") | (F.col("_op") == "d")))
+        for name in ("email", "phone"):
+            df = (df.withColumn(f"_{name}_set", _person_field_set(name, ignore_null_updates))
+                  .withColumn(f"_{name}", F.when(F.col(f"_{name}_set"), _person_field_value(name))))
+        for name in _PLAIN_PERSON_FIELDS:
+            df = df.withColumn(name, _register(_person_field_set(name, ignore_null_updates),
+                                               **{name: _person_field_value(name)}))
+        is_preference = F.col("event_type") == "preference_update"
+        for name, kind in _PREFERENCE_TYPES.items():
+            df = df.withColumn(name, _register(is_preference & _present(v, f"$.{name}"),
+                                               **{name: F.try_variant_get(v, f"$.{name}", kind)}))
+        is_consent = F.col("event_type") == "consent_update"
+        is_opt_out = F.col("event_type").isin(*EMAIL_OPT_OUTS)
+        purpose = F.when(is_consent, F.try_variant_get(v, "$.purpose", "string")) \
+            .when(is_opt_out, F.lit("email_marketing"))
+        status = F.when(is_consent, F.try_variant_get(v, "$.status", "string")).when(is_opt_out, F.lit("revoked"))
+        actor = F.when(is_consent, F.try_variant_get(v, "$.actor", "string")).when(is_opt_out, F.col("event_type"))
+        df = df.withColumn("_purpose", purpose).withColumn("_status", status).withColumn("actor", actor)
+        for purpose_name in CONSENT_PURPOSES:
+            matches = F.coalesce(F.col("_purpose") == purpose_name, F.lit(False))
+            df = (df.withColumn(f"consent_{purpose_name}", _register(
+                      matches, status=F.col("_status"), source=F.col("source"), actor=F.col("actor"),
+                      updated_at=F.col("occurred_at")))
+                  .withColumn(f"_granted_{purpose_name}", F.when(matches & (F.col("_status") == "granted"),
+                                                                 F.col("occurred_at")))
+                  .withColumn(f"_revoked_{purpose_name}", F.when(matches & (F.col("_status") == "revoked"),
+                                                                 F.col("occurred_at"))))
+        return df.drop("_v", "_op", "_purpose", "_status")
+
+    return transform
+
+
+PII_COLUMNS = StructType([
+    StructField("subject_hash", StringType()),
+    StructField("event_ref", StringType()),   # keyed hash of event_id: a CRM event_id holds the user_id
+    StructField("email_hash", StringType()),
+    StructField("email_encrypted", BinaryType()),
+    StructField("email_key_id", StringType()),
+    StructField("phone_encrypted", BinaryType()),
+    StructField("phone_key_id", StringType()),
+])
+
+
+def protect_pii(keys: PiiKeys) -> Callable[[DataFrame], DataFrame]:
+    """Encrypt email and phone, hash the email and the user_id; drop the clear text.
+
+    An Arrow UDF running `cryptography` rather than Spark's aes_encrypt: a key passed to
+    a Spark expression is a literal in the query plan, which explain(), the Spark UI and
+    event logs show. Profile changes are a thin stream next to behaviour events."""
+
+    @F.pandas_udf(PII_COLUMNS)
+    def protect(user_id: pd.Series, event_id: pd.Series, email: pd.Series, phone: pd.Series) -> pd.DataFrame:
+        rows = []
+        for user, event, address, number in zip(user_id, event_id, email, phone):
+            email_blob, email_key = encrypt(keys, address) if isinstance(address, str) else (None, None)
+            phone_blob, phone_key = encrypt(keys, number) if isinstance(number, str) else (None, None)
+            rows.append((subject_hash(keys, user), keyed_hash(keys.hmac_key, "event:" + event),
+                         email_hash(keys, address) if isinstance(address, str) else None,
+                         email_blob, email_key, phone_blob, phone_key))
+        return pd.DataFrame(rows, columns=PII_COLUMNS.fieldNames())
+
+    def transform(changes: DataFrame) -> DataFrame:
+        protected = F.col("_protected")
+        return (changes.withColumn("_protected", protect("user_id", "event_id", "_email", "_phone"))
+                .withColumn("subject_hash", protected["subject_hash"])
+                .withColumn("event_ref", protected["event_ref"])
+                .withColumn("email", _register(F.col("_email_set"), email_hash=protected["email_hash"],
+                                               email_encrypted=protected["email_encrypted"],
+                                               email_key_id=protected["email_key_id"]))
+                .withColumn("phone", _register(F.col("_phone_set"), phone_encrypted=protected["phone_encrypted"],
+                                               phone_key_id=protected["phone_key_id"]))
+                .drop("_protected", "_email", "_phone", "_email_set", "_phone_set"))
+
+    return transform
+
+
+def _sets_any(registers) -> Column:
+    return F.greatest(*[F.col(name).isNotNull() for name in registers]) if len(registers) > 1 \
+        else F.col(next(iter(registers))).isNotNull()
+
+
+def position(sequence: Column) -> Column:
+    """A sequence without its event_id. A tombstone keeps only this (a CRM event_id names
+    the user), so a change in the same millisecond and log position as a delete counts
+    as superseded by it."""
+    return F.struct(sequence["ts_ms"].alias("ts_ms"), sequence["lsn"].alias("lsn"))
+
+
+def after_deletes(tombstones: DataFrame) -> Callable[[DataFrame], DataFrame]:
+    """Drop changes a delete supersedes: those at or before the user's stored tombstone,
+    and those at or before the newest delete in this batch (the delete itself stays).
+    Adds `batch_delete`: that delete's sequence when it is newer than the stored one."""
+
+    def transform(changes: DataFrame) -> DataFrame:
+        stored = tombstones.select("subject_hash", position(F.col("deleted_sequence")).alias("_stored_delete"))
+        by_user = Window.partitionBy("user_id")
+        return (changes.join(stored, "subject_hash", "left")
+                .where(F.col("_stored_delete").isNull() | (position(F.col("seq")) > F.col("_stored_delete")))
+                .withColumn("batch_delete", F.max(F.when(F.col("is_delete"), F.col("seq"))).over(by_user))
+                .where(F.col("batch_delete").isNull() | (F.col("seq") > F.col("batch_delete"))
+                       | (F.col("is_delete") & (F.col("seq") == F.col("batch_delete"))))
+                .drop("_stored_delete"))
+
+    return transform
+
+
+def latest_per_user(changes: DataFrame) -> DataFrame:
+    """One row per user: the newest change of each register, the latest grant and
+    revocation per consent purpose, the delete this batch applies, and the newest
+    sequence among the registers set."""
+    sets_register = _sets_any(REGISTERS)
+    aggregates = [F.first("subject_hash").alias("subject_hash"),
+                  F.max("batch_delete").alias("delete_seq"),
+                  F.max(F.when(sets_register, F.col("seq"))).alias("max_seq"),
+                  F.min(F.when(sets_register, F.col("occurred_at"))).alias("first_seen")]
+    aggregates += [F.max(name).alias(name) for name in REGISTERS]
+    for purpose in CONSENT_PURPOSES:
+        aggregates += [F.max(f"_granted_{purpose}").alias(f"_granted_{purpose}"),
+                       F.max(f"_revoked_{purpose}").alias(f"_revoked_{purpose}")]
+    return changes.groupBy("user_id").agg(*aggregates)
+
+
+def erasures(latest: DataFrame) -> DataFrame:
+    """Users this batch deletes: user_id, subject_hash, the delete's sequence and time."""
+    return (latest.where(F.col("delete_seq").isNotNull())
+            .select("user_id", "subject_hash", F.col("delete_seq").alias("deleted_sequence"),
+                    F.timestamp_millis(F.col("delete_seq.ts_ms")).alias("deleted_at")))
+
+
+def tombstone_rows(gone: DataFrame) -> DataFrame:
+    return gone.select("subject_hash", F.struct(
+        F.col("deleted_sequence.ts_ms").alias("ts_ms"), F.col("deleted_sequence.lsn").alias("lsn"),
+        F.lit(None).cast("string").alias("event_id")).alias("deleted_sequence"), F.col("deleted_at").alias("erased_at"))
+
+
+# ---- the MERGE into silver.profiles, as expressions over t (target) and s (source) ----
+
+def _newer(register: str) -> Column:
+    stored = F.col(f"t._field_sequences.{register}")
+    return F.col(f"s.{register}").isNotNull() & (stored.isNull() | (F.col(f"s.{register}.seq") > stored))
+
+
+def _cleared(register: str) -> Column:
+    """A delete in this batch is newer than the change that set the stored register."""
+    return F.coalesce(F.col("s.delete_seq").isNotNull()
+                      & (F.col(f"t._field_sequences.{register}") < F.col("s.delete_seq")), F.lit(False))
+
+
+def _wiped() -> Column:
+    """The batch's delete is newer than every stored register: nothing stored survives."""
+    return F.coalesce(F.col("s.delete_seq").isNotNull()
+                      & (F.col("t._sequence").isNull() | (F.col("t._sequence") < F.col("s.delete_seq"))),
+                      F.lit(False))
+
+
+def _consent_value(register: str, purpose: str, target: bool) -> Column:
+    new = F.col(f"s.{register}")
+    granted, revoked = F.col(f"s._granted_{purpose}"), F.col(f"s._revoked_{purpose}")
+    if not target:
+        return F.when(new.isNotNull(), F.struct(new["status"].alias("status"), granted.alias("granted_at"),
+                                                revoked.alias("revoked_at"), new["source"].alias("source"),
+                                                new["actor"].alias("actor"), new["updated_at"].alias("updated_at")))
+    old = F.col(f"t.{register}")
+    newer, cleared = _newer(register), _cleared(register)
+
+    def pick(field: str) -> Column:
+        return F.when(newer, new[field]).when(cleared, F.lit(None)).otherwise(old[field])
+
+    def latest(field: str, incoming: Column) -> Column:
+        return F.when(cleared, incoming).otherwise(F.greatest(old[field], incoming))
+
+    status = pick("status")
+    return F.when(status.isNotNull(), F.struct(
+        status.alias("status"), latest("granted_at", granted).alias("granted_at"),
+        latest("revoked_at", revoked).alias("revoked_at"), pick("source").alias("source"),
+        pick("actor").alias("actor"), pick("updated_at").alias("updated_at")))
+
+
+def _new_field_sequence(register: str) -> Column:
+    return (F.when(_newer(register), F.col(f"s.{register}.seq"))
+            .when(_cleared(register), F.lit(None))
+            .otherwise(F.col(f"t._field_sequences.{register}")))
+
+
+def profile_update_set() -> dict[str, Column]:
+    """Column -> new value for a matched row."""
+    values: dict[str, Column] = {}
+    for register, columns in {**PERSON_REGISTERS, **PREFERENCE_REGISTERS}.items():
+        for column in columns:
+            values[column] = (F.when(_newer(register), F.col(f"s.{register}.{column}"))
+                              .when(_cleared(register), F.lit(None).cast(PROFILE_VALUE_TYPES[column]))
+                              .otherwise(F.col(f"t.{column}")))
+    for purpose in CONSENT_PURPOSES:
+        register = f"consent_{purpose}"
+        values[register] = _consent_value(register, purpose, target=True)
+    sequences = [_new_field_sequence(register).alias(register) for register in REGISTERS]
+    newest = F.greatest(*[_new_field_sequence(register) for register in REGISTERS])
+    values["_field_sequences"] = F.struct(*sequences)
+    values["_sequence"] = newest
+    values["first_seen_at"] = F.when(_wiped(), F.col("s.first_seen")) \
+        .otherwise(F.least(F.col("t.first_seen_at"), F.col("s.first_seen")))
+    values["updated_at"] = F.timestamp_millis(newest["ts_ms"])
+    return values
+
+
+def profile_insert_values() -> dict[str, Column]:
+    values: dict[str, Column] = {"user_id": F.col("s.user_id")}
+    for register, columns in {**PERSON_REGISTERS, **PREFERENCE_REGISTERS}.items():
+        for column in columns:
+            values[column] = F.col(f"s.{register}.{column}")
+    for purpose in CONSENT_PURPOSES:
+        values[f"consent_{purpose}"] = _consent_value(f"consent_{purpose}", purpose, target=False)
+    values["_field_sequences"] = F.struct(*[F.col(f"s.{register}.seq").alias(register) for register in REGISTERS])
+    values["_sequence"] = F.col("s.max_seq")
+    values["first_seen_at"] = F.col("s.first_seen")
+    values["updated_at"] = F.timestamp_millis(F.col("s.max_seq.ts_ms"))
+    return values
+
+
+def profile_update_condition() -> Column:
+    """Update only when something changes, so a redelivered change writes nothing."""
+    conditions = [_newer(register) for register in REGISTERS] + [_cleared(register) for register in REGISTERS]
+    for purpose in CONSENT_PURPOSES:
+        for kind, field in (("granted", "granted_at"), ("revoked", "revoked_at")):
+            incoming, stored = F.col(f"s._{kind}_{purpose}"), F.col(f"t.consent_{purpose}.{field}")
+            conditions.append(incoming.isNotNull() & (stored.isNull() | (incoming > stored)))
+    return F.coalesce(F.greatest(*conditions), F.lit(False))
+
+
+def profile_delete_condition() -> Column:
+    return _wiped() & F.col("s.max_seq").isNull()
+
+
+# ---- SCD type 2 --------------------------------------------------------------------------
+
+_HISTORY_REGISTER = {"email_hash": "email"}
+
+
+def history_versions(tracked: tuple[str, ...]) -> Callable[[DataFrame, DataFrame], DataFrame]:
+    """(changes after deletes, stored history of the users they touch) -> the full
+    history of those users.
+
+    Every change that sets a tracked column opens a version at its sequence. The value of
+    each column in a version is the newest setter at or before it, taken over the stored
+    versions (which carry each column's setter) and the new changes together, so a late
+    change lands between the versions it belongs between and later versions inherit it
+    until the next setter."""
+
+    def transform(changes: DataFrame, stored: DataFrame) -> DataFrame:
+        def from_change(column: str) -> Column:
+            register = _HISTORY_REGISTER.get(column, column)
+            return F.when(F.col(register).isNotNull(),
+                          F.struct(F.col(f"{register}.seq").alias("seq"), F.col(f"{register}.{column}").alias("value")))
+
+        def from_version(column: str) -> Column:
+            return F.when(F.col(f"_field_sequences.{column}").isNotNull(),
+                          F.struct(F.col(f"_field_sequences.{column}").alias("seq"), F.col(column).alias("value")))
+
+        touching = F.greatest(*[F.col(_HISTORY_REGISTER.get(c, c)).isNotNull() for c in tracked]) \
+            if len(tracked) > 1 else F.col(_HISTORY_REGISTER.get(tracked[0], tracked[0])).isNotNull()
+        points = changes.where(touching).select("user_id", F.col("seq").alias("point"),
+                                                *[from_change(c).alias(c) for c in tracked])
+        points = points.unionByName(stored.select("user_id", F.col("_sequence").alias("point"),
+                                                  *[from_version(c).alias(c) for c in tracked]))
+        so_far = Window.partitionBy("user_id").orderBy("point").rowsBetween(Window.unboundedPreceding, 0)
+        states = (points.select("user_id", "point", *[F.max(c).over(so_far).alias(c) for c in tracked])
+                  .groupBy("user_id", "point").agg(*[F.max(c).alias(c) for c in tracked]))
+        in_order = Window.partitionBy("user_id").orderBy("point")
+        valid_from = F.timestamp_millis(F.col("point.ts_ms"))
+        return (states.withColumn("valid_from", valid_from)
+                .withColumn("valid_to", F.lead(valid_from).over(in_order))
+                .select("user_id", "valid_from", "valid_to", F.col("valid_to").isNull().alias("is_current"),
+                        *[F.col(f"{c}.value").alias(c) for c in tracked],
+                        F.col("point").alias("_sequence"),
+                        F.struct(*[F.col(f"{c}.seq").alias(c) for c in tracked]).alias("_field_sequences")))
+
+    return transform
+
+
+# ---- audit.log ---------------------------------------------------------------------------
+
+_AUDITED = {
+    **{f"consent_{p}": ("consent", f"consent.{p}") for p in CONSENT_PURPOSES},
+    **{name: ("preference", f"preference.{name}") for name in PREFERENCE_REGISTERS},
+}
+
+
+def _audited_value(register: str, prefix: str) -> Column:
+    """A register's value as audit JSON; `prefix` is "" for a change row, "t." for stored."""
+    if register in CONSENT_REGISTERS:
+        value = F.col(f"{prefix}{register}")
+        return F.when(value.isNotNull(), F.to_json(F.struct(value["status"].alias("status"),
+                                                            value["source"].alias("source"),
+                                                            value["actor"].alias("actor"))))
+    if prefix:
+        return F.when(F.col(f"{prefix}_field_sequences.{register}").isNotNull(),
+                      F.to_json(F.struct(F.col(f"{prefix}{register}").alias(register))))
+    return F.to_json(F.struct(F.col(f"{register}.{register}").alias(register)))
+
+
+def audit_rows(changes: DataFrame, stored_profiles: DataFrame) -> DataFrame:
+    """One audit.log row per consent or preference value a change sets, and per erasure.
+
+    `before` is the value just before the change in event time (the stored value, or an
+    earlier change in the same batch); a change older than the stored one is recorded as
+    `superseded`, since a newer decision already stands."""
+    entries = F.array(*[
+        F.when(F.col(register).isNotNull(), F.struct(
+            F.lit(action).alias("action"), F.lit(field).alias("field"), F.lit(register).alias("register"),
+            _audited_value(register, "").alias("after")))
+        for register, (action, field) in _AUDITED.items()
+    ], F.when(F.col("is_delete"), F.struct(F.lit("erasure").alias("action"), F.lit(None).cast("string").alias("field"),
+                                           F.lit(None).cast("string").alias("register"),
+                                           F.lit(None).cast("string").alias("after"))))
+    events = (changes.select("user_id", "subject_hash", "event_ref", "event_type", "occurred_at", "source", "actor",
+                             "seq", F.explode(F.filter(entries, lambda entry: entry.isNotNull())).alias("entry"))
+              .select("*", "entry.*").drop("entry"))
+    stored = stored_profiles.alias("t").select(
+        F.col("t.user_id").alias("user_id"),
+        F.explode(F.array(*[F.struct(F.lit(register).alias("register"),
+                                     F.col(f"t._field_sequences.{register}").alias("stored_seq"),
+                                     _audited_value(register, "t.").alias("stored_value"))
+                            for register in _AUDITED])).alias("stored"))
+    stored = stored.select("user_id", "stored.*")
+    timeline = Window.partitionBy("user_id", "register").orderBy("seq")
+    joined = events.join(stored, ["user_id", "register"], "left")
+    superseded = F.coalesce(F.col("stored_seq") >= F.col("seq"), F.lit(False))
+    earlier_in_batch = F.lag("after").over(timeline)
+    before = F.when(superseded, F.lit(None)).otherwise(
+        F.when(F.lag("seq").over(timeline).isNotNull()
+               & ~F.coalesce(F.lag("stored_seq").over(timeline) >= F.lag("seq").over(timeline), F.lit(False)),
+               earlier_in_batch).otherwise(F.col("stored_value")))
+    return joined.select(
+        F.concat_ws(":", "event_ref", F.coalesce("field", F.lit("erasure"))).alias("audit_id"),
+        "subject_hash", "action", "field", before.alias("before"), "after",
+        F.when(superseded, "superseded").otherwise("applied").alias("outcome"),
+        F.coalesce("actor", F.when(F.col("action") == "erasure", F.col("event_type"))).alias("actor"),
+        "source", "event_ref", "occurred_at", F.current_timestamp().alias("recorded_at"))
+
+
+# ---- duplicate profiles -------------------------------------------------------------------
+
+def duplicate_groups(profiles: DataFrame) -> DataFrame:
+    """Each email_hash several user_ids share: the duplicates data quality checks look at."""
+    return (profiles.where(F.col("email_hash").isNotNull())
+            .groupBy("email_hash")
+            .agg(F.sort_array(F.collect_list("user_id")).alias("user_ids"), F.count("*").alias("profile_count"))
+            .where(F.col("profile_count") > 1))

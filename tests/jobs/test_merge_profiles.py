@@ -1,0 +1,132 @@
+"""merge_profiles as a job, after the ingest job, on the files source: bad change events
+are quarantined with a reason and never stop either query; an erasure removes the person
+from every table, and after `tailor vacuum` from every file under the tables' folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from jobs import ingest_events, merge_profiles, vacuum
+from pipelines.config import load_config
+from pipelines.delta_tables import ensure_table, read_table
+from pipelines.pii import load_keys, subject_hash
+from pyspark.sql.types import StringType, StructField, StructType, TimestampType
+from tests.profile_events import crm, event, person
+
+ZEN = person("u-zen", email="zenobia.quixote@example.org", first_name="Zenobia", last_name="Quixote-Farnsworth",
+             phone="+44 20 7946 0999", country="GB", locale="en-GB")
+KIT = person("u-kit", email="kit@example.org", first_name="Kit", country="IE")
+SECRETS = (b"zenobia.quixote@example.org", b"Zenobia", b"Quixote-Farnsworth")
+INTERACTIONS = StructType([StructField("event_id", StringType()), StructField("user_id", StringType()),
+                           StructField("occurred_at", TimestampType())])
+
+
+def _write_lines(folder: Path, name: str, lines: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _args(root: Path, *extra: str) -> list[str]:
+    return ["--set", f"storage.root={root}", "--set", "spark.shuffle_partitions=2", *extra]
+
+
+def _files_holding(root: Path, needles: tuple[bytes, ...]) -> list[str]:
+    """Files under the table folders that hold any needle: raw bytes for every file, and
+    every decoded value for Parquet (whose pages are compressed)."""
+    found = []
+    for layer in ("bronze", "silver", "gold", "audit"):
+        for path in sorted((root / layer).rglob("*")):
+            if not path.is_file():
+                continue
+            content = path.read_bytes()
+            if path.suffix == ".parquet":
+                content += json.dumps(pq.read_table(path).to_pylist(), default=str).encode("utf-8")
+            if any(needle in content for needle in needles):
+                found.append(str(path.relative_to(root)))
+    return found
+
+
+def test_changes_land_bad_ones_are_quarantined_and_erasure_is_final(spark, tmp_path, monkeypatch):
+    monkeypatch.delenv("TAILOR_PII_ENCRYPTION_KEY", raising=False)  # the local dev keys file is used
+    monkeypatch.delenv("TAILOR_PII_HMAC_KEY", raising=False)
+    root = tmp_path
+    config = load_config("local", [f"storage.root={root}"])
+    landing, crm_landing = root / "landing" / "events", root / "landing" / "crm"
+    no_key = crm("c", 700, "2026-11-02T10:00:00Z", after={"first_name": "Nobody"})
+    no_sequence = crm("c", None, "2026-11-02T10:00:00Z", after=person("u-x"))
+    del no_sequence["source"]["ts_ms"]
+    unknown_op = {**crm("c", 701, "2026-11-02T10:00:00Z", after=person("u-y")), "op": "t"}
+    _write_lines(crm_landing, "crm-1", [json.dumps(change) for change in (
+        crm("c", 100, "2026-11-01T10:00:00Z", after=ZEN, wrapped=True),
+        crm("c", 110, "2026-11-01T11:00:00Z", after=KIT),
+        crm("u", 120, "2026-11-01T12:00:00Z", before=KIT, after={**KIT, "country": "FR"}),
+        no_key, no_sequence, unknown_op)])
+    _write_lines(landing, "events-1", [
+        json.dumps(event("profile_upsert", "u-zen", "2026-11-01T10:30:00Z", {"last_name": "Quixote-Farnsworth"},
+                         "e-zen-1", source="web")),
+        json.dumps(event("consent_update", "u-zen", "2026-11-01T10:31:00Z",
+                         {"purpose": "email_marketing", "status": "granted", "actor": "subscriber"}, "e-zen-2")),
+        # Broken JSON that names her: quarantined, and it must go with the erasure.
+        '{"event_id": "e-zen-3", "user_id": "u-zen", "payload": {"first_name": "Zenobia"',
+    ])
+    assert ingest_events.main(_args(root, "--once")) == 0
+    assert merge_profiles.main(_args(root, "--once")) == 0
+
+    quarantine = read_table(spark, config.table("bronze.quarantine")).where("stream = 'crm'")
+    assert sorted((r.error_code, r.error_message) for r in quarantine.collect()) == sorted([
+        ("missing_field", "change has no key: neither after.user_id nor before.user_id"),
+        ("missing_field", "change has no sequence: neither source.lsn nor source.ts_ms"),
+        ("invalid_value", "unknown op 't'; expected one of c, u, d, r"),
+    ])
+    profiles = read_table(spark, config.table("silver.profiles"))
+    actual = profiles.select("user_id", "first_name", "last_name", "country",
+                             F.col("consent_email_marketing.status").alias("email_consent"))
+    expected = spark.createDataFrame([("u-kit", "Kit", None, "FR", None),
+                                      ("u-zen", "Zenobia", "Quixote-Farnsworth", "GB", "granted")], actual.schema)
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+    # silver.interactions belongs to the features job; a row of hers stands in for it here.
+    interactions = config.table("silver.interactions")
+    ensure_table(spark, interactions, INTERACTIONS)
+    spark.createDataFrame([("e-9", "u-zen", None), ("e-10", "u-kit", None)], INTERACTIONS) \
+        .withColumn("occurred_at", F.lit("2026-11-01T12:00:00").cast("timestamp")) \
+        .write.format("delta").mode("append").save(interactions.path)
+    assert _files_holding(root, SECRETS), "the scan must find her before the erasure"
+
+    _write_lines(landing, "events-2", [json.dumps(event("erasure_request", "u-zen", "2026-11-03T09:00:00Z",
+                                                        {"request_id": "r-1", "actor": "subscriber"}, "e-zen-4"))])
+    assert ingest_events.main(_args(root, "--once")) == 0
+    assert merge_profiles.main(_args(root, "--once")) == 0
+
+    for name in ("bronze.events", "bronze.quarantine", "silver.profiles", "silver.profiles_history",
+                 "silver.interactions"):
+        table = read_table(spark, config.table(name))
+        mentions = F.col("user_id") == "u-zen" if "user_id" in table.columns else \
+            F.instr(F.col("raw").cast("string"), "u-zen") > 0
+        assert table.where(mentions).count() == 0, name
+    assert read_table(spark, config.table("silver.profiles")).select("user_id").collect() == [("u-kit",)]
+    # Downstream, the Change Data Feed carries the delete that tells publishing to drop her row.
+    feed = (spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0)
+            .load(config.table("silver.profiles").path).where("_change_type = 'delete'"))
+    assert [r.user_id for r in feed.collect()] == ["u-zen"]
+    erasure = read_table(spark, config.table("audit.log")).where("action = 'erasure'").collect()
+    assert [(r.subject_hash, r.source) for r in erasure] == [
+        (subject_hash(load_keys(config), "u-zen"), "preference_centre")]
+
+    # Old table versions still hold her until VACUUM.
+    assert _files_holding(root, SECRETS)
+    assert vacuum.main(_args(root, "--retention-hours", "0", "--set", "maintenance.allow_short_retention=true")) == 0
+    assert _files_holding(root, SECRETS) == []
+    # Past bronze (raw events, kept as received until erased), email is stored encrypted.
+    assert [path for path in _files_holding(root, (b"kit@example.org",)) if not path.startswith("bronze/")] == []
+
+
+def test_vacuum_below_the_safety_margin_needs_an_explicit_setting(tmp_path, capsys):
+    assert vacuum.main(_args(tmp_path, "--retention-hours", "1")) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("tailor: maintenance.vacuum_retention_hours: 1 is below Delta's 168-hour")
+    assert "\n" not in error

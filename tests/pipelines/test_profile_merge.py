@@ -1,0 +1,334 @@
+"""merge_profiles' batch writer on hand-written change histories: the final tables are
+written down by hand and must not depend on arrival order or on how changes are split
+into micro-batches."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pyspark.sql import Row
+from pyspark.sql import functions as F
+
+from pipelines.config import load_config
+from pipelines.delta_tables import read_table
+from pipelines.pii import load_keys
+from pipelines.profile_writes import ProfilesBatchWriter, ensure_profile_tables
+from pipelines.schemas import BRONZE_EVENTS
+from pipelines.sinks import ensure_bronze_tables
+from tests.profile_events import crm, event, person, to_bronze
+
+ENCRYPTION_KEY, HMAC_KEY = os.urandom(32), os.urandom(32)
+
+ADA = person("u-1", email="ada@example.com", first_name="Ada", last_name="Lovelace", country="GB", locale="en-GB")
+ADA_FR = {**ADA, "country": "FR"}
+ADA_PHONE = {**ADA_FR, "phone": "+44 20 7946 0001", "locale": "fr-FR"}
+BOB = person("u-2", email="bob@example.com", first_name="Bob", last_name="Stone", country="GB")
+CLEO = person("u-3", email="cleo@example.com", first_name="Cleo", last_name="Jones", phone="+44 20 7946 0003",
+              country="GB", locale="en-GB")
+OLD_EVE = person("u-5", email="old5@example.com", first_name="Evelyn", last_name="Old", country="GB")
+NEW_EVE = person("u-5", email="new5@example.com", first_name="Eve", country="IE")
+
+# name -> change, as it arrives. Times are event times; lsn is the CRM log position.
+CHANGES = {
+    "ada_create": crm("c", 100, "2026-11-01T10:00:00Z", after=ADA),
+    "ada_moves": crm("u", 200, "2026-11-02T10:00:00Z", before=ADA, after=ADA_FR),
+    "ada_renamed_on_web": event("profile_upsert", "u-1", "2026-11-02T12:00:00Z", {"first_name": "Augusta"},
+                                "e-ada-web", source="web"),
+    # The CRM did not see the web rename: its old and new rows both say Ada, so the
+    # update sets only what it changed (phone, locale).
+    "ada_phone": crm("u", 300, "2026-11-03T10:00:00Z", before=ADA_FR, after=ADA_PHONE, wrapped=True),
+    "bob_create": crm("c", 110, "2026-11-01T11:00:00Z", after=BOB),
+    "bob_late_update": crm("u", 150, "2026-11-01T12:00:00Z", before=BOB, after={**BOB, "country": "US"}),
+    "bob_delete": crm("d", 400, "2026-11-04T11:00:00Z", before=BOB),
+    "cleo_snapshot": crm("r", 50, "2026-10-31T08:00:00Z", after=CLEO),
+    "cleo_drops_phone": crm("u", 250, "2026-11-02T09:00:00Z", before=CLEO, after={**CLEO, "phone": None}),
+    "dan_grants": event("consent_update", "u-4", "2026-11-01T09:00:00Z",
+                        {"purpose": "email_marketing", "status": "granted", "actor": "subscriber"}, "e-dan-1"),
+    "dan_topics": event("preference_update", "u-4", "2026-11-01T09:05:00Z",
+                        {"topics": ["garden", "kitchen"], "language": "en"}, "e-dan-2"),
+    "dan_revokes": event("consent_update", "u-4", "2026-11-03T09:00:00Z",
+                         {"purpose": "email_marketing", "status": "revoked", "actor": "subscriber"}, "e-dan-3"),
+    "dan_grants_again": event("consent_update", "u-4", "2026-11-04T09:00:00Z",
+                              {"purpose": "email_marketing", "status": "granted", "actor": "subscriber"}, "e-dan-4"),
+    "dan_unsubscribes": event("unsubscribe", "u-4", "2026-11-05T20:00:00Z", {"scope": "all"}, "e-dan-5",
+                              source="esp"),
+    "dan_cap": event("preference_update", "u-4", "2026-11-02T09:00:00Z", {"frequency_cap_per_week": 3}, "e-dan-6"),
+    "eve_create": crm("c", 120, "2026-11-01T08:00:00Z", after=OLD_EVE),
+    "eve_delete": crm("d", 320, "2026-11-03T08:00:00Z", before=OLD_EVE),
+    "eve_returns": crm("c", 330, "2026-11-03T12:00:00Z", after=NEW_EVE),
+}
+NAMES = list(CHANGES)
+
+# Arrival orders, each split into micro-batches; duplicates are redeliveries.
+ORDERS = {
+    "as_written_one_batch": [NAMES],
+    "reversed_three_batches": [NAMES[::-1][:6], NAMES[::-1][6:12], NAMES[::-1][12:]],
+    "interleaved_with_duplicates": [
+        ["bob_delete", "eve_returns", "dan_unsubscribes", "ada_phone", "cleo_drops_phone", "dan_revokes"],
+        ["ada_renamed_on_web", "bob_late_update", "eve_delete", "dan_cap", "ada_phone", "dan_grants_again"],
+        ["cleo_snapshot", "ada_create", "bob_create", "eve_create", "dan_grants", "dan_topics", "ada_moves",
+         "bob_late_update", "eve_delete"],
+    ],
+}
+
+
+def ts(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+@pytest.fixture(scope="module")
+def pii_env():
+    names = ("TAILOR_PII_ENCRYPTION_KEY", "TAILOR_PII_HMAC_KEY")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ["TAILOR_PII_ENCRYPTION_KEY"] = "test1:" + base64.b64encode(ENCRYPTION_KEY).decode()
+    os.environ["TAILOR_PII_HMAC_KEY"] = base64.b64encode(HMAC_KEY).decode()
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="module")
+def bronze_by_name(spark, pii_env):
+    """Each change as its bronze.events row, through the ingest validation (once)."""
+    rows = to_bronze(spark, list(CHANGES.values())).collect()
+    by_id = {row.event_id: row for row in rows}
+    ids = {}
+    for name, change in CHANGES.items():
+        if "event_type" in change:
+            ids[name] = change["event_id"]
+        else:
+            body = change.get("payload", change)
+            row = body["after"] or body["before"]
+            ids[name] = f"crm:crm.customers:{body['source']['lsn']}:{body['op']}:{row['user_id']}"
+    return {name: by_id[event_id] for name, event_id in ids.items()}
+
+
+class Run:
+    def __init__(self, spark, root: Path, *overrides: str):
+        self.spark = spark
+        self.config = load_config("local", [f"storage.root={root}", "spark.shuffle_partitions=2", *overrides])
+        ensure_bronze_tables(spark, self.config)
+        ensure_profile_tables(spark, self.config)
+        self.conflicts = 0
+        self.writer = ProfilesBatchWriter(self.config, load_keys(self.config), f"tailor.test.{uuid.uuid4()}",
+                                          on_conflict=self._count_conflict)
+
+    def _count_conflict(self, _attempt: int) -> None:
+        self.conflicts += 1
+
+    def feed(self, bronze_by_name, batches) -> "Run":
+        for batch_id, names in enumerate(batches):
+            frame = self.spark.createDataFrame([bronze_by_name[name] for name in names], BRONZE_EVENTS)
+            self.writer(frame, batch_id)
+        return self
+
+    def table(self, name: str):
+        return read_table(self.spark, self.config.table(name))
+
+
+def _decrypt(blob, key_id):
+    if blob is None:
+        return None
+    assert key_id == "test1"
+    blob = bytes(blob)
+    return AESGCM(ENCRYPTION_KEY).decrypt(blob[:12], blob[12:], None).decode()
+
+
+def _email_hash(address):
+    return hmac.new(HMAC_KEY, address.encode(), hashlib.sha256).hexdigest()
+
+
+def person_view(spark, profiles):
+    rows = [(r.user_id, _decrypt(r.email_encrypted, r.email_key_id), r.email_hash,
+             _decrypt(r.phone_encrypted, r.phone_key_id), r.first_name, r.last_name, r.country, r.locale)
+            for r in profiles.collect()]
+    return spark.createDataFrame(rows, PERSON_VIEW).orderBy("user_id")
+
+
+PERSON_VIEW = ("user_id string, email string, email_hash string, phone string, first_name string, "
+               "last_name string, country string, locale string")
+
+
+def expected_persons(spark, cleo_phone=None):
+    return spark.createDataFrame([
+        ("u-1", "ada@example.com", _email_hash("ada@example.com"), "+44 20 7946 0001", "Augusta", "Lovelace",
+         "FR", "fr-FR"),
+        ("u-3", "cleo@example.com", _email_hash("cleo@example.com"), cleo_phone, "Cleo", "Jones", "GB", "en-GB"),
+        ("u-4", None, None, None, None, None, None, None),
+        ("u-5", "new5@example.com", _email_hash("new5@example.com"), None, "Eve", None, "IE", None),
+    ], PERSON_VIEW)
+
+
+def expected_history(spark, schema):
+    return spark.createDataFrame([
+        ("u-1", ts("2026-11-01T10:00:00"), ts("2026-11-02T10:00:00"), False, "Ada", "Lovelace", "GB", "en-GB", True),
+        ("u-1", ts("2026-11-02T10:00:00"), ts("2026-11-02T12:00:00"), False, "Ada", "Lovelace", "FR", "en-GB", True),
+        ("u-1", ts("2026-11-02T12:00:00"), ts("2026-11-03T10:00:00"), False, "Augusta", "Lovelace", "FR", "en-GB",
+         True),
+        ("u-1", ts("2026-11-03T10:00:00"), None, True, "Augusta", "Lovelace", "FR", "fr-FR", True),
+        # Cleo's update changed only her phone, which history does not track.
+        ("u-3", ts("2026-10-31T08:00:00"), None, True, "Cleo", "Jones", "GB", "en-GB", True),
+        # Eve's life before her delete is purged; the new profile starts at its creation.
+        ("u-5", ts("2026-11-03T12:00:00"), None, True, "Eve", None, "IE", None, True),
+    ], schema)
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
+def test_final_tables_do_not_depend_on_arrival_order(spark, bronze_by_name, tmp_path, order):
+    run = Run(spark, tmp_path).feed(bronze_by_name, ORDERS[order])
+    profiles = run.table("silver.profiles")
+    assert_df_equality(person_view(spark, profiles), expected_persons(spark), ignore_row_order=True)
+
+    preferences = profiles.select("user_id", "topics", "frequency_cap_per_week", "language",
+                                  "preferred_send_hour", "consent_email_marketing", "consent_profiling")
+    expected = spark.createDataFrame([
+        ("u-1", None, None, None, None, None, None),
+        ("u-3", None, None, None, None, None, None),
+        ("u-4", ["garden", "kitchen"], 3, "en", None,
+         ("revoked", ts("2026-11-04T09:00:00"), ts("2026-11-05T20:00:00"), "esp", "unsubscribe",
+          ts("2026-11-05T20:00:00")), None),
+        ("u-5", None, None, None, None, None, None),
+    ], preferences.schema)
+    assert_df_equality(preferences, expected, ignore_row_order=True, ignore_nullable=True)
+
+    # The tombstone keeps Bob's delete by a keyed hash only; no table row names him.
+    tombstones = run.table("silver.profile_tombstones").collect()
+    assert sorted(t.subject_hash for t in tombstones) == sorted(
+        hmac.new(HMAC_KEY, f"user:{u}".encode(), hashlib.sha256).hexdigest() for u in ("u-2", "u-5"))
+    assert all(t.deleted_sequence.event_id is None for t in tombstones)
+
+    # SCD type 2 of the tracked columns: one version per change that set one of them.
+    history = (run.table("silver.profiles_history")
+               .select("user_id", "valid_from", "valid_to", "is_current", "first_name", "last_name", "country",
+                       "locale", F.col("email_hash").isNotNull().alias("has_email_hash")))
+    assert_df_equality(history, expected_history(spark, history.schema), ignore_row_order=True,
+                       ignore_nullable=True)
+
+
+def test_ignore_null_updates_keeps_the_stored_value(spark, bronze_by_name, tmp_path):
+    run = Run(spark, tmp_path, "profiles.ignore_null_updates=true").feed(bronze_by_name, [NAMES])
+    assert_df_equality(person_view(spark, run.table("silver.profiles")),
+                       expected_persons(spark, cleo_phone="+44 20 7946 0003"), ignore_row_order=True)
+
+
+def test_audit_log_records_consent_and_preference_changes_and_erasures(spark, bronze_by_name, tmp_path):
+    batches = [["dan_grants", "dan_revokes", "dan_unsubscribes", "bob_create"],
+               ["dan_grants_again", "dan_topics", "bob_delete"]]
+    run = Run(spark, tmp_path).feed(bronze_by_name, batches)
+    audit = run.table("audit.log")
+    dan = hmac.new(HMAC_KEY, b"user:u-4", hashlib.sha256).hexdigest()
+    bob = hmac.new(HMAC_KEY, b"user:u-2", hashlib.sha256).hexdigest()
+    granted = '{"status":"granted","source":"preference_centre","actor":"subscriber"}'
+    revoked = '{"status":"revoked","source":"preference_centre","actor":"subscriber"}'
+    unsubscribed = '{"status":"revoked","source":"esp","actor":"unsubscribe"}'
+    actual = audit.select("subject_hash", "action", "field", "before", "after", "outcome", "actor", "source",
+                          "occurred_at")
+    expected = spark.createDataFrame([
+        (dan, "consent", "consent.email_marketing", None, granted, "applied", "subscriber", "preference_centre",
+         ts("2026-11-01T09:00:00")),
+        (dan, "consent", "consent.email_marketing", granted, revoked, "applied", "subscriber", "preference_centre",
+         ts("2026-11-03T09:00:00")),
+        (dan, "consent", "consent.email_marketing", revoked, unsubscribed, "applied", "unsubscribe", "esp",
+         ts("2026-11-05T20:00:00")),
+        # Arrives after the unsubscribe it predates: recorded, but the newer decision stands.
+        (dan, "consent", "consent.email_marketing", None, granted, "superseded", "subscriber", "preference_centre",
+         ts("2026-11-04T09:00:00")),
+        (dan, "preference", "preference.topics", None, '{"topics":["garden","kitchen"]}', "applied", None,
+         "preference_centre", ts("2026-11-01T09:05:00")),
+        (dan, "preference", "preference.language", None, '{"language":"en"}', "applied", None, "preference_centre",
+         ts("2026-11-01T09:05:00")),
+        (bob, "erasure", None, None, None, "applied", "crm_customer_change", "crm", ts("2026-11-04T11:00:00")),
+    ], actual.schema)
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+    text = " ".join(str(row) for row in audit.collect())
+    assert "u-2" not in text and "u-4" not in text and "bob" not in text.lower()
+
+
+def test_replayed_batch_changes_nothing(spark, bronze_by_name, tmp_path):
+    run = Run(spark, tmp_path)
+    batch = ["ada_create", "ada_moves", "dan_grants", "bob_create", "bob_delete"]
+    run.feed(bronze_by_name, [batch])
+    tables = ("silver.profiles", "silver.profiles_history", "audit.log", "silver.profile_tombstones",
+              "silver.duplicate_profiles")
+    versions = {name: run.spark.sql(f"DESCRIBE HISTORY delta.`{run.config.table(name).path}`").count()
+                for name in tables}
+    before = {name: run.table(name).collect() for name in tables}
+    run.feed(bronze_by_name, [batch])  # the same batch id again: a replay after a crash
+    assert versions == {name: run.spark.sql(f"DESCRIBE HISTORY delta.`{run.config.table(name).path}`").count()
+                        for name in tables}
+    assert before == {name: run.table(name).collect() for name in tables}
+
+
+def test_profiles_sharing_an_email_are_listed(spark, bronze_by_name, tmp_path):
+    # A second CRM customer with Ada's address, written differently.
+    ada = bronze_by_name["ada_create"]
+    twin_change = crm("c", 500, "2026-11-05T10:00:00Z", after=person("u-9", email=" ADA@example.com"))
+    twin = ada.asDict() | {"event_id": "crm:crm.customers:500:c:u-9", "user_id": "u-9",
+                           "payload": json.dumps(twin_change), "occurred_at": ts("2026-11-05T10:00:00")}
+    rows = [ada, bronze_by_name["bob_create"], Row(**twin)]
+    run = Run(spark, tmp_path)
+    run.writer(spark.createDataFrame(rows, BRONZE_EVENTS), 0)
+    duplicates = run.table("silver.duplicate_profiles")
+    expected = spark.createDataFrame([(_email_hash("ada@example.com"), ["u-1", "u-9"], 2)], duplicates.schema)
+    assert_df_equality(duplicates, expected, ignore_nullable=True)
+
+
+def test_a_merge_that_loses_a_commit_race_is_retried(spark, bronze_by_name, tmp_path):
+    """Writer A starts its MERGE into silver.profiles, then blocks inside it until writer B
+    has committed a change to the same file; A's commit then conflicts and is retried."""
+    run = Run(spark, tmp_path).feed(bronze_by_name, [["ada_create", "cleo_snapshot"]])
+    started, go = tmp_path / "a-started", tmp_path / "a-go"
+
+    @F.udf("string")
+    def wait_for_go(user_id):
+        started.touch()
+        while not go.exists():
+            time.sleep(0.05)
+        return user_id
+
+    class SlowWriter(ProfilesBatchWriter):
+        def _merge_profiles(self, spark, latest):
+            super()._merge_profiles(spark, latest.withColumn("user_id", wait_for_go("user_id")))
+
+    writer = SlowWriter(run.config, load_keys(run.config), run.writer.app_id, on_conflict=run._count_conflict)
+    failure = []
+
+    # Its own session, as a streaming query has: the txnAppId it sets is not B's.
+    session_a = spark.newSession()
+
+    def writer_a():
+        try:
+            writer(session_a.createDataFrame([bronze_by_name["ada_moves"]], BRONZE_EVENTS), 1)
+        except Exception as error:  # reported by the assertion below
+            failure.append(error)
+
+    thread = threading.Thread(target=writer_a)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists()
+    # Writer B: another job updating a profile in the same file.
+    spark.sql(f"UPDATE delta.`{run.config.table('silver.profiles').path}` SET locale = 'en-IE' "
+              "WHERE user_id = 'u-3'")
+    go.touch()
+    thread.join(timeout=300)
+    assert not failure, failure
+    assert run.conflicts >= 1
+    rows = {r.user_id: (r.country, r.locale) for r in run.table("silver.profiles").collect()}
+    assert rows == {"u-1": ("FR", "en-GB"), "u-3": ("GB", "en-IE")}
