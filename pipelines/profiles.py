@@ -116,7 +116,8 @@ def change_rows(ignore_null_updates: bool) -> Callable[[DataFrame], DataFrame]:
         purpose = F.when(is_consent, F.try_variant_get(v, "$.purpose", "string")) \
             .when(is_opt_out, F.lit("email_marketing"))
         status = F.when(is_consent, F.try_variant_get(v, "$.status", "string")).when(is_opt_out, F.lit("revoked"))
-        actor = F.when(is_consent, F.try_variant_get(v, "$.actor", "string")).when(is_opt_out, F.col("event_type"))
+        actor = (F.when(is_consent | (F.col("event_type") == "erasure_request"), F.try_variant_get(v, "$.actor", "string"))
+                 .when(is_opt_out, F.col("event_type")))
         df = df.withColumn("_purpose", purpose).withColumn("_status", status).withColumn("actor", actor)
         for purpose_name in CONSENT_PURPOSES:
             matches = F.coalesce(F.col("_purpose") == purpose_name, F.lit(False))
@@ -436,7 +437,7 @@ def audit_rows(changes: DataFrame, stored_profiles: DataFrame) -> DataFrame:
         F.concat_ws(":", "event_ref", F.coalesce("field", F.lit("erasure"))).alias("audit_id"),
         "subject_hash", "action", "field", before.alias("before"), "after",
         F.when(superseded, "superseded").otherwise("applied").alias("outcome"),
-        F.coalesce("actor", F.when(F.col("action") == "erasure", F.col("event_type"))).alias("actor"),
+        F.coalesce("actor", F.when(F.col("event_type") == CRM_EVENT_TYPE, F.lit("crm"))).alias("actor"),
         "source", "event_ref", "occurred_at", F.current_timestamp().alias("recorded_at"))
 
 

@@ -114,8 +114,8 @@ def test_changes_land_bad_ones_are_quarantined_and_erasure_is_final(spark, tmp_p
             .load(config.table("silver.profiles").path).where("_change_type = 'delete'"))
     assert [r.user_id for r in feed.collect()] == ["u-zen"]
     erasure = read_table(spark, config.table("audit.log")).where("action = 'erasure'").collect()
-    assert [(r.subject_hash, r.source) for r in erasure] == [
-        (subject_hash(load_keys(config), "u-zen"), "preference_centre")]
+    assert [(r.subject_hash, r.source, r.actor) for r in erasure] == [
+        (subject_hash(load_keys(config), "u-zen"), "preference_centre", "subscriber")]
 
     # Old table versions still hold her until VACUUM.
     assert _files_holding(root, SECRETS)

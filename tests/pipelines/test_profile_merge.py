@@ -252,7 +252,7 @@ def test_audit_log_records_consent_and_preference_changes_and_erasures(spark, br
          "preference_centre", ts("2026-11-01T09:05:00")),
         (dan, "preference", "preference.language", None, '{"language":"en"}', "applied", None, "preference_centre",
          ts("2026-11-01T09:05:00")),
-        (bob, "erasure", None, None, None, "applied", "crm_customer_change", "crm", ts("2026-11-04T11:00:00")),
+        (bob, "erasure", None, None, None, "applied", "crm", "crm", ts("2026-11-04T11:00:00")),
     ], actual.schema)
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
     text = " ".join(str(row) for row in audit.collect())
