@@ -61,7 +61,9 @@ def to_bronze(spark: SparkSession, records: list[dict[str, Any]]) -> DataFrame:
     changes = [r for r in records if "event_type" not in r]
     validated = validate_events(_raw(spark, events, "landing/events"), now).unionByName(
         validate_crm_changes(_raw(spark, changes, "landing/crm"), now))
-    validated = validated.transform(add_ingest_columns)
+    # Cached first: a filter over the bare plan would inline the whole validation
+    # expression a second time, past what Spark's code generator compiles.
+    validated = validated.transform(add_ingest_columns).persist()
     problems = validated.where(F.col("error_code").isNotNull()).select("error_code", "error_message").collect()
     assert not problems, f"test records must be valid: {problems}"
     return bronze_rows(validated)

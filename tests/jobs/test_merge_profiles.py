@@ -5,17 +5,18 @@ from every table, and after `tailor vacuum` from every file under the tables' fo
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType, TimestampType
 
 from jobs import ingest_events, merge_profiles, vacuum
 from pipelines.config import load_config
 from pipelines.delta_tables import ensure_table, read_table
 from pipelines.pii import load_keys, subject_hash
-from pyspark.sql.types import StringType, StructField, StructType, TimestampType
 from tests.profile_events import crm, event, person
 
 ZEN = person("u-zen", email="zenobia.quixote@example.org", first_name="Zenobia", last_name="Quixote-Farnsworth",
@@ -51,7 +52,8 @@ def _files_holding(root: Path, needles: tuple[bytes, ...]) -> list[str]:
     return found
 
 
-def test_changes_land_bad_ones_are_quarantined_and_erasure_is_final(spark, tmp_path, monkeypatch):
+def test_changes_land_bad_ones_are_quarantined_and_erasure_is_final(spark, tmp_path, monkeypatch, capfd, caplog):
+    caplog.set_level(logging.INFO)
     monkeypatch.delenv("TAILOR_PII_ENCRYPTION_KEY", raising=False)  # the local dev keys file is used
     monkeypatch.delenv("TAILOR_PII_HMAC_KEY", raising=False)
     root = tmp_path
@@ -121,6 +123,10 @@ def test_changes_land_bad_ones_are_quarantined_and_erasure_is_final(spark, tmp_p
     assert _files_holding(root, SECRETS)
     assert vacuum.main(_args(root, "--retention-hours", "0", "--set", "maintenance.allow_short_retention=true")) == 0
     assert _files_holding(root, SECRETS) == []
+    # Nothing the jobs (or Spark under them) printed or logged holds her data.
+    printed = "".join(capfd.readouterr()) + caplog.text
+    assert "query merge_profiles started" in printed and "erased 1 person(s)" in printed
+    assert not [secret for secret in SECRETS if secret.decode() in printed]
     # Past bronze (raw events, kept as received until erased), email is stored encrypted.
     assert [path for path in _files_holding(root, (b"kit@example.org",)) if not path.startswith("bronze/")] == []
 
