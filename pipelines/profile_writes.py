@@ -100,12 +100,16 @@ class ProfilesBatchWriter:
         gone = erasures(latest)
         erased = gone.count()
         if erased:
-            self._erase(spark, gone, batch_id)
-            log.info("batch %d erased %d person(s) from every table (ids not logged)", batch_id, erased)
+            self._purge(spark, gone, batch_id)
         self._write(spark, "profiles", batch_id, lambda: self._merge_profiles(spark, latest))
         self._write(spark, "history", batch_id, lambda: self._merge_history(spark, changes))
         stored_hashes = stored.where(F.col("email_hash").isNotNull()).select("email_hash").distinct()
         self._write(spark, "duplicates", batch_id, lambda: self._refresh_duplicates(spark, latest, stored_hashes))
+        if erased:
+            # Last: once a delete's tombstone exists, a replay of this batch no longer sees
+            # the delete, so everything the delete does must be committed before it.
+            self._write(spark, "tombstones", batch_id, lambda: self._record_tombstones(spark, gone))
+            log.info("batch %d erased %d person(s) from every table (ids not logged)", batch_id, erased)
 
     # -- the writes ---------------------------------------------------------------------
 
@@ -136,7 +140,12 @@ class ProfilesBatchWriter:
 
     def _refresh_duplicates(self, spark: SparkSession, latest: DataFrame, stored_hashes: DataFrame) -> None:
         new_hashes = latest.where(F.col("email.email_hash").isNotNull()).select(F.col("email.email_hash").alias("email_hash"))
-        touched = new_hashes.union(stored_hashes).distinct()
+        # Listed groups that hold a changed user, too: after a replay, `stored_hashes` may
+        # already show the new address.
+        listed = (read_table(spark, self.table("silver.duplicate_profiles"))
+                  .select("email_hash", F.explode("user_ids").alias("user_id"))
+                  .join(latest.select("user_id"), "user_id", "left_semi").select("email_hash"))
+        touched = new_hashes.union(stored_hashes).union(listed).distinct()
         profiles = read_table(spark, self.table("silver.profiles")).join(touched, "email_hash", "left_semi")
         groups = touched.join(duplicate_groups(profiles), "email_hash", "left")
         (delta_table(spark, self.table("silver.duplicate_profiles")).alias("t")
@@ -146,19 +155,20 @@ class ProfilesBatchWriter:
          .whenNotMatchedInsertAll(condition=F.col("s.profile_count").isNotNull())
          .execute())
 
-    def _erase(self, spark: SparkSession, gone: DataFrame, batch_id: int) -> None:
-        """Remember the delete (by a keyed hash, never the id), then purge the person's rows.
+    def _record_tombstones(self, spark: SparkSession, gone: DataFrame) -> None:
+        """Remember each delete by a keyed hash of the user_id, never the id."""
+        (delta_table(spark, self.table("silver.profile_tombstones")).alias("t")
+         .merge(tombstone_rows(gone).alias("s"), "t.subject_hash = s.subject_hash")
+         .whenMatchedUpdateAll(condition=position(F.col("s.deleted_sequence")) > position(F.col("t.deleted_sequence")))
+         .whenNotMatchedInsertAll()
+         .execute())
+
+    def _purge(self, spark: SparkSession, gone: DataFrame, batch_id: int) -> None:
+        """Remove erased people's rows from every table that holds rows about a person.
 
         Each purge is a MERGE ... DELETE joined on the erased ids, not a DELETE with the ids
         in its predicate: Delta writes a DELETE's predicate into the table log, which
         VACUUM never removes."""
-        tombstones = tombstone_rows(gone)
-        self._write(spark, "tombstones", batch_id, lambda: (
-            delta_table(spark, self.table("silver.profile_tombstones")).alias("t")
-            .merge(tombstones.alias("s"), "t.subject_hash = s.subject_hash")
-            .whenMatchedUpdateAll(condition=position(F.col("s.deleted_sequence")) > position(F.col("t.deleted_sequence")))
-            .whenNotMatchedInsertAll()
-            .execute()))
         self._write(spark, "erase.history", batch_id, lambda: (
             delta_table(spark, self.table("silver.profiles_history")).alias("t")
             .merge(gone.alias("s"), "t.user_id = s.user_id AND t._sequence < s.deleted_sequence")

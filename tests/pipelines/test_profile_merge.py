@@ -274,6 +274,22 @@ def test_replayed_batch_changes_nothing(spark, bronze_by_name, tmp_path):
     assert before == {name: run.table(name).collect() for name in tables}
 
 
+def test_erasure_cut_short_by_a_crash_completes_when_the_batch_is_replayed(spark, bronze_by_name, tmp_path):
+    run = Run(spark, tmp_path).feed(bronze_by_name, [["bob_create", "ada_create"]])
+
+    class CrashAfterPurges(ProfilesBatchWriter):
+        def _merge_profiles(self, spark, latest):
+            raise RuntimeError("killed")
+
+    crashing = CrashAfterPurges(run.config, load_keys(run.config), run.writer.app_id)
+    batch = spark.createDataFrame([bronze_by_name["bob_delete"]], BRONZE_EVENTS)
+    with pytest.raises(RuntimeError, match="killed"):
+        crashing(batch, 1)
+    run.writer(batch, 1)  # the query restarts and replays batch 1
+    assert [r.user_id for r in run.table("silver.profiles").collect()] == ["u-1"]
+    assert run.table("silver.profile_tombstones").count() == 1
+
+
 def test_profiles_sharing_an_email_are_listed(spark, bronze_by_name, tmp_path):
     # A second CRM customer with Ada's address, written differently.
     ada = bronze_by_name["ada_create"]
