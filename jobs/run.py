@@ -59,7 +59,7 @@ def landed_summary(config) -> str:
     """What the run left in bronze, in a few lines a person can check against the manifest."""
     from pyspark.sql import functions as F
 
-    from pipelines.delta_tables import read_table
+    from pipelines.delta_tables import read_table, sql_name
     from pipelines.session import build_spark
 
     spark = build_spark(config, "run")
@@ -74,9 +74,13 @@ def landed_summary(config) -> str:
     history = read_table(spark, config.table("silver.profiles_history"))
     audit = read_table(spark, config.table("audit.log"))
     erased = read_table(spark, config.table("silver.profile_tombstones")).count()
+    # Erasure MERGEs are the only deletes from bronze: what the reconciliation must add back.
+    purges = spark.sql(f"DESCRIBE HISTORY {sql_name(config.table('bronze.events'))}").where("operation = 'MERGE'")
+    erased_events = sum(int(row.operationMetrics.get("numTargetRowsDeleted", 0)) for row in purges.collect())
     lines = [
         f"records read: {totals.input or 0}",
-        f"bronze.events: {bronze.count()} ({', '.join(f'{r.event_type} {r[1]}' for r in by_type)})",
+        f"bronze.events: {bronze.count()} ({', '.join(f'{r.event_type} {r[1]}' for r in by_type)}); "
+        f"{erased_events} more were landed, then erased with their people",
         f"bronze.quarantine: {quarantine.count()} ({', '.join(f'{r.error_code} {r[1]}' for r in by_code)})",
         f"dropped duplicates: {totals.duplicates or 0}, tombstones: {totals.tombstones or 0}",
         f"silver.profiles: {profiles.count()} (history versions {history.count()}, erased {erased}), "
