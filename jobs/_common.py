@@ -84,3 +84,22 @@ def await_query(query, name: str, on_tick: Callable[[], None] | None = None, tic
         raise TailorError(f"query {name} failed: {str(query.exception()).splitlines()[0][:500]}")
     progress = query.lastProgress
     log.info("query %s stopped after batch %s", name, progress["batchId"] if progress else "none")
+
+
+def streaming_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The options every streaming job takes: --once and --trigger-interval."""
+    parser = parser_for(prog, description)
+    parser.add_argument("--once", action="store_true", help="availableNow: process the backlog, then stop")
+    parser.add_argument("--trigger-interval", default=None)
+    return parser
+
+
+def start_foreach_batch(frame, name: str, checkpoint: str, writer, once: bool, trigger_interval: str):
+    """Start `frame` into a foreachBatch writer: availableNow with --once, else processing time."""
+    stream = (frame.writeStream.queryName(name)
+              .option("checkpointLocation", checkpoint)
+              .foreachBatch(writer))
+    stream = stream.trigger(availableNow=True) if once else stream.trigger(processingTime=trigger_interval)
+    query = stream.start()
+    log.info("query %s started (%s), checkpoint %s", name, "availableNow" if once else "processing time", checkpoint)
+    return query

@@ -16,11 +16,11 @@ Config: source.type (files | kafka | kinesis) and source.*, ingest.dedup_window,
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 from pathlib import Path
 
-from jobs._common import await_query, config_from, entry_point, parser_for, setup_logging
+from jobs._common import (await_query, config_from, entry_point, setup_logging, start_foreach_batch,
+                          streaming_parser)
 from pipelines.config import Config
 from pipelines.ingest import drop_retried_duplicates, observe_outcome, validate_streams
 from pipelines.metrics import IngestMetricsCollector
@@ -29,14 +29,10 @@ from pipelines.sinks import checkpoint_app_id, ensure_bronze_tables, ingest_batc
 from pipelines.sources import read_raw
 
 QUERY_NAME = "ingest_events"
-log = logging.getLogger("tailor.ingest")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = parser_for("tailor ingest", __doc__.split("\n\n")[0])
-    parser.add_argument("--once", action="store_true", help="availableNow: process the backlog, then stop")
-    parser.add_argument("--trigger-interval", default=None)
-    return parser
+    return streaming_parser("tailor ingest", __doc__.split("\n\n")[0])
 
 
 def _ensure_landing_folders(config: Config) -> None:
@@ -55,15 +51,8 @@ def start_query(spark, config: Config, once: bool, trigger_interval: str | None 
             .transform(observe_outcome))
     writer = ingest_batch_writer(config.table("bronze.events"), config.table("bronze.quarantine"),
                                  checkpoint_app_id(spark, checkpoint, QUERY_NAME))
-    stream = (flow.writeStream.queryName(QUERY_NAME)
-              .option("checkpointLocation", checkpoint)
-              .foreachBatch(writer))
-    if once:
-        stream = stream.trigger(availableNow=True)
-    else:
-        stream = stream.trigger(processingTime=trigger_interval or config.ingest.trigger_interval)
-    return stream.start()
-
+    return start_foreach_batch(flow, QUERY_NAME, checkpoint, writer, once,
+                               trigger_interval or config.ingest.trigger_interval)
 
 def run(config: Config, once: bool, trigger_interval: str | None = None) -> int:
     spark = build_spark(config, QUERY_NAME)
@@ -73,8 +62,6 @@ def run(config: Config, once: bool, trigger_interval: str | None = None) -> int:
     spark.streams.addListener(collector)
     metrics_table = config.table("bronze.ingest_metrics")
     query = start_query(spark, config, once, trigger_interval)
-    log.info("query %s started (%s), checkpoint %s", QUERY_NAME,
-             "availableNow" if once else "processing time", config.checkpoint(QUERY_NAME))
 
     try:
         await_query(query, QUERY_NAME, on_tick=lambda: collector.flush(spark, metrics_table),

@@ -19,9 +19,9 @@ Config: profiles.*; the PII keys from the variables secrets.pii_encryption_key a
 from __future__ import annotations
 
 import argparse
-import logging
 
-from jobs._common import await_query, config_from, entry_point, parser_for, setup_logging
+from jobs._common import (await_query, config_from, entry_point, setup_logging, start_foreach_batch,
+                          streaming_parser)
 from pipelines.config import Config
 from pipelines.delta_tables import read_stream
 from pipelines.pii import PiiKeys, load_keys
@@ -31,14 +31,10 @@ from pipelines.session import build_spark
 from pipelines.sinks import checkpoint_app_id, ensure_bronze_tables
 
 QUERY_NAME = "merge_profiles"
-log = logging.getLogger("tailor.merge_profiles")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = parser_for("tailor merge-profiles", __doc__.split("\n\n")[0])
-    parser.add_argument("--once", action="store_true", help="availableNow: process the backlog, then stop")
-    parser.add_argument("--trigger-interval", default=None)
-    return parser
+    return streaming_parser("tailor merge-profiles", __doc__.split("\n\n")[0])
 
 
 def start_query(spark, config: Config, keys: PiiKeys, once: bool, trigger_interval: str | None = None):
@@ -53,15 +49,8 @@ def start_query(spark, config: Config, keys: PiiKeys, once: bool, trigger_interv
     changes = read_stream(spark, config.table("bronze.events"), options).where(
         F.col("event_type").isin(*PROFILE_EVENT_TYPES))
     writer = ProfilesBatchWriter(config, keys, checkpoint_app_id(spark, checkpoint, QUERY_NAME))
-    stream = (changes.writeStream.queryName(QUERY_NAME)
-              .option("checkpointLocation", checkpoint)
-              .foreachBatch(writer))
-    if once:
-        stream = stream.trigger(availableNow=True)
-    else:
-        stream = stream.trigger(processingTime=trigger_interval or config.profiles.trigger_interval)
-    return stream.start()
-
+    return start_foreach_batch(changes, QUERY_NAME, checkpoint, writer, once,
+                               trigger_interval or config.profiles.trigger_interval)
 
 def run(config: Config, once: bool, trigger_interval: str | None = None) -> int:
     keys = load_keys(config)  # before Spark starts: a missing key is a one-line error
@@ -69,8 +58,6 @@ def run(config: Config, once: bool, trigger_interval: str | None = None) -> int:
     ensure_bronze_tables(spark, config)
     ensure_profile_tables(spark, config)
     query = start_query(spark, config, keys, once, trigger_interval)
-    log.info("query %s started (%s), checkpoint %s", QUERY_NAME,
-             "availableNow" if once else "processing time", config.checkpoint(QUERY_NAME))
     await_query(query, QUERY_NAME)
     return 0
 

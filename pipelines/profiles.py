@@ -359,8 +359,7 @@ def history_versions(tracked: tuple[str, ...]) -> Callable[[DataFrame, DataFrame
             return F.when(F.col(f"_field_sequences.{column}").isNotNull(),
                           F.struct(F.col(f"_field_sequences.{column}").alias("seq"), F.col(column).alias("value")))
 
-        touching = F.greatest(*[F.col(_HISTORY_REGISTER.get(c, c)).isNotNull() for c in tracked]) \
-            if len(tracked) > 1 else F.col(_HISTORY_REGISTER.get(tracked[0], tracked[0])).isNotNull()
+        touching = _sets_any([_HISTORY_REGISTER.get(column, column) for column in tracked])
         points = changes.where(touching).select("user_id", F.col("seq").alias("point"),
                                                 *[from_change(c).alias(c) for c in tracked])
         points = points.unionByName(stored.select("user_id", F.col("_sequence").alias("point"),
