@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("jobs.generate", "write a deterministic synthetic world of events"),
     "ingest": ("jobs.ingest_events", "land events in bronze.events / bronze.quarantine, exactly once"),
     "merge-profiles": ("jobs.merge_profiles", "apply profile changes to silver.profiles, history, audit.log; erase"),
+    "build-features": ("jobs.build_features", "keep silver.interactions and gold.user_features (segments) current"),
     "vacuum": ("jobs.vacuum", "purge deleted rows and old files (erasure made final), retention from config"),
     "replay-quarantine": ("jobs.replay_quarantine", "re-feed repaired quarantine records through validation, once"),
     "kafka": ("jobs.local_services", "start, stop or check the local Kafka broker"),

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipelines.contracts.events import INTERACTION_EVENT_TYPES
 
 from pipelines.errors import ConfigError
 
@@ -184,6 +186,80 @@ class ProfilesConfig(_Strict):
         return columns
 
 
+def _interaction_weights(weights: dict[str, float]) -> dict[str, float]:
+    unknown = [name for name in weights if name not in INTERACTION_EVENT_TYPES]
+    if unknown:
+        raise ValueError(f"unknown event type {unknown[0]!r}; interactions are: {', '.join(INTERACTION_EVENT_TYPES)}")
+    return weights
+
+
+class EngagementConfig(_Strict):
+    window_days: int = Field(ge=1, description="events older than this add nothing to the score")
+    half_life_days: float = Field(gt=0, description="an event's weight halves every this many days")
+    weights: dict[str, float] = Field(min_length=1, description="interaction event type -> points")
+
+    _known_types = field_validator("weights")(_interaction_weights)
+
+
+class SendHourConfig(_Strict):
+    window_days: int = Field(ge=1, description="opens this recent count towards the best send hour")
+    min_opens: int = Field(ge=1, description="fewer opens than this: the segment's hour is used instead")
+    neighbour_weight: float = Field(ge=0, le=1, description="share of an open credited to each adjacent hour")
+    default_hour: int = Field(ge=0, le=23, description="UTC hour when nobody in the segment or the base opened enough")
+
+
+class LifecycleConfig(_Strict):
+    new_days: int = Field(ge=0, description="first purchase at most this many days ago: stage 'new'")
+    active_days: int = Field(ge=0, description="last purchase at most this many days ago: 'active'")
+    at_risk_days: int = Field(ge=0, description="last purchase at most this many days ago: 'at_risk'; older: 'lapsed'")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LifecycleConfig":
+        if self.active_days > self.at_risk_days:
+            raise ValueError("active_days must not exceed at_risk_days")
+        return self
+
+
+class FeaturesConfig(_Strict):
+    trigger_interval: str = Field(pattern=_DURATION, description="processing-time trigger of build_features")
+    watermark: str = Field(pattern=_DURATION, description="how late an event may arrive and still count")
+    as_of: AwareDatetime | None = Field(
+        default=None, description="the moment windows end; null: the clock when a batch runs (tests and backfills fix it)")
+    lookback_days: int = Field(ge=1, description="history a feature reads; frequency and monetary cover this")
+    windows_days: tuple[int, ...] = Field(min_length=1, description="views/carts/purchases/revenue windows")
+    rate_window_days: int = Field(ge=1, description="open and click rates cover emails delivered this recently")
+    top_categories: int = Field(ge=1, description="how many categories top_categories lists")
+    category_window_days: int = Field(ge=1)
+    category_weights: dict[str, float] = Field(min_length=1, description="event type -> weight of its category")
+    abandoned_cart_hours: float = Field(gt=0, description="a cart untouched this long with no purchase is abandoned")
+    engagement: EngagementConfig
+    send_hour: SendHourConfig
+    lifecycle: LifecycleConfig
+    segments_file: str = Field(description="segment rules; relative paths sit under the project root")
+    conflict_retries: int = Field(default=5, ge=0)
+    max_files_per_trigger: int | None = Field(default=None, ge=1, description="bronze files read per batch")
+
+    _known_types = field_validator("category_weights")(_interaction_weights)
+
+    @field_validator("windows_days")
+    @classmethod
+    def _distinct_windows(cls, windows: tuple[int, ...]) -> tuple[int, ...]:
+        if any(days < 1 for days in windows) or len(set(windows)) != len(windows):
+            raise ValueError("windows must be distinct whole days of at least 1")
+        return tuple(sorted(windows))
+
+    @model_validator(mode="after")
+    def _within_lookback(self) -> "FeaturesConfig":
+        spans = {"windows_days": max(self.windows_days), "rate_window_days": self.rate_window_days,
+                 "category_window_days": self.category_window_days,
+                 "engagement.window_days": self.engagement.window_days,
+                 "send_hour.window_days": self.send_hour.window_days}
+        for key, days in spans.items():
+            if days > self.lookback_days:
+                raise ValueError(f"{key} ({days}) reaches further back than lookback_days ({self.lookback_days})")
+        return self
+
+
 class PiiConfig(_Strict):
     dev_keys_file: str | None = Field(
         default=None, description="local only: keys generated into this file when the key variables are unset")
@@ -234,6 +310,7 @@ class Config(_Strict):
     services: ServicesConfig
     generator: GeneratorConfig
     profiles: ProfilesConfig
+    features: FeaturesConfig
     pii: PiiConfig = Field(default_factory=PiiConfig)
     maintenance: MaintenanceConfig
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)

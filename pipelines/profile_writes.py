@@ -9,15 +9,13 @@ and each write that loses a commit race to another writer is retried.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.config import Config, TableRef
-from pipelines.delta_tables import (delta_table, ensure_table, idempotent_writes, read_table, retry_on_conflict,
-                                    save, table_exists)
+from pipelines.delta_tables import delta_table, ensure_table, read_table, save, table_exists, write_step
 from pipelines.pii import PiiKeys
 from pipelines.profiles import (after_deletes, audit_rows, change_rows, duplicate_groups, erasures,
                                 history_versions, latest_per_user, position, profile_delete_condition,
@@ -68,14 +66,7 @@ class ProfilesBatchWriter:
         return self.config.table(name)
 
     def _write(self, spark: SparkSession, step: str, batch_id: int, write: Callable[[], None]) -> None:
-        def attempt() -> None:
-            with idempotent_writes(spark, f"{self.app_id}.{step}", batch_id):
-                write()
-
-        started = time.monotonic()
-        retry_on_conflict(attempt, f"merge_profiles {step} (batch {batch_id})",
-                          self.config.profiles.conflict_retries, on_conflict=self.on_conflict)
-        log.debug("batch %d: %s took %.1f s", batch_id, step, time.monotonic() - started)
+        write_step(spark, self.app_id, step, batch_id, write, self.config.profiles.conflict_retries, self.on_conflict)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         spark = batch.sparkSession

@@ -170,3 +170,103 @@ AUDIT_LOG = StructType([
     StructField("occurred_at", TimestampType(), False),
     StructField("recorded_at", TimestampType(), False),
 ])
+
+
+# ---- behaviour features -----------------------------------------------------------------
+
+INTERACTION_ITEM = StructType([
+    StructField("product_id", StringType(), True),
+    StructField("quantity", IntegerType(), True),
+    StructField("unit_price", DoubleType(), True),
+])
+
+INTERACTIONS = StructType([
+    StructField("event_id", StringType(), False),
+    StructField("user_id", StringType(), False),
+    StructField("event_type", StringType(), False),
+    StructField("occurred_at", TimestampType(), False),
+    StructField("event_date", DateType(), False),
+    StructField("source", StringType(), False),
+    StructField("session_id", StringType(), True),
+    StructField("product_id", StringType(), True),         # product views and cart changes
+    StructField("quantity", IntegerType(), True),
+    StructField("unit_price", DoubleType(), True),          # a cart line's price, a viewed product's price
+    StructField("currency", StringType(), True),
+    StructField("cart_id", StringType(), True),
+    StructField("order_id", StringType(), True),
+    StructField("items", ArrayType(INTERACTION_ITEM), True),  # purchase lines
+    StructField("order_total", DoubleType(), True),         # negative for a cancellation
+    StructField("is_cancellation", BooleanType(), True),
+    StructField("campaign_id", StringType(), True),
+    StructField("message_id", StringType(), True),
+    StructField("ingested_at", TimestampType(), False),
+])
+
+# silver.products as DESIGN.md lists it; build_features reads product_id -> category.
+PRODUCTS = StructType([
+    StructField("product_id", StringType(), False),
+    StructField("title", StringType(), True),
+    StructField("category", StringType(), True),
+    StructField("price", DoubleType(), True),
+    StructField("currency", StringType(), True),
+    StructField("image_url", StringType(), True),
+    StructField("url", StringType(), True),
+    StructField("in_stock", BooleanType(), True),
+    StructField("active", BooleanType(), True),
+    StructField("updated_at", TimestampType(), True),
+])
+
+CART_ITEM = StructType([
+    StructField("product_id", StringType(), True),
+    StructField("quantity", LongType(), True),
+    StructField("unit_price", DoubleType(), True),
+    StructField("currency", StringType(), True),
+    StructField("added_at", TimestampType(), True),
+])
+
+# Columns gold.user_features holds after the segment rules ran: the rules cannot refer to them.
+SEGMENT_OUTPUT_COLUMNS = ("segments", "primary_segment", "best_send_hour", "send_hour_source")
+
+
+def user_features_schema(windows_days: tuple[int, ...], rate_window_days: int) -> StructType:
+    """gold.user_features: one row per user; the windowed columns follow the config."""
+    windowed = []
+    for days in windows_days:
+        windowed += [StructField(f"views_{days}d", LongType(), False),
+                     StructField(f"carts_{days}d", LongType(), False),
+                     StructField(f"purchases_{days}d", LongType(), False),
+                     StructField(f"revenue_{days}d", DoubleType(), False)]
+    rate = rate_window_days
+    return StructType([
+        StructField("user_id", StringType(), False),
+        StructField("features_as_of", TimestampType(), False),
+        StructField("first_seen_at", TimestampType(), True),
+        StructField("last_seen_at", TimestampType(), True),
+        StructField("days_since_first_seen", IntegerType(), True),
+        StructField("days_since_last_seen", IntegerType(), True),
+        StructField("first_purchase_at", TimestampType(), True),
+        StructField("last_purchase_at", TimestampType(), True),
+        StructField("recency_days", IntegerType(), True),
+        StructField("frequency", LongType(), False),
+        StructField("monetary", DoubleType(), False),
+        StructField("r_score", IntegerType(), True),
+        StructField("f_score", IntegerType(), True),
+        StructField("m_score", IntegerType(), True),
+        StructField("rfm_cell", StringType(), True),
+        *windowed,
+        StructField("top_categories", ArrayType(StringType()), False),
+        StructField(f"emails_delivered_{rate}d", LongType(), False),
+        StructField(f"open_rate_{rate}d", DoubleType(), True),
+        StructField(f"click_rate_{rate}d", DoubleType(), True),
+        StructField("engagement_score", DoubleType(), False),
+        StructField("cart_state", StringType(), False),     # empty | active | abandoned
+        StructField("cart_items", ArrayType(CART_ITEM), False),
+        StructField("cart_value", DoubleType(), False),
+        StructField("cart_updated_at", TimestampType(), True),
+        StructField("open_hour_counts", ArrayType(IntegerType()), False),   # 24 UTC hours
+        StructField("lifecycle_stage", StringType(), False),  # prospect | new | active | at_risk | lapsed
+        StructField("segments", ArrayType(StringType()), False),
+        StructField("primary_segment", StringType(), False),
+        StructField("best_send_hour", IntegerType(), False),
+        StructField("send_hour_source", StringType(), False),  # personal | segment | everyone | default
+    ])

@@ -60,8 +60,10 @@ def _kind_ok(value: Any, column_type: str) -> bool:
     return False
 
 
-def parse_rules(document: Any, columns: Mapping[str, str], source: str = "segments") -> SegmentRules:
-    """Rules from a parsed YAML document, checked against `columns` (name -> Spark type name)."""
+def parse_rules(document: Any, columns: Mapping[str, str], source: str = "segments",
+                choices: Mapping[str, tuple[str, ...]] | None = None) -> SegmentRules:
+    """Rules from a parsed YAML document, checked against `columns` (name -> Spark type
+    name) and, for columns that take only some values, `choices` (name -> those values)."""
     def fail(message: str) -> ConfigError:
         return ConfigError(f"{source}: {message}")
 
@@ -115,15 +117,21 @@ def parse_rules(document: Any, columns: Mapping[str, str], source: str = "segmen
                     raise fail(f"{at}: '{op}' does not apply to boolean column '{column}'")
                 if not _kind_ok(value, column_type):
                     raise fail(f"{at}: value {value!r} does not fit {column_type} column '{column}'")
+            allowed = (choices or {}).get(column)
+            if allowed and expects != "none":
+                for candidate in value if isinstance(value, list) else [value]:
+                    if candidate not in allowed:
+                        raise fail(f"{at}: '{column}' is never {candidate!r}; it is one of {', '.join(allowed)}")
             conditions.append(Condition(column, op, value))
         segments.append(Segment(name, priority, tuple(conditions)))
     return SegmentRules(tuple(sorted(segments, key=lambda s: s.priority)), default)
 
 
-def load_segment_rules(path: str | Path, columns: Mapping[str, str]) -> SegmentRules:
+def load_segment_rules(path: str | Path, columns: Mapping[str, str],
+                       choices: Mapping[str, tuple[str, ...]] | None = None) -> SegmentRules:
     path = Path(path)
     document = read_yaml_mapping(path, "segment rules file", "see conf/segments.yaml in git")
-    return parse_rules(document, columns, str(path))
+    return parse_rules(document, columns, str(path), choices)
 
 
 def _condition_column(condition: Condition):

@@ -137,6 +137,11 @@ PAYLOADS: dict[str, dict[int, dict[str, Any]]] = {
     },
 }
 
+# Behaviour that build_features keeps in silver.interactions: browsing, carts, orders and
+# what happened to the emails a person was sent.
+INTERACTION_EVENT_TYPES = ("page_view", "product_view", "add_to_cart", "remove_from_cart", "purchase",
+                           "email_delivered", "email_open", "email_click", "email_bounce")
+
 # Catalogue events describe products, not people.
 EVENTS_WITHOUT_USER = frozenset({"product_upsert"})
 EVENT_TYPES = tuple(PAYLOADS)

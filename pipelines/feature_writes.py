@@ -1,0 +1,130 @@
+"""The writes of build_features: a micro-batch of behaviour events into silver.interactions,
+then the touched users' rows of gold.user_features; and the daily refresh of every row.
+
+Each write of a batch carries the query's txnAppId (one per step) with the batch id, so a
+batch replayed after a crash skips what it had already committed, and is retried when it
+loses a commit race. The refresh needs no txnAppId: it recomputes rows from the tables,
+so running it twice leaves the same rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Callable
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pipelines.config import Config
+from pipelines.delta_tables import (delta_table, ensure_table, read_table, retry_on_conflict, table_exists,
+                                    write_step)
+from pipelines.features import (COLUMN_CHOICES, feature_schema, rule_columns, score_against_population,
+                                user_behaviour, without_erased)
+from pipelines.pii import PiiKeys
+from pipelines.schemas import INTERACTIONS, PRODUCTS, PROFILE_TOMBSTONES
+from pipelines.segments import SegmentRules, load_segment_rules
+
+log = logging.getLogger("tailor.features")
+
+
+def load_feature_rules(config: Config) -> SegmentRules:
+    """The segment rules, checked against gold.user_features' columns (before Spark starts)."""
+    settings = config.features
+    return load_segment_rules(config.resolve(settings.segments_file), rule_columns(settings), COLUMN_CHOICES)
+
+
+def ensure_feature_tables(spark: SparkSession, config: Config) -> None:
+    ensure_table(spark, config.table("silver.interactions"), INTERACTIONS, partition_by=("event_date",))
+    ensure_table(spark, config.table("gold.user_features"), feature_schema(config.features), cluster_by=("user_id",))
+
+
+def as_of_for(config: Config) -> datetime:
+    """The moment windows end: features.as_of when set, else now."""
+    return config.features.as_of or datetime.now(timezone.utc)
+
+
+def _optional(spark: SparkSession, config: Config, name: str, schema) -> DataFrame:
+    table = config.table(name)
+    return read_table(spark, table) if table_exists(spark, table) else spark.createDataFrame([], schema)
+
+
+def recompute_users(spark: SparkSession, config: Config, rules: SegmentRules, users: DataFrame,
+                    as_of: datetime) -> DataFrame:
+    """gold.user_features rows for `users` (user_id), from their interactions as of `as_of`."""
+    settings = config.features
+    earliest_date = (as_of.astimezone(timezone.utc).date()).toordinal() - settings.lookback_days
+    interactions = read_table(spark, config.table("silver.interactions")).where(
+        F.col("event_date") >= F.lit(datetime.fromordinal(earliest_date).date()))
+    products = _optional(spark, config, "silver.products", PRODUCTS)
+    stored = read_table(spark, config.table("gold.user_features"))
+    touched = user_behaviour(settings, as_of)(
+        users, interactions, products, stored.join(users, "user_id", "left_semi")).localCheckpoint()
+    # Checkpointed: the MERGE that writes these rows changes the table they were read from.
+    return score_against_population(settings, rules, as_of)(touched, stored).localCheckpoint()
+
+
+def merge_features(spark: SparkSession, config: Config, rows: DataFrame) -> None:
+    """Upsert rows by user_id; a row computed as of an older moment never replaces a newer one."""
+    (delta_table(spark, config.table("gold.user_features")).alias("t")
+     .merge(rows.alias("s"), "t.user_id = s.user_id")
+     .whenMatchedUpdateAll(condition=F.col("s.features_as_of") >= F.col("t.features_as_of"))
+     .whenNotMatchedInsertAll()
+     .execute())
+
+
+class FeaturesBatchWriter:
+    """foreachBatch function of build_features: `batch` holds deduplicated interactions."""
+
+    def __init__(self, config: Config, keys: PiiKeys, rules: SegmentRules, app_id: str,
+                 on_conflict: Callable[[int], None] | None = None):
+        self.config = config
+        self.keys = keys
+        self.rules = rules
+        self.app_id = app_id
+        self.on_conflict = on_conflict
+
+    def _write(self, spark: SparkSession, step: str, batch_id: int, write: Callable[[], None]) -> None:
+        write_step(spark, self.app_id, step, batch_id, write, self.config.features.conflict_retries, self.on_conflict)
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        spark = batch.sparkSession
+        tombstones = _optional(spark, self.config, "silver.profile_tombstones", PROFILE_TOMBSTONES)
+        events = batch.transform(without_erased(tombstones, self.keys)).localCheckpoint()
+        if events.isEmpty():
+            return
+        self._write(spark, "interactions", batch_id, lambda: self._insert_interactions(spark, events))
+        as_of = as_of_for(self.config)
+        rows = recompute_users(spark, self.config, self.rules, events.select("user_id").distinct(), as_of)
+        self._write(spark, "features", batch_id, lambda: merge_features(spark, self.config, rows))
+        log.info("batch %d: %d users' features as of %s", batch_id, rows.count(), as_of.isoformat())
+
+    def _insert_interactions(self, spark: SparkSession, events: DataFrame) -> None:
+        """Insert the events not stored yet: an event id seen before (a restart from an
+        empty checkpoint re-reads bronze) is skipped. The dates in the condition let
+        Delta read only the partitions this batch falls in."""
+        dates = sorted(row.event_date.isoformat() for row in events.select("event_date").distinct().collect())
+        in_dates = ", ".join(f"DATE'{day}'" for day in dates)
+        (delta_table(spark, self.config.table("silver.interactions")).alias("t")
+         .merge(events.alias("s"), f"t.event_date IN ({in_dates}) AND t.event_date = s.event_date "
+                                   "AND t.event_id = s.event_id")
+         .whenNotMatchedInsertAll()
+         .execute())
+
+
+def refresh_windows(spark: SparkSession, config: Config, rules: SegmentRules, as_of: datetime) -> int:
+    """Recompute every user's row as of `as_of`: windows age, recency grows, quintiles and
+    segment hours follow the whole population. Returns the number of rows written."""
+    settings = config.features
+    stored_users = read_table(spark, config.table("gold.user_features")).select("user_id")
+    earliest = datetime.fromordinal(as_of.astimezone(timezone.utc).date().toordinal() - settings.lookback_days).date()
+    active_users = (read_table(spark, config.table("silver.interactions"))
+                    .where(F.col("event_date") >= F.lit(earliest)).select("user_id"))
+    users = stored_users.unionByName(active_users).distinct()
+
+    def write() -> int:
+        rows = recompute_users(spark, config, rules, users, as_of)
+        merge_features(spark, config, rows)
+        return rows.count()
+
+    return retry_on_conflict(write, "build_features refresh", settings.conflict_retries)
