@@ -62,8 +62,9 @@ class LateEventCounter:
     """Logs, per micro-batch, how many events arrived later than the watermark: they stay
     in bronze.events but not in silver.interactions."""
 
-    def __init__(self, query):
+    def __init__(self, query, delay: str):
         self.query = query
+        self.delay = delay
         self.reported_batch = -1
         self.total = 0
 
@@ -76,8 +77,9 @@ class LateEventCounter:
             late = sum(operator.get("numRowsDroppedByWatermark", 0) for operator in progress.get("stateOperators", []))
             if late:
                 self.total += late
-                log.warning("batch %d: %d event(s) later than the %s watermark left out of silver.interactions "
-                            "(kept in bronze.events)", batch, late, progress.get("eventTime", {}).get("watermark"))
+                log.warning("batch %d: %d event(s) older than the watermark (%s: the newest event time seen, "
+                            "less features.watermark %s) left out of silver.interactions; they stay in bronze.events",
+                            batch, late, progress.get("eventTime", {}).get("watermark"), self.delay)
 
 
 def start_query(spark, config: Config, keys, rules, once: bool, trigger_interval: str | None = None):
@@ -116,7 +118,7 @@ def run(config: Config, once: bool, trigger_interval: str | None = None, refresh
         log.info("refreshed %d users' features as of %s", written, as_of.isoformat())
         return 0
     query = start_query(spark, config, keys, rules, once, trigger_interval)
-    late = LateEventCounter(query)
+    late = LateEventCounter(query, config.features.watermark)
     await_query(query, QUERY_NAME, on_tick=late)
     late()
     return 0

@@ -90,7 +90,9 @@ class FeaturesBatchWriter:
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         spark = batch.sparkSession
         tombstones = _optional(spark, self.config, "silver.profile_tombstones", PROFILE_TOMBSTONES)
-        events = batch.transform(without_erased(tombstones, self.keys)).localCheckpoint()
+        # The batch is materialised once: each further read of it would run the stream's
+        # deduplication again (and count its late rows again).
+        events = batch.localCheckpoint().transform(without_erased(tombstones, self.keys)).localCheckpoint()
         if events.isEmpty():
             return
         self._write(spark, "interactions", batch_id, lambda: self._insert_interactions(spark, events))
