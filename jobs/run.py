@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from datetime import datetime, time, timedelta, timezone
 
-from jobs import generate, ingest_events, merge_profiles
+from jobs import build_features, generate, ingest_events, merge_profiles
 from jobs._common import config_from, entry_point, parser_for, setup_logging
 
 log = logging.getLogger("tailor.run")
@@ -44,6 +45,8 @@ def main(argv=None) -> int:
         ("generate", generate.main, [*common, "--faults", args.faults]),
         ("ingest", ingest_events.main, [*common, "--once"]),
         ("merge-profiles", merge_profiles.main, [*common, "--once"]),
+        # Features as of the end of the generated weeks, so the 7/30/90-day windows hold them.
+        ("build-features", build_features.main, [*common, "--once", "--as-of", _world_end(config)]),
     ]
     for name, step, step_args in steps:
         log.info("step %s", name)
@@ -53,6 +56,12 @@ def main(argv=None) -> int:
             return code
     print(landed_summary(config))
     return 0
+
+
+def _world_end(config) -> str:
+    generator = config.generator
+    end = datetime.combine(generator.start, time.min, tzinfo=timezone.utc) + timedelta(days=generator.days)
+    return end.isoformat()
 
 
 def landed_summary(config) -> str:
@@ -77,6 +86,9 @@ def landed_summary(config) -> str:
     # Erasure MERGEs are the only deletes from bronze: what the reconciliation must add back.
     purges = spark.sql(f"DESCRIBE HISTORY {sql_name(config.table('bronze.events'))}").where("operation = 'MERGE'")
     erased_events = sum(int(row.operationMetrics.get("numTargetRowsDeleted", 0)) for row in purges.collect())
+    features = read_table(spark, config.table("gold.user_features"))
+    segments = features.groupBy("primary_segment").count().orderBy(F.desc("count"), "primary_segment").collect()
+    interactions = read_table(spark, config.table("silver.interactions")).count()
     lines = [
         f"records read: {totals.input or 0}",
         f"bronze.events: {bronze.count()} ({', '.join(f'{r.event_type} {r[1]}' for r in by_type)}); "
@@ -85,6 +97,8 @@ def landed_summary(config) -> str:
         f"dropped duplicates: {totals.duplicates or 0}, tombstones: {totals.tombstones or 0}",
         f"silver.profiles: {profiles.count()} (history versions {history.count()}, erased {erased}), "
         f"audit.log: {audit.count()}",
+        f"silver.interactions: {interactions}; gold.user_features: {features.count()} users "
+        f"(primary segments: {', '.join(f'{r.primary_segment} {r[1]}' for r in segments)})",
         f"tables under {config.under_root('')}",
     ]
     return "\n".join(lines)

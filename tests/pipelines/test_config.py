@@ -179,3 +179,19 @@ def test_unknown_history_column_is_named():
     assert str(error.value) == (
         "config error: profiles.history_columns: unknown column 'shoe_size'; trackable: email_hash, first_name, "
         "last_name, country, locale (got ['country', 'shoe_size']) (from --set)")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("features.windows_days=[7, 7]", "features.windows_days: windows must be distinct whole days of at least 1"),
+    ("features.rate_window_days=400",
+     "features: rate_window_days (400) reaches further back than lookback_days (365) (from --set)"),
+    ("features.category_weights={product_veiw: 1}",
+     "features.category_weights: unknown event type 'product_veiw'; interactions are: page_view, product_view,"),
+    ("features.lifecycle.active_days=200", "features.lifecycle: active_days must not exceed at_risk_days"),
+    ("features.send_hour.default_hour=24", "features.send_hour.default_hour: Input should be less than or equal to 23"),
+    ("features.watermark=2 fortnights", "features.watermark: String should match pattern"),
+])
+def test_feature_settings_are_checked_and_named(override, message):
+    with pytest.raises(ConfigError) as error:
+        load_config("local", [override])
+    assert str(error.value).startswith("config error: ") and message in str(error.value)

@@ -1,0 +1,66 @@
+"""The population steps of gold.user_features on in-memory interactions: RFM quintile
+breaks, the smoothed send hour across midnight, and its fallbacks."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from chispa import assert_df_equality
+
+from pipelines.config import load_config
+from pipelines.features import feature_schema, score_against_population, user_behaviour
+from pipelines.schemas import INTERACTIONS, PRODUCTS
+from pipelines.segments import parse_rules
+
+AS_OF = datetime(2026, 11, 20)
+CONFIG = load_config("local", ["features.send_hour.min_opens=3", "features.send_hour.neighbour_weight=0.5",
+                               "features.send_hour.default_hour=10"]).features
+RULES = parse_rules({"segments": {"buyer": {"priority": 1, "all": [{"column": "frequency", "op": ">", "value": 0}]}}},
+                    {"frequency": "bigint"})
+
+
+def _interaction(number, user, kind, at, order_id=None, total=None, message_id=None):
+    return (f"e-{number}", user, kind, at, at.date(), "web", None, None, None, None, None, None, order_id,
+            None, total, False if kind == "purchase" else None, None, message_id, at)
+
+
+def _features(spark, rows):
+    interactions = spark.createDataFrame(rows, INTERACTIONS)
+    users = interactions.select("user_id").distinct()
+    stored = spark.createDataFrame([], feature_schema(CONFIG))
+    touched = user_behaviour(CONFIG, AS_OF)(users, interactions, spark.createDataFrame([], PRODUCTS), stored)
+    return score_against_population(CONFIG, RULES, AS_OF)(touched, stored)
+
+
+def test_quintiles_split_five_buyers_one_each(spark):
+    # Buyer k ordered k days ago for 10*k: fewer days and more money score higher.
+    rows = [_interaction(k, f"u-{k}", "purchase", AS_OF - timedelta(days=k, hours=1), f"o-{k}", 10.0 * k)
+            for k in range(1, 6)]
+    actual = _features(spark, rows).select("user_id", "recency_days", "r_score", "f_score", "m_score", "rfm_cell")
+    expected = spark.createDataFrame(
+        [(f"u-{k}", k, 6 - k, 1, k, f"{6 - k}1{k}") for k in range(1, 6)], actual.schema)
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_send_hour_is_smoothed_across_midnight_and_falls_back_for_thin_histories(spark):
+    opens = [(23, 2), (0, 2), (1, 1)]   # 23:00 scores 2 + 0.5*(0+2) = 3, 00:00 2 + 0.5*(2+1) = 3.5
+    rows = []
+    for hour, count in opens:
+        for repeat in range(count):
+            at = datetime(2026, 11, 10 + repeat, hour, 15)
+            rows.append(_interaction(len(rows), "u-owl", "email_open", at, message_id=f"m-{len(rows)}"))
+    rows.append(_interaction(99, "u-new", "email_open", datetime(2026, 11, 12, 9, 0), message_id="m-99"))
+    rows.append(_interaction(100, "u-buyer", "purchase", datetime(2026, 11, 12, 9, 0), "o-1", 5.0))
+    actual = _features(spark, rows).select("user_id", "primary_segment", "best_send_hour", "send_hour_source")
+    expected = spark.createDataFrame([
+        ("u-owl", "general", 0, "personal"),
+        ("u-new", "general", 0, "segment"),      # one open; the general segment's six put midnight first
+        ("u-buyer", "buyer", 0, "everyone"),     # the buyer segment opened nothing; everyone's peak
+    ], actual.schema)
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_without_enough_opens_anywhere_the_default_hour_is_used(spark):
+    rows = [_interaction(1, "u-quiet", "page_view", datetime(2026, 11, 12, 9, 0))]
+    actual = _features(spark, rows).select("user_id", "best_send_hour", "send_hour_source")
+    assert [tuple(row) for row in actual.collect()] == [("u-quiet", 10, "default")]
