@@ -370,6 +370,6 @@ def score_against_population(settings: FeaturesConfig, rules: SegmentRules,
                   .crossJoin(F.broadcast(everyone))
                   .withColumn("_send", choice)
                   .withColumns({"best_send_hour": F.col("_send.h").cast("int"), "send_hour_source": F.col("_send.s")}))
-        return chosen.select(*[F.col(field.name).cast(field.dataType) for field in feature_schema(settings)])
+        return chosen.select(*[field.name for field in feature_schema(settings)])
 
     return transform
