@@ -10,7 +10,7 @@ so running it twice leaves the same rows.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
@@ -49,17 +49,21 @@ def _optional(spark: SparkSession, config: Config, name: str, schema) -> DataFra
     return read_table(spark, table) if table_exists(spark, table) else spark.createDataFrame([], schema)
 
 
+def lookback(spark: SparkSession, config: Config, as_of: datetime) -> DataFrame:
+    """silver.interactions in the lookback window, read from its date partitions only."""
+    first_day = date.fromordinal(as_of.astimezone(timezone.utc).date().toordinal() - config.features.lookback_days)
+    return read_table(spark, config.table("silver.interactions")).where(F.col("event_date") >= F.lit(first_day))
+
+
 def recompute_users(spark: SparkSession, config: Config, rules: SegmentRules, users: DataFrame,
                     as_of: datetime) -> DataFrame:
     """gold.user_features rows for `users` (user_id), from their interactions as of `as_of`."""
     settings = config.features
-    earliest_date = (as_of.astimezone(timezone.utc).date()).toordinal() - settings.lookback_days
-    interactions = read_table(spark, config.table("silver.interactions")).where(
-        F.col("event_date") >= F.lit(datetime.fromordinal(earliest_date).date()))
+    history = lookback(spark, config, as_of)
     products = _optional(spark, config, "silver.products", PRODUCTS)
     stored = read_table(spark, config.table("gold.user_features"))
     touched = user_behaviour(settings, as_of)(
-        users, interactions, products, stored.join(users, "user_id", "left_semi")).localCheckpoint()
+        users, history, products, stored.join(users, "user_id", "left_semi")).localCheckpoint()
     # Checkpointed: the MERGE that writes these rows changes the table they were read from.
     return score_against_population(settings, rules, as_of)(touched, stored).localCheckpoint()
 
@@ -119,9 +123,7 @@ def refresh_windows(spark: SparkSession, config: Config, rules: SegmentRules, as
     segment hours follow the whole population. Returns the number of rows written."""
     settings = config.features
     stored_users = read_table(spark, config.table("gold.user_features")).select("user_id")
-    earliest = datetime.fromordinal(as_of.astimezone(timezone.utc).date().toordinal() - settings.lookback_days).date()
-    active_users = (read_table(spark, config.table("silver.interactions"))
-                    .where(F.col("event_date") >= F.lit(earliest)).select("user_id"))
+    active_users = lookback(spark, config, as_of).select("user_id")
     users = stored_users.unionByName(active_users).distinct()
 
     def write() -> int:
