@@ -114,7 +114,7 @@ def run(config: Config, once: bool, trigger_interval: str | None = None, refresh
     ensure_feature_tables(spark, config)
     if refresh:
         as_of = as_of_for(config)
-        written = refresh_windows(spark, config, rules, as_of)
+        written = refresh_windows(spark, config, rules, keys, as_of)
         log.info("refreshed %d users' features as of %s", written, as_of.isoformat())
         return 0
     query = start_query(spark, config, keys, rules, once, trigger_interval)

@@ -19,8 +19,8 @@ from pyspark.sql import functions as F
 from pipelines.config import Config
 from pipelines.delta_tables import (delta_table, ensure_table, read_table, retry_on_conflict, table_exists,
                                     write_step)
-from pipelines.features import (COLUMN_CHOICES, feature_schema, rule_columns, score_against_population,
-                                user_behaviour, without_erased)
+from pipelines.features import (COLUMN_CHOICES, erased_users, feature_schema, rule_columns,
+                                score_against_population, user_behaviour, without_erased)
 from pipelines.pii import PiiKeys
 from pipelines.schemas import INTERACTIONS, PRODUCTS, PROFILE_TOMBSTONES
 from pipelines.segments import SegmentRules, load_segment_rules
@@ -118,16 +118,46 @@ class FeaturesBatchWriter:
          .execute())
 
 
-def refresh_windows(spark: SparkSession, config: Config, rules: SegmentRules, as_of: datetime) -> int:
+def sweep_erased(spark: SparkSession, config: Config, keys: PiiKeys, users: DataFrame) -> int:
+    """Remove what a features batch wrote back about an erased person: a batch that read a
+    person's last events while merge_profiles was erasing them can commit after the purge
+    (the tombstone is merge_profiles' last write). Their interactions up to the erasure go,
+    and a gold row that predates it (recomputed afterwards from what is left). Returns the
+    number of erased people found among `users`."""
+    tombstones = config.table("silver.profile_tombstones")
+    if not table_exists(spark, tombstones):
+        return 0
+    erased = erased_users(read_table(spark, tombstones), keys)(users).localCheckpoint()
+    found = erased.count()
+    if not found:
+        return 0
+    (delta_table(spark, config.table("silver.interactions")).alias("t")
+     .merge(erased.alias("s"), "t.user_id = s.user_id AND t.occurred_at <= s.erased_through")
+     .whenMatchedDelete().execute())
+    (delta_table(spark, config.table("gold.user_features")).alias("t")
+     .merge(erased.alias("s"), "t.user_id = s.user_id AND NOT (t.first_seen_at > s.erased_through)")
+     .whenMatchedDelete().execute())
+    return found
+
+
+def refresh_windows(spark: SparkSession, config: Config, rules: SegmentRules, keys: PiiKeys,
+                    as_of: datetime) -> int:
     """Recompute every user's row as of `as_of`: windows age, recency grows, quintiles and
-    segment hours follow the whole population. Returns the number of rows written."""
+    segment hours follow the whole population. Erasures are swept first. Returns the
+    number of rows written."""
     settings = config.features
-    stored_users = read_table(spark, config.table("gold.user_features")).select("user_id")
-    active_users = lookback(spark, config, as_of).select("user_id")
-    users = stored_users.unionByName(active_users).distinct()
+
+    def users() -> DataFrame:
+        stored_users = read_table(spark, config.table("gold.user_features")).select("user_id")
+        return stored_users.unionByName(lookback(spark, config, as_of).select("user_id")).distinct()
+
+    swept = retry_on_conflict(lambda: sweep_erased(spark, config, keys, users()), "build_features erasure sweep",
+                              settings.conflict_retries)
+    if swept:
+        log.info("refresh: removed rows written back about %d erased person(s) (ids not logged)", swept)
 
     def write() -> int:
-        rows = recompute_users(spark, config, rules, users, as_of)
+        rows = recompute_users(spark, config, rules, users(), as_of)
         merge_features(spark, config, rows)
         return rows.count()
 

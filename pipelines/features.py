@@ -106,24 +106,35 @@ def deduplicated(watermark: str) -> Callable[[DataFrame], DataFrame]:
     return transform
 
 
-def without_erased(tombstones: DataFrame, keys: PiiKeys) -> Callable[[DataFrame], DataFrame]:
-    """Drop events of erased people that occurred up to their erasure: a straggler that
-    reaches bronze after merge_profiles purged the person must not bring them back. Events
-    after the erasure belong to a new life of the id and stay."""
+def erased_users(tombstones: DataFrame, keys: PiiKeys) -> Callable[[DataFrame], DataFrame]:
+    """user_ids -> (user_id, erased_through) for those with an erasure tombstone. The
+    tombstones hold keyed hashes, so each distinct user_id is hashed (an Arrow UDF: Spark
+    has no HMAC, and a key in a Spark expression would show in the query plan)."""
 
     @F.pandas_udf(StringType())
     def hashed(user_ids: pd.Series) -> pd.Series:
         return user_ids.map(lambda user_id: subject_hash(keys, user_id))
 
+    def transform(users: DataFrame) -> DataFrame:
+        erasures = tombstones.select(
+            "subject_hash", F.timestamp_millis(F.col("deleted_sequence.ts_ms")).alias("erased_through"))
+        return (users.select("user_id").distinct()
+                .withColumn("subject_hash", hashed("user_id"))
+                .join(erasures, "subject_hash")
+                .select("user_id", "erased_through"))
+
+    return transform
+
+
+def without_erased(tombstones: DataFrame, keys: PiiKeys) -> Callable[[DataFrame], DataFrame]:
+    """Drop events of erased people that occurred up to their erasure: a straggler that
+    reaches bronze after merge_profiles purged the person must not bring them back. Events
+    after the erasure belong to a new life of the id and stay."""
+
     def transform(events: DataFrame) -> DataFrame:
-        erased = (events.select("user_id").distinct()
-                  .withColumn("subject_hash", hashed("user_id"))
-                  .join(tombstones.select("subject_hash",
-                                          F.timestamp_millis(F.col("deleted_sequence.ts_ms")).alias("_erased_through")),
-                        "subject_hash")
-                  .select("user_id", "_erased_through"))
+        erased = erased_users(tombstones, keys)(events)
         return (events.join(F.broadcast(erased), "user_id", "left")
-                .where(F.col("_erased_through").isNull() | (F.col("occurred_at") > F.col("_erased_through")))
+                .where(F.col("erased_through").isNull() | (F.col("occurred_at") > F.col("erased_through")))
                 .select(*events.columns))
 
     return transform

@@ -16,6 +16,7 @@ from jobs import build_features
 from pipelines.config import load_config
 from pipelines.delta_tables import read_table, save, sql_name
 from pipelines.feature_writes import FeaturesBatchWriter, load_feature_rules
+from pipelines.features import interaction_rows
 from pipelines.pii import load_keys, subject_hash
 from pipelines.profile_writes import ensure_profile_tables
 from pipelines.schemas import PRODUCTS, PROFILE_TOMBSTONES
@@ -255,8 +256,14 @@ def test_rerunning_a_batch_commits_nothing(spark, world):
     assert versions() == before
 
 
-def test_refresh_ages_windows_of_users_who_did_nothing(spark, world):
+def test_refresh_ages_windows_and_sweeps_what_a_race_wrote_back_about_an_erased_person(spark, world):
     config = world["config"]
+    # As if a features batch had raced Dee's erasure: her pre-erasure order back in
+    # silver.interactions, and her row's first_seen_at from her former life.
+    straggler = to_bronze(spark, [_order("u-dee", "2026-11-10T10:00:00Z", "o-8", [("P1", 1, 99.0)], "dee-raced")])
+    save(interaction_rows(straggler).write.format("delta").mode("append"), config.table("silver.interactions"))
+    spark.sql(f"UPDATE {sql_name(config.table('gold.user_features'))} "
+              "SET first_seen_at = TIMESTAMP'2026-11-10 10:00:00' WHERE user_id = 'u-dee'")
     refreshed_at = "2026-11-28T00:00:00+00:00"
     args = ["--refresh-windows", "--as-of", refreshed_at]
     for override in world["overrides"]:
@@ -264,17 +271,19 @@ def test_refresh_ages_windows_of_users_who_did_nothing(spark, world):
     assert build_features.main(args) == 0
     actual = read_table(spark, config.table("gold.user_features")).select(
         "user_id", "features_as_of", "views_7d", "views_30d", "purchases_7d", "purchases_30d", "revenue_7d",
-        "days_since_last_seen", "recency_days", "cart_state", "lifecycle_stage", "primary_segment",
-        "send_hour_source")
+        "monetary", "days_since_first_seen", "days_since_last_seen", "recency_days", "cart_state",
+        "lifecycle_stage", "primary_segment", "send_hour_source")
     moment = _ts(refreshed_at)
     expected = spark.createDataFrame([
-        ("u-ann", moment, 0, 2, 0, 2, 0.0, 9, 9, "empty", "active", "general", "personal"),
-        ("u-ben", moment, 0, 2, 0, 0, 0.0, 10, None, "abandoned", "prospect", "cart_abandoner", "everyone"),
-        ("u-cy", moment, 0, 1, 0, 0, 0.0, 8, 52, "empty", "at_risk", "at_risk", "everyone"),
-        # Dee's segment now holds Ann's three opens.
-        ("u-dee", moment, 0, 1, 0, 1, 0.0, 9, 9, "empty", "active", "general", "segment"),
+        ("u-ann", moment, 0, 2, 0, 2, 0.0, 30.0, 26, 9, 9, "empty", "active", "general", "personal"),
+        ("u-ben", moment, 0, 2, 0, 0, 0.0, 0.0, 13, 10, None, "abandoned", "prospect", "cart_abandoner", "everyone"),
+        ("u-cy", moment, 0, 1, 0, 0, 0.0, 50.0, 52, 8, 52, "empty", "at_risk", "at_risk", "everyone"),
+        # Dee's segment now holds Ann's three opens; nothing of her former life is left.
+        ("u-dee", moment, 0, 1, 0, 1, 0.0, 15.0, 9, 9, 9, "empty", "active", "general", "segment"),
     ], actual.schema)
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+    left = read_table(spark, config.table("silver.interactions")).where(F.col("event_id") == "dee-raced").count()
+    assert left == 0
 
 
 def test_a_bad_segment_rule_stops_the_job_before_spark_with_one_line(tmp_path, capsys):
