@@ -21,6 +21,7 @@ from pipelines.delta_tables import (delta_table, ensure_table, read_table, retry
                                     write_step)
 from pipelines.features import (COLUMN_CHOICES, erased_users, feature_schema, rule_columns,
                                 score_against_population, user_behaviour, without_erased)
+from pipelines.errors import ConfigError
 from pipelines.pii import PiiKeys
 from pipelines.schemas import INTERACTIONS, PRODUCTS, PROFILE_TOMBSTONES
 from pipelines.segments import SegmentRules, load_segment_rules
@@ -35,8 +36,21 @@ def load_feature_rules(config: Config) -> SegmentRules:
 
 
 def ensure_feature_tables(spark: SparkSession, config: Config) -> None:
+    """Create the tables when missing. An existing gold.user_features must have the columns
+    the configured windows name: a MERGE would otherwise fail mid-batch, or leave old
+    windows' columns behind, never updated again."""
     ensure_table(spark, config.table("silver.interactions"), INTERACTIONS, partition_by=("event_date",))
-    ensure_table(spark, config.table("gold.user_features"), feature_schema(config.features), cluster_by=("user_id",))
+    features = config.table("gold.user_features")
+    expected = feature_schema(config.features)
+    ensure_table(spark, features, expected, cluster_by=("user_id",))
+    present = read_table(spark, features).columns
+    missing = [name for name in expected.fieldNames() if name not in present]
+    extra = [name for name in present if name not in expected.fieldNames()]
+    if missing or extra:
+        raise ConfigError(
+            f"features.windows_days / features.rate_window_days do not match gold.user_features at {features}: "
+            f"the table lacks {missing or 'nothing'} and has {extra or 'nothing'} besides; keep the old windows, "
+            "or move the table aside and run `tailor build-features --refresh-windows` to rebuild it")
 
 
 def as_of_for(config: Config) -> datetime:

@@ -283,11 +283,12 @@ def user_behaviour(settings: FeaturesConfig, as_of: datetime) -> Callable[..., D
         carts = _carts(settings, as_of, mine, rows.select("user_id", "last_purchase_at"))
         rows = (rows.join(_top_categories(settings, as_of, mine, products), "user_id", "left")
                 .join(carts, "user_id", "left"))
-        zero_when_missing = {column: F.coalesce(F.col(column), F.lit(0).cast(kind)) for column, kind in
-                             [("frequency", "long"), ("monetary", "double"), ("engagement_score", "double"),
-                              (f"emails_delivered_{settings.rate_window_days}d", "long"), ("cart_value", "double")]
-                             + [(f"{name}_{days}d", "double" if name == "revenue" else "long")
-                                for days in settings.windows_days for name in ("views", "carts", "purchases", "revenue")]}
+        # A user with nothing in a window (or no cart) has zero there, not null.
+        counts = ["frequency", f"emails_delivered_{settings.rate_window_days}d",
+                  *[f"{name}_{days}d" for days in settings.windows_days for name in ("views", "carts", "purchases")]]
+        amounts = ["monetary", "engagement_score", "cart_value", *[f"revenue_{days}d" for days in settings.windows_days]]
+        zero_when_missing = {**{column: F.coalesce(column, F.lit(0).cast("long")) for column in counts},
+                             **{column: F.coalesce(column, F.lit(0.0)) for column in amounts}}
         return (rows.withColumns(zero_when_missing)
                 .withColumns({
                     "features_as_of": F.lit(as_of),

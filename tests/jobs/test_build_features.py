@@ -296,3 +296,15 @@ def test_a_bad_segment_rule_stops_the_job_before_spark_with_one_line(tmp_path, c
     assert code == 2
     assert error == (f"tailor: {rules}: segment 'vip', condition 1: 'lifecycle_stage' is never 'champion'; "
                      "it is one of prospect, new, active, at_risk, lapsed")
+
+
+def test_changed_windows_on_an_existing_table_are_refused_naming_the_keys(spark, world, capsys):
+    args = ["--refresh-windows", "--set", "features.windows_days=[7, 30, 60]"]
+    for override in world["overrides"]:
+        if not override.startswith("features.windows_days"):
+            args += ["--set", override]
+    assert build_features.main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("tailor: features.windows_days / features.rate_window_days do not match "
+                            "gold.user_features at ")
+    assert "lacks ['views_60d', 'carts_60d', 'purchases_60d', 'revenue_60d'] and has nothing besides" in error
