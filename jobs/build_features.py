@@ -54,7 +54,7 @@ def _as_of_override(text: str | None) -> list[str]:
     except ValueError:
         raise ConfigError(f"--as-of {text!r} is not an ISO-8601 timestamp") from None
     if moment.tzinfo is None:
-        raise ConfigError(f"--as-of {text!r} needs a zone, e.g. {text}Z")
+        raise ConfigError(f"--as-of {text!r} needs a zone, e.g. {moment.isoformat()}Z")
     return [f"features.as_of={moment.isoformat()}"]
 
 
