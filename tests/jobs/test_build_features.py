@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 
 from jobs import build_features
 from pipelines.config import load_config
+from pipelines import feature_writes
 from pipelines.delta_tables import read_table, save, sql_name
 from pipelines.feature_writes import FeaturesBatchWriter, load_feature_rules
 from pipelines.features import interaction_rows
@@ -308,3 +309,29 @@ def test_changed_windows_on_an_existing_table_are_refused_naming_the_keys(spark,
     assert error.startswith("tailor: features.windows_days / features.rate_window_days do not match "
                             "gold.user_features at ")
     assert "lacks ['views_60d', 'carts_60d', 'purchases_60d', 'revenue_60d'] and has nothing besides" in error
+
+
+def test_a_batch_cut_short_between_its_writes_completes_when_replayed(spark, world, monkeypatch):
+    config = world["config"]
+    writer = FeaturesBatchWriter(config, load_keys(config), load_feature_rules(config), "tests.features.crash")
+    batch = interaction_rows(to_bronze(spark, [_page("u-eve", "2026-11-19T09:00:00Z", "eve-p1")]))
+    interactions, features = config.table("silver.interactions"), config.table("gold.user_features")
+    real_merge, calls = feature_writes.merge_features, []
+
+    def killed_the_first_time(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("executor lost")
+        real_merge(*args)
+
+    monkeypatch.setattr(feature_writes, "merge_features", killed_the_first_time)
+    with pytest.raises(RuntimeError, match="executor lost"):
+        writer(batch, 0)
+    eve = F.col("user_id") == "u-eve"
+    assert read_table(spark, interactions).where(eve).count() == 1
+    assert read_table(spark, features).where(eve).count() == 0
+    version = spark.sql(f"DESCRIBE HISTORY {sql_name(interactions)}").agg(F.max("version")).first()[0]
+
+    writer(batch, 0)
+    assert spark.sql(f"DESCRIBE HISTORY {sql_name(interactions)}").agg(F.max("version")).first()[0] == version
+    assert [(row.views_30d, row.frequency) for row in read_table(spark, features).where(eve).collect()] == [(1, 0)]
