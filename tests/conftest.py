@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,12 @@ import pytest
 from pipelines.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Expectations write event times as naive UTC datetimes, and PySpark converts naive
+# datetimes with the process's local zone: pin it, so a machine set to another zone
+# does not shift them.
+os.environ["TZ"] = "UTC"
+time.tzset()
 
 # Tests only ever talk to the local AWS stand-in (moto). Set before Spark starts, so the
 # Python workers that run the Kinesis reader inherit them.
