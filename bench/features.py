@@ -18,9 +18,7 @@ computed and discarded (noop sink); timings are medians of --repeat runs after a
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from datetime import datetime, time as clock, timedelta, timezone
 from pathlib import Path
 
@@ -28,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyspark.sql import functions as F  # noqa: E402
 
+from bench.timing import timed  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.delta_tables import ensure_table, read_table, save  # noqa: E402
 from pipelines.feature_writes import ensure_feature_tables, load_feature_rules, recompute_users  # noqa: E402
@@ -38,15 +37,6 @@ from pipelines.schemas import INTERACTIONS  # noqa: E402
 from pipelines.session import build_spark  # noqa: E402
 from pipelines.validation import add_ingest_columns, validate_events  # noqa: E402
 
-
-def _timed(action, repeat: int) -> float:
-    action()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def main() -> None:
@@ -83,12 +73,12 @@ def main() -> None:
     def recompute(users) -> None:
         recompute_users(spark, config, rules, users, as_of).write.format("noop").mode("overwrite").save()
 
-    all_seconds = _timed(lambda: recompute(everyone), args.repeat)
-    touched_seconds = _timed(lambda: recompute(touched), args.repeat)
+    all_seconds = timed(lambda: recompute(everyone), args.repeat)
+    touched_seconds = timed(lambda: recompute(touched), args.repeat)
     copy = stored.withColumn("user_id", F.concat(F.lit("copy-"), "user_id")).withColumn(
         "event_id", F.concat(F.lit("copy-"), "event_id"))
     save(copy.write.format("delta").mode("append"), table)
-    doubled_seconds = _timed(lambda: recompute(touched), args.repeat)
+    doubled_seconds = timed(lambda: recompute(touched), args.repeat)
 
     print(f"users: {users}, interactions: {rows} (then {rows * 2}), touched: {args.touched}")
     print(f"all users: {all_seconds:.2f}s   touched: {touched_seconds:.2f}s   "

@@ -11,15 +11,14 @@ both gave the same codes. Timings are medians of --repeat runs after one warm-up
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyspark.sql import functions as F  # noqa: E402
 
+from bench.timing import timed  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.generator import Faults, WorldSpec, generate_world  # noqa: E402
 from pipelines.session import build_spark  # noqa: E402
@@ -32,15 +31,6 @@ def _python_code(raw: bytes):
     problem = validate_event(bytes(raw))
     return problem.code if problem else None
 
-
-def _timed(action, repeat: int) -> float:
-    action()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def main() -> None:
@@ -66,8 +56,8 @@ def main() -> None:
     python = raw.select("source_offset", udf("raw").alias("error_code"))
 
     noop = lambda frame: frame.write.format("noop").mode("overwrite").save()  # noqa: E731
-    jvm_seconds = _timed(lambda: noop(expressions), args.repeat)
-    udf_seconds = _timed(lambda: noop(python), args.repeat)
+    jvm_seconds = timed(lambda: noop(expressions), args.repeat)
+    udf_seconds = timed(lambda: noop(python), args.repeat)
     disagreements = expressions.alias("e").join(python.alias("p"), "source_offset") \
         .where(~F.col("e.error_code").eqNullSafe(F.col("p.error_code"))).count()
     print(f"events: {len(lines)}")

@@ -83,17 +83,12 @@ class LateEventCounter:
 
 
 def start_query(spark, config: Config, keys, rules, once: bool, trigger_interval: str | None = None):
-    from pipelines.delta_tables import read_stream
     from pipelines.feature_writes import FeaturesBatchWriter
     from pipelines.features import deduplicated, interaction_rows
-    from pipelines.sinks import checkpoint_app_id
+    from pipelines.sinks import checkpoint_app_id, read_bronze_events
 
     checkpoint = config.checkpoint(QUERY_NAME)
-    # Erasure deletes rows from bronze.events; the stream skips those commits.
-    options = {"skipChangeCommits": "true"}
-    if config.features.max_files_per_trigger:
-        options["maxFilesPerTrigger"] = str(config.features.max_files_per_trigger)
-    interactions = (read_stream(spark, config.table("bronze.events"), options)
+    interactions = (read_bronze_events(spark, config, config.features.max_files_per_trigger)
                     .transform(interaction_rows)
                     .transform(deduplicated(config.features.watermark)))
     writer = FeaturesBatchWriter(config, keys, rules, checkpoint_app_id(spark, checkpoint, QUERY_NAME))

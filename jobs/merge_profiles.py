@@ -23,12 +23,11 @@ import argparse
 from jobs._common import (await_query, config_from, entry_point, setup_logging, start_foreach_batch,
                           streaming_parser)
 from pipelines.config import Config
-from pipelines.delta_tables import read_stream
 from pipelines.pii import PiiKeys, load_keys
 from pipelines.profile_writes import ProfilesBatchWriter, ensure_profile_tables
 from pipelines.profiles import PROFILE_EVENT_TYPES
 from pipelines.session import build_spark
-from pipelines.sinks import checkpoint_app_id, ensure_bronze_tables
+from pipelines.sinks import checkpoint_app_id, ensure_bronze_tables, read_bronze_events
 
 QUERY_NAME = "merge_profiles"
 
@@ -41,12 +40,7 @@ def start_query(spark, config: Config, keys: PiiKeys, once: bool, trigger_interv
     from pyspark.sql import functions as F
 
     checkpoint = config.checkpoint(QUERY_NAME)
-    # Erasure deletes rows from bronze.events; the stream skips those commits rather than
-    # failing on a source that is not append-only.
-    options = {"skipChangeCommits": "true"}
-    if config.profiles.max_files_per_trigger:
-        options["maxFilesPerTrigger"] = str(config.profiles.max_files_per_trigger)
-    changes = read_stream(spark, config.table("bronze.events"), options).where(
+    changes = read_bronze_events(spark, config, config.profiles.max_files_per_trigger).where(
         F.col("event_type").isin(*PROFILE_EVENT_TYPES))
     writer = ProfilesBatchWriter(config, keys, checkpoint_app_id(spark, checkpoint, QUERY_NAME))
     return start_foreach_batch(changes, QUERY_NAME, checkpoint, writer, once,

@@ -15,7 +15,7 @@ from typing import Callable
 from pyspark.sql import DataFrame, SparkSession
 
 from pipelines.config import Config, TableRef
-from pipelines.delta_tables import ensure_table, save
+from pipelines.delta_tables import ensure_table, read_stream, save
 from pipelines.ingest import bronze_rows, quarantine_rows
 from pipelines.schemas import BRONZE_EVENTS, INGEST_METRICS, QUARANTINE
 
@@ -33,6 +33,16 @@ def ensure_bronze_tables(spark: SparkSession, config: Config) -> None:
                  properties={"delta.dataSkippingStatsColumns": stats})
     ensure_table(spark, config.table("bronze.quarantine"), QUARANTINE)
     ensure_table(spark, config.table("bronze.ingest_metrics"), INGEST_METRICS)
+
+
+def read_bronze_events(spark: SparkSession, config: Config, max_files_per_trigger: int | None) -> DataFrame:
+    """bronze.events as a stream for the jobs downstream of ingest. Erasure deletes rows
+    from it; the stream skips those commits rather than failing on a source that is not
+    append-only."""
+    options = {"skipChangeCommits": "true"}
+    if max_files_per_trigger:
+        options["maxFilesPerTrigger"] = str(max_files_per_trigger)
+    return read_stream(spark, config.table("bronze.events"), options)
 
 
 def checkpoint_app_id(spark: SparkSession, checkpoint: str, name: str) -> str:
