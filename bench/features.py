@@ -28,14 +28,14 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from bench.timing import timed  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
-from pipelines.delta_tables import ensure_table, read_table, save  # noqa: E402
-from pipelines.feature_writes import ensure_feature_tables, load_feature_rules, recompute_users  # noqa: E402
-from pipelines.features import interaction_rows  # noqa: E402
-from pipelines.generator import WorldSpec, generate_world  # noqa: E402
-from pipelines.ingest import bronze_rows  # noqa: E402
+from pipelines.runtime.delta_tables import ensure_table, read_table, save  # noqa: E402
+from pipelines.features.writes import ensure_feature_tables, load_feature_rules, recompute_users  # noqa: E402
+from pipelines.features.transforms import interaction_rows  # noqa: E402
+from pipelines.synthetic.generator import WorldSpec, generate_world  # noqa: E402
+from pipelines.ingest.transforms import bronze_rows  # noqa: E402
 from pipelines.schemas import INTERACTIONS  # noqa: E402
-from pipelines.session import build_spark  # noqa: E402
-from pipelines.validation import add_ingest_columns, validate_events  # noqa: E402
+from pipelines.runtime.session import build_spark  # noqa: E402
+from pipelines.ingest.validation import add_ingest_columns, validate_events  # noqa: E402
 
 
 

@@ -83,9 +83,9 @@ class LateEventCounter:
 
 
 def start_query(spark, config: Config, keys, rules, once: bool, trigger_interval: str | None = None):
-    from pipelines.feature_writes import FeaturesBatchWriter
-    from pipelines.features import deduplicated, interaction_rows
-    from pipelines.sinks import checkpoint_app_id, read_bronze_events
+    from pipelines.features.writes import FeaturesBatchWriter
+    from pipelines.features.transforms import deduplicated, interaction_rows
+    from pipelines.ingest.writes import checkpoint_app_id, read_bronze_events
 
     checkpoint = config.checkpoint(QUERY_NAME)
     interactions = (read_bronze_events(spark, config, config.features.max_files_per_trigger)
@@ -97,10 +97,10 @@ def start_query(spark, config: Config, keys, rules, once: bool, trigger_interval
 
 
 def run(config: Config, once: bool, trigger_interval: str | None = None, refresh: bool = False) -> int:
-    from pipelines.feature_writes import as_of_for, ensure_feature_tables, load_feature_rules, refresh_windows
+    from pipelines.features.writes import as_of_for, ensure_feature_tables, load_feature_rules, refresh_windows
     from pipelines.pii import load_keys
-    from pipelines.session import build_spark
-    from pipelines.sinks import ensure_bronze_tables
+    from pipelines.runtime.session import build_spark
+    from pipelines.ingest.writes import ensure_bronze_tables
 
     rules = load_feature_rules(config)  # before Spark starts: a bad rule is a one-line error
     keys = load_keys(config)

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from jobs._common import config_from, entry_point, parser_for, setup_logging
 from pipelines.errors import TailorError
-from pipelines.generator import Faults, WorldSpec, batches, crm_message, generate_world, iter_crm_records
-from pipelines.producers import produce_to_kafka, write_json, write_jsonl
+from pipelines.synthetic.generator import Faults, WorldSpec, batches, crm_message, generate_world, iter_crm_records
+from pipelines.synthetic.producers import produce_to_kafka, write_json, write_jsonl
 
 log = logging.getLogger("tailor.generate")
 
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
 
 
 def _replay_online_retail(config, args) -> int:
-    from pipelines.online_retail import read_rows, replay_events
+    from pipelines.synthetic.online_retail import read_rows, replay_events
 
     events, catalogue, manifest = replay_events(read_rows(limit=args.limit))
     output = Path(args.output or config.under_root(config.generator.output))

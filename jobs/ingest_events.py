@@ -22,11 +22,11 @@ from pathlib import Path
 from jobs._common import (await_query, config_from, entry_point, setup_logging, start_foreach_batch,
                           streaming_parser)
 from pipelines.config import Config
-from pipelines.ingest import drop_retried_duplicates, observe_outcome, validate_streams
-from pipelines.metrics import IngestMetricsCollector
-from pipelines.session import build_spark
-from pipelines.sinks import checkpoint_app_id, ensure_bronze_tables, ingest_batch_writer
-from pipelines.sources import read_raw
+from pipelines.ingest.transforms import drop_retried_duplicates, observe_outcome, validate_streams
+from pipelines.ingest.metrics import IngestMetricsCollector
+from pipelines.runtime.session import build_spark
+from pipelines.ingest.writes import checkpoint_app_id, ensure_bronze_tables, ingest_batch_writer
+from pipelines.sources.raw import read_raw
 
 QUERY_NAME = "ingest_events"
 

@@ -24,10 +24,10 @@ from jobs._common import (await_query, config_from, entry_point, setup_logging, 
                           streaming_parser)
 from pipelines.config import Config
 from pipelines.pii import PiiKeys, load_keys
-from pipelines.profile_writes import ProfilesBatchWriter, ensure_profile_tables
-from pipelines.profiles import PROFILE_EVENT_TYPES
-from pipelines.session import build_spark
-from pipelines.sinks import checkpoint_app_id, ensure_bronze_tables, read_bronze_events
+from pipelines.profiles.writes import ProfilesBatchWriter, ensure_profile_tables
+from pipelines.profiles.transforms import PROFILE_EVENT_TYPES
+from pipelines.runtime.session import build_spark
+from pipelines.ingest.writes import checkpoint_app_id, ensure_bronze_tables, read_bronze_events
 
 QUERY_NAME = "merge_profiles"
 

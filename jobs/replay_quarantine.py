@@ -21,11 +21,11 @@ from collections import Counter
 from pyspark.sql import functions as F
 
 from jobs._common import config_from, entry_point, parser_for, setup_logging
-from pipelines.delta_tables import delta_table, read_table
-from pipelines.ingest import bronze_rows
-from pipelines.replay import replay_candidates, replay_outcomes, revalidate
-from pipelines.session import build_spark
-from pipelines.sinks import append_once, ensure_bronze_tables
+from pipelines.runtime.delta_tables import delta_table, read_table
+from pipelines.ingest.transforms import bronze_rows
+from pipelines.ingest.replay import replay_candidates, replay_outcomes, revalidate
+from pipelines.runtime.session import build_spark
+from pipelines.ingest.writes import append_once, ensure_bronze_tables
 
 APP_ID = "tailor.replay_quarantine"
 log = logging.getLogger("tailor.replay")

@@ -68,8 +68,8 @@ def landed_summary(config) -> str:
     """What the run left in bronze, in a few lines a person can check against the manifest."""
     from pyspark.sql import functions as F
 
-    from pipelines.delta_tables import read_table, sql_name
-    from pipelines.session import build_spark
+    from pipelines.runtime.delta_tables import read_table, sql_name
+    from pipelines.runtime.session import build_spark
 
     spark = build_spark(config, "run")
     bronze = read_table(spark, config.table("bronze.events"))

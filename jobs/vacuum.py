@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 
 from jobs._common import config_from, entry_point, parser_for, setup_logging
-from pipelines.maintenance import vacuum_all
-from pipelines.session import build_spark
+from pipelines.runtime.maintenance import vacuum_all
+from pipelines.runtime.session import build_spark
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,7 +42,7 @@ def config(storage_root) -> Config:
 
 @pytest.fixture(scope="session")
 def spark(config):
-    from pipelines.session import build_spark
+    from pipelines.runtime.session import build_spark
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
     session = build_spark(config, app_name="tests")

@@ -10,8 +10,8 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines.ingest import bronze_rows
-from pipelines.validation import add_ingest_columns, validate_crm_changes, validate_events
+from pipelines.ingest.transforms import bronze_rows
+from pipelines.ingest.validation import add_ingest_columns, validate_crm_changes, validate_events
 
 RAW_SCHEMA = ("raw binary, source_kind string, source_stream string, source_partition string, "
               "source_offset string, source_timestamp timestamp")

@@ -35,7 +35,7 @@ def test_delta_write_merge_read(spark, tmp_path):
 
 @pytest.mark.kafka
 def test_stream_from_real_kafka_lands_exactly_the_produced_records(spark, kafka_broker, tmp_path):
-    from pipelines.producers import produce_to_kafka
+    from pipelines.synthetic.producers import produce_to_kafka
 
     topic = "stack-test"
     kafka_broker.create_topics([topic], partitions=2)

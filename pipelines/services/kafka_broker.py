@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipelines.config import PROJECT_ROOT, Config
 from pipelines.errors import EnvironmentProblem, TailorError
-from pipelines.preflight import require_java
+from pipelines.runtime.preflight import require_java
 
 LOG4J_CONFIG = PROJECT_ROOT / "conf" / "jvm" / "kafka-broker" / "log4j2.properties"
 

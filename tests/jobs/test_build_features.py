@@ -14,14 +14,14 @@ from pyspark.sql import functions as F
 
 from jobs import build_features
 from pipelines.config import load_config
-from pipelines import feature_writes
-from pipelines.delta_tables import read_table, save, sql_name
-from pipelines.feature_writes import FeaturesBatchWriter, load_feature_rules
-from pipelines.features import interaction_rows
+from pipelines.features import writes as feature_writes
+from pipelines.runtime.delta_tables import read_table, save, sql_name
+from pipelines.features.writes import FeaturesBatchWriter, load_feature_rules
+from pipelines.features.transforms import interaction_rows
 from pipelines.pii import load_keys, subject_hash
-from pipelines.profile_writes import ensure_profile_tables
+from pipelines.profiles.writes import ensure_profile_tables
 from pipelines.schemas import PRODUCTS, PROFILE_TOMBSTONES
-from pipelines.sinks import checkpoint_app_id, ensure_bronze_tables
+from pipelines.ingest.writes import checkpoint_app_id, ensure_bronze_tables
 from tests.profile_events import event, to_bronze
 
 AS_OF = datetime(2026, 11, 20, tzinfo=timezone.utc)

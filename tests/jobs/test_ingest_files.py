@@ -9,10 +9,10 @@ from pyspark.sql import functions as F
 
 from jobs.ingest_events import run
 from pipelines.config import load_config
-from pipelines.generator import Faults, WorldSpec, crm_message, generate_world
-from pipelines.producers import write_jsonl
+from pipelines.synthetic.generator import Faults, WorldSpec, crm_message, generate_world
+from pipelines.synthetic.producers import write_jsonl
 from tests.jobs.ingest_helpers import expected_outcome, landed
-from tests.pipelines.test_validation import BAD_CORPUS
+from tests.pipelines.ingest.test_validation import BAD_CORPUS
 
 
 def _config(root: Path):

@@ -8,8 +8,8 @@ from pyspark.sql import functions as F
 
 from jobs.ingest_events import run
 from pipelines.config import load_config
-from pipelines.generator import Faults, WorldSpec, generate_world, iter_crm_records
-from pipelines.producers import produce_to_kafka
+from pipelines.synthetic.generator import Faults, WorldSpec, generate_world, iter_crm_records
+from pipelines.synthetic.producers import produce_to_kafka
 from tests.jobs.ingest_helpers import expected_outcome, landed
 
 pytestmark = pytest.mark.kafka

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from pipelines.config import load_config
-from pipelines.generator import Faults, WorldSpec, generate_world
-from pipelines.producers import write_jsonl
+from pipelines.synthetic.generator import Faults, WorldSpec, generate_world
+from pipelines.synthetic.producers import write_jsonl
 from tests.jobs.ingest_helpers import expected_outcome, landed
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,8 +12,8 @@ from moto.kinesis import models as kinesis_models
 
 from jobs.ingest_events import run
 from pipelines.config import load_config
-from pipelines.generator import Faults, WorldSpec, crm_message, generate_world
-from pipelines.kinesis import ShardReader, call_with_backoff
+from pipelines.synthetic.generator import Faults, WorldSpec, crm_message, generate_world
+from pipelines.sources.kinesis import ShardReader, call_with_backoff
 from tests.jobs.ingest_helpers import expected_outcome, landed
 
 

@@ -15,7 +15,7 @@ from pyspark.sql.types import StringType, StructField, StructType, TimestampType
 
 from jobs import ingest_events, merge_profiles, vacuum
 from pipelines.config import load_config
-from pipelines.delta_tables import ensure_table, read_table
+from pipelines.runtime.delta_tables import ensure_table, read_table
 from pipelines.pii import load_keys, subject_hash
 from tests.profile_events import crm, event, person
 

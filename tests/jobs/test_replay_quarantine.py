@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 from jobs.ingest_events import run
 from jobs.replay_quarantine import replay
 from pipelines.config import load_config
-from pipelines.producers import write_jsonl
+from pipelines.synthetic.producers import write_jsonl
 
 
 def _event(event_id, version=1, **extra):

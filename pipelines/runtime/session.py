@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipelines.config import Config
 from pipelines.errors import EnvironmentProblem
-from pipelines.preflight import require_java
+from pipelines.runtime.preflight import require_java
 
 _DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",

@@ -17,8 +17,8 @@ from pyspark.sql.streaming import StreamingQueryListener
 
 from pipelines.config import TableRef
 from pipelines.contracts.events import ERROR_CODES
-from pipelines.delta_tables import delta_table
-from pipelines.ingest import OBSERVED_INPUT, OBSERVED_OUTCOME
+from pipelines.runtime.delta_tables import delta_table
+from pipelines.ingest.transforms import OBSERVED_INPUT, OBSERVED_OUTCOME
 from pipelines.schemas import INGEST_METRICS
 
 

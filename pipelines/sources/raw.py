@@ -97,7 +97,7 @@ def read_raw(spark: SparkSession, config: Config) -> dict[str, DataFrame]:
         return {"events": records.where(F.col("source_stream") != crm_topic),
                 "crm": records.where(F.col("source_stream") == crm_topic)}
     if kind == "kinesis":
-        from pipelines.kinesis import read_kinesis
+        from pipelines.sources.kinesis import read_kinesis
 
         return read_kinesis(spark, config)
     raise ValueError(f"unknown source.type {kind!r}")

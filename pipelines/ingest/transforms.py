@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from pipelines.contracts.events import ERROR_CODES
 from pipelines.schemas import BRONZE_EVENTS_COLUMNS, QUARANTINE_COLUMNS
-from pipelines.validation import add_ingest_columns, validate_crm_changes, validate_events
+from pipelines.ingest.validation import add_ingest_columns, validate_crm_changes, validate_events
 
 OBSERVED_INPUT = "ingest_input"
 OBSERVED_OUTCOME = "ingest_outcome"

@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 from pipelines.contracts.events import CONTRACT_VERSION
 
-DATA_FILE = Path(__file__).resolve().parents[1] / "data" / "online-retail" / "online_retail.parquet"
+DATA_FILE = Path(__file__).resolve().parents[2] / "data" / "online-retail" / "online_retail.parquet"
 PRODUCT_CODE = re.compile(r"^\d{5}[A-Za-z]*$")
 _LONDON = ZoneInfo("Europe/London")
 

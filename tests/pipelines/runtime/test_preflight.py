@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.errors import EnvironmentProblem
-from pipelines.preflight import require_java, require_maven
+from pipelines.runtime.preflight import require_java, require_maven
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_missing_java_says_what_to_do(monkeypatch, tmp_path):

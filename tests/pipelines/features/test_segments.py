@@ -4,7 +4,7 @@ import pytest
 from chispa import assert_df_equality
 
 from pipelines.errors import ConfigError
-from pipelines.segments import assign_segments, load_segment_rules, parse_rules
+from pipelines.features.segments import assign_segments, load_segment_rules, parse_rules
 
 COLUMNS = {"user_id": "string", "monetary_90d": "double", "purchases_90d": "bigint",
            "cart_abandoned": "boolean", "days_since_last_seen": "int", "country": "string"}

@@ -22,11 +22,11 @@ from pyspark.sql import Row
 from pyspark.sql import functions as F
 
 from pipelines.config import load_config
-from pipelines.delta_tables import read_table
+from pipelines.runtime.delta_tables import read_table
 from pipelines.pii import load_keys
-from pipelines.profile_writes import ProfilesBatchWriter, ensure_profile_tables
+from pipelines.profiles.writes import ProfilesBatchWriter, ensure_profile_tables
 from pipelines.schemas import BRONZE_EVENTS
-from pipelines.sinks import ensure_bronze_tables
+from pipelines.ingest.writes import ensure_bronze_tables
 from tests.profile_events import crm, event, person, to_bronze
 
 ENCRYPTION_KEY, HMAC_KEY = os.urandom(32), os.urandom(32)

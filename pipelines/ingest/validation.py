@@ -32,7 +32,7 @@ from pipelines.contracts.events import (
 
 CRM_EVENT_TYPE = "crm_customer_change"
 
-# Columns every source hands to validation (see pipelines.sources).
+# Columns every source hands to validation (see pipelines.sources.raw).
 RAW_COLUMNS = ("raw", "source_kind", "source_stream", "source_partition", "source_offset",
                "source_timestamp")
 

@@ -15,8 +15,8 @@ from typing import Callable
 from pyspark.sql import DataFrame, SparkSession
 
 from pipelines.config import Config, TableRef
-from pipelines.delta_tables import ensure_table, read_stream, save
-from pipelines.ingest import bronze_rows, quarantine_rows
+from pipelines.runtime.delta_tables import ensure_table, read_stream, save
+from pipelines.ingest.transforms import bronze_rows, quarantine_rows
 from pipelines.schemas import BRONZE_EVENTS, INGEST_METRICS, QUARANTINE
 
 log = logging.getLogger("tailor.sinks")

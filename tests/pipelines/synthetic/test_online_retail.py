@@ -4,7 +4,7 @@ import json
 from datetime import datetime
 
 from pipelines.contracts import validate_event
-from pipelines.online_retail import DATA_FILE, read_rows, replay_events
+from pipelines.synthetic.online_retail import DATA_FILE, read_rows, replay_events
 
 
 def _line(invoice, code, quantity, price, customer, description="MUG", at=datetime(2011, 6, 1, 9, 30)):

@@ -8,8 +8,8 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from pipelines.contracts import validate_event
-from pipelines.generator import Faults, WorldSpec, generate_world
-from pipelines.validation import validate_crm_changes, validate_events
+from pipelines.synthetic.generator import Faults, WorldSpec, generate_world
+from pipelines.ingest.validation import validate_crm_changes, validate_events
 from tests.events import cart_event
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)

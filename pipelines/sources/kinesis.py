@@ -215,7 +215,7 @@ class KinesisDataSource(DataSource):
 
 
 def kinesis_records(rows):
-    """Kinesis rows -> the raw columns validation expects (see pipelines.sources)."""
+    """Kinesis rows -> the raw columns validation expects (see pipelines.sources.raw)."""
     from pyspark.sql import functions as F
 
     return rows.select(

@@ -27,7 +27,7 @@ from pipelines.config import FeaturesConfig
 from pipelines.contracts.events import INTERACTION_EVENT_TYPES
 from pipelines.pii import PiiKeys, subject_hash
 from pipelines.schemas import INTERACTION_ITEM, SEGMENT_OUTPUT_COLUMNS, user_features_schema
-from pipelines.segments import SegmentRules, assign_segments
+from pipelines.features.segments import SegmentRules, assign_segments
 
 HOURS = 24
 # Things a person did; a delivery or a bounce happens to them and does not make them "seen".

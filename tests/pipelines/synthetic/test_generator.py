@@ -5,7 +5,7 @@ from datetime import date, datetime, timezone
 import pytest
 
 from pipelines.contracts import validate_event
-from pipelines.generator import FAULT_KINDS, Faults, WorldSpec, generate_world, iter_crm_records
+from pipelines.synthetic.generator import FAULT_KINDS, Faults, WorldSpec, generate_world, iter_crm_records
 
 NOW = datetime(2027, 1, 1, tzinfo=timezone.utc)
 SMALL = dict(users=60, products=40, days=7, start=date(2026, 11, 1))

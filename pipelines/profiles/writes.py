@@ -15,9 +15,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.config import Config, TableRef
-from pipelines.delta_tables import delta_table, ensure_table, read_table, save, table_exists, write_step
+from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table, save, table_exists, write_step
 from pipelines.pii import PiiKeys
-from pipelines.profiles import (after_deletes, audit_rows, change_rows, duplicate_groups, erasures,
+from pipelines.profiles.transforms import (after_deletes, audit_rows, change_rows, duplicate_groups, erasures,
                                 history_versions, latest_per_user, position, profile_delete_condition,
                                 profile_insert_values, profile_update_condition, profile_update_set,
                                 protect_pii, tombstone_rows)

@@ -14,7 +14,7 @@ import logging
 from pyspark.sql import SparkSession
 
 from pipelines.config import TABLES, Config
-from pipelines.delta_tables import delta_table, sql_name, table_exists
+from pipelines.runtime.delta_tables import delta_table, sql_name, table_exists
 from pipelines.errors import ConfigError
 
 log = logging.getLogger("tailor.maintenance")

@@ -17,14 +17,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.config import Config
-from pipelines.delta_tables import (delta_table, ensure_table, read_table, retry_on_conflict, table_exists,
+from pipelines.runtime.delta_tables import (delta_table, ensure_table, read_table, retry_on_conflict, table_exists,
                                     write_step)
-from pipelines.features import (COLUMN_CHOICES, erased_users, feature_schema, rule_columns,
+from pipelines.features.transforms import (COLUMN_CHOICES, erased_users, feature_schema, rule_columns,
                                 score_against_population, user_behaviour, without_erased)
 from pipelines.errors import ConfigError
 from pipelines.pii import PiiKeys
 from pipelines.schemas import INTERACTIONS, PRODUCTS, PROFILE_TOMBSTONES
-from pipelines.segments import SegmentRules, load_segment_rules
+from pipelines.features.segments import SegmentRules, load_segment_rules
 
 log = logging.getLogger("tailor.features")
 

@@ -1,5 +1,5 @@
 """Profiles from change events, as pure DataFrame -> DataFrame steps (the writes are in
-`pipelines.profile_writes`).
+`pipelines.profiles.writes`).
 
 The model. A profile is a set of registers (`schemas.REGISTERS`): email, phone, each name
 field, each preference, each consent purpose. A change event sets some registers, each
@@ -30,7 +30,7 @@ from pipelines.contracts.events import CONSENT_PURPOSES
 from pipelines.pii import PiiKeys, email_hash, encrypt, keyed_hash, subject_hash
 from pipelines.schemas import (CONSENT_REGISTERS, PERSON_REGISTERS, PREFERENCE_REGISTERS, PROFILE_VALUE_TYPES,
                                REGISTERS)
-from pipelines.validation import CRM_EVENT_TYPE
+from pipelines.ingest.validation import CRM_EVENT_TYPE
 
 PROFILE_EVENT_TYPES = (CRM_EVENT_TYPE, "profile_upsert", "preference_update", "consent_update",
                        "unsubscribe", "email_complaint", "erasure_request")

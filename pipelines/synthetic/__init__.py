@@ -1,0 +1,2 @@
+"""Demo and test data: the synthetic world generator, its producers, and the Online Retail
+replay."""
