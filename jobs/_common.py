@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import signal
 import sys
-import threading
-import time
 from typing import Callable, Sequence
 
 from pipelines.config import ENVIRONMENTS, Config, load_config
@@ -60,46 +57,9 @@ def entry_point(main: Callable[[Sequence[str] | None], int | None]):
     return wrapper
 
 
-def await_query(query, name: str, on_tick: Callable[[], None] | None = None, tick_seconds: float = 30) -> None:
-    """Wait for a streaming query to finish; SIGTERM stops it cleanly (a batch cut short is
-    replayed at the next start). `on_tick` runs every `tick_seconds` while it runs.
-    A failed query raises a one-line TailorError."""
-    # The handler only records the request: stopping the query from inside a signal
-    # handler would re-enter py4j while the main thread waits on it.
-    stop_requested = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop_requested.set())
-    try:
-        last_tick = time.monotonic()
-        while query.isActive:
-            query.awaitTermination(1)
-            if stop_requested.is_set():
-                log.info("SIGTERM: stopping %s; a batch cut short is replayed at the next start", name)
-                query.stop()
-            if on_tick and time.monotonic() - last_tick >= tick_seconds:
-                on_tick()
-                last_tick = time.monotonic()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if query.exception() is not None:
-        raise TailorError(f"query {name} failed: {str(query.exception()).splitlines()[0][:500]}")
-    progress = query.lastProgress
-    log.info("query %s stopped after batch %s", name, progress["batchId"] if progress else "none")
-
-
 def streaming_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The options every streaming job takes: --once and --trigger-interval."""
     parser = parser_for(prog, description)
     parser.add_argument("--once", action="store_true", help="availableNow: process the backlog, then stop")
     parser.add_argument("--trigger-interval", default=None)
     return parser
-
-
-def start_foreach_batch(frame, name: str, checkpoint: str, writer, once: bool, trigger_interval: str):
-    """Start `frame` into a foreachBatch writer: availableNow with --once, else processing time."""
-    stream = (frame.writeStream.queryName(name)
-              .option("checkpointLocation", checkpoint)
-              .foreachBatch(writer))
-    stream = stream.trigger(availableNow=True) if once else stream.trigger(processingTime=trigger_interval)
-    query = stream.start()
-    log.info("query %s started (%s), checkpoint %s", name, "availableNow" if once else "processing time", checkpoint)
-    return query

@@ -29,8 +29,7 @@ import argparse
 import logging
 from datetime import datetime
 
-from jobs._common import (await_query, config_from, entry_point, setup_logging, start_foreach_batch,
-                          streaming_parser)
+from jobs._common import config_from, entry_point, setup_logging, streaming_parser
 from pipelines.config import Config
 from pipelines.errors import ConfigError
 
@@ -85,7 +84,8 @@ class LateEventCounter:
 def start_query(spark, config: Config, keys, rules, once: bool, trigger_interval: str | None = None):
     from pipelines.features.writes import FeaturesBatchWriter
     from pipelines.features.transforms import deduplicated, interaction_rows
-    from pipelines.ingest.writes import checkpoint_app_id, read_bronze_events
+    from pipelines.runtime.streaming import checkpoint_app_id, start_foreach_batch
+    from pipelines.sources.bronze import read_bronze_events
 
     checkpoint = config.checkpoint(QUERY_NAME)
     interactions = (read_bronze_events(spark, config, config.features.max_files_per_trigger)
@@ -101,6 +101,7 @@ def run(config: Config, once: bool, trigger_interval: str | None = None, refresh
     from pipelines.pii import load_keys
     from pipelines.runtime.session import build_spark
     from pipelines.ingest.writes import ensure_bronze_tables
+    from pipelines.runtime.streaming import await_query
 
     rules = load_feature_rules(config)  # before Spark starts: a bad rule is a one-line error
     keys = load_keys(config)

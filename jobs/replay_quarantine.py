@@ -25,7 +25,8 @@ from pipelines.runtime.delta_tables import delta_table, read_table
 from pipelines.ingest.transforms import bronze_rows
 from pipelines.ingest.replay import replay_candidates, replay_outcomes, revalidate
 from pipelines.runtime.session import build_spark
-from pipelines.ingest.writes import append_once, ensure_bronze_tables
+from pipelines.ingest.writes import ensure_bronze_tables
+from pipelines.runtime.streaming import append_once
 
 APP_ID = "tailor.replay_quarantine"
 log = logging.getLogger("tailor.replay")

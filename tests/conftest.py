@@ -65,11 +65,6 @@ def kafka_broker(tmp_path_factory):
         shutil.copytree(home / "logs", ROOT / "var" / "test-kafka-logs", dirs_exist_ok=True)
 
 
-@pytest.fixture
-def table_root(tmp_path) -> Path:
-    return tmp_path
-
-
 @pytest.fixture(scope="session")
 def moto_server():
     """moto in server mode on a free loopback port: the stand-in for Kinesis and DynamoDB."""

@@ -20,7 +20,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from pipelines.contracts.events import DEBEZIUM_CHANGE, ENVELOPE, payload_schema
+from pipelines.contracts.events import PAYLOADS, payload_schema
 
 _SCALARS: dict[str, DataType] = {
     "string": StringType(),
@@ -55,11 +55,6 @@ def to_spark_type(schema: dict[str, Any]) -> DataType:
     return _SCALARS[kind]
 
 
-def typed_envelope_schema() -> StructType:
-    """The envelope with its contract types, payload kept as JSON text."""
-    return to_spark_type(ENVELOPE)  # type: ignore[return-value]
-
-
 def payload_spark_schema(event_type: str, schema_version: int) -> StructType:
     schema = payload_schema(event_type, schema_version)
     if schema is None:
@@ -67,5 +62,16 @@ def payload_spark_schema(event_type: str, schema_version: int) -> StructType:
     return to_spark_type(schema)  # type: ignore[return-value]
 
 
-def debezium_spark_schema() -> StructType:
-    return to_spark_type(DEBEZIUM_CHANGE)  # type: ignore[return-value]
+def union_payload_schema(event_types: tuple[str, ...]) -> StructType:
+    """One struct holding every field the payloads of `event_types` (every version) may
+    carry, for reading several types' payloads with one `from_json`: a type that lacks
+    a field reads it as null. Two types that give one field different types are refused."""
+    fields: dict[str, StructField] = {}
+    for event_type in event_types:
+        for schema in PAYLOADS[event_type].values():
+            for field in to_spark_type(schema).fields:  # type: ignore[attr-defined]
+                known = fields.setdefault(field.name, field)
+                if known.dataType != field.dataType:
+                    raise TypeError(f"payload field {field.name!r} is {known.dataType.simpleString()} in one "
+                                    f"type and {field.dataType.simpleString()} in {event_type}")
+    return StructType(list(fields.values()))

@@ -25,6 +25,7 @@ from pyspark.sql.types import (ArrayType, BooleanType, DoubleType, IntegerType, 
 
 from pipelines.config import FeaturesConfig
 from pipelines.contracts.events import INTERACTION_EVENT_TYPES
+from pipelines.contracts.spark import union_payload_schema
 from pipelines.pii import PiiKeys, subject_hash
 from pipelines.schemas import INTERACTION_ITEM, SEGMENT_OUTPUT_COLUMNS, user_features_schema
 from pipelines.features.segments import SegmentRules, assign_segments
@@ -40,22 +41,9 @@ LIFECYCLE_STAGES = ("prospect", "new", "active", "at_risk", "lapsed")
 # Columns that take only these values: a rule naming another is a typo, refused at start-up.
 COLUMN_CHOICES = {"cart_state": CART_STATES, "lifecycle_stage": LIFECYCLE_STAGES}
 
-# Every field an interaction payload may carry; a type that lacks one reads it as null.
-_PAYLOAD = StructType([
-    StructField("session_id", StringType()),
-    StructField("product_id", StringType()),
-    StructField("quantity", IntegerType()),
-    StructField("unit_price", DoubleType()),
-    StructField("price", DoubleType()),
-    StructField("currency", StringType()),
-    StructField("cart_id", StringType()),
-    StructField("order_id", StringType()),
-    StructField("items", ArrayType(INTERACTION_ITEM)),
-    StructField("total", DoubleType()),
-    StructField("is_cancellation", BooleanType()),
-    StructField("campaign_id", StringType()),
-    StructField("message_id", StringType()),
-])
+# Every field an interaction payload may carry, from the contract; a type that lacks one
+# reads it as null.
+_PAYLOAD = union_payload_schema(INTERACTION_EVENT_TYPES)
 
 
 def feature_schema(settings: FeaturesConfig) -> StructType:
@@ -72,6 +60,10 @@ def rule_columns(settings: FeaturesConfig) -> dict[str, str]:
 
 # -- silver.interactions -------------------------------------------------------------------
 
+def _interaction_item(line: Column) -> Column:
+    return F.struct(*[line[field.name].cast(field.dataType).alias(field.name) for field in INTERACTION_ITEM])
+
+
 def interaction_rows(events: DataFrame) -> DataFrame:
     """bronze.events rows -> silver.interactions rows (behaviour types only)."""
     payload = F.from_json("payload", _PAYLOAD)
@@ -82,12 +74,12 @@ def interaction_rows(events: DataFrame) -> DataFrame:
                 "event_id", "user_id", "event_type", "occurred_at", "event_date", "source",
                 F.col("_p.session_id").alias("session_id"),
                 F.col("_p.product_id").alias("product_id"),
-                F.col("_p.quantity").alias("quantity"),
+                F.col("_p.quantity").cast("int").alias("quantity"),
                 F.coalesce("_p.unit_price", "_p.price").alias("unit_price"),
                 F.col("_p.currency").alias("currency"),
                 F.col("_p.cart_id").alias("cart_id"),
                 F.col("_p.order_id").alias("order_id"),
-                F.col("_p.items").alias("items"),
+                F.transform("_p.items", _interaction_item).alias("items"),
                 F.col("_p.total").alias("order_total"),
                 F.when(is_purchase, F.coalesce("_p.is_cancellation", F.lit(False))).alias("is_cancellation"),
                 F.col("_p.campaign_id").alias("campaign_id"),

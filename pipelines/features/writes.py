@@ -17,8 +17,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.config import Config
-from pipelines.runtime.delta_tables import (delta_table, ensure_table, read_table, retry_on_conflict, table_exists,
-                                    write_step)
+from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table, retry_on_conflict, table_exists
+from pipelines.runtime.streaming import BatchSteps
 from pipelines.features.transforms import (COLUMN_CHOICES, erased_users, feature_schema, rule_columns,
                                 score_against_population, user_behaviour, without_erased)
 from pipelines.errors import ConfigError
@@ -99,11 +99,7 @@ class FeaturesBatchWriter:
         self.config = config
         self.keys = keys
         self.rules = rules
-        self.app_id = app_id
-        self.on_conflict = on_conflict
-
-    def _write(self, spark: SparkSession, step: str, batch_id: int, write: Callable[[], None]) -> None:
-        write_step(spark, self.app_id, step, batch_id, write, self.config.features.conflict_retries, self.on_conflict)
+        self.steps = BatchSteps(app_id, config.features.conflict_retries, on_conflict)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         spark = batch.sparkSession
@@ -113,10 +109,10 @@ class FeaturesBatchWriter:
         events = batch.localCheckpoint().transform(without_erased(tombstones, self.keys)).localCheckpoint()
         if events.isEmpty():
             return
-        self._write(spark, "interactions", batch_id, lambda: self._insert_interactions(spark, events))
+        self.steps.run(spark, "interactions", batch_id, lambda: self._insert_interactions(spark, events))
         as_of = as_of_for(self.config)
         rows = recompute_users(spark, self.config, self.rules, events.select("user_id").distinct(), as_of)
-        self._write(spark, "features", batch_id, lambda: merge_features(spark, self.config, rows))
+        self.steps.run(spark, "features", batch_id, lambda: merge_features(spark, self.config, rows))
         log.info("batch %d: %d users' features as of %s", batch_id, rows.count(), as_of.isoformat())
 
     def _insert_interactions(self, spark: SparkSession, events: DataFrame) -> None:

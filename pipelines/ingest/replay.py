@@ -14,7 +14,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.ingest.transforms import is_valid
-from pipelines.ingest.validation import RAW_COLUMNS, add_ingest_columns, validate_crm_changes, validate_events
+from pipelines.ingest.validation import RAW_COLUMNS, SOURCE_COORDINATES, add_ingest_columns, validate_crm_changes, validate_events
 
 
 def replay_candidates(quarantine: DataFrame, include_unfixed: bool) -> DataFrame:
@@ -31,9 +31,8 @@ def revalidate(candidates: DataFrame, now: Column | None = None) -> DataFrame:
     which are unique in the quarantine."""
     events = validate_events(candidates.where(F.col("stream") == "events").select(*RAW_COLUMNS), now)
     crm = validate_crm_changes(candidates.where(F.col("stream") == "crm").select(*RAW_COLUMNS), now)
-    coordinates = ["source_kind", "source_stream", "source_partition", "source_offset"]
-    ids = candidates.select(*coordinates, "quarantine_id")
-    return add_ingest_columns(events.unionByName(crm)).join(ids, coordinates, "inner")
+    ids = candidates.select(*SOURCE_COORDINATES, "quarantine_id")
+    return add_ingest_columns(events.unionByName(crm)).join(ids, list(SOURCE_COORDINATES), "inner")
 
 
 def replay_outcomes(validated: DataFrame, bronze_event_ids: DataFrame) -> DataFrame:

@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from pipelines.contracts.events import ERROR_CODES
 from pipelines.schemas import BRONZE_EVENTS_COLUMNS, QUARANTINE_COLUMNS
-from pipelines.ingest.validation import add_ingest_columns, validate_crm_changes, validate_events
+from pipelines.ingest.validation import SOURCE_COORDINATES, add_ingest_columns, validate_crm_changes, validate_events
 
 OBSERVED_INPUT = "ingest_input"
 OBSERVED_OUTCOME = "ingest_outcome"
@@ -25,12 +25,16 @@ def is_valid() -> Column:
     return F.col("error_code").isNull() & ~F.col("is_tombstone")
 
 
+def coordinates_key() -> Column:
+    """Where a record sits in its source, as one string: unique per record read."""
+    return F.concat_ws("|", *SOURCE_COORDINATES)
+
+
 def dedup_key() -> Column:
     """A valid event is known by its event_id; anything else by its source coordinates,
     so a broken record is never mistaken for a retry of another."""
-    coordinates = F.concat_ws("|", "source_kind", "source_stream", "source_partition", "source_offset")
     return F.when(is_valid(), F.concat(F.lit("e|"), F.col("event_id"))).otherwise(
-        F.concat(F.lit("c|"), coordinates))
+        F.concat(F.lit("c|"), coordinates_key()))
 
 
 def drop_retried_duplicates(dedup_window: str) -> Callable[[DataFrame], DataFrame]:
@@ -69,9 +73,8 @@ def bronze_rows(batch: DataFrame) -> DataFrame:
 
 
 def quarantine_rows(batch: DataFrame) -> DataFrame:
-    coordinates = F.concat_ws("|", "source_kind", "source_stream", "source_partition", "source_offset")
     return (batch.where(F.col("error_code").isNotNull())
-            .withColumn("quarantine_id", F.sha2(coordinates, 256))
+            .withColumn("quarantine_id", F.sha2(coordinates_key(), 256))
             .withColumn("fixed_raw", F.lit(None).cast("binary"))
             .withColumn("replayed_at", F.lit(None).cast("timestamp"))
             .withColumn("replay_outcome", F.lit(None).cast("string"))

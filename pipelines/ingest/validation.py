@@ -33,8 +33,8 @@ from pipelines.contracts.events import (
 CRM_EVENT_TYPE = "crm_customer_change"
 
 # Columns every source hands to validation (see pipelines.sources.raw).
-RAW_COLUMNS = ("raw", "source_kind", "source_stream", "source_partition", "source_offset",
-               "source_timestamp")
+SOURCE_COORDINATES = ("source_kind", "source_stream", "source_partition", "source_offset")
+RAW_COLUMNS = ("raw", *SOURCE_COORDINATES, "source_timestamp")
 
 
 @dataclass(frozen=True)

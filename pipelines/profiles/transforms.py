@@ -26,7 +26,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
-from pipelines.contracts.events import CONSENT_PURPOSES
+from pipelines.contracts.events import CONSENT_PURPOSES, payload_schema
 from pipelines.pii import PiiKeys, email_hash, encrypt, keyed_hash, subject_hash
 from pipelines.schemas import (CONSENT_REGISTERS, PERSON_REGISTERS, PREFERENCE_REGISTERS, PROFILE_VALUE_TYPES,
                                REGISTERS)
@@ -37,8 +37,10 @@ PROFILE_EVENT_TYPES = (CRM_EVENT_TYPE, "profile_upsert", "preference_update", "c
 # Events that withdraw email consent without naming a purpose.
 EMAIL_OPT_OUTS = ("unsubscribe", "email_complaint")
 _PLAIN_PERSON_FIELDS = ("first_name", "last_name", "country", "locale")
-_PREFERENCE_TYPES = {"topics": "array<string>", "frequency_cap_per_week": "int", "language": "string",
-                     "preferred_send_hour": "int"}
+# The preferences a preference_update may carry (the contract names them), each read as
+# the type silver.profiles stores it in.
+_PREFERENCE_TYPES = {name: PROFILE_VALUE_TYPES[name].simpleString()
+                     for name in payload_schema("preference_update", 1)["properties"]}
 
 
 def sequence_column() -> Column:

@@ -15,7 +15,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.config import Config, TableRef
-from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table, save, table_exists, write_step
+from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table, save, table_exists
+from pipelines.runtime.streaming import BatchSteps
 from pipelines.pii import PiiKeys
 from pipelines.profiles.transforms import (after_deletes, audit_rows, change_rows, duplicate_groups, erasures,
                                 history_versions, latest_per_user, position, profile_delete_condition,
@@ -59,14 +60,10 @@ class ProfilesBatchWriter:
                  on_conflict: Callable[[int], None] | None = None):
         self.config = config
         self.keys = keys
-        self.app_id = app_id
-        self.on_conflict = on_conflict
+        self.steps = BatchSteps(app_id, config.profiles.conflict_retries, on_conflict)
 
     def table(self, name: str) -> TableRef:
         return self.config.table(name)
-
-    def _write(self, spark: SparkSession, step: str, batch_id: int, write: Callable[[], None]) -> None:
-        write_step(spark, self.app_id, step, batch_id, write, self.config.profiles.conflict_retries, self.on_conflict)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         spark = batch.sparkSession
@@ -85,21 +82,21 @@ class ProfilesBatchWriter:
         latest = latest_per_user(changes).localCheckpoint()
         stored = read_table(spark, self.table("silver.profiles")).join(
             latest.select("user_id"), "user_id", "left_semi").localCheckpoint()
-        self._write(spark, "audit", batch_id,
+        self.steps.run(spark, "audit", batch_id,
                     lambda: save(audit_rows(changes, stored).write.format("delta").mode("append"),
                                  self.table("audit.log")))
         gone = erasures(latest)
         erased = gone.count()
         if erased:
             self._purge(spark, gone, batch_id)
-        self._write(spark, "profiles", batch_id, lambda: self._merge_profiles(spark, latest))
-        self._write(spark, "history", batch_id, lambda: self._merge_history(spark, changes))
+        self.steps.run(spark, "profiles", batch_id, lambda: self._merge_profiles(spark, latest))
+        self.steps.run(spark, "history", batch_id, lambda: self._merge_history(spark, changes))
         stored_hashes = stored.where(F.col("email_hash").isNotNull()).select("email_hash").distinct()
-        self._write(spark, "duplicates", batch_id, lambda: self._refresh_duplicates(spark, latest, stored_hashes))
+        self.steps.run(spark, "duplicates", batch_id, lambda: self._refresh_duplicates(spark, latest, stored_hashes))
         if erased:
             # Last: once a delete's tombstone exists, a replay of this batch no longer sees
             # the delete, so everything the delete does must be committed before it.
-            self._write(spark, "tombstones", batch_id, lambda: self._record_tombstones(spark, gone))
+            self.steps.run(spark, "tombstones", batch_id, lambda: self._record_tombstones(spark, gone))
             log.info("batch %d erased %d person(s) from every table (ids not logged)", batch_id, erased)
 
     # -- the writes ---------------------------------------------------------------------
@@ -160,7 +157,7 @@ class ProfilesBatchWriter:
         Each purge is a MERGE ... DELETE joined on the erased ids, not a DELETE with the ids
         in its predicate: Delta writes a DELETE's predicate into the table log, which
         VACUUM never removes."""
-        self._write(spark, "erase.history", batch_id, lambda: (
+        self.steps.run(spark, "erase.history", batch_id, lambda: (
             delta_table(spark, self.table("silver.profiles_history")).alias("t")
             .merge(gone.alias("s"), "t.user_id = s.user_id AND t._sequence < s.deleted_sequence")
             .whenMatchedDelete()
@@ -170,14 +167,14 @@ class ProfilesBatchWriter:
             if not table_exists(spark, table):
                 continue
             condition = "t.user_id = s.user_id" + (f" AND t.{event_time} <= s.deleted_at" if event_time else "")
-            self._write(spark, f"erase.{name}", batch_id, lambda table=table, condition=condition: (
+            self.steps.run(spark, f"erase.{name}", batch_id, lambda table=table, condition=condition: (
                 delta_table(spark, table).alias("t").merge(gone.alias("s"), condition).whenMatchedDelete().execute()))
         # A quarantined record cannot be trusted to parse: any that names the user goes.
         mentions = ("instr(cast(t.raw AS STRING), concat('\"', s.user_id, '\"')) > 0 OR "
                     "instr(cast(t.fixed_raw AS STRING), concat('\"', s.user_id, '\"')) > 0")
         quarantine = self.table("bronze.quarantine")
         if table_exists(spark, quarantine):
-            self._write(spark, "erase.quarantine", batch_id, lambda: (
+            self.steps.run(spark, "erase.quarantine", batch_id, lambda: (
                 delta_table(spark, quarantine).alias("t")
                 .merge(gone.select("user_id").alias("s"), mentions).whenMatchedDelete().execute()))
 

@@ -113,20 +113,6 @@ def idempotent_writes(spark: SparkSession, app_id: str, version: int) -> Iterato
         spark.conf.unset(TXN_VERSION)
 
 
-def write_step(spark: SparkSession, app_id: str, step: str, batch_id: int, write: Callable[[], None],
-               retries: int, on_conflict: Callable[[int], None] | None = None) -> None:
-    """One write of a foreachBatch step: committed at most once per batch id (its own
-    txnAppId `<app_id>.<step>`), and run again when it loses a commit race."""
-
-    def attempt() -> None:
-        with idempotent_writes(spark, f"{app_id}.{step}", batch_id):
-            write()
-
-    started = time.monotonic()
-    retry_on_conflict(attempt, f"{app_id} {step} (batch {batch_id})", retries, on_conflict=on_conflict)
-    log.debug("batch %d: %s took %.1f s", batch_id, step, time.monotonic() - started)
-
-
 def read_stream(spark: SparkSession, table: TableRef, options: dict[str, str] | None = None) -> DataFrame:
     reader = spark.readStream.format("delta")
     for key, value in (options or {}).items():

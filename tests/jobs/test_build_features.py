@@ -21,7 +21,8 @@ from pipelines.features.transforms import interaction_rows
 from pipelines.pii import load_keys, subject_hash
 from pipelines.profiles.writes import ensure_profile_tables
 from pipelines.schemas import PRODUCTS, PROFILE_TOMBSTONES
-from pipelines.ingest.writes import checkpoint_app_id, ensure_bronze_tables
+from pipelines.ingest.writes import ensure_bronze_tables
+from pipelines.runtime.streaming import checkpoint_app_id
 from tests.profile_events import event, to_bronze
 
 AS_OF = datetime(2026, 11, 20, tzinfo=timezone.utc)

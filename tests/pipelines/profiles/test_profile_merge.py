@@ -281,7 +281,7 @@ def test_erasure_cut_short_by_a_crash_completes_when_the_batch_is_replayed(spark
         def _merge_profiles(self, spark, latest):
             raise RuntimeError("killed")
 
-    crashing = CrashAfterPurges(run.config, load_keys(run.config), run.writer.app_id)
+    crashing = CrashAfterPurges(run.config, load_keys(run.config), run.writer.steps.app_id)
     batch = spark.createDataFrame([bronze_by_name["bob_delete"]], BRONZE_EVENTS)
     with pytest.raises(RuntimeError, match="killed"):
         crashing(batch, 1)
@@ -321,7 +321,7 @@ def test_a_merge_that_loses_a_commit_race_is_retried(spark, bronze_by_name, tmp_
         def _merge_profiles(self, spark, latest):
             super()._merge_profiles(spark, latest.withColumn("user_id", wait_for_go("user_id")))
 
-    writer = SlowWriter(run.config, load_keys(run.config), run.writer.app_id, on_conflict=run._count_conflict)
+    writer = SlowWriter(run.config, load_keys(run.config), run.writer.steps.app_id, on_conflict=run._count_conflict)
     failure = []
 
     # Its own session, as a streaming query has: the txnAppId it sets is not B's.

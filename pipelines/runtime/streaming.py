@@ -1,0 +1,119 @@
+"""Streaming plumbing every job shares: starting a foreachBatch query, waiting for it (and
+stopping it on SIGTERM), and the writes that make a micro-batch land exactly once.
+
+Delta's idempotent writes (`txnAppId` + `txnVersion`) skip a batch already committed, so
+a batch replayed after a crash (the checkpoint had not recorded it yet) adds nothing.
+The app id is minted once per checkpoint and stored beside it: a new checkpoint (batch
+ids from 0 again) gets a new app id, so its batches are never mistaken for old ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import uuid
+from typing import Callable
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from pipelines.config import TableRef
+from pipelines.errors import TailorError
+from pipelines.runtime.delta_tables import idempotent_writes, retry_on_conflict, save
+
+log = logging.getLogger("tailor.streaming")
+APP_ID_FILE = "_tailor_app_id"
+BatchWriter = Callable[[DataFrame, int], None]
+
+
+def checkpoint_app_id(spark: SparkSession, checkpoint: str, name: str) -> str:
+    """The idempotent-write app id of the query using `checkpoint`, created on first use."""
+    jvm = spark.sparkContext._jvm
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+    path = jvm.org.apache.hadoop.fs.Path(f"{checkpoint.rstrip('/')}/{APP_ID_FILE}")
+    fs = path.getFileSystem(hadoop_conf)
+    if fs.exists(path):
+        stream = fs.open(path)
+        try:
+            reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
+            return reader.readLine().strip()
+        finally:
+            stream.close()
+    app_id = f"tailor.{name}.{uuid.uuid4()}"
+    stream = fs.create(path, False)
+    try:
+        stream.write(bytearray(app_id.encode("utf-8")))
+    finally:
+        stream.close()
+    return app_id
+
+
+def append_once(frame: DataFrame, table: TableRef, app_id: str, version: int) -> None:
+    """Append `frame`, unless a commit with this app id and version is already in the table."""
+    writer = (frame.write.format("delta").mode("append")
+              .option("txnAppId", app_id).option("txnVersion", version))
+    save(writer, table)
+
+
+class BatchSteps:
+    """The writes of one foreachBatch function, each committed at most once per batch id.
+
+    Every step has its own txnAppId (`<app_id>.<step>`), so a batch cut short between two
+    steps skips the one it committed and runs the other when replayed; a step that loses
+    a commit race to another writer is run again, up to `retries` times."""
+
+    def __init__(self, app_id: str, retries: int, on_conflict: Callable[[int], None] | None = None):
+        self.app_id = app_id
+        self.retries = retries
+        self.on_conflict = on_conflict
+
+    def run(self, spark: SparkSession, step: str, batch_id: int, write: Callable[[], None]) -> None:
+        def attempt() -> None:
+            with idempotent_writes(spark, f"{self.app_id}.{step}", batch_id):
+                write()
+
+        started = time.monotonic()
+        retry_on_conflict(attempt, f"{self.app_id} {step} (batch {batch_id})", self.retries,
+                          on_conflict=self.on_conflict)
+        log.debug("batch %d: %s took %.1f s", batch_id, step, time.monotonic() - started)
+
+
+def start_foreach_batch(frame: DataFrame, name: str, checkpoint: str, writer: BatchWriter, once: bool,
+                        trigger_interval: str) -> StreamingQuery:
+    """Start `frame` into a foreachBatch writer: availableNow with `once`, else processing time."""
+    stream = (frame.writeStream.queryName(name)
+              .option("checkpointLocation", checkpoint)
+              .foreachBatch(writer))
+    stream = stream.trigger(availableNow=True) if once else stream.trigger(processingTime=trigger_interval)
+    query = stream.start()
+    log.info("query %s started (%s), checkpoint %s", name, "availableNow" if once else "processing time", checkpoint)
+    return query
+
+
+def await_query(query: StreamingQuery, name: str, on_tick: Callable[[], None] | None = None,
+                tick_seconds: float = 30) -> None:
+    """Wait for a streaming query to finish; SIGTERM stops it cleanly (a batch cut short is
+    replayed at the next start). `on_tick` runs every `tick_seconds` while it runs.
+    A failed query raises a one-line TailorError."""
+    # The handler only records the request: stopping the query from inside a signal
+    # handler would re-enter py4j while the main thread waits on it.
+    stop_requested = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop_requested.set())
+    try:
+        last_tick = time.monotonic()
+        while query.isActive:
+            query.awaitTermination(1)
+            if stop_requested.is_set():
+                log.info("SIGTERM: stopping %s; a batch cut short is replayed at the next start", name)
+                query.stop()
+            if on_tick and time.monotonic() - last_tick >= tick_seconds:
+                on_tick()
+                last_tick = time.monotonic()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if query.exception() is not None:
+        raise TailorError(f"query {name} failed: {str(query.exception()).splitlines()[0][:500]}")
+    progress = query.lastProgress
+    log.info("query %s stopped after batch %s", name, progress["batchId"] if progress else "none")
