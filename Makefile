@@ -10,10 +10,10 @@ BIN    := $(VENV)/bin
 STAMPS := .stamps
 PYTEST_ARGS ?=
 
-.PHONY: setup jars demo test kafka-up kafka-down clean-state clean help
+.PHONY: setup jars demo lint test test-fast kafka-up kafka-down clean-state clean help
 
 help:
-	@echo "make setup | demo | test | kafka-up | kafka-down | clean-state | clean"
+	@echo "make setup | demo | lint | test | test-fast | kafka-up | kafka-down | clean-state | clean"
 
 setup: $(STAMPS)/venv jars
 
@@ -39,8 +39,20 @@ jars/%/.complete: conf/jvm/%/pom.xml | $(STAMPS)/tools
 demo: setup
 	$(BIN)/tailor run --env local
 
-test: setup
+LINTED := pipelines jobs api expectations tests bench
+
+# ruff (lint and import order) over the code; mypy --strict over the pyspark-free parts
+# that the API shares (pyproject.toml lists them).
+lint: $(STAMPS)/venv
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/mypy
+
+test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The tests that start no Spark job and no broker (config, contracts, PII, generator, CLI, API).
+test-fast: $(STAMPS)/venv
+	$(BIN)/python -m pytest -m "not spark and not kafka" $(PYTEST_ARGS)
 
 kafka-up: setup
 	$(BIN)/tailor kafka up

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
 
 from pipelines.contracts.events import CONTRACT_VERSION
 
@@ -19,15 +20,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.update(test_config)
 
     @app.get("/healthz")
-    def healthz():
+    def healthz() -> ResponseReturnValue:
         return jsonify(status="ok", contract_version=CONTRACT_VERSION)
 
     @app.errorhandler(404)
-    def not_found(_error):
+    def not_found(_error: Exception) -> ResponseReturnValue:
         return jsonify(error="not_found", message="no such endpoint"), 404
 
     @app.errorhandler(405)
-    def method_not_allowed(_error):
+    def method_not_allowed(_error: Exception) -> ResponseReturnValue:
         return jsonify(error="method_not_allowed", message="method not allowed on this endpoint"), 405
 
     return app

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, time as clock, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,15 +29,14 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from bench.timing import timed  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
-from pipelines.runtime.delta_tables import ensure_table, read_table, save  # noqa: E402
-from pipelines.features.writes import ensure_feature_tables, load_feature_rules, recompute_users  # noqa: E402
 from pipelines.features.transforms import interaction_rows  # noqa: E402
-from pipelines.synthetic.generator import WorldSpec, generate_world  # noqa: E402
+from pipelines.features.writes import ensure_feature_tables, load_feature_rules, recompute_users  # noqa: E402
 from pipelines.ingest.transforms import bronze_rows  # noqa: E402
-from pipelines.schemas import INTERACTIONS  # noqa: E402
-from pipelines.runtime.session import build_spark  # noqa: E402
 from pipelines.ingest.validation import add_ingest_columns, validate_events  # noqa: E402
-
+from pipelines.runtime.delta_tables import ensure_table, read_table, save  # noqa: E402
+from pipelines.runtime.session import build_spark  # noqa: E402
+from pipelines.schemas import INTERACTIONS  # noqa: E402
+from pipelines.synthetic.generator import WorldSpec, generate_world  # noqa: E402
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="config override, as for tailor")
     args = parser.parse_args()
     spec = WorldSpec(seed=9, users=args.users, products=200, days=14)
-    as_of = (datetime.combine(spec.start, clock.min, tzinfo=timezone.utc) + timedelta(days=spec.days))
+    as_of = (datetime.combine(spec.start, clock.min, tzinfo=UTC) + timedelta(days=spec.days))
     root = Path("var/bench/features").resolve()
     config = load_config("local", [f"storage.root={root}", *args.set])
     spark = build_spark(config, "bench-features")

@@ -20,9 +20,9 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from bench.timing import timed  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
-from pipelines.synthetic.generator import Faults, WorldSpec, generate_world  # noqa: E402
-from pipelines.runtime.session import build_spark  # noqa: E402
 from pipelines.ingest.validation import validate_events  # noqa: E402
+from pipelines.runtime.session import build_spark  # noqa: E402
+from pipelines.synthetic.generator import Faults, WorldSpec, generate_world  # noqa: E402
 
 
 def _python_code(raw: bytes):

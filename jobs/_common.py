@@ -6,7 +6,7 @@ import argparse
 import functools
 import logging
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from pipelines.config import ENVIRONMENTS, Config, load_config
 from pipelines.errors import TailorError

@@ -82,8 +82,8 @@ class LateEventCounter:
 
 
 def start_query(spark, config: Config, keys, rules, once: bool, trigger_interval: str | None = None):
-    from pipelines.features.writes import FeaturesBatchWriter
     from pipelines.features.transforms import deduplicated, interaction_rows
+    from pipelines.features.writes import FeaturesBatchWriter
     from pipelines.runtime.streaming import checkpoint_app_id, start_foreach_batch
     from pipelines.sources.bronze import read_bronze_events
 
@@ -98,9 +98,9 @@ def start_query(spark, config: Config, keys, rules, once: bool, trigger_interval
 
 def run(config: Config, once: bool, trigger_interval: str | None = None, refresh: bool = False) -> int:
     from pipelines.features.writes import as_of_for, ensure_feature_tables, load_feature_rules, refresh_windows
+    from pipelines.ingest.writes import ensure_bronze_tables
     from pipelines.pii import load_keys
     from pipelines.runtime.session import build_spark
-    from pipelines.ingest.writes import ensure_bronze_tables
     from pipelines.runtime.streaming import await_query
 
     rules = load_feature_rules(config)  # before Spark starts: a bad rule is a one-line error

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from jobs._common import config_from, entry_point, setup_logging, streaming_parser
 from pipelines.config import Config
-from pipelines.ingest.transforms import drop_retried_duplicates, observe_outcome, validate_streams
 from pipelines.ingest.metrics import IngestMetricsCollector
-from pipelines.runtime.session import build_spark
+from pipelines.ingest.transforms import drop_retried_duplicates, observe_outcome, validate_streams
 from pipelines.ingest.writes import ensure_bronze_tables, ingest_batch_writer
+from pipelines.runtime.session import build_spark
 from pipelines.runtime.streaming import await_query, checkpoint_app_id, start_foreach_batch
 from pipelines.sources.raw import read_raw
 

@@ -22,11 +22,11 @@ import argparse
 
 from jobs._common import config_from, entry_point, setup_logging, streaming_parser
 from pipelines.config import Config
-from pipelines.pii import PiiKeys, load_keys
-from pipelines.profiles.writes import ProfilesBatchWriter, ensure_profile_tables
-from pipelines.profiles.transforms import PROFILE_EVENT_TYPES
-from pipelines.runtime.session import build_spark
 from pipelines.ingest.writes import ensure_bronze_tables
+from pipelines.pii import PiiKeys, load_keys
+from pipelines.profiles.transforms import PROFILE_EVENT_TYPES
+from pipelines.profiles.writes import ProfilesBatchWriter, ensure_profile_tables
+from pipelines.runtime.session import build_spark
 from pipelines.runtime.streaming import await_query, checkpoint_app_id, start_foreach_batch
 from pipelines.sources.bronze import read_bronze_events
 

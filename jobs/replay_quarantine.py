@@ -21,11 +21,11 @@ from collections import Counter
 from pyspark.sql import functions as F
 
 from jobs._common import config_from, entry_point, parser_for, setup_logging
-from pipelines.runtime.delta_tables import delta_table, read_table
-from pipelines.ingest.transforms import bronze_rows
 from pipelines.ingest.replay import replay_candidates, replay_outcomes, revalidate
-from pipelines.runtime.session import build_spark
+from pipelines.ingest.transforms import bronze_rows
 from pipelines.ingest.writes import ensure_bronze_tables
+from pipelines.runtime.delta_tables import delta_table, read_table
+from pipelines.runtime.session import build_spark
 from pipelines.runtime.streaming import append_once
 
 APP_ID = "tailor.replay_quarantine"
@@ -44,8 +44,9 @@ def replay(spark, config, include_unfixed: bool = False, dry_run: bool = False) 
     quarantine_ref, bronze_ref = config.table("bronze.quarantine"), config.table("bronze.events")
     quarantine_table = delta_table(spark, quarantine_ref)
     version = quarantine_table.history(1).select("version").first()["version"]
-    snapshot = (spark.read.format("delta").option("versionAsOf", version).load(quarantine_ref.path)
-                if quarantine_ref.path else spark.read.option("versionAsOf", version).table(quarantine_ref.catalog_name))
+    at_version = spark.read.format("delta").option("versionAsOf", version)
+    snapshot = (at_version.load(quarantine_ref.path) if quarantine_ref.path
+                else at_version.table(quarantine_ref.catalog_name))
     candidates = replay_candidates(snapshot, include_unfixed)
     if candidates.isEmpty():
         return Counter()
@@ -54,8 +55,8 @@ def replay(spark, config, include_unfixed: bool = False, dry_run: bool = False) 
     # append below, and every landed record would then look already_in_bronze.
     outcomes = replay_outcomes(validated, read_table(spark, bronze_ref).select("event_id")) \
         .localCheckpoint(eager=True)
-    summary = Counter({row.kind: row["count"] for row in outcomes.select(
-        F.regexp_extract("replay_outcome", r"^([a-z_]+(:[a-z_]+)?)", 1).alias("kind")).groupBy("kind").count().collect()})
+    kinds = outcomes.select(F.regexp_extract("replay_outcome", r"^([a-z_]+(:[a-z_]+)?)", 1).alias("kind"))
+    summary = Counter({row.kind: row["count"] for row in kinds.groupBy("kind").count().collect()})
     if dry_run or not summary:
         return summary
     # The quarantine version read is the idempotency key: a run that crashed after landing

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 
 from jobs import build_features, generate, ingest_events, merge_profiles
 from jobs._common import config_from, entry_point, parser_for, setup_logging
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
 
 def _world_end(config) -> str:
     generator = config.generator
-    end = datetime.combine(generator.start, time.min, tzinfo=timezone.utc) + timedelta(days=generator.days)
+    end = datetime.combine(generator.start, time.min, tzinfo=UTC) + timedelta(days=generator.days)
     return end.isoformat()
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from jobs._common import config_from, entry_point, parser_for, setup_logging
-from pipelines.runtime.maintenance import vacuum_all
+from pipelines.runtime.maintenance import vacuum_all, vacuum_retention
 from pipelines.runtime.session import build_spark
 
 
@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     setup_logging()
     args = build_parser().parse_args(argv)
     config = config_from(args)
+    vacuum_retention(config, args.retention_hours)  # a bad retention fails before Spark starts
     spark = build_spark(config, "vacuum")
     done = vacuum_all(spark, config, args.retention_hours)
     print(f"vacuumed {len(done)} table(s): {', '.join(done) or 'none yet'}")

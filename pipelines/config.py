@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from pipelines.contracts.events import INTERACTION_EVENT_TYPES
-
 from pipelines.errors import ConfigError
 
 ENVIRONMENTS = ("local", "databricks", "emr")
@@ -214,7 +214,7 @@ class LifecycleConfig(_Strict):
     at_risk_days: int = Field(ge=0, description="last purchase at most this many days ago: 'at_risk'; older: 'lapsed'")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "LifecycleConfig":
+    def _ordered(self) -> LifecycleConfig:
         if self.active_days > self.at_risk_days:
             raise ValueError("active_days must not exceed at_risk_days")
         return self
@@ -224,7 +224,8 @@ class FeaturesConfig(_Strict):
     trigger_interval: str = Field(pattern=_DURATION, description="processing-time trigger of build_features")
     watermark: str = Field(pattern=_DURATION, description="how late an event may arrive and still count")
     as_of: AwareDatetime | None = Field(
-        default=None, description="the moment windows end; null: the clock when a batch runs (tests and backfills fix it)")
+        default=None,
+        description="the moment windows end; null: the clock when a batch runs (tests and backfills fix it)")
     lookback_days: int = Field(ge=1, description="history a feature reads; frequency and monetary cover this")
     windows_days: tuple[int, ...] = Field(min_length=1, description="views/carts/purchases/revenue windows")
     rate_window_days: int = Field(ge=1, description="open and click rates cover emails delivered this recently")
@@ -249,7 +250,7 @@ class FeaturesConfig(_Strict):
         return tuple(sorted(windows))
 
     @model_validator(mode="after")
-    def _within_lookback(self) -> "FeaturesConfig":
+    def _within_lookback(self) -> FeaturesConfig:
         spans = {"windows_days": max(self.windows_days), "rate_window_days": self.rate_window_days,
                  "category_window_days": self.category_window_days,
                  "engagement.window_days": self.engagement.window_days,
@@ -426,7 +427,7 @@ def _has_path(data: Any, parts: tuple[Any, ...]) -> bool:
     return True
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         return "unknown key"

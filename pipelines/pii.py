@@ -104,7 +104,7 @@ def new_key_material(key_id: str = "dev1") -> dict[str, str]:
     }
 
 
-def load_keys(config: "Config") -> PiiKeys:
+def load_keys(config: Config) -> PiiKeys:
     """Keys from the environment; locally, from the dev keys file when the variables are unset."""
     keyring_var, hmac_var = config.secrets.pii_encryption_key, config.secrets.pii_hmac_key
     keyring_text, hmac_text = os.environ.get(keyring_var), os.environ.get(hmac_var)
@@ -112,11 +112,15 @@ def load_keys(config: "Config") -> PiiKeys:
         material = _dev_key_material(Path(config.under_root(config.pii.dev_keys_file)))
         keyring_text = keyring_text or material["encryption_keyring"]
         hmac_text = hmac_text or material["hmac_key"]
-    for variable, value in ((keyring_var, keyring_text), (hmac_var, hmac_text)):
-        if not value:
-            raise ConfigError(f"environment variable {variable} is not set; it holds a PII key "
-                              "(see README, 'Personal data')")
+    if not keyring_text:
+        raise _unset(keyring_var)
+    if not hmac_text:
+        raise _unset(hmac_var)
     return PiiKeys(parse_keyring(keyring_text, keyring_var), parse_hmac_key(hmac_text, hmac_var))
+
+
+def _unset(variable: str) -> ConfigError:
+    return ConfigError(f"environment variable {variable} is not set; it holds a PII key (see README, 'Personal data')")
 
 
 def _dev_key_material(path: Path) -> dict[str, str]:

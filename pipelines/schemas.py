@@ -1,8 +1,19 @@
 """Schemas of the Delta tables Tailor writes (DESIGN.md, "Tables")."""
 
-from pyspark.sql.types import (ArrayType, BinaryType, BooleanType, DateType, DoubleType, IntegerType,
-                               LongType, MapType,
-                               StringType, StructField, StructType, TimestampType)
+from pyspark.sql.types import (
+    ArrayType,
+    BinaryType,
+    BooleanType,
+    DateType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
 
 _COORDINATES = [
     StructField("source_kind", StringType(), False),

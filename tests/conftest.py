@@ -30,6 +30,17 @@ for _name, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY"
     os.environ.setdefault(_name, _value)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that starts Spark or the Kafka broker by the fixtures it uses, so
+    `make test-fast` (-m "not spark and not kafka") can leave them out."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "spark" in fixtures:
+            item.add_marker(pytest.mark.spark)
+        if "kafka_broker" in fixtures:
+            item.add_marker(pytest.mark.kafka)
+
+
 @pytest.fixture(scope="session")
 def storage_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tailor-state")

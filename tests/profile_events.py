@@ -4,7 +4,7 @@ events), and the way to turn them into bronze.events rows: the real validation p
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -15,7 +15,7 @@ from pipelines.ingest.validation import add_ingest_columns, validate_crm_changes
 
 RAW_SCHEMA = ("raw binary, source_kind string, source_stream string, source_partition string, "
               "source_offset string, source_timestamp timestamp")
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 PERSON_FIELDS = ("email", "first_name", "last_name", "phone", "country", "locale")
 
 

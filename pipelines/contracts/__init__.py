@@ -7,14 +7,15 @@ being one of ERROR_CODES, the same codes the ingest job writes to bronze.quarant
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from functools import lru_cache
+from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
-import re
-
 from jsonschema import Draft202012Validator, validators
+from jsonschema.protocols import Validator
 
 from pipelines.contracts.events import (
     CONTRACT_VERSION,
@@ -52,16 +53,17 @@ _OCCURRED_AT = re.compile(OCCURRED_AT_PATTERN)
 # integer, as Spark's JSON reader sees it too.
 _TYPES = Draft202012Validator.TYPE_CHECKER.redefine(
     "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
-_Validator = validators.extend(Draft202012Validator, type_checker=_TYPES)
+_Validator = validators.extend(Draft202012Validator, type_checker=_TYPES)  # type: ignore[no-untyped-call]
 
 
-@lru_cache(maxsize=None)
-def _validator(event_type: str | None, version: int | None):
-    schema = ENVELOPE if event_type is None else payload_schema(event_type, version)
-    return _Validator(schema)
+@cache
+def _validator(event_type: str | None, version: int | None) -> Validator:
+    schema = ENVELOPE if event_type is None or version is None else payload_schema(event_type, version)
+    validator: Validator = _Validator(schema)
+    return validator
 
 
-def _where(prefix: str, path) -> str:
+def _where(prefix: str, path: Iterable[str | int]) -> str:
     """payload.items[].product_id: array positions are not named, so messages stay stable."""
     parts = [prefix] if prefix else []
     for step in path:
@@ -72,7 +74,7 @@ def _where(prefix: str, path) -> str:
     return ".".join(parts)
 
 
-def _first_schema_problem(validator, value: Any, prefix: str) -> Problem | None:
+def _first_schema_problem(validator: Validator, value: Any, prefix: str) -> Problem | None:
     """Missing fields first, then wrong types, then bad values: the same precedence as the
     Spark expressions in pipelines.validation."""
     errors = list(validator.iter_errors(value))
@@ -139,8 +141,8 @@ def validate_event(raw: bytes | str | dict[str, Any], now: datetime | None = Non
     occurred_at = parse_occurred_at(record["occurred_at"]) if _OCCURRED_AT.match(record["occurred_at"]) else None
     if occurred_at is None:
         return Problem("bad_timestamp", "occurred_at must be ISO-8601 with a zone, e.g. 2026-11-27T08:00:00Z")
-    now = now or datetime.now(timezone.utc)
-    earliest = parse_occurred_at(EARLIEST_OCCURRED_AT)
+    now = now or datetime.now(UTC)
+    earliest = datetime.fromisoformat(EARLIEST_OCCURRED_AT)
     if occurred_at < earliest or occurred_at > now + timedelta(hours=MAX_FUTURE_SKEW_HOURS):
         return Problem("bad_timestamp", "occurred_at is outside the accepted range "
                        f"({EARLIEST_OCCURRED_AT} to {MAX_FUTURE_SKEW_HOURS}h from now)")

@@ -15,9 +15,10 @@ the segment and condition it sits in.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from pipelines.config import read_yaml_mapping
 from pipelines.errors import ConfigError
@@ -168,7 +169,7 @@ def assign_segments(rules: SegmentRules) -> Callable:
                 holds = holds & F.coalesce(_condition_column(condition), F.lit(False))
             matches.append(F.when(holds, F.lit(segment.name)))
         segments = F.array_compact(F.array(*matches)) if matches else F.array().cast("array<string>")
-        return (features.withColumn("segments", segments)
-                .withColumn("primary_segment", F.coalesce(F.try_element_at("segments", F.lit(1)), F.lit(rules.default_segment))))
+        primary = F.coalesce(F.try_element_at("segments", F.lit(1)), F.lit(rules.default_segment))
+        return features.withColumn("segments", segments).withColumn("primary_segment", primary)
 
     return transform

@@ -14,21 +14,20 @@ DataFrame -> DataFrame with no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Callable
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import (ArrayType, BooleanType, DoubleType, IntegerType, StringType, StructField,
-                               StructType)
+from pyspark.sql.types import ArrayType, StringType, StructType
 
 from pipelines.config import FeaturesConfig
 from pipelines.contracts.events import INTERACTION_EVENT_TYPES
 from pipelines.contracts.spark import union_payload_schema
+from pipelines.features.segments import SegmentRules, assign_segments
 from pipelines.pii import PiiKeys, subject_hash
 from pipelines.schemas import INTERACTION_ITEM, SEGMENT_OUTPUT_COLUMNS, user_features_schema
-from pipelines.features.segments import SegmentRules, assign_segments
 
 HOURS = 24
 # Things a person did; a delivery or a bounce happens to them and does not make them "seen".
@@ -226,7 +225,8 @@ def _carts(settings: FeaturesConfig, as_of: datetime, interactions: DataFrame, l
     added = kind == "add_to_cart"
     latest_add = F.max(F.when(added, F.struct("occurred_at", "unit_price", "currency")))
     per_item = (lines.groupBy("user_id", "product_id")
-                .agg(F.sum(F.when(added, F.col("quantity")).otherwise(-F.col("quantity"))).cast("long").alias("quantity"),
+                .agg(F.sum(F.when(added, F.col("quantity")).otherwise(-F.col("quantity")))
+                     .cast("long").alias("quantity"),
                      latest_add.alias("_add"), F.max("occurred_at").alias("_touched_at")))
     item = F.struct(F.col("product_id"), F.col("quantity"), F.col("_add.unit_price").alias("unit_price"),
                     F.col("_add.currency").alias("currency"), F.col("_add.occurred_at").alias("added_at"))
@@ -278,7 +278,8 @@ def user_behaviour(settings: FeaturesConfig, as_of: datetime) -> Callable[..., D
         # A user with nothing in a window (or no cart) has zero there, not null.
         counts = ["frequency", f"emails_delivered_{settings.rate_window_days}d",
                   *[f"{name}_{days}d" for days in settings.windows_days for name in ("views", "carts", "purchases")]]
-        amounts = ["monetary", "engagement_score", "cart_value", *[f"revenue_{days}d" for days in settings.windows_days]]
+        amounts = ["monetary", "engagement_score", "cart_value",
+                   *[f"revenue_{days}d" for days in settings.windows_days]]
         zero_when_missing = {**{column: F.coalesce(column, F.lit(0).cast("long")) for column in counts},
                              **{column: F.coalesce(column, F.lit(0.0)) for column in amounts}}
         return (rows.withColumns(zero_when_missing)
@@ -289,7 +290,8 @@ def user_behaviour(settings: FeaturesConfig, as_of: datetime) -> Callable[..., D
                     "recency_days": _days_between(as_of, F.col("last_purchase_at")),
                     "_days_since_first_purchase": _days_between(as_of, F.col("first_purchase_at")),
                     "top_categories": F.coalesce("top_categories", F.array().cast("array<string>")),
-                    "cart_items": F.coalesce("cart_items", F.array().cast(feature_schema(settings)["cart_items"].dataType)),
+                    "cart_items": F.coalesce("cart_items",
+                                             F.array().cast(feature_schema(settings)["cart_items"].dataType)),
                     "cart_state": F.coalesce("cart_state", F.lit("empty")),
                     "open_hour_counts": _hour_counts(F.coalesce("_open_hours", F.array().cast("array<int>"))),
                 })

@@ -10,21 +10,28 @@ so running it twice leaves the same rows.
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.config import Config
+from pipelines.errors import ConfigError
+from pipelines.features.segments import SegmentRules, load_segment_rules
+from pipelines.features.transforms import (
+    COLUMN_CHOICES,
+    erased_users,
+    feature_schema,
+    rule_columns,
+    score_against_population,
+    user_behaviour,
+    without_erased,
+)
+from pipelines.pii import PiiKeys
 from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table, retry_on_conflict, table_exists
 from pipelines.runtime.streaming import BatchSteps
-from pipelines.features.transforms import (COLUMN_CHOICES, erased_users, feature_schema, rule_columns,
-                                score_against_population, user_behaviour, without_erased)
-from pipelines.errors import ConfigError
-from pipelines.pii import PiiKeys
 from pipelines.schemas import INTERACTIONS, PRODUCTS, PROFILE_TOMBSTONES
-from pipelines.features.segments import SegmentRules, load_segment_rules
 
 log = logging.getLogger("tailor.features")
 
@@ -55,7 +62,7 @@ def ensure_feature_tables(spark: SparkSession, config: Config) -> None:
 
 def as_of_for(config: Config) -> datetime:
     """The moment windows end: features.as_of when set, else now."""
-    return config.features.as_of or datetime.now(timezone.utc)
+    return config.features.as_of or datetime.now(UTC)
 
 
 def _optional(spark: SparkSession, config: Config, name: str, schema) -> DataFrame:
@@ -65,7 +72,7 @@ def _optional(spark: SparkSession, config: Config, name: str, schema) -> DataFra
 
 def lookback(spark: SparkSession, config: Config, as_of: datetime) -> DataFrame:
     """silver.interactions in the lookback window, read from its date partitions only."""
-    first_day = date.fromordinal(as_of.astimezone(timezone.utc).date().toordinal() - config.features.lookback_days)
+    first_day = date.fromordinal(as_of.astimezone(UTC).date().toordinal() - config.features.lookback_days)
     return read_table(spark, config.table("silver.interactions")).where(F.col("event_date") >= F.lit(first_day))
 
 

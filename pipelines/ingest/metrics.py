@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -17,8 +17,8 @@ from pyspark.sql.streaming import StreamingQueryListener
 
 from pipelines.config import TableRef
 from pipelines.contracts.events import ERROR_CODES
-from pipelines.runtime.delta_tables import delta_table
 from pipelines.ingest.transforms import OBSERVED_INPUT, OBSERVED_OUTCOME
+from pipelines.runtime.delta_tables import delta_table
 from pipelines.schemas import INGEST_METRICS
 
 
@@ -36,7 +36,7 @@ def metrics_row(progress: Any) -> dict[str, Any] | None:
         "run_id": str(progress.runId),
         "batch_id": int(progress.batchId),
         "batch_timestamp": datetime.fromisoformat(progress.timestamp.replace("Z", "+00:00"))
-            .astimezone(timezone.utc).replace(tzinfo=None),
+            .astimezone(UTC).replace(tzinfo=None),
         "input_rows": int(rows_in),
         "valid_rows": int(outcome["valid"] or 0),
         "quarantined_rows": int(outcome["quarantined"] or 0),

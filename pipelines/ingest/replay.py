@@ -14,7 +14,13 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.ingest.transforms import is_valid
-from pipelines.ingest.validation import RAW_COLUMNS, SOURCE_COORDINATES, add_ingest_columns, validate_crm_changes, validate_events
+from pipelines.ingest.validation import (
+    RAW_COLUMNS,
+    SOURCE_COORDINATES,
+    add_ingest_columns,
+    validate_crm_changes,
+    validate_events,
+)
 
 
 def replay_candidates(quarantine: DataFrame, include_unfixed: bool) -> DataFrame:

@@ -3,14 +3,14 @@ observe what happened, and split each micro-batch into bronze rows and quarantin
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.contracts.events import ERROR_CODES
-from pipelines.schemas import BRONZE_EVENTS_COLUMNS, QUARANTINE_COLUMNS
 from pipelines.ingest.validation import SOURCE_COORDINATES, add_ingest_columns, validate_crm_changes, validate_events
+from pipelines.schemas import BRONZE_EVENTS_COLUMNS, QUARANTINE_COLUMNS
 
 OBSERVED_INPUT = "ingest_input"
 OBSERVED_OUTCOME = "ingest_outcome"

@@ -12,8 +12,9 @@ Everything here is a pure `DataFrame -> DataFrame` function, safe on streaming f
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -63,7 +64,7 @@ class _Node(ABC):
     def elements(self) -> Column: ...
 
     @abstractmethod
-    def child(self, name: str) -> "_Node": ...
+    def child(self, name: str) -> _Node: ...
 
     def present(self) -> Column:
         return self.type_name().isNotNull()
@@ -87,7 +88,7 @@ class _Inline(_Node):
     def elements(self) -> Column:
         return F.try_variant_get(self.column, "$", "array<variant>")
 
-    def child(self, name: str) -> "_Node":
+    def child(self, name: str) -> _Node:
         return _Inline(F.variant_get(self.column, f"$.{name}", "variant"))
 
 
@@ -138,10 +139,10 @@ class _Path(_Node):
     def elements(self) -> Column:
         return self.reads.column("elements", self.path, self.scope)
 
-    def child(self, name: str) -> "_Node":
+    def child(self, name: str) -> _Node:
         return _Path(self.reads, f"{self.path}.{name}", self.scope)
 
-    def within(self, name: str, condition: Column) -> "_Path":
+    def within(self, name: str, condition: Column) -> _Path:
         return _Path(self.reads, self.path, (name, condition))
 
 
@@ -242,7 +243,7 @@ def _compile(schema: dict[str, Any], node: _Node, where: str, guard: Column
         # Compiled once to learn the checks an element gets; each is then re-compiled inside
         # `exists`, bound to the lambda's element.
         shape = _compile(items, _Inline(F.lit(None).cast("variant")), item_where, F.lit(True))
-        for group, (bucket, template) in enumerate(zip((missing, wrong, invalid), shape)):
+        for group, (bucket, template) in enumerate(zip((missing, wrong, invalid), shape, strict=True)):
             for position, check in enumerate(template):
                 holds = _element_condition(items, item_where, group, position)
                 bucket.append(_Check(is_array & F.exists(elements, holds), check.message))

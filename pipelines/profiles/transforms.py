@@ -19,7 +19,7 @@ The steps:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
@@ -27,10 +27,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
 from pipelines.contracts.events import CONSENT_PURPOSES, payload_schema
-from pipelines.pii import PiiKeys, email_hash, encrypt, keyed_hash, subject_hash
-from pipelines.schemas import (CONSENT_REGISTERS, PERSON_REGISTERS, PREFERENCE_REGISTERS, PROFILE_VALUE_TYPES,
-                               REGISTERS)
 from pipelines.ingest.validation import CRM_EVENT_TYPE
+from pipelines.pii import PiiKeys, email_hash, encrypt, keyed_hash, subject_hash
+from pipelines.schemas import CONSENT_REGISTERS, PERSON_REGISTERS, PREFERENCE_REGISTERS, PROFILE_VALUE_TYPES, REGISTERS
 
 PROFILE_EVENT_TYPES = (CRM_EVENT_TYPE, "profile_upsert", "preference_update", "consent_update",
                        "unsubscribe", "email_complaint", "erasure_request")
@@ -118,8 +117,8 @@ def change_rows(ignore_null_updates: bool) -> Callable[[DataFrame], DataFrame]:
         purpose = F.when(is_consent, F.try_variant_get(v, "$.purpose", "string")) \
             .when(is_opt_out, F.lit("email_marketing"))
         status = F.when(is_consent, F.try_variant_get(v, "$.status", "string")).when(is_opt_out, F.lit("revoked"))
-        actor = (F.when(is_consent | (F.col("event_type") == "erasure_request"), F.try_variant_get(v, "$.actor", "string"))
-                 .when(is_opt_out, F.col("event_type")))
+        names_actor = is_consent | (F.col("event_type") == "erasure_request")
+        actor = F.when(names_actor, F.try_variant_get(v, "$.actor", "string")).when(is_opt_out, F.col("event_type"))
         df = df.withColumn("_purpose", purpose).withColumn("_status", status).withColumn("actor", actor)
         for purpose_name in CONSENT_PURPOSES:
             matches = F.coalesce(F.col("_purpose") == purpose_name, F.lit(False))
@@ -156,7 +155,7 @@ def protect_pii(keys: PiiKeys) -> Callable[[DataFrame], DataFrame]:
     @F.pandas_udf(PII_COLUMNS)
     def protect(user_id: pd.Series, event_id: pd.Series, email: pd.Series, phone: pd.Series) -> pd.DataFrame:
         rows = []
-        for user, event, address, number in zip(user_id, event_id, email, phone):
+        for user, event, address, number in zip(user_id, event_id, email, phone, strict=True):
             email_blob, email_key = encrypt(keys, address) if isinstance(address, str) else (None, None)
             phone_blob, phone_key = encrypt(keys, number) if isinstance(number, str) else (None, None)
             rows.append((subject_hash(keys, user), keyed_hash(keys.hmac_key, "event:" + event),

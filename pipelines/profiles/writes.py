@@ -9,21 +9,39 @@ and each write that loses a commit race to another writer is retried.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.config import Config, TableRef
+from pipelines.pii import PiiKeys
+from pipelines.profiles.transforms import (
+    after_deletes,
+    audit_rows,
+    change_rows,
+    duplicate_groups,
+    erasures,
+    history_versions,
+    latest_per_user,
+    position,
+    profile_delete_condition,
+    profile_insert_values,
+    profile_update_condition,
+    profile_update_set,
+    protect_pii,
+    tombstone_rows,
+)
 from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table, save, table_exists
 from pipelines.runtime.streaming import BatchSteps
-from pipelines.pii import PiiKeys
-from pipelines.profiles.transforms import (after_deletes, audit_rows, change_rows, duplicate_groups, erasures,
-                                history_versions, latest_per_user, position, profile_delete_condition,
-                                profile_insert_values, profile_update_condition, profile_update_set,
-                                protect_pii, tombstone_rows)
-from pipelines.schemas import (AUDIT_LOG, DUPLICATE_PROFILES, PROFILE_TOMBSTONES, PROFILES, PROFILES_STATS_COLUMNS,
-                               profiles_history_schema)
+from pipelines.schemas import (
+    AUDIT_LOG,
+    DUPLICATE_PROFILES,
+    PROFILE_TOMBSTONES,
+    PROFILES,
+    PROFILES_STATS_COLUMNS,
+    profiles_history_schema,
+)
 
 log = logging.getLogger("tailor.profiles")
 
@@ -127,7 +145,8 @@ class ProfilesBatchWriter:
          .execute())
 
     def _refresh_duplicates(self, spark: SparkSession, latest: DataFrame, stored_hashes: DataFrame) -> None:
-        new_hashes = latest.where(F.col("email.email_hash").isNotNull()).select(F.col("email.email_hash").alias("email_hash"))
+        new_hashes = (latest.where(F.col("email.email_hash").isNotNull())
+                      .select(F.col("email.email_hash").alias("email_hash")))
         # Listed groups that hold a changed user, too: after a replay, `stored_hashes` may
         # already show the new address.
         listed = (read_table(spark, self.table("silver.duplicate_profiles"))

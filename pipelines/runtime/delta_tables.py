@@ -5,13 +5,20 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
-from delta.exceptions import (ConcurrentAppendException, ConcurrentDeleteDeleteException,
-                              ConcurrentDeleteReadException, ConcurrentTransactionException,
-                              ConcurrentWriteException, DeltaConcurrentModificationException,
-                              MetadataChangedException, ProtocolChangedException)
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
 from pyspark.sql.types import StructType

@@ -14,23 +14,30 @@ import logging
 from pyspark.sql import SparkSession
 
 from pipelines.config import TABLES, Config
-from pipelines.runtime.delta_tables import delta_table, sql_name, table_exists
 from pipelines.errors import ConfigError
+from pipelines.runtime.delta_tables import delta_table, sql_name, table_exists
 
 log = logging.getLogger("tailor.maintenance")
 DELTA_SAFETY_HOURS = 168
 _RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 
 
+def vacuum_retention(config: Config, retention_hours: float | None = None) -> float:
+    """The retention a vacuum runs with; one below Delta's safety margin only when config
+    allows it. Checked before Spark starts."""
+    hours = config.maintenance.vacuum_retention_hours if retention_hours is None else retention_hours
+    if hours < DELTA_SAFETY_HOURS and not config.maintenance.allow_short_retention:
+        raise ConfigError(
+            f"maintenance.vacuum_retention_hours: {hours:g} is below Delta's {DELTA_SAFETY_HOURS}-hour "
+            "safety margin, which protects running readers and writers; set "
+            "maintenance.allow_short_retention=true only when no job is running")
+    return hours
+
+
 def vacuum_all(spark: SparkSession, config: Config, retention_hours: float | None = None) -> list[str]:
     """Purge and vacuum every Tailor table that exists; returns the tables done."""
-    hours = config.maintenance.vacuum_retention_hours if retention_hours is None else retention_hours
+    hours = vacuum_retention(config, retention_hours)
     if hours < DELTA_SAFETY_HOURS:
-        if not config.maintenance.allow_short_retention:
-            raise ConfigError(
-                f"maintenance.vacuum_retention_hours: {hours:g} is below Delta's {DELTA_SAFETY_HOURS}-hour "
-                "safety margin, which protects running readers and writers; set "
-                "maintenance.allow_short_retention=true only when no job is running")
         spark.conf.set(_RETENTION_CHECK, "false")
     done = []
     for name in TABLES:

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery

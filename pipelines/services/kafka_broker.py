@@ -51,7 +51,7 @@ class KafkaBroker:
     heap: str = "512m"
 
     @classmethod
-    def from_config(cls, config: Config) -> "KafkaBroker":
+    def from_config(cls, config: Config) -> KafkaBroker:
         settings = config.services.kafka
         return cls(
             home=Path(config.under_root(settings.home)),

@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 
@@ -177,7 +178,7 @@ class KinesisStreamReader(DataSourceStreamReader):
                     return
                 arrival = record.get("ApproximateArrivalTimestamp")
                 if isinstance(arrival, datetime):
-                    arrival = arrival.astimezone(timezone.utc).replace(tzinfo=None)
+                    arrival = arrival.astimezone(UTC).replace(tzinfo=None)
                 yield (bytes(record["Data"]), partition.stream, partition.shard_id,
                        record["SequenceNumber"], arrival)
                 if sequence == until:

@@ -16,7 +16,7 @@ Each source yields two logical streams, first-party events and CRM changes:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 

@@ -17,9 +17,10 @@ import math
 import random
 import uuid
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from pipelines.contracts.events import CONTRACT_VERSION
 
@@ -67,7 +68,7 @@ class Faults:
     unknown_schema_version: float = 0.0
 
     @classmethod
-    def parse(cls, text: str | None) -> "Faults":
+    def parse(cls, text: str | None) -> Faults:
         """`malformed_json=0.01,duplicate=0.05`, or `all=0.02` for every kind."""
         if not text:
             return cls()
@@ -122,14 +123,14 @@ def batches(lines: Sequence[str], count: int) -> list[Sequence[str]]:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _Simulation:
     def __init__(self, spec: WorldSpec):
         self.spec = spec
         self.rng = random.Random(spec.seed)
-        self.start = datetime.combine(spec.start, datetime.min.time(), tzinfo=timezone.utc)
+        self.start = datetime.combine(spec.start, datetime.min.time(), tzinfo=UTC)
         self.events: list[dict[str, Any]] = []
         self.crm: list[dict[str, Any]] = []
         self.lsn = 1_000_000

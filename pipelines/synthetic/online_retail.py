@@ -25,9 +25,10 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, OrderedDict
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pipelines.contracts.events import CONTRACT_VERSION
@@ -48,7 +49,7 @@ def read_rows(path: Path = DATA_FILE, limit: int | None = None) -> list[dict[str
 
 def _utc(moment: datetime) -> str:
     local = moment.replace(tzinfo=_LONDON) if moment.tzinfo is None else moment
-    return local.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return local.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _line_key(row: dict[str, Any]) -> tuple:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pipelines.contracts import validate_event
 
 
 def expected_outcome(event_lines: list[bytes], crm_changes: list[dict]) -> tuple[set[str], Counter, int]:
     """(event_ids that must be in bronze, quarantine codes expected, duplicate lines)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     valid_ids: list[str] = []
     codes: Counter = Counter()
     for line in event_lines:

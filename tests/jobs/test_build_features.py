@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from chispa import assert_df_equality
@@ -15,17 +15,17 @@ from pyspark.sql import functions as F
 from jobs import build_features
 from pipelines.config import load_config
 from pipelines.features import writes as feature_writes
-from pipelines.runtime.delta_tables import read_table, save, sql_name
-from pipelines.features.writes import FeaturesBatchWriter, load_feature_rules
 from pipelines.features.transforms import interaction_rows
+from pipelines.features.writes import FeaturesBatchWriter, load_feature_rules
+from pipelines.ingest.writes import ensure_bronze_tables
 from pipelines.pii import load_keys, subject_hash
 from pipelines.profiles.writes import ensure_profile_tables
-from pipelines.schemas import PRODUCTS, PROFILE_TOMBSTONES
-from pipelines.ingest.writes import ensure_bronze_tables
+from pipelines.runtime.delta_tables import read_table, save, sql_name
 from pipelines.runtime.streaming import checkpoint_app_id
+from pipelines.schemas import PRODUCTS, PROFILE_TOMBSTONES
 from tests.profile_events import event, to_bronze
 
-AS_OF = datetime(2026, 11, 20, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 11, 20, tzinfo=UTC)
 SETTINGS = [
     "features.watermark=3 days", "features.lookback_days=90", "features.windows_days=[7, 30]",
     "features.rate_window_days=30", "features.top_categories=2", "features.category_window_days=30",
@@ -185,7 +185,7 @@ def world(spark, tmp_path_factory):
     ensure_profile_tables(spark, config)
     keys = load_keys(config)
     erased = spark.createDataFrame(
-        [(subject_hash(keys, "u-dee"), ((int(_ts(DEE_ERASED_AT).replace(tzinfo=timezone.utc).timestamp() * 1000)),
+        [(subject_hash(keys, "u-dee"), ((int(_ts(DEE_ERASED_AT).replace(tzinfo=UTC).timestamp() * 1000)),
                                         None, None), _ts(DEE_ERASED_AT))], PROFILE_TOMBSTONES)
     save(erased.write.format("delta").mode("append"), config.table("silver.profile_tombstones"))
     products = spark.createDataFrame(

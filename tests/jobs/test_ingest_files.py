@@ -1,6 +1,7 @@
 """The ingest job on the files source: every line lands in bronze or quarantine or is
 counted as a duplicate, bad records never stop the query, and reruns add nothing."""
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def test_new_file_lands_exactly_its_records(spark, tmp_path):
     bronze, _, _ = landed(spark, config)
     expected = spark.createDataFrame(
         [(line,) for line in
-         sorted({__import__("json").loads(l)["event_id"] for l in first.events + second.events[:25]})],
+         sorted({json.loads(event)["event_id"] for event in first.events + second.events[:25]})],
         "event_id string")
     assert_df_equality(bronze.select("event_id"), expected, ignore_row_order=True, ignore_nullable=True)
 

@@ -43,7 +43,7 @@ def test_kafka_reconciles_by_offsets(spark, kafka_broker, tmp_path):
     assert run(config, once=True) == 0
 
     bronze, quarantine, metrics = landed(spark, config)
-    valid_ids, codes, duplicates = expected_outcome([l.encode() for l in world.events], world.crm_changes)
+    valid_ids, codes, duplicates = expected_outcome([event.encode() for event in world.events], world.crm_changes)
     assert {r.event_id for r in bronze.select("event_id").collect()} == valid_ids
     assert bronze.count() == len(valid_ids)
     assert sum(codes.values()) == quarantine.count()

@@ -7,12 +7,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from pipelines.config import load_config
 from pipelines.synthetic.generator import Faults, WorldSpec, generate_world
 from pipelines.synthetic.producers import write_jsonl
 from tests.jobs.ingest_helpers import expected_outcome, landed
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.spark  # each test runs the ingest job in a subprocess
 
 
 def _commits(table_path: str) -> int:

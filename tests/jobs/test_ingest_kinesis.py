@@ -12,8 +12,8 @@ from moto.kinesis import models as kinesis_models
 
 from jobs.ingest_events import run
 from pipelines.config import load_config
-from pipelines.synthetic.generator import Faults, WorldSpec, crm_message, generate_world
 from pipelines.sources.kinesis import ShardReader, call_with_backoff
+from pipelines.synthetic.generator import Faults, WorldSpec, crm_message, generate_world
 from tests.jobs.ingest_helpers import expected_outcome, landed
 
 
@@ -99,7 +99,7 @@ def test_kinesis_exactly_once_across_a_reshard(spark, moto_server, kinesis_like_
     assert run(config, once=True) == 0          # nothing new: adds nothing
 
     bronze, quarantine, metrics = landed(spark, config)
-    valid_ids, codes, duplicates = expected_outcome([l.encode() for l in world.events], world.crm_changes)
+    valid_ids, codes, duplicates = expected_outcome([event.encode() for event in world.events], world.crm_changes)
     rows = bronze.select("event_id").collect()
     assert len(rows) == len({r.event_id for r in rows}) == len(valid_ids)
     assert {r.event_id for r in rows} == valid_ids
@@ -159,7 +159,7 @@ def test_expired_iterator_is_renewed_after_the_last_record(moto_server):
     flaky = _Flaky(client, {"get_records": ["ExpiredIteratorException"]})
     reader = ShardReader(flaky, "expiry", shard_id, after=None, limit=4, max_retries=2)
     seen = []
-    for records, behind, exhausted in reader.pages():
+    for records, _behind, _exhausted in reader.pages():
         seen += [json.loads(r["Data"])["n"] for r in records]
         if not records:
             break

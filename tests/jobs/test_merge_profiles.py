@@ -15,8 +15,8 @@ from pyspark.sql.types import StringType, StructField, StructType, TimestampType
 
 from jobs import ingest_events, merge_profiles, vacuum
 from pipelines.config import load_config
-from pipelines.runtime.delta_tables import ensure_table, read_table
 from pipelines.pii import load_keys, subject_hash
+from pipelines.runtime.delta_tables import ensure_table, read_table
 from tests.profile_events import crm, event, person
 
 ZEN = person("u-zen", email="zenobia.quixote@example.org", first_name="Zenobia", last_name="Quixote-Farnsworth",

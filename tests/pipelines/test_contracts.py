@@ -1,5 +1,5 @@
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -7,7 +7,7 @@ from pipelines.contracts import CONTRACT_VERSION, Problem, validate_event
 from pipelines.contracts.events import ERROR_CODES, EVENT_TYPES, all_schemas
 from tests.events import cart_event
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 CART = json.loads(cart_event())
 _with = cart_event
 
@@ -79,8 +79,7 @@ def test_export_carries_the_contract_version():
 
 
 def test_spark_schemas_come_from_the_same_definition():
-    from pyspark.sql.types import (ArrayType, BooleanType, DoubleType, LongType, StringType,
-                                   StructField, StructType)
+    from pyspark.sql.types import ArrayType, BooleanType, DoubleType, LongType, StringType, StructField, StructType
 
     from pipelines.contracts.spark import payload_spark_schema
 

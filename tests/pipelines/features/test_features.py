@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 from chispa import assert_df_equality
 
 from pipelines.config import load_config
+from pipelines.features.segments import parse_rules
 from pipelines.features.transforms import feature_schema, score_against_population, user_behaviour
 from pipelines.schemas import INTERACTIONS, PRODUCTS
-from pipelines.features.segments import parse_rules
 
 AS_OF = datetime(2026, 11, 20)
 CONFIG = load_config("local", ["features.send_hour.min_opens=3", "features.send_hour.neighbour_weight=0.5",

@@ -2,17 +2,17 @@
 same answers as the Python validator on a corpus of good and bad records."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from pipelines.contracts import validate_event
-from pipelines.synthetic.generator import Faults, WorldSpec, generate_world
 from pipelines.ingest.validation import validate_crm_changes, validate_events
+from pipelines.synthetic.generator import Faults, WorldSpec, generate_world
 from tests.events import cart_event
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 RAW_SCHEMA = ("raw binary, source_kind string, source_stream string, source_partition string, "
               "source_offset string, source_timestamp timestamp")
 

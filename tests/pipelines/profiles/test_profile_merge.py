@@ -22,11 +22,11 @@ from pyspark.sql import Row
 from pyspark.sql import functions as F
 
 from pipelines.config import load_config
-from pipelines.runtime.delta_tables import read_table
+from pipelines.ingest.writes import ensure_bronze_tables
 from pipelines.pii import load_keys
 from pipelines.profiles.writes import ProfilesBatchWriter, ensure_profile_tables
+from pipelines.runtime.delta_tables import read_table
 from pipelines.schemas import BRONZE_EVENTS
-from pipelines.ingest.writes import ensure_bronze_tables
 from tests.profile_events import crm, event, person, to_bronze
 
 ENCRYPTION_KEY, HMAC_KEY = os.urandom(32), os.urandom(32)
@@ -131,7 +131,7 @@ class Run:
     def _count_conflict(self, _attempt: int) -> None:
         self.conflicts += 1
 
-    def feed(self, bronze_by_name, batches) -> "Run":
+    def feed(self, bronze_by_name, batches) -> Run:
         for batch_id, names in enumerate(batches):
             frame = self.spark.createDataFrame([bronze_by_name[name] for name in names], BRONZE_EVENTS)
             self.writer(frame, batch_id)

@@ -55,8 +55,9 @@ def test_make_without_maven_prints_one_line(tmp_path):
             (bin_dir / tool).symlink_to(os.path.realpath(found) if tool != "python3.11" else found)
     env = {"PATH": str(bin_dir), "HOME": os.environ.get("HOME", "/root"),
            "PYENV_ROOT": os.environ.get("PYENV_ROOT", "")}
+    target = str(tmp_path / "stamps" / "tools")
     result = subprocess.run(["make", "-C", str(ROOT), "--no-print-directory",
-                             f"STAMPS={tmp_path}/stamps", f"PYTHON={sys.executable}", str(tmp_path / "stamps" / "tools")],
+                             f"STAMPS={tmp_path}/stamps", f"PYTHON={sys.executable}", target],
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode != 0
     assert "tailor: Maven (mvn) not found: install Maven 3.8+" in result.stdout + result.stderr
