@@ -52,7 +52,7 @@ test: setup lint
 
 # The tests that start no Spark job and no broker (config, contracts, PII, generator, CLI, API).
 test-fast: $(STAMPS)/venv
-	$(BIN)/python -m pytest -m "not spark and not kafka" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not spark and not kafka and not slow" $(PYTEST_ARGS)
 
 kafka-up: setup
 	$(BIN)/tailor kafka up

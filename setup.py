@@ -23,7 +23,13 @@ setup(
     description="Real-time personalization engine for email marketing on Spark and Delta Lake",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["jobs", "jobs.*", "pipelines", "pipelines.*", "expectations",
-                                    "expectations.*", "api", "api.*"]),
+                                    "expectations.*", "api", "api.*"]) + ["pipelines.conf"],
+    # conf/ (base and environment YAML, segment rules, the JVM poms and log4j2 files) ships
+    # inside the package, so a wheel installed on a cluster has its configuration.
+    package_dir={"pipelines.conf": "conf"},
+    package_data={"pipelines.conf": ["*.yaml", "*.properties", "jvm/*/*.xml", "jvm/*/*.properties",
+                                     "templates/*", "monitoring/*"]},
+    include_package_data=False,
     install_requires=[
         "pyyaml==6.0.3",
         "pydantic==2.14.4",
@@ -46,6 +52,11 @@ setup(
             "pytest-timeout==2.4.0",
             "chispa==0.12.0",
             "moto[server]==5.2.5",
+            "hypothesis==6.170.15",
+            "ruff==0.17.5",
+            "mypy==2.4.1",
+            "types-PyYAML==6.0.12.20261113",
+            "types-jsonschema==4.26.0.20261006",
         ],
     },
     entry_points={"console_scripts": ["tailor=jobs.cli:main"]},

@@ -25,8 +25,26 @@ from pipelines.contracts.events import INTERACTION_EVENT_TYPES
 from pipelines.errors import ConfigError
 
 ENVIRONMENTS = ("local", "databricks", "emr")
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONF_DIR = PROJECT_ROOT / "conf"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_SOURCE_ROOT = _PACKAGE_DIR.parent
+# In the wheel, conf/ ships inside the package (setup.py maps it to pipelines/conf).
+_CONF_IN_PACKAGE = _PACKAGE_DIR / "conf"
+
+
+def running_from_source() -> bool:
+    """True in a checkout of the repository, False where Tailor is installed as a wheel."""
+    return (_SOURCE_ROOT / "setup.py").is_file() and (_SOURCE_ROOT / "conf").is_dir()
+
+
+def project_root() -> Path:
+    """Where relative paths (storage.root, jars) sit: the repository root in a checkout,
+    the current directory where Tailor is installed as a package."""
+    return _SOURCE_ROOT if running_from_source() else Path.cwd()
+
+
+def bundled_conf_dir() -> Path:
+    """The configuration Tailor ships: conf/ in a checkout, the package data in a wheel."""
+    return _SOURCE_ROOT / "conf" if running_from_source() else _CONF_IN_PACKAGE
 
 # layer.name of every table the jobs read or write; DESIGN.md "Tables".
 TABLES = (
@@ -236,7 +254,7 @@ class FeaturesConfig(_Strict):
     engagement: EngagementConfig
     send_hour: SendHourConfig
     lifecycle: LifecycleConfig
-    segments_file: str = Field(description="segment rules; relative paths sit under the project root")
+    segments_file: str = Field(description="segment rules; a relative path sits beside the config files")
     conflict_retries: int = Field(default=5, ge=0)
     max_files_per_trigger: int | None = Field(default=None, ge=1, description="bronze files read per batch")
 
@@ -304,6 +322,7 @@ class TableRef:
 
 class Config(_Strict):
     env: Literal["local", "databricks", "emr"]
+    conf_dir: str = Field(description="the folder base.yaml and <env>.yaml were read from (set by the loader)")
     storage: StorageConfig
     spark: SparkConfig
     source: SourceConfig
@@ -317,10 +336,18 @@ class Config(_Strict):
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
 
     def resolve(self, path: str) -> str:
-        """An absolute path or URI; relative paths sit under the project root."""
+        """An absolute path or URI; relative paths sit under the project root (the
+        repository in a checkout, the current directory for an installed wheel)."""
         if "://" in path or path.startswith("/"):
             return path
-        return str(PROJECT_ROOT / path)
+        return str(project_root() / path)
+
+    def conf_file(self, path: str) -> str:
+        """An absolute path or URI; relative paths sit beside the config files, so a
+        user's own --conf-dir carries its own rules."""
+        if "://" in path or path.startswith("/"):
+            return path
+        return str(Path(self.conf_dir) / path)
 
     def under_root(self, path: str) -> str:
         """An absolute path or URI; relative paths sit under storage.root."""
@@ -451,7 +478,7 @@ def load_config(
     """Read base.yaml, overlay <env>.yaml, apply --set overrides, validate."""
     if env not in ENVIRONMENTS:
         raise ConfigError(f"unknown env '{env}'; choose one of: {', '.join(ENVIRONMENTS)}")
-    directory = Path(conf_dir or os.environ.get("TAILOR_CONF_DIR") or DEFAULT_CONF_DIR)
+    directory = Path(conf_dir or os.environ.get("TAILOR_CONF_DIR") or bundled_conf_dir())
     layers: list[tuple[str, dict[str, Any]]] = [
         (str(directory / name), read_yaml_mapping(directory / name)) for name in ("base.yaml", f"{env}.yaml")
     ]
@@ -465,6 +492,7 @@ def load_config(
         set_layer = _apply_override(set_layer, parts, value)
     layers.append(("--set", set_layer))
     merged["env"] = env
+    merged["conf_dir"] = str(directory.resolve())
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:

@@ -39,7 +39,7 @@ log = logging.getLogger("tailor.features")
 def load_feature_rules(config: Config) -> SegmentRules:
     """The segment rules, checked against gold.user_features' columns (before Spark starts)."""
     settings = config.features
-    return load_segment_rules(config.resolve(settings.segments_file), rule_columns(settings), COLUMN_CHOICES)
+    return load_segment_rules(config.conf_file(settings.segments_file), rule_columns(settings), COLUMN_CHOICES)
 
 
 def ensure_feature_tables(spark: SparkSession, config: Config) -> None:

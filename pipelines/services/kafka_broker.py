@@ -17,14 +17,14 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.config import PROJECT_ROOT, Config
+from pipelines.config import Config, bundled_conf_dir, project_root
 from pipelines.errors import EnvironmentProblem, TailorError
 from pipelines.runtime.preflight import require_java
 
-LOG4J_CONFIG = PROJECT_ROOT / "conf" / "jvm" / "kafka-broker" / "log4j2.properties"
+LOG4J_CONFIG = bundled_conf_dir() / "jvm" / "kafka-broker" / "log4j2.properties"
 
 
 def port_is_open(host: str, port: int) -> bool:
@@ -45,7 +45,7 @@ class KafkaBroker:
     port: int
     controller_port: int
     host: str = "127.0.0.1"
-    jars_dir: Path = PROJECT_ROOT / "jars" / "kafka-broker"
+    jars_dir: Path = field(default_factory=lambda: project_root() / "jars" / "kafka-broker")
     default_partitions: int = 2
     start_timeout_s: float = 60.0
     heap: str = "512m"

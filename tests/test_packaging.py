@@ -1,0 +1,74 @@
+"""The wheel carries its configuration: installed into a fresh virtual environment outside
+the repository, `tailor` runs and resolves the EMR configuration from the package data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """bin/ of a new virtual environment holding only the wheel and its base dependencies."""
+    work = tmp_path_factory.mktemp("wheel")
+    built = _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(work / "dist"), str(ROOT)],
+                 cwd=work)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (work / "dist").glob("tailor-*.whl")
+    venv.EnvBuilder(with_pip=True).create(work / "venv")
+    bin_dir = work / "venv" / "bin"
+    installed = _run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "-c", str(ROOT / "requirements.lock"),
+                      str(wheel)], cwd=work)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    return bin_dir
+
+
+def test_help_runs_from_the_installed_wheel(installed, tmp_path):
+    result = _run([str(installed / "tailor"), "--help"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: tailor <command>")
+    assert "ingest" in result.stdout and "config" in result.stdout
+
+
+def test_emr_config_resolves_from_the_package_data(installed, tmp_path):
+    result = _run([str(installed / "tailor"), "config", "show", "--env", "emr", "--format", "json"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["env"] == "emr"
+    assert shown["storage"]["root"] == "s3://tailor-state/prod"
+    assert shown["source"]["type"] == "kinesis"
+    assert shown["spark"]["jars"]["mode"] == "packages"
+    # The configuration came from inside the installed package, not from this repository.
+    assert Path(shown["conf_dir"]).parts[-2:] == ("pipelines", "conf")
+    assert "site-packages" in shown["conf_dir"] and str(ROOT) not in shown["conf_dir"]
+
+
+def test_a_users_own_conf_dir_wins(installed, tmp_path):
+    own = tmp_path / "conf"
+    own.mkdir()
+    base = (ROOT / "conf" / "base.yaml").read_text().replace("app_name: tailor", "app_name: acme-tailor")
+    (own / "base.yaml").write_text(base)
+    (own / "emr.yaml").write_text("storage:\n  root: s3://acme/tailor\n")
+    by_flag = _run([str(installed / "tailor"), "config", "show", "--env", "emr", "--format", "json",
+                    "--conf-dir", str(own)], cwd=tmp_path)
+    by_env = _run([str(installed / "tailor"), "config", "show", "--env", "emr", "--format", "json"], cwd=tmp_path,
+                  env={"TAILOR_CONF_DIR": str(own)})
+    for result in (by_flag, by_env):
+        assert result.returncode == 0, result.stderr
+        shown = json.loads(result.stdout)
+        assert (shown["spark"]["app_name"], shown["storage"]["root"]) == ("acme-tailor", "s3://acme/tailor")
+        assert shown["conf_dir"] == str(own)
