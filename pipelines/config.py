@@ -93,6 +93,9 @@ class SparkConfig(_Strict):
     shuffle_partitions: int = Field(ge=1)
     ui_enabled: bool = True
     jars: JarsConfig
+    log4j_config: str | None = Field(
+        default=None, description="local masters only: a log4j2 file (relative: beside the config files) that "
+                                  "sends the JVM's logs to <storage.root>/logs/<job>.log; null: Spark's own")
     conf: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("conf", mode="before")

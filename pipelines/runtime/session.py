@@ -7,6 +7,7 @@ the runtime already has them (`spark.jars.mode: cluster`).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pipelines.config import Config
 from pipelines.errors import EnvironmentProblem
 from pipelines.runtime.preflight import require_java
 
+log = logging.getLogger("tailor.spark")
 _DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -32,7 +34,18 @@ def local_jars(config: Config) -> list[str]:
     return jars
 
 
-def spark_conf(config: Config) -> dict[str, str]:
+def is_local(config: Config) -> bool:
+    return bool(config.spark.master and config.spark.master.startswith("local"))
+
+
+def log_file(config: Config, app_name: str | None) -> str | None:
+    """Where a local job's JVM logs go, when config routes them to a file."""
+    if not (is_local(config) and config.spark.log4j_config):
+        return None
+    return config.under_root(f"logs/{app_name or config.spark.app_name}.log")
+
+
+def spark_conf(config: Config, app_name: str | None = None) -> dict[str, str]:
     """Every setting the session gets, so it can be inspected without starting Spark."""
     conf = dict(_DELTA_CONF)
     conf["spark.app.name"] = config.spark.app_name
@@ -46,6 +59,13 @@ def spark_conf(config: Config) -> dict[str, str]:
     elif jars.mode == "packages":
         conf["spark.jars.packages"] = ",".join(jars.packages)
     conf.update(config.spark.conf)
+    log_to = log_file(config, app_name)
+    if log_to and config.spark.log4j_config:
+        # Read when the driver JVM starts: pyspark hands these to spark-submit.
+        options = (f"-Dlog4j2.configurationFile=file:{config.conf_file(config.spark.log4j_config)} "
+                   f"-Dtailor.log.file={log_to}")
+        existing = conf.get("spark.driver.extraJavaOptions")
+        conf["spark.driver.extraJavaOptions"] = f"{existing} {options}" if existing else options
     return conf
 
 
@@ -53,15 +73,20 @@ def build_spark(config: Config, app_name: str | None = None):
     """Get or create the session for a job; the job names itself in the Spark UI."""
     from pyspark.sql import SparkSession
 
-    if config.spark.master and config.spark.master.startswith("local"):
+    if is_local(config):
         require_java()
         # Python workers (Python data sources, pandas UDFs) must run this interpreter.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder
-    for key, value in spark_conf(config).items():
+    for key, value in spark_conf(config, app_name).items():
         builder = builder.config(key, value)
     if app_name:
         builder = builder.appName(f"{config.spark.app_name}-{app_name}")
-    return builder.getOrCreate()
+    first = SparkSession.getActiveSession() is None
+    session = builder.getOrCreate()
+    log_to = log_file(config, app_name)
+    if first and log_to:
+        log.info("Spark and JVM logs: %s", log_to)
+    return session
