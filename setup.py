@@ -50,6 +50,7 @@ setup(
         "dev": SPARK + [
             "pytest==9.2.0",
             "pytest-timeout==2.4.0",
+            "pytest-xdist==3.8.0",
             "chispa==0.12.0",
             "moto[server]==5.2.5",
             "hypothesis==6.170.15",

@@ -2,7 +2,7 @@
 
 Each command calls the same `main(argv)` that `spark-submit jobs/<job>.py` calls. Job
 modules are imported only when their command runs, so `tailor config show` and
-`tailor serve` never start (or import) Spark.
+`tailor contract export` never import Spark.
 """
 
 from __future__ import annotations

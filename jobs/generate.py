@@ -16,7 +16,7 @@ Parameters (defaults from `generator.*` in config):
   --with-schema  send CRM changes in Kafka Connect's {"schema", "payload"} wrapper
   --from       synthetic (default) or online-retail: replay the UCI Online Retail data set
                (data/online-retail, CC BY 4.0) as purchase and product_upsert events; what
-               happens to each kind of dirt in it is in pipelines/online_retail.py
+               happens to each kind of dirt in it is in pipelines/synthetic/online_retail.py
   --limit      online-retail only: replay the first N source lines
 Output: the files or messages, and `_manifest.json` listing counts and injected faults.
 """

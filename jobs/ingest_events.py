@@ -26,7 +26,7 @@ from pipelines.ingest.transforms import drop_retried_duplicates, observe_outcome
 from pipelines.ingest.writes import ensure_bronze_tables, ingest_batch_writer
 from pipelines.runtime.session import build_spark
 from pipelines.runtime.streaming import await_query, checkpoint_app_id, start_foreach_batch
-from pipelines.sources.raw import read_raw
+from pipelines.sources.raw import SOURCES, read_raw
 
 QUERY_NAME = "ingest_events"
 
@@ -46,13 +46,15 @@ def _ensure_landing_folders(config: Config) -> None:
 
 def start_query(spark, config: Config, once: bool, trigger_interval: str | None = None):
     checkpoint = config.checkpoint(QUERY_NAME)
-    flow = (validate_streams(read_raw(spark, config))
+    flow = (validate_streams(read_raw(spark, config, checkpoint, once))
             .transform(drop_retried_duplicates(config.ingest.dedup_window))
             .transform(observe_outcome))
     writer = ingest_batch_writer(config.table("bronze.events"), config.table("bronze.quarantine"),
                                  checkpoint_app_id(spark, checkpoint, QUERY_NAME))
     return start_foreach_batch(flow, QUERY_NAME, checkpoint, writer, once,
-                               trigger_interval or config.ingest.trigger_interval)
+                               trigger_interval or config.ingest.trigger_interval,
+                               native_available_now=SOURCES[config.source.type].native_available_now)
+
 
 def run(config: Config, once: bool, trigger_interval: str | None = None) -> int:
     spark = build_spark(config, QUERY_NAME)

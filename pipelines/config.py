@@ -123,7 +123,13 @@ class SparkConfig(_Strict):
 class FilesSourceConfig(_Strict):
     path: str = Field(description="folder of JSON-lines event files; relative paths sit under storage.root")
     crm_path: str = Field(description="folder of JSON-lines CRM change files (Debezium envelope)")
-    max_files_per_trigger: int | None = Field(default=None, ge=1)
+    max_split_bytes: int = Field(default=128 * 1024 * 1024, ge=1024 * 1024,
+                                 description="a larger plain file is read by several tasks")
+    chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024,
+                             description="how much of a file a task reads at a time")
+    max_files_per_trigger: int | None = Field(
+        default=None, ge=1, description="continuous runs take at most this many new files per batch; "
+                                        "--once takes the whole backlog in one batch")
 
 
 class KafkaSourceConfig(_Strict):

@@ -76,7 +76,7 @@ def _where(prefix: str, path: Iterable[str | int]) -> str:
 
 def _first_schema_problem(validator: Validator, value: Any, prefix: str) -> Problem | None:
     """Missing fields first, then wrong types, then bad values: the same precedence as the
-    Spark expressions in pipelines.validation."""
+    Spark expressions in pipelines.ingest.validation."""
     errors = list(validator.iter_errors(value))
     for error in errors:
         if error.validator == "required":

@@ -5,7 +5,7 @@
       vip:
         priority: 10                 # lower wins when a user matches several
         all:                         # every condition must hold
-          - {column: monetary_90d, op: ">=", value: 250}
+          - {column: revenue_90d, op: ">=", value: 250}
 
 A user belongs to every segment whose conditions all hold; the primary segment is the
 matching one with the lowest priority, or `default_segment`. Rules are checked when they

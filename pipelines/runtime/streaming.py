@@ -15,9 +15,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from pipelines.config import TableRef
 from pipelines.errors import TailorError
@@ -80,19 +81,75 @@ class BatchSteps:
         log.debug("batch %d: %s took %.1f s", batch_id, step, time.monotonic() - started)
 
 
+class _IdleWatch(StreamingQueryListener):
+    """Sets `idle` when the watched query has processed everything it could see."""
+
+    def __init__(self) -> None:
+        self.query_id: str | None = None
+        self.idle = threading.Event()
+
+    def onQueryStarted(self, event: Any) -> None:
+        pass
+
+    def onQueryProgress(self, event: Any) -> None:
+        pass
+
+    def onQueryIdle(self, event: Any) -> None:
+        if str(event.id) == self.query_id:
+            self.idle.set()
+
+    def onQueryTerminated(self, event: Any) -> None:
+        pass
+
+
+class RunningQuery:
+    """A started query, and how to tell that a run-once query without native availableNow
+    support has drained its source."""
+
+    def __init__(self, query: StreamingQuery, watch: _IdleWatch | None, spark: SparkSession):
+        self.query = query
+        self.watch = watch
+        self.spark = spark
+
+    @property
+    def drained(self) -> bool:
+        return self.watch is not None and self.watch.idle.is_set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.query, name)
+
+
 def start_foreach_batch(frame: DataFrame, name: str, checkpoint: str, writer: BatchWriter, once: bool,
-                        trigger_interval: str) -> StreamingQuery:
-    """Start `frame` into a foreachBatch writer: availableNow with `once`, else processing time."""
+                        trigger_interval: str, native_available_now: bool = True) -> RunningQuery:
+    """Start `frame` into a foreachBatch writer: processing time, or with `once` the backlog
+    present at start and then stop.
+
+    `once` uses Spark's availableNow trigger where every source supports it (Kafka, Delta).
+    Spark runs a Python data source (files, Kinesis) under availableNow as a single batch,
+    which after a crash is only the replay of the batch cut short; for those, `once` runs
+    with a processing-time trigger instead and `await_query` stops the query when it is idle
+    (the sources pin their latest offset at the first call, so "idle" means the backlog of
+    the start is done)."""
     stream = (frame.writeStream.queryName(name)
               .option("checkpointLocation", checkpoint)
               .foreachBatch(writer))
-    stream = stream.trigger(availableNow=True) if once else stream.trigger(processingTime=trigger_interval)
+    watch = None
+    if once and native_available_now:
+        stream, mode = stream.trigger(availableNow=True), "availableNow"
+    elif once:
+        watch = _IdleWatch()
+        frame.sparkSession.streams.addListener(watch)
+        stream, mode = stream.trigger(processingTime="0 seconds"), "until drained"
+    else:
+        stream, mode = stream.trigger(processingTime=trigger_interval), "processing time"
     query = stream.start()
-    log.info("query %s started (%s), checkpoint %s", name, "availableNow" if once else "processing time", checkpoint)
-    return query
+    if watch is not None:
+        watch.query_id = str(query.id)
+    log.info("query %s started (%s), checkpoint %s", name, mode, checkpoint)
+    return RunningQuery(query, watch, frame.sparkSession)
 
 
-def await_query(query: StreamingQuery, name: str, on_tick: Callable[[], None] | None = None,
+def await_query(query: RunningQuery, name: str, on_tick: Callable[[], None] | None = None,
                 tick_seconds: float = 30) -> None:
     """Wait for a streaming query to finish; SIGTERM stops it cleanly (a batch cut short is
     replayed at the next start). `on_tick` runs every `tick_seconds` while it runs.
@@ -108,11 +165,15 @@ def await_query(query: StreamingQuery, name: str, on_tick: Callable[[], None] | 
             if stop_requested.is_set():
                 log.info("SIGTERM: stopping %s; a batch cut short is replayed at the next start", name)
                 query.stop()
+            elif query.drained:
+                query.stop()
             if on_tick and time.monotonic() - last_tick >= tick_seconds:
                 on_tick()
                 last_tick = time.monotonic()
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if query.watch is not None:
+            query.spark.streams.removeListener(query.watch)
     if query.exception() is not None:
         raise TailorError(f"query {name} failed: {str(query.exception()).splitlines()[0][:500]}")
     progress = query.lastProgress

@@ -1,56 +1,346 @@
 """The landing-folder source: JSON-lines files dropped in `source.files.path` (events) and
-`source.files.crm_path` (CRM changes)."""
+`source.files.crm_path` (CRM changes), plain or gzip, read line by line with each line's
+exact bytes and the byte offset where it starts.
+
+Spark's text source cannot say where a line starts, and `binaryFile` holds a whole file
+in one row (split per line with a generator, it decodes the file again for every line, so
+its cost grows with the square of the file). This is a PySpark Python data source, like
+the Kinesis one:
+
+- The driver lists the folder through pyarrow's filesystems (local paths, `s3://`, ...)
+  and appends the files it admits to a log kept beside the query's checkpoint. Offset N
+  means "the first N files of that log", so a batch replayed after a crash reads exactly
+  the files it read the first time, and a file is admitted once however often it is listed.
+- A plain file larger than the split size is planned as several byte ranges, read by
+  separate tasks; small files are packed together. A range owns the lines that *start*
+  inside it (the rule of Hadoop's LineRecordReader), so each line is read exactly once
+  wherever the cuts fall.
+- A task reads its ranges in chunks of `chunk_bytes` and yields Arrow record batches: it
+  holds one chunk and the longest line in memory, however big the file.
+- A gzip file (`.gz`, as Kinesis Firehose and Kafka Connect's S3 sink write them) is one
+  range, decompressed as a stream; its offsets count decompressed bytes.
+
+Lines end at `\\n`; a `\\r` before it (CRLF files) is not part of the line. The last line
+needs no newline. An empty line is a record (validation quarantines it as not JSON).
+Files must appear whole (written elsewhere, then moved or renamed in), as for Spark's own
+file source; names starting with `.` or `_` are ignored.
+"""
 
 from __future__ import annotations
 
+import bisect
+import json
+import math
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import BinaryType, LongType, StringType, StructField, StructType, TimestampType
+from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 
 from pipelines.config import Config
 
-BINARY_FILE_SCHEMA = StructType([
-    StructField("path", StringType(), False),
-    StructField("modificationTime", TimestampType(), False),
-    StructField("length", LongType(), False),
-    StructField("content", BinaryType(), True),
-])
+FORMAT = "tailor_files"
+SCHEMA = "raw binary, source_partition string, source_offset bigint, source_timestamp timestamp"
+SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
+DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_SPLIT_BYTES = 128 * 1024 * 1024
+MIN_SPLIT_BYTES = 1024 * 1024
+_LOG_SUFFIX = ".json"
 
 
-def split_lines(files: DataFrame, folder: str) -> DataFrame:
-    """binaryFile rows -> one row per line, bytes untouched.
+def filesystem(uri: str) -> tuple[Any, str]:
+    """(pyarrow filesystem, path within it) for a local path or a URI such as s3://bucket/x."""
+    from pyarrow import fs
 
-    ISO-8859-1 maps every byte to one character and back, so splitting the decoded text
-    on newlines and encoding each piece again yields each line's exact bytes, invalid
-    UTF-8 included, with its position in the file."""
-    lines = F.split(F.decode("content", "ISO-8859-1"), "\n")
-    exploded = files.select(
-        "path", "modificationTime", F.size(lines).alias("_count"),
-        F.posexplode(lines).alias("_position", "_line"))
-    without_final_newline = exploded.where(
-        ~((F.col("_position") == F.col("_count") - 1) & (F.col("_line") == "")))
-    return without_final_newline.select(
-        F.encode(F.regexp_replace("_line", "\r$", ""), "ISO-8859-1").alias("raw"),
+    if "://" in uri and not uri.startswith("file://"):
+        return fs.FileSystem.from_uri(uri)
+    return fs.LocalFileSystem(), uri.removeprefix("file://")
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    path: str
+    size: int
+    mtime_ms: int
+
+
+@dataclass(frozen=True)
+class Range:
+    """The lines of `path` that start at a byte offset in [start, end)."""
+
+    path: str
+    start: int
+    end: int
+    mtime_ms: int
+
+    @property
+    def compressed(self) -> bool:
+        return self.path.endswith(".gz")
+
+
+class RangesPartition(InputPartition):
+    def __init__(self, ranges: list[Range]):
+        super().__init__(ranges[0].path)
+        self.ranges = ranges
+
+    def __repr__(self) -> str:
+        return f"RangesPartition({len(self.ranges)} range(s), first {self.ranges[0]})"
+
+
+def plan_ranges(files: list[LandedFile], split_bytes: int) -> list[list[Range]]:
+    """Cut plain files larger than `split_bytes` into ranges of about that size, and pack
+    small files and ranges together into partitions of about that size. A gzip file stays
+    whole: it can only be read from its start."""
+    pieces: list[Range] = []
+    for landed in files:
+        if landed.path.endswith(".gz") or landed.size <= split_bytes:
+            pieces.append(Range(landed.path, 0, landed.size, landed.mtime_ms))
+            continue
+        step = math.ceil(landed.size / math.ceil(landed.size / split_bytes))
+        pieces += [Range(landed.path, start, min(start + step, landed.size), landed.mtime_ms)
+                   for start in range(0, landed.size, step)]
+    partitions: list[list[Range]] = []
+    current: list[Range] = []
+    current_bytes = 0
+    for piece in pieces:
+        size = piece.end - piece.start
+        if current and current_bytes + size > split_bytes:
+            partitions.append(current)
+            current, current_bytes = [], 0
+        current.append(piece)
+        current_bytes += size
+    if current:
+        partitions.append(current)
+    return partitions
+
+
+def split_lines(chunks: Iterator[bytes], first: int, end: int | None) -> Iterator[tuple[list[bytes], list[int]]]:
+    """(lines, start offsets) per chunk of a byte stream whose first byte is a line start at
+    offset `first`, up to the last line that starts before `end` (None: the stream's end).
+    Each line loses its `\\n` and a `\\r` before it."""
+    carry = b""
+    position = first  # where `carry` starts
+    for chunk in chunks:
+        data = carry + chunk if carry else chunk
+        lines = data.split(b"\n")
+        carry = lines.pop()
+        if not lines:
+            continue
+        starts = []
+        for line in lines:
+            starts.append(position)
+            position += len(line) + 1
+        if end is not None and starts[-1] >= end:
+            keep = bisect.bisect_left(starts, end)
+            if keep:
+                yield _without_cr(lines[:keep]), starts[:keep]
+            return
+        yield _without_cr(lines), starts
+    if carry and (end is None or position < end):
+        yield _without_cr([carry]), [position]
+
+
+def _without_cr(lines: list[bytes]) -> list[bytes]:
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+
+
+def _chunks(stream: Any, size: int) -> Iterator[bytes]:
+    while True:
+        chunk = stream.read(size)
+        if not chunk:
+            return
+        yield bytes(chunk)
+
+
+def read_range(piece: Range, chunk_bytes: int) -> Iterator[tuple[list[bytes], list[int]]]:
+    """The lines `piece` owns, chunk by chunk."""
+    fs, path = filesystem(piece.path)
+    if piece.compressed:
+        with fs.open_input_stream(path, compression="gzip") as stream:
+            yield from split_lines(_chunks(stream, chunk_bytes), 0, None)
+        return
+    with fs.open_input_file(path) as handle:
+        first = 0
+        if piece.start > 0:
+            # The line the cut falls in belongs to the range before: start after its newline.
+            handle.seek(piece.start - 1)
+            scanned = piece.start - 1
+            while True:
+                block = bytes(handle.read(64 * 1024))
+                if not block:
+                    return
+                newline = block.find(b"\n")
+                if newline >= 0:
+                    first = scanned + newline + 1
+                    break
+                scanned += len(block)
+            if first >= piece.end:
+                return
+            handle.seek(first)
+        yield from split_lines(_chunks(handle, chunk_bytes), first, piece.end)
+
+
+class FilesStreamReader(DataSourceStreamReader):
+    """Offsets are {"files": N}: the first N files of the admitted-files log."""
+
+    def __init__(self, options: dict[str, str]):
+        self.folder = options["path"]
+        self.log_path = options["log_path"]
+        self.chunk_bytes = int(options.get("chunk_bytes", DEFAULT_CHUNK_BYTES))
+        self.max_split_bytes = int(options.get("max_split_bytes", DEFAULT_MAX_SPLIT_BYTES))
+        self.min_partitions = max(1, int(options.get("min_partitions", "1")))
+        self.max_new_files = int(options.get("max_files_per_trigger", "0")) or None
+        # A run-once query takes what had landed when it started, and stops there.
+        self.pin_latest = options.get("available_now", "false") == "true"
+        self._pinned: dict | None = None
+        self._files: list[LandedFile] | None = None
+        self._known: set[str] = set()
+
+    def _admitted(self) -> list[LandedFile]:
+        """The log, read once per reader (the reader lives as long as the query)."""
+        if self._files is not None:
+            return self._files
+        from pyarrow import fs as pafs
+
+        fs, log = filesystem(self.log_path)
+        entries: list[tuple[int, list[LandedFile]]] = []
+        for info in fs.get_file_info(pafs.FileSelector(log, allow_not_found=True)):
+            name = posixpath.basename(info.path)
+            if info.type != pafs.FileType.File or name.startswith(".") or not name.endswith(_LOG_SUFFIX):
+                continue
+            with fs.open_input_stream(info.path) as stream:
+                entry = json.loads(bytes(stream.read()).decode("utf-8"))
+            entries.append((entry["first"], [LandedFile(*row) for row in entry["files"]]))
+        files: list[LandedFile] = []
+        for first, admitted in sorted(entries, key=lambda entry: entry[0]):
+            if first != len(files):
+                raise RuntimeError(f"the files source log {self.log_path} has a gap before entry {first}")
+            files += admitted
+        self._files, self._known = files, {landed.path for landed in files}
+        return files
+
+    def _admit(self, new: list[LandedFile]) -> None:
+        """Append `new` to the log as one entry, written under a temporary name and then
+        renamed (on object stores a single PUT is atomic already)."""
+        files = self._admitted()
+        fs, log = filesystem(self.log_path)
+        fs.create_dir(log, recursive=True)
+        first = len(files)
+        name = f"{first:020d}{_LOG_SUFFIX}"
+        staging = posixpath.join(log, f".{name}.tmp")
+        with fs.open_output_stream(staging) as out:
+            out.write(json.dumps({"first": first, "files": [[f.path, f.size, f.mtime_ms] for f in new]})
+                      .encode("utf-8"))
+        fs.move(staging, posixpath.join(log, name))
+        files += new
+        self._known.update(landed.path for landed in new)
+
+    def _listing(self) -> list[LandedFile]:
+        from pyarrow import fs as pafs
+
+        fs, folder = filesystem(self.folder)
+        scheme = self.folder[: self.folder.index("://") + 3] if "://" in self.folder else ""
+        found = []
+        for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
+            name = posixpath.basename(info.path)
+            if info.type != pafs.FileType.File or name.startswith((".", "_")) or not name.endswith(SUFFIXES):
+                continue
+            path = f"{scheme}{info.path}" if scheme and not scheme.startswith("file") else info.path
+            found.append(LandedFile(path, int(info.size), int(info.mtime_ns // 1_000_000)))
+        return sorted(found, key=lambda landed: (landed.mtime_ms, landed.path))
+
+    def initialOffset(self) -> dict:
+        return {"files": 0}
+
+    def latestOffset(self) -> dict:
+        if self._pinned is not None:
+            return self._pinned
+        self._admitted()
+        new = [landed for landed in self._listing() if landed.path not in self._known]
+        # A batch takes what was admitted and not yet read, so capping admission caps it.
+        new = new[: self.max_new_files] if self.max_new_files else new
+        if new:
+            self._admit(new)
+        latest = {"files": len(self._admitted())}
+        if self.pin_latest:
+            self._pinned = latest
+        return latest
+
+    def partitions(self, start: dict, end: dict) -> list[RangesPartition]:
+        files = self._admitted()[int(start["files"]): int(end["files"])]
+        if not files:
+            return []
+        total = sum(landed.size for landed in files)
+        # Enough ranges to keep every core busy, none larger than max_split_bytes.
+        split = min(self.max_split_bytes, max(MIN_SPLIT_BYTES, math.ceil(total / self.min_partitions)))
+        return [RangesPartition(ranges) for ranges in plan_ranges(files, split)]
+
+    def read(self, partition: RangesPartition) -> Iterator[Any]:
+        import pyarrow as pa
+
+        for piece in partition.ranges:
+            path = pa.scalar(piece.path, pa.string())
+            modified = pa.scalar(piece.mtime_ms * 1000, pa.timestamp("us", tz="UTC"))
+            for lines, starts in read_range(piece, self.chunk_bytes):
+                count = len(lines)
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array(lines, pa.binary()), pa.repeat(path, count), pa.array(starts, pa.int64()),
+                     pa.repeat(modified, count)],
+                    names=["raw", "source_partition", "source_offset", "source_timestamp"])
+
+    def commit(self, end: dict) -> None:
+        pass
+
+
+class FilesDataSource(DataSource):
+    """`spark.readStream.format("tailor_files").option("path", folder).option("log_path", ...)`"""
+
+    @classmethod
+    def name(cls) -> str:
+        return FORMAT
+
+    def schema(self) -> str:
+        return SCHEMA
+
+    def streamReader(self, schema: Any) -> FilesStreamReader:
+        return FilesStreamReader(self.options)
+
+
+def file_records(rows: DataFrame, folder: str) -> DataFrame:
+    """The source's rows -> the raw columns validation expects (see pipelines.sources.raw)."""
+    return rows.select(
+        F.col("raw"),
         F.lit("files").alias("source_kind"),
         F.lit(folder).alias("source_stream"),
-        F.col("path").alias("source_partition"),
-        (F.col("_position") + 1).cast("string").alias("source_offset"),
-        F.col("modificationTime").alias("source_timestamp"),
+        F.col("source_partition"),
+        F.col("source_offset").cast("string").alias("source_offset"),
+        F.col("source_timestamp"),
     )
 
 
-def _read_folder(spark: SparkSession, config: Config, folder_setting: str) -> DataFrame:
+def _read_folder(spark: SparkSession, config: Config, folder_setting: str, stream: str,
+                 checkpoint: str, once: bool) -> DataFrame:
     settings = config.source.files
     folder = config.under_root(folder_setting)
-    reader = (spark.readStream.format("binaryFile").schema(BINARY_FILE_SCHEMA)
-              .option("pathGlobFilter", "*.{json,jsonl}"))
+    reader = (spark.readStream.format(FORMAT)
+              .option("path", folder)
+              .option("log_path", f"{checkpoint.rstrip('/')}/files_source/{stream}")
+              .option("chunk_bytes", str(settings.chunk_bytes))
+              .option("max_split_bytes", str(settings.max_split_bytes))
+              .option("min_partitions", str(spark.sparkContext.defaultParallelism)))
     if settings.max_files_per_trigger:
-        reader = reader.option("maxFilesPerTrigger", settings.max_files_per_trigger)
-    return split_lines(reader.load(folder), folder)
+        reader = reader.option("max_files_per_trigger", str(settings.max_files_per_trigger))
+    if once:
+        reader = reader.option("available_now", "true")
+    return file_records(reader.load(), folder)
 
 
-def read_files(spark: SparkSession, config: Config) -> dict[str, DataFrame]:
+def read_files(spark: SparkSession, config: Config, checkpoint: str, once: bool) -> dict[str, DataFrame]:
     """{"events": ..., "crm": ...} raw streams from the two landing folders."""
+    spark.dataSource.register(FilesDataSource)
     settings = config.source.files
-    return {"events": _read_folder(spark, config, settings.path),
-            "crm": _read_folder(spark, config, settings.crm_path)}
+    return {"events": _read_folder(spark, config, settings.path, "events", checkpoint, once),
+            "crm": _read_folder(spark, config, settings.crm_path, "crm", checkpoint, once)}

@@ -20,7 +20,8 @@ def kafka_records(kafka_rows: DataFrame) -> DataFrame:
     )
 
 
-def read_kafka(spark: SparkSession, config: Config) -> dict[str, DataFrame]:
+def read_kafka(spark: SparkSession, config: Config, checkpoint: str = "", once: bool = False
+               ) -> dict[str, DataFrame]:
     """{"events": ..., "crm": ...} raw streams from the configured topics."""
     settings = config.source.kafka
     reader = (spark.readStream.format("kafka")

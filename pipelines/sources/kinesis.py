@@ -132,6 +132,9 @@ class KinesisStreamReader(DataSourceStreamReader):
         self.max_empty_pages = int(options.get("max_empty_pages", "5"))
         self.planned: dict[str, str] = {}
         self._client = None
+        # A run-once query takes what the shards held when it started, and stops there.
+        self.pin_latest = options.get("available_now", "false") == "true"
+        self._pinned: dict | None = None
 
     @property
     def client(self):
@@ -144,6 +147,8 @@ class KinesisStreamReader(DataSourceStreamReader):
 
     def latestOffset(self) -> dict:
         """The newest sequence number of every shard, reading forward from what was planned."""
+        if self._pinned is not None:
+            return self._pinned
         latest = dict(self.planned)
         for shard in list_shards(self.client, self.stream, self.max_retries):
             shard_id = shard["ShardId"]
@@ -158,6 +163,8 @@ class KinesisStreamReader(DataSourceStreamReader):
                     break
             if reader.last:
                 latest[shard_id] = reader.last
+        if self.pin_latest:
+            self._pinned = latest
         return latest
 
     def partitions(self, start: dict, end: dict) -> list[ShardRange]:
@@ -229,7 +236,7 @@ def kinesis_records(rows):
     )
 
 
-def read_kinesis(spark, config) -> dict:
+def read_kinesis(spark, config, checkpoint: str = "", once: bool = False) -> dict:
     """{"events": ..., "crm": ...} raw streams from the two configured Kinesis streams."""
     spark.dataSource.register(KinesisDataSource)
     settings = config.source.kinesis
@@ -241,5 +248,7 @@ def read_kinesis(spark, config) -> dict:
                   .option("max_retries", str(settings.max_retries)))
         if settings.endpoint_url:
             reader = reader.option("endpoint_url", settings.endpoint_url)
+        if once:
+            reader = reader.option("available_now", "true")
         streams[kind] = kinesis_records(reader.load())
     return streams

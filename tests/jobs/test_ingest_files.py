@@ -57,7 +57,10 @@ def test_files_reconcile_and_rerun_adds_nothing(spark, tmp_path):
     not_utf8 = quarantine.where("error_code = 'not_utf8'").first()
     assert bytes(not_utf8.raw) == BAD_CORPUS["not_utf8"]
     assert not_utf8.source_partition.endswith("bad-corpus.jsonl")
-    assert int(not_utf8.source_offset) == bad.index(BAD_CORPUS["not_utf8"]) + 1
+    # source_offset is the byte offset where the line starts in its file.
+    position = bad.index(BAD_CORPUS["not_utf8"])
+    preceding = [r if isinstance(r, bytes) else r.encode("utf-8") for r in bad[:position]]
+    assert int(not_utf8.source_offset) == sum(len(line) + 1 for line in preceding)
 
     # A second run over the same files adds nothing.
     before = (bronze.count(), quarantine.count())
@@ -98,7 +101,7 @@ def test_bronze_rows_carry_typed_fields_and_coordinates(spark, tmp_path):
                            F.get_json_object("payload", "$.campaign_id").alias("campaign"),
                            "source_kind", "source_offset")
     expected = spark.createDataFrame(
-        [("e-77", "email_open", 1, "u-9", "2026-11-20 20:15:00", "2026-11-20", "esp", "cmp-1", "files", "1")],
+        [("e-77", "email_open", 1, "u-9", "2026-11-20 20:15:00", "2026-11-20", "esp", "cmp-1", "files", "0")],
         "event_id string, event_type string, schema_version int, user_id string, occurred_utc string, "
         "event_date string, source string, campaign string, source_kind string, source_offset string")
     assert_df_equality(actual, expected, ignore_nullable=True)

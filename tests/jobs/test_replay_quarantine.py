@@ -34,8 +34,11 @@ def test_replay_fixed_records_once(spark, tmp_path):
     quarantine_path = config.table("bronze.quarantine").path
     assert spark.read.format("delta").load(quarantine_path).count() == 5
 
-    fixes = {"2": _event("fix-me"), "3": _event("v9"), "4": _event("still-bad", schema_version="1"),
-             "5": _event("ok-1")}
+    # A record's source_offset is the byte offset where its line starts.
+    starts = [sum(len(line.encode()) + 1 for line in lines[:number]) for number in range(len(lines))]
+    at = {number: str(starts[number - 1]) for number in range(1, len(lines) + 1)}  # line number -> offset
+    fixes = {at[2]: _event("fix-me"), at[3]: _event("v9"), at[4]: _event("still-bad", schema_version="1"),
+             at[5]: _event("ok-1")}
     table = DeltaTable.forPath(spark, quarantine_path)
     for offset, fixed in fixes.items():
         table.update(F.col("source_offset") == offset, {"fixed_raw": F.lit(fixed.encode()).cast("binary")})
@@ -51,8 +54,8 @@ def test_replay_fixed_records_once(spark, tmp_path):
              .select("source_offset", F.regexp_extract("replay_outcome", r"^([a-z_]+(:[a-z_]+)?)", 1).alias("outcome"),
                      F.col("replayed_at").isNotNull().alias("replayed")))
     expected_marks = spark.createDataFrame([
-        ("2", "landed", True), ("3", "landed", True), ("4", "still_invalid:wrong_type", True),
-        ("5", "already_in_bronze", True), ("6", None, False)],
+        (at[2], "landed", True), (at[3], "landed", True), (at[4], "still_invalid:wrong_type", True),
+        (at[5], "already_in_bronze", True), (at[6], None, False)],
         "source_offset string, outcome string, replayed boolean")
     assert_df_equality(marks, expected_marks, ignore_row_order=True, ignore_nullable=True)
 

@@ -1,0 +1,143 @@
+"""Benchmark: `tailor ingest --once` through the files source and through the local Kafka
+broker, against Spark's own ceiling, `spark.read.json` of the same events written to Delta.
+
+    .venv/bin/python bench/ingest.py [--users 6000] [--set key=value ...]
+
+One synthetic world (6,000 users: about 330k events of the generator's mix, with faults) is
+written three ways: one large JSON-lines file, files of about 1 MB, and records on a Kafka
+topic (produced before timing starts). Each path runs once, warm, in the same Spark
+session, into a fresh storage root; the baseline reads the large file with the envelope
+schema given (no inference pass) and appends it to a Delta table partitioned by event date,
+as bronze is. Results are events per second, and their ratio to the baseline's, in
+bench/results/ingest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import result, write  # noqa: E402
+from pipelines.config import load_config  # noqa: E402
+from pipelines.runtime.session import build_spark  # noqa: E402
+from pipelines.synthetic.generator import Faults, WorldSpec, generate_world  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1] / "var" / "bench" / "ingest"
+ENVELOPE_DDL = ("event_id string, event_type string, schema_version int, user_id string, occurred_at string, "
+                "source string, payload string")
+
+
+def _write_files(folder: Path, lines: list[str], target_bytes: int | None) -> int:
+    """JSON-lines files of about `target_bytes` each (None: one file); returns how many."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files, current, size = 0, [], 0
+    for line in lines:
+        current.append(line)
+        size += len(line) + 1
+        if target_bytes and size >= target_bytes:
+            (folder / f"events-{files:05d}.jsonl").write_text("\n".join(current) + "\n", encoding="utf-8")
+            files, current, size = files + 1, [], 0
+    if current:
+        (folder / f"events-{files:05d}.jsonl").write_text("\n".join(current) + "\n", encoding="utf-8")
+        files += 1
+    return files
+
+
+def _baseline(spark, landing: Path, target: Path) -> float:
+    from pyspark.sql import functions as F
+
+    shutil.rmtree(target, ignore_errors=True)
+    started = time.perf_counter()
+    frame = (spark.read.schema(ENVELOPE_DDL).json(str(landing))
+             .withColumn("occurred_at", F.to_timestamp("occurred_at"))
+             .withColumn("event_date", F.to_date("occurred_at")))
+    frame.write.format("delta").partitionBy("event_date").mode("append").save(str(target))
+    return time.perf_counter() - started
+
+
+def _ingest(overrides: list[str]) -> tuple[float, int]:
+    from jobs.ingest_events import run
+    from pipelines.runtime.delta_tables import read_table
+
+    config = load_config("local", overrides)
+    started = time.perf_counter()
+    assert run(config, once=True) == 0
+    seconds = time.perf_counter() - started
+    spark = build_spark(config)
+    landed = (read_table(spark, config.table("bronze.events")).count()
+              + read_table(spark, config.table("bronze.quarantine")).count())
+    return seconds, landed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=6000)
+    parser.add_argument("--skip-kafka", action="store_true", help="measure the files paths only")
+    parser.add_argument("--set", action="append", default=[], help="config override, as for tailor")
+    args = parser.parse_args()
+
+    shutil.rmtree(ROOT, ignore_errors=True)
+    world = generate_world(WorldSpec(seed=7, users=args.users, products=2000, days=28,
+                                     faults=Faults.parse("all=0.002")))
+    lines = world.events
+    events = len(lines)
+    large, small = ROOT / "landing-large", ROOT / "landing-small"
+    _write_files(large, lines, None)
+    small_files = _write_files(small, lines, 1024 * 1024)
+    megabytes = sum(path.stat().st_size for path in large.iterdir()) / 1e6
+    print(f"{events} events, {megabytes:.0f} MB: one file, and {small_files} files of about 1 MB")
+
+    config = load_config("local", [f"storage.root={ROOT}/baseline", *args.set])
+    spark = build_spark(config, "bench-ingest")
+    _baseline(spark, large, ROOT / "warm-up")  # JIT and the Delta code paths, untimed
+    baseline_s = _baseline(spark, large, ROOT / "baseline")
+    baseline_eps = events / baseline_s
+    print(f"baseline spark.read.json -> Delta: {baseline_s:.1f}s, {baseline_eps:,.0f} events/s")
+
+    results = []
+    measured: dict[str, float] = {}
+    for name, landing in (("files_one_large", large), ("files_many_small", small)):
+        root = ROOT / name
+        overrides = [f"storage.root={root}", f"source.files.path={landing}", *args.set]
+        seconds, landed = _ingest(overrides)
+        measured[name] = events / seconds
+        print(f"ingest {name}: {seconds:.1f}s, {measured[name]:,.0f} events/s "
+              f"({measured[name] / baseline_eps:.2f}x); landed {landed} (+ duplicates dropped)")
+        results.append(result(f"ingest.{name}", measured[name], baseline_eps, "events/s",
+                              "≥ 0.5x spark.read.json → Delta (project goal 0.7x)", seconds=round(seconds, 1),
+                              events=events))
+    results.append(result("ingest.one_large_vs_many_small", measured["files_one_large"], measured["files_many_small"],
+                          "events/s", "≥ 1.0x: a large file no slower per event than small ones"))
+
+    if not args.skip_kafka:
+        from pipelines.services.kafka_broker import KafkaBroker, free_port
+        from pipelines.synthetic.producers import produce_to_kafka
+
+        broker = KafkaBroker(home=ROOT / "kafka", port=free_port(), controller_port=free_port())
+        broker.start()
+        try:
+            topic = "bench.events"
+            broker.create_topics([topic, "bench.crm"], partitions=2)
+            produce_to_kafka(broker.bootstrap_servers, topic, ((None, line) for line in lines))
+            overrides = [f"storage.root={ROOT}/kafka-run", "source.type=kafka",
+                         f"source.kafka.bootstrap_servers={broker.bootstrap_servers}",
+                         f"source.kafka.events_topic={topic}", "source.kafka.crm_topic=bench.crm", *args.set]
+            seconds, landed = _ingest(overrides)
+            kafka_eps = events / seconds
+            print(f"ingest kafka: {seconds:.1f}s, {kafka_eps:,.0f} events/s ({kafka_eps / baseline_eps:.2f}x)")
+            results.append(result("ingest.kafka", kafka_eps, baseline_eps, "events/s",
+                                  "≥ 0.5x spark.read.json → Delta (project goal 0.7x)", seconds=round(seconds, 1),
+                                  events=events))
+        finally:
+            broker.stop()
+    path = write("ingest", results, events=events, megabytes=round(megabytes), baseline_seconds=round(baseline_s, 1))
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

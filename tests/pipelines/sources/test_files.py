@@ -1,0 +1,134 @@
+"""The landing-folder source: every line's exact bytes and start offset, however a file is
+cut into ranges, plain or gzip, and through Spark across several partitions."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from pipelines.sources.files import FilesDataSource, LandedFile, Range, plan_ranges, read_range, split_lines
+
+# A file with the awkward cases, and its lines written down by hand: (offset, bytes).
+CONTENT = (b'{"a":1}\n'            # 0
+           b'{"b":"\xff\xfe"}\r\n'  # 8: invalid UTF-8, CRLF ending
+           b'\n'                    # 20: an empty line
+           b'{"c":3}\n'             # 21
+           b'\r\n'                  # 29: a line holding only its CR
+           b'{"d":"\xc3\xa9"}')     # 31: UTF-8, no final newline
+EXPECTED = [(0, b'{"a":1}'), (8, b'{"b":"\xff\xfe"}'), (20, b""), (21, b'{"c":3}'), (29, b""),
+            (31, b'{"d":"\xc3\xa9"}')]
+
+
+def _lines_of(piece: Range, chunk_bytes: int) -> list[tuple[int, bytes]]:
+    return [(start, line) for lines, starts in read_range(piece, chunk_bytes)
+            for line, start in zip(lines, starts, strict=True)]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3, 7, 64 * 1024])
+def test_every_cut_reads_each_line_exactly_once(tmp_path, chunk_bytes):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(CONTENT)
+    size = len(CONTENT)
+    for cut in range(size + 1):
+        first = _lines_of(Range(str(path), 0, cut, 0), chunk_bytes)
+        second = _lines_of(Range(str(path), cut, size, 0), chunk_bytes)
+        assert first + second == EXPECTED, f"cut at byte {cut}"
+    for a in range(0, size, 5):
+        for b in range(a, size + 1, 4):
+            three = [line for start, end in ((0, a), (a, b), (b, size))
+                     for line in _lines_of(Range(str(path), start, end, 0), chunk_bytes)]
+            assert three == EXPECTED, f"cuts at {a} and {b}"
+
+
+def test_a_final_newline_ends_the_last_line_and_adds_none(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b"one\ntwo\n")
+    assert _lines_of(Range(str(path), 0, 8, 0), 4) == [(0, b"one"), (4, b"two")]
+    path.write_bytes(b"")
+    assert _lines_of(Range(str(path), 0, 0, 0), 4) == []
+    path.write_bytes(b"\n")
+    assert _lines_of(Range(str(path), 0, 1, 0), 4) == [(0, b"")]
+
+
+def test_gzip_is_read_whole_with_offsets_in_the_decompressed_stream(tmp_path):
+    path = tmp_path / "firehose.jsonl.gz"
+    path.write_bytes(gzip.compress(CONTENT))
+    landed = LandedFile(str(path), path.stat().st_size, 0)
+    (only,) = plan_ranges([landed], split_bytes=4)
+    assert only == [Range(str(path), 0, landed.size, 0)]
+    assert _lines_of(only[0], 5) == EXPECTED
+
+
+def test_large_files_are_cut_and_small_ones_packed():
+    big = LandedFile("big.jsonl", 1000, 1)
+    small = [LandedFile(f"s{n}.jsonl", 100, 2) for n in range(3)]
+    partitions = plan_ranges([big, *small], split_bytes=300)
+    assert partitions == [
+        [Range("big.jsonl", 0, 250, 1)], [Range("big.jsonl", 250, 500, 1)], [Range("big.jsonl", 500, 750, 1)],
+        [Range("big.jsonl", 750, 1000, 1)],
+        [Range("s0.jsonl", 0, 100, 2), Range("s1.jsonl", 0, 100, 2), Range("s2.jsonl", 0, 100, 2)],
+    ]
+
+
+def test_split_lines_stops_at_the_first_line_starting_at_the_end():
+    chunks = iter([b"ab\ncd\nef\ngh"])
+    assert list(split_lines(chunks, 10, 16)) == [([b"ab", b"cd"], [10, 13])]
+
+
+def _read_stream(spark, folder: Path, log: Path, **options: str):
+    spark.dataSource.register(FilesDataSource)
+    reader = spark.readStream.format("tailor_files").option("path", str(folder)).option("log_path", str(log))
+    for key, value in options.items():
+        reader = reader.option(key, value)
+    return reader.load()
+
+
+def _run_once(spark, frame, checkpoint: Path):
+    """Rows of each batch, with the Spark partition that read them."""
+    from pyspark.sql import functions as F
+
+    batches: list[list] = []
+
+    def collect(batch, _batch_id):
+        batches.append(batch.withColumn("task", F.spark_partition_id()).collect())
+
+    query = (frame.writeStream.foreachBatch(collect).option("checkpointLocation", str(checkpoint))
+             .trigger(availableNow=True).start())
+    query.awaitTermination()
+    return batches
+
+
+def test_spark_reads_a_large_file_with_several_tasks_and_every_byte_exact(spark, tmp_path):
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    repeated = CONTENT + b"\n"
+    (folder / "big.jsonl").write_bytes(repeated * 40)
+    (folder / "small.jsonl.gz").write_bytes(gzip.compress(CONTENT))
+    (folder / ".partial.jsonl.tmp").write_bytes(b"not yet")
+    (folder / "notes.txt").write_bytes(b"ignored")
+    frame = _read_stream(spark, folder, tmp_path / "log", max_split_bytes=str(len(repeated) * 7))
+    (rows,) = _run_once(spark, frame, tmp_path / "checkpoint")
+
+    big = sorted((r.source_offset, bytes(r.raw)) for r in rows if r.source_partition.endswith("big.jsonl"))
+    expected_big = [(copy * len(repeated) + offset, line) for copy in range(40) for offset, line in EXPECTED]
+    assert big == expected_big
+    small = sorted((r.source_offset, bytes(r.raw)) for r in rows if r.source_partition.endswith("small.jsonl.gz"))
+    assert small == EXPECTED
+    assert {r.task for r in rows if r.source_partition.endswith("big.jsonl")} == set(range(6))
+    assert len(rows) == len(big) + len(small)
+
+
+def test_a_rerun_reads_only_new_files(spark, tmp_path):
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    (folder / "one.jsonl").write_bytes(b"1\n2\n")
+    checkpoint, log = tmp_path / "checkpoint", tmp_path / "log"
+    first = _run_once(spark, _read_stream(spark, folder, log), checkpoint)
+    (folder / "two.jsonl").write_bytes(b"3\n")
+    second = _run_once(spark, _read_stream(spark, folder, log), checkpoint)
+    third = _run_once(spark, _read_stream(spark, folder, log), checkpoint)
+    assert sorted(bytes(r.raw) for batch in first for r in batch) == [b"1", b"2"]
+    assert [bytes(r.raw) for batch in second for r in batch] == [b"3"]
+    assert [r for batch in third for r in batch] == []
