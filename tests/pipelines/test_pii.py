@@ -63,7 +63,7 @@ def test_email_hash_is_hmac_sha256_of_the_trimmed_lowercased_address():
     (f"k1:{_b64(b'short')}", "key 'k1' must be 32 bytes, got 5"),
     (f"k1:{_b64(KEY_1)},k1:{_b64(KEY_2)}", "a key id appears twice"),
     ("", "holds no key"),
-])
+], ids=["no-colon", "bad-base64", "short-key", "repeated-id", "empty"])  # stable ids: the keys are random
 def test_bad_keyring_is_one_line_naming_the_variable_not_the_key(text, message):
     with pytest.raises(ConfigError) as error:
         pii.parse_keyring(text, "TAILOR_PII_ENCRYPTION_KEY")
