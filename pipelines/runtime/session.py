@@ -17,6 +17,7 @@ from pipelines.errors import EnvironmentProblem
 from pipelines.runtime.preflight import require_java
 
 log = logging.getLogger("tailor.spark")
+_jvm_log: str | None = None
 _DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -84,9 +85,16 @@ def build_spark(config: Config, app_name: str | None = None):
         builder = builder.config(key, value)
     if app_name:
         builder = builder.appName(f"{config.spark.app_name}-{app_name}")
+    global _jvm_log
     first = SparkSession.getActiveSession() is None
     session = builder.getOrCreate()
     log_to = log_file(config, app_name)
     if first and log_to:
+        _jvm_log = log_to
         log.info("Spark and JVM logs: %s", log_to)
     return session
+
+
+def jvm_log() -> str | None:
+    """The file this process's JVM logs to, when config routes them to one."""
+    return _jvm_log

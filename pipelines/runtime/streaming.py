@@ -23,6 +23,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from pipelines.config import TableRef
 from pipelines.errors import TailorError
 from pipelines.runtime.delta_tables import idempotent_writes, retry_on_conflict, save
+from pipelines.runtime.session import jvm_log
 
 log = logging.getLogger("tailor.streaming")
 APP_ID_FILE = "_tailor_app_id"
@@ -175,6 +176,7 @@ def await_query(query: RunningQuery, name: str, on_tick: Callable[[], None] | No
         if query.watch is not None:
             query.spark.streams.removeListener(query.watch)
     if query.exception() is not None:
-        raise TailorError(f"query {name} failed: {str(query.exception()).splitlines()[0][:500]}")
+        details = f" (the JVM's log: {jvm_log()})" if jvm_log() else ""
+        raise TailorError(f"query {name} failed: {str(query.exception()).splitlines()[0][:500]}{details}")
     progress = query.lastProgress
     log.info("query %s stopped after batch %s", name, progress["batchId"] if progress else "none")
