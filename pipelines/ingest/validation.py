@@ -1,10 +1,13 @@
 """Validate raw records against the event contract with Spark expressions only.
 
-The JSON Schemas of `pipelines.contracts.events` are compiled into Column expressions over
-Spark's VARIANT type (`try_parse_json`, `variant_get`, `schema_of_variant`), so the hot
-path stays in the JVM: no Python UDF runs per record. The checks and their precedence
-mirror the Python validator (`pipelines.contracts.validate_event`); a test holds the two to
-the same answers on the same corpus.
+The JSON Schemas of `pipelines.contracts.events` are compiled into Spark SQL expressions
+over the VARIANT type (`try_parse_json`, `variant_get`, `schema_of_variant`), so the hot
+path stays in the JVM: no Python UDF runs per record. The compiler writes SQL text in
+plain Python and Spark parses it once per query: building the same rules as PySpark
+Column objects took tens of thousands of py4j calls, over ten seconds per query start.
+The checks and their precedence mirror the Python validator
+(`pipelines.contracts.validate_event`); a test holds the two to the same answers on the
+same corpus.
 
 Everything here is a pure `DataFrame -> DataFrame` function, safe on streaming frames.
 """
@@ -12,7 +15,6 @@ Everything here is a pure `DataFrame -> DataFrame` function, safe on streaming f
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,59 +39,93 @@ CRM_EVENT_TYPE = "crm_customer_change"
 SOURCE_COORDINATES = ("source_kind", "source_stream", "source_partition", "source_offset")
 RAW_COLUMNS = ("raw", *SOURCE_COORDINATES, "source_timestamp")
 
+_PROBLEM_TYPE = "struct<code:string,message:string>"
+_NO_PROBLEM = f"CAST(NULL AS {_PROBLEM_TYPE})"
+_INTEGER_TYPES = ("BIGINT", "INT", "SMALLINT", "TINYINT")
+# Integers that fit a long are BIGINT; DECIMAL(p,0) with p < 19 is a literal such as 2.0
+# whose scale the variant encoding dropped: a number, not an integer.
+_WIDE_INTEGER = r"^DECIMAL\((19|[23][0-9]),0\)$"
+
+
+def sql_literal(value: Any) -> str:
+    """A Python value as a Spark SQL literal (strings with Spark's default escaping)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def _any(conditions: list[str]) -> str:
+    return "(" + " OR ".join(conditions) + ")" if len(conditions) > 1 else conditions[0]
+
+
+def _all(*conditions: str) -> str:
+    kept = [c for c in conditions if c != "TRUE"]
+    return "(" + " AND ".join(kept) + ")" if kept else "TRUE"
+
+
+def _in(expression: str, values: Any) -> str:
+    return f"({expression} IN ({', '.join(sql_literal(v) for v in values)}))"
+
 
 @dataclass(frozen=True)
 class _Check:
-    condition: Column
-    message: Column | str
+    """A SQL condition that holds when the record breaks a rule, and the SQL message."""
+
+    condition: str
+    message: str
 
 
-def _message(value: Column | str) -> Column:
-    return F.lit(value) if isinstance(value, str) else value
+def _text(message: str) -> str:
+    return sql_literal(message)
 
 
 class _Node(ABC):
-    """A JSON value inside a record: its type name (null when absent) and typed reads."""
+    """A JSON value inside a record: its type name (null when absent) and typed reads, as SQL."""
 
     @abstractmethod
-    def type_name(self) -> Column: ...
+    def type_name(self) -> str: ...
 
     @abstractmethod
-    def string(self) -> Column: ...
+    def string(self) -> str: ...
 
     @abstractmethod
-    def double(self) -> Column: ...
+    def double(self) -> str: ...
 
     @abstractmethod
-    def elements(self) -> Column: ...
+    def elements(self) -> str: ...
 
     @abstractmethod
     def child(self, name: str) -> _Node: ...
 
-    def present(self) -> Column:
-        return self.type_name().isNotNull()
+    def present(self) -> str:
+        return f"({self.type_name()} IS NOT NULL)"
 
 
 class _Inline(_Node):
-    """A variant Column read where it is used: array elements inside a lambda."""
+    """A variant expression read where it is used: array elements inside a lambda."""
 
-    def __init__(self, column: Column):
-        self.column = column
+    def __init__(self, expression: str):
+        self.expression = expression
 
-    def type_name(self) -> Column:
-        return F.schema_of_variant(self.column)
+    def type_name(self) -> str:
+        return f"schema_of_variant({self.expression})"
 
-    def string(self) -> Column:
-        return F.try_variant_get(self.column, "$", "string")
+    def string(self) -> str:
+        return f"try_variant_get({self.expression}, '$', 'string')"
 
-    def double(self) -> Column:
-        return F.try_variant_get(self.column, "$", "double")
+    def double(self) -> str:
+        return f"try_variant_get({self.expression}, '$', 'double')"
 
-    def elements(self) -> Column:
-        return F.try_variant_get(self.column, "$", "array<variant>")
+    def elements(self) -> str:
+        return f"try_variant_get({self.expression}, '$', 'array<variant>')"
 
     def child(self, name: str) -> _Node:
-        return _Inline(F.variant_get(self.column, f"$.{name}", "variant"))
+        return _Inline(f"variant_get({self.expression}, {sql_literal('$.' + name)}, 'variant')")
 
 
 class _Reads:
@@ -98,83 +134,77 @@ class _Reads:
     The checks refer to these columns, not to fresh variant lookups: the rule set stays
     small enough for Spark to compile, and a path read by ten checks is read once."""
 
-    def __init__(self, root: Column):
+    def __init__(self, root: str):
         self.root = root
-        self.expressions: dict[str, Column] = {}
+        self.expressions: dict[str, str] = {}
         self.names: dict[str, str] = {}
 
-    def column(self, kind: str, path: str, scope: tuple[str, Column] | None = None) -> Column:
+    def column(self, kind: str, path: str, scope: tuple[str, str] | None = None) -> str:
         """The read, computed only for rows in `scope` (name, condition), if one is given:
         a payload path is read only for the event types whose schema has it."""
         key = f"{kind}:{path}:{scope[0] if scope else ''}"
         if key not in self.names:
             name = self.names[key] = f"_read{len(self.names)}"
-            variant = self.root if path == "$" else F.variant_get(self.root, path, "variant")
+            at = sql_literal(path)
+            variant = self.root if path == "$" else f"variant_get({self.root}, {at}, 'variant')"
             expression = {
-                "type": lambda: F.schema_of_variant(variant),
-                "string": lambda: F.try_variant_get(self.root, path, "string"),
-                "double": lambda: F.try_variant_get(self.root, path, "double"),
-                "elements": lambda: F.try_variant_get(self.root, path, "array<variant>"),
-            }[kind]()
-            self.expressions[name] = F.when(scope[1], expression) if scope else expression
-        return F.col(self.names[key])
+                "type": f"schema_of_variant({variant})",
+                "string": f"try_variant_get({self.root}, {at}, 'string')",
+                "double": f"try_variant_get({self.root}, {at}, 'double')",
+                "elements": f"try_variant_get({self.root}, {at}, 'array<variant>')",
+            }[kind]
+            self.expressions[name] = f"CASE WHEN {scope[1]} THEN {expression} END" if scope else expression
+        return self.names[key]
 
     def add_to(self, df: DataFrame) -> DataFrame:
-        return df.select("*", *[expression.alias(name) for name, expression in self.expressions.items()])
+        return df.select("*", *[F.expr(expression).alias(name) for name, expression in self.expressions.items()])
 
 
 class _Path(_Node):
-    def __init__(self, reads: _Reads, path: str = "$", scope: tuple[str, Column] | None = None):
+    def __init__(self, reads: _Reads, path: str = "$", scope: tuple[str, str] | None = None):
         self.reads, self.path, self.scope = reads, path, scope
 
-    def type_name(self) -> Column:
+    def type_name(self) -> str:
         return self.reads.column("type", self.path, self.scope)
 
-    def string(self) -> Column:
+    def string(self) -> str:
         return self.reads.column("string", self.path, self.scope)
 
-    def double(self) -> Column:
+    def double(self) -> str:
         return self.reads.column("double", self.path, self.scope)
 
-    def elements(self) -> Column:
+    def elements(self) -> str:
         return self.reads.column("elements", self.path, self.scope)
 
     def child(self, name: str) -> _Node:
         return _Path(self.reads, f"{self.path}.{name}", self.scope)
 
-    def within(self, name: str, condition: Column) -> _Path:
+    def within(self, name: str, condition: str) -> _Path:
         return _Path(self.reads, self.path, (name, condition))
 
 
-def _has_json_type(node: _Node, kind: str | list[str]) -> Column:
+def _has_json_type(node: _Node, kind: str | list[str]) -> str:
     kinds = kind if isinstance(kind, list) else [kind]
     name = node.type_name()
     tests = []
     for one in kinds:
         if one == "string":
-            tests.append(name == "STRING")
+            tests.append(f"({name} = 'STRING')")
         elif one == "integer":
-            # Integers that fit a long are BIGINT; DECIMAL(p,0) with p < 19 is a literal such
-            # as 2.0 whose scale the variant encoding dropped: a number, not an integer.
-            tests.append(name.isin("BIGINT", "INT", "SMALLINT", "TINYINT")
-                         | name.rlike(r"^DECIMAL\((19|[23][0-9]),0\)$"))
+            tests.append(_any([_in(name, _INTEGER_TYPES), f"({name} RLIKE {sql_literal(_WIDE_INTEGER)})"]))
         elif one == "number":
-            tests.append(name.isin("BIGINT", "INT", "SMALLINT", "TINYINT", "DOUBLE", "FLOAT")
-                         | name.startswith("DECIMAL"))
+            tests.append(_any([_in(name, (*_INTEGER_TYPES, "DOUBLE", "FLOAT")), f"startswith({name}, 'DECIMAL')"]))
         elif one == "boolean":
-            tests.append(name == "BOOLEAN")
+            tests.append(f"({name} = 'BOOLEAN')")
         elif one == "object":
-            tests.append(name.startswith("OBJECT"))
+            tests.append(f"startswith({name}, 'OBJECT')")
         elif one == "array":
-            tests.append(name.startswith("ARRAY"))
+            tests.append(f"startswith({name}, 'ARRAY')")
         elif one == "null":
-            tests.append(name == "VOID")
+            tests.append(f"({name} = 'VOID')")
         else:
             raise ValueError(f"JSON type {one!r} has no Spark check")
-    result = tests[0]
-    for test in tests[1:]:
-        result = result | test
-    return result
+    return _any(tests)
 
 
 def _value_checks(schema: dict[str, Any], node: _Node, where: str) -> list[_Check]:
@@ -182,92 +212,82 @@ def _value_checks(schema: dict[str, Any], node: _Node, where: str) -> list[_Chec
     checks: list[_Check] = []
     kind = schema.get("type")
     kinds = kind if isinstance(kind, list) else [kind]
-    not_null = node.type_name() != "VOID"
+    not_null = f"({node.type_name()} != 'VOID')"
     if "enum" in schema:
-        checks.append(_Check(not_null & ~node.string().isin(*schema["enum"]), f"'{where}' breaks enum"))
+        checks.append(_Check(_all(not_null, f"NOT {_in(node.string(), schema['enum'])}"),
+                             _text(f"'{where}' breaks enum")))
     if "string" in kinds:
-        is_string = node.type_name() == "STRING"
+        is_string = f"({node.type_name()} = 'STRING')"
         if "minLength" in schema:
-            checks.append(_Check(is_string & (F.length(node.string()) < schema["minLength"]),
-                                 f"'{where}' breaks minLength {schema['minLength']}"))
+            checks.append(_Check(_all(is_string, f"(char_length({node.string()}) < {schema['minLength']})"),
+                                 _text(f"'{where}' breaks minLength {schema['minLength']}")))
         if "maxLength" in schema:
-            checks.append(_Check(is_string & (F.length(node.string()) > schema["maxLength"]),
-                                 f"'{where}' breaks maxLength {schema['maxLength']}"))
+            checks.append(_Check(_all(is_string, f"(char_length({node.string()}) > {schema['maxLength']})"),
+                                 _text(f"'{where}' breaks maxLength {schema['maxLength']}")))
         if "pattern" in schema:
-            checks.append(_Check(is_string & ~node.string().rlike(schema["pattern"]),
-                                 f"'{where}' breaks pattern"))
+            checks.append(_Check(_all(is_string, f"NOT ({node.string()} RLIKE {sql_literal(schema['pattern'])})"),
+                                 _text(f"'{where}' breaks pattern")))
     if "minimum" in schema:
-        checks.append(_Check(not_null & (node.double() < schema["minimum"]),
-                             f"'{where}' breaks minimum {schema['minimum']}"))
+        checks.append(_Check(_all(not_null, f"({node.double()} < {schema['minimum']})"),
+                             _text(f"'{where}' breaks minimum {schema['minimum']}")))
     if "maximum" in schema:
-        checks.append(_Check(not_null & (node.double() > schema["maximum"]),
-                             f"'{where}' breaks maximum {schema['maximum']}"))
+        checks.append(_Check(_all(not_null, f"({node.double()} > {schema['maximum']})"),
+                             _text(f"'{where}' breaks maximum {schema['maximum']}")))
     if "minItems" in schema:
-        checks.append(_Check(_has_json_type(node, "array") & (F.size(node.elements()) < schema["minItems"]),
-                             f"'{where}' breaks minItems {schema['minItems']}"))
+        checks.append(_Check(_all(_has_json_type(node, "array"), f"(size({node.elements()}) < {schema['minItems']})"),
+                             _text(f"'{where}' breaks minItems {schema['minItems']}")))
     return checks
 
 
-def _compile(schema: dict[str, Any], node: _Node, where: str, guard: Column
+def _compile(schema: dict[str, Any], node: _Node, where: str, guard: str, depth: int = 0
              ) -> tuple[list[_Check], list[_Check], list[_Check]]:
     """(missing, wrong_type, invalid) checks for `node`, which is known present when `guard`."""
     missing: list[_Check] = []
     wrong: list[_Check] = []
     invalid: list[_Check] = []
     kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind]
     if kind is not None:
-        wrong.append(_Check(guard & ~_has_json_type(node, kind), f"'{where or 'record'}' must be {kind}"))
-    well_typed = guard & (_has_json_type(node, kind) if kind is not None else F.lit(True))
-    invalid += [_Check(well_typed & check.condition, check.message)
+        wrong.append(_Check(_all(guard, f"NOT {_has_json_type(node, kind)}"),
+                            _text(f"'{where or 'record'}' must be {kind}")))
+    well_typed = _all(guard, _has_json_type(node, kind)) if kind is not None else guard
+    invalid += [_Check(_all(well_typed, check.condition), check.message)
                 for check in _value_checks(schema, node, where or "record")]
 
     properties = schema.get("properties", {})
     if properties:
-        is_object = well_typed & _has_json_type(node, "object")
+        is_object = _all(well_typed, _has_json_type(node, "object"))
         for name, sub in properties.items():
             child = node.child(name)
             sub_missing, sub_wrong, sub_invalid = _compile(
-                sub, child, f"{where}.{name}".strip("."), is_object & child.present())
+                sub, child, f"{where}.{name}".strip("."), _all(is_object, child.present()), depth)
             missing += sub_missing
             wrong += sub_wrong
             invalid += sub_invalid
         for name in schema.get("required", []):
             field = f"{where}.{name}".strip(".")
-            missing.append(_Check(is_object & ~node.child(name).present(),
-                                  f"required field '{field}' is missing"))
+            missing.append(_Check(_all(is_object, f"NOT {node.child(name).present()}"),
+                                  _text(f"required field '{field}' is missing")))
     items = schema.get("items")
-    if items and kind == "array":
-        is_array = well_typed & _has_json_type(node, "array")
-        elements = node.elements()
-        item_where = f"{where}[]"
-        # Compiled once to learn the checks an element gets; each is then re-compiled inside
-        # `exists`, bound to the lambda's element.
-        shape = _compile(items, _Inline(F.lit(None).cast("variant")), item_where, F.lit(True))
-        for group, (bucket, template) in enumerate(zip((missing, wrong, invalid), shape, strict=True)):
-            for position, check in enumerate(template):
-                holds = _element_condition(items, item_where, group, position)
-                bucket.append(_Check(is_array & F.exists(elements, holds), check.message))
+    if items and "array" in kinds:
+        # Each check an element gets becomes `exists(elements, x -> check)`, the lambda's
+        # variable bound to the element (one name per nesting depth).
+        is_array = _all(well_typed, _has_json_type(node, "array"))
+        element = f"_element{depth}"
+        shape = _compile(items, _Inline(element), f"{where}[]", "TRUE", depth + 1)
+        for bucket, template in zip((missing, wrong, invalid), shape, strict=True):
+            bucket += [_Check(_all(is_array, f"exists({node.elements()}, {element} -> {check.condition})"),
+                              check.message) for check in template]
     return missing, wrong, invalid
 
 
-def _element_condition(items: dict[str, Any], where: str, group: int, position: int
-                       ) -> Callable[[Column], Column]:
-    # A one-argument function: Spark reads the lambda's arity from its signature.
-    def holds(element: Column) -> Column:
-        return _compile(items, _Inline(element), where, F.lit(True))[group][position].condition
-
-    return holds
-
-
-def first_problem(checks: list[tuple[str, _Check]]) -> Column:
-    """struct(code, message) of the first check that holds, or null."""
+def first_problem(checks: list[tuple[str, _Check]]) -> str:
+    """SQL: struct(code, message) of the first check that holds, or null."""
     if not checks:
-        return F.lit(None).cast("struct<code:string,message:string>")
-    expression = None
-    for code, check in checks:
-        value = F.struct(F.lit(code).alias("code"), _message(check.message).alias("message"))
-        expression = F.when(check.condition, value) if expression is None else expression.when(check.condition, value)
-    return expression.otherwise(F.lit(None).cast("struct<code:string,message:string>"))
+        return _NO_PROBLEM
+    branches = " ".join(f"WHEN {check.condition} THEN named_struct('code', {sql_literal(code)}, "
+                        f"'message', {check.message})" for code, check in checks)
+    return f"CASE {branches} ELSE {_NO_PROBLEM} END"
 
 
 def _schema_checks(schema: dict[str, Any], node: _Node, where: str) -> list[tuple[str, _Check]]:
@@ -276,45 +296,48 @@ def _schema_checks(schema: dict[str, Any], node: _Node, where: str) -> list[tupl
             + [("invalid_value", c) for c in invalid])
 
 
-def _envelope_known_version(event_type: Column, version: Column) -> Column:
-    known = None
-    for name, versions in PAYLOADS.items():
-        test = (event_type == name) & version.isin(*versions)
-        known = test if known is None else known | test
-    return known
+def _envelope_known_version(event_type: str, version: str) -> str:
+    return _any([_all(f"({event_type} = {sql_literal(name)})", _in(version, versions))
+                 for name, versions in PAYLOADS.items()])
 
 
-def _occurred_at_problems(text: Column, timestamp: Column, now: Column) -> list[tuple[str, _Check]]:
-    earliest = F.lit(EARLIEST_OCCURRED_AT).cast("timestamp")
-    latest = now + F.expr(f"INTERVAL {MAX_FUTURE_SKEW_HOURS} HOURS")
+def _out_of_range(timestamp: str) -> str:
+    earliest = f"CAST({sql_literal(EARLIEST_OCCURRED_AT)} AS TIMESTAMP)"
+    return f"(({timestamp} < {earliest}) OR ({timestamp} > _now + INTERVAL {MAX_FUTURE_SKEW_HOURS} HOURS))"
+
+
+def _occurred_at_problems(text: str, timestamp: str) -> list[tuple[str, _Check]]:
     return [
-        ("bad_timestamp", _Check(~text.rlike(OCCURRED_AT_PATTERN) | timestamp.isNull(),
-                                 "occurred_at must be ISO-8601 with a zone, e.g. 2026-11-27T08:00:00Z")),
-        ("bad_timestamp", _Check((timestamp < earliest) | (timestamp > latest),
-                                 f"occurred_at is outside the accepted range ({EARLIEST_OCCURRED_AT} "
-                                 f"to {MAX_FUTURE_SKEW_HOURS}h from now)")),
+        ("bad_timestamp", _Check(f"(NOT ({text} RLIKE {sql_literal(OCCURRED_AT_PATTERN)}) OR {timestamp} IS NULL)",
+                                 _text("occurred_at must be ISO-8601 with a zone, e.g. 2026-11-27T08:00:00Z"))),
+        ("bad_timestamp", _Check(_out_of_range(timestamp),
+                                 _text(f"occurred_at is outside the accepted range ({EARLIEST_OCCURRED_AT} "
+                                       f"to {MAX_FUTURE_SKEW_HOURS}h from now)"))),
     ]
 
 
-def _raw_problems(raw: Column, text: Column, record: _Node) -> list[tuple[str, _Check]]:
-    trimmed = F.trim(text)
+def _raw_problems(record: _Node) -> list[tuple[str, _Check]]:
+    """Checks on the bytes, before any field: `raw` is the record, `_text` its string."""
     return [
-        ("malformed_json", _Check(raw.isNull(), "empty message (null value)")),
-        ("oversized", _Check(F.octet_length(raw) > MAX_EVENT_BYTES,
-                             F.format_string(f"record is %d bytes; the limit is {MAX_EVENT_BYTES}",
-                                             F.octet_length(raw)))),
-        ("not_utf8", _Check(~F.is_valid_utf8(text), "record is not UTF-8")),
-        ("malformed_json", _Check(~record.present(), "not JSON")),
-        ("malformed_json", _Check(~_has_json_type(record, "object"), "record must be a JSON object")),
+        ("malformed_json", _Check("(raw IS NULL)", _text("empty message (null value)"))),
+        ("oversized", _Check(f"(octet_length(raw) > {MAX_EVENT_BYTES})",
+                             f"format_string({sql_literal(f'record is %d bytes; the limit is {MAX_EVENT_BYTES}')}, "
+                             "octet_length(raw))")),
+        ("not_utf8", _Check("NOT is_valid_utf8(_text)", _text("record is not UTF-8"))),
+        ("malformed_json", _Check(f"NOT {record.present()}", _text("not JSON"))),
+        ("malformed_json", _Check(f"NOT {_has_json_type(record, 'object')}", _text("record must be a JSON object"))),
         # Spark's parser stops after the first value; Python's (the reference) refuses the rest.
-        ("malformed_json", _Check(~trimmed.endswith("}"), "not JSON: extra data after the object")),
+        ("malformed_json", _Check("NOT endswith(trim(_text), '}')", _text("not JSON: extra data after the object"))),
     ]
 
 
-def _parse(raw: Column) -> tuple[Column, Column]:
-    text = raw.cast("string")
-    parsable = raw.isNotNull() & (F.octet_length(raw) <= MAX_EVENT_BYTES) & F.is_valid_utf8(text)
-    return text, F.when(parsable, F.try_parse_json(text))
+def _parsed(df: DataFrame, name: str, now: Column | None) -> DataFrame:
+    """Adds `_text` (the bytes as a string), `_now`, and the record parsed as a VARIANT in
+    `name` (null when it is not a parsable JSON record)."""
+    parsable = f"raw IS NOT NULL AND octet_length(raw) <= {MAX_EVENT_BYTES} AND is_valid_utf8(_text)"
+    return (df.withColumn("_text", F.col("raw").cast("string"))
+            .withColumn("_now", F.current_timestamp() if now is None else now)
+            .withColumn(name, F.expr(f"CASE WHEN {parsable} THEN try_parse_json(_text) END")))
 
 
 OUTPUT_COLUMNS = (
@@ -323,9 +346,13 @@ OUTPUT_COLUMNS = (
 )
 
 
-def _finish(df: DataFrame, reads: _Reads, problem: Column) -> DataFrame:
+def _with_columns(df: DataFrame, columns: dict[str, str]) -> DataFrame:
+    return df.withColumns({name: F.expr(expression) for name, expression in columns.items()})
+
+
+def _finish(df: DataFrame, reads: _Reads, problem: str) -> DataFrame:
     return (reads.add_to(df)
-            .withColumn("_problem", problem)
+            .withColumn("_problem", F.expr(problem))
             .withColumn("error_code", F.col("_problem.code"))
             .withColumn("error_message", F.col("_problem.message"))
             .withColumn("event_date", F.to_date("occurred_at"))
@@ -338,60 +365,60 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
     A valid record has a null error_code; an invalid one keeps its raw bytes and source
     coordinates for the quarantine. `now` bounds future timestamps (default: batch time).
     """
-    now = F.current_timestamp() if now is None else now
-    text, parsed = _parse(F.col("raw"))
-    df = df.withColumn("_v", parsed)
-    v = F.col("_v")
-    reads = _Reads(v)
+    df = _parsed(df, "_v", now)
+    reads = _Reads("_v")
     record = _Path(reads)
-    occurred_text = F.try_variant_get(v, "$.occurred_at", "string")
-    df = (df.withColumn("event_id", F.try_variant_get(v, "$.event_id", "string"))
-          .withColumn("event_type", F.try_variant_get(v, "$.event_type", "string"))
-          .withColumn("schema_version", F.try_variant_get(v, "$.schema_version", "int"))
-          .withColumn("user_id", F.try_variant_get(v, "$.user_id", "string"))
-          .withColumn("_occurred_text", occurred_text)
-          .withColumn("occurred_at", F.when(occurred_text.rlike(OCCURRED_AT_PATTERN),
-                                            F.try_to_timestamp(occurred_text)))
-          .withColumn("source", F.try_variant_get(v, "$.source", "string"))
-          .withColumn("payload", F.to_json(F.variant_get(v, "$.payload", "variant")))
-          .withColumn("stream", F.lit("events"))
-          .withColumn("is_tombstone", F.lit(False)))
+    df = _with_columns(df, {
+        "event_id": "try_variant_get(_v, '$.event_id', 'string')",
+        "event_type": "try_variant_get(_v, '$.event_type', 'string')",
+        "schema_version": "try_variant_get(_v, '$.schema_version', 'int')",
+        "user_id": "try_variant_get(_v, '$.user_id', 'string')",
+        "_occurred_text": "try_variant_get(_v, '$.occurred_at', 'string')",
+        "source": "try_variant_get(_v, '$.source', 'string')",
+        "payload": "to_json(variant_get(_v, '$.payload', 'variant'))",
+        "stream": "'events'",
+        "is_tombstone": "FALSE",
+    })
+    df = _with_columns(df, {"occurred_at": f"CASE WHEN _occurred_text RLIKE {sql_literal(OCCURRED_AT_PATTERN)} "
+                                           "THEN try_to_timestamp(_occurred_text) END"})
     envelope_checks = (
-        _raw_problems(F.col("raw"), text, record)
+        _raw_problems(record)
         + _schema_checks(ENVELOPE, record, "")
-        + [("unknown_event_type", _Check(~F.col("event_type").isin(*PAYLOADS),
-                                         F.concat(F.lit("event_type '"), F.substring("event_type", 1, 64),
-                                                  F.lit("' is not registered")))),
-           ("unknown_schema_version", _Check(~_envelope_known_version(F.col("event_type"), F.col("schema_version")),
-                                             F.format_string("%s schema_version %s is unknown",
-                                                             F.col("event_type"),
-                                                             record.child("schema_version").string()))),
-           ("missing_field", _Check(~F.col("event_type").isin(*EVENTS_WITHOUT_USER)
-                                    & (F.col("user_id").isNull() | (F.col("user_id") == "")),
-                                    F.format_string("required field 'user_id' is missing for %s",
-                                                    F.col("event_type"))))]
-        + _occurred_at_problems(F.col("_occurred_text"), F.col("occurred_at"), now)
+        + [("unknown_event_type", _Check(f"NOT {_in('event_type', PAYLOADS)}",
+                                         "concat('event_type \\'', substring(event_type, 1, 64), "
+                                         "'\\' is not registered')")),
+           ("unknown_schema_version", _Check(f"NOT {_envelope_known_version('event_type', 'schema_version')}",
+                                             "format_string('%s schema_version %s is unknown', event_type, "
+                                             f"{record.child('schema_version').string()})")),
+           ("missing_field", _Check(_all(f"NOT {_in('event_type', sorted(EVENTS_WITHOUT_USER))}",
+                                         "(user_id IS NULL OR user_id = '')"),
+                                    "format_string('required field \\'user_id\\' is missing for %s', event_type)"))]
+        + _occurred_at_problems("_occurred_text", "occurred_at")
     )
-    payload = record.child("payload")
-    payload_problem = None
+    payload = _Path(reads, "$.payload")
+    branches = []
     for name, versions in PAYLOADS.items():
         for number, schema in versions.items():
-            matches = (F.col("event_type") == name) & (F.col("schema_version") == number)
+            matches = f"(event_type = {sql_literal(name)} AND schema_version = {number})"
             scoped = payload.within(f"{name}.v{number}", matches)
-            problem = first_problem(_schema_checks(schema, scoped, "payload"))
-            payload_problem = F.when(matches, problem) if payload_problem is None \
-                else payload_problem.when(matches, problem)
-    return _finish(df, reads, F.coalesce(first_problem(envelope_checks), payload_problem))
+            branches.append(f"WHEN {matches} THEN {first_problem(_schema_checks(schema, scoped, 'payload'))}")
+    payload_problem = f"CASE {' '.join(branches)} END"
+    return _finish(df, reads, f"coalesce({first_problem(envelope_checks)}, {payload_problem})")
 
 
 def _crm_row_checks(row: _Node, where: str) -> list[tuple[str, _Check]]:
-    present = row.present() & (row.type_name() != "VOID")
+    present = _all(row.present(), f"({row.type_name()} != 'VOID')")
     user_id = row.child("user_id")
     return [
-        ("wrong_type", _Check(present & ~_has_json_type(row, "object"), f"'{where}' must be an object or null")),
-        ("wrong_type", _Check(present & _has_json_type(row, "object") & user_id.present()
-                              & ~_has_json_type(user_id, "string"), f"'{where}.user_id' must be string")),
+        ("wrong_type", _Check(_all(present, f"NOT {_has_json_type(row, 'object')}"),
+                              _text(f"'{where}' must be an object or null"))),
+        ("wrong_type", _Check(_all(present, _has_json_type(row, "object"), user_id.present(),
+                                   f"NOT {_has_json_type(user_id, 'string')}"),
+                              _text(f"'{where}.user_id' must be string"))),
     ]
+
+
+_EXPECTED_OPS = sql_literal("'; expected one of " + ", ".join(DEBEZIUM_OPS))
 
 
 def validate_crm_changes(df: DataFrame, now: Column | None = None) -> DataFrame:
@@ -402,67 +429,66 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None) -> DataFrame:
     The event_id is the change's identity in the source database, so a redelivered change
     is a duplicate, not a second change.
     """
-    now = F.current_timestamp() if now is None else now
-    text, parsed = _parse(F.col("raw"))
-    df = df.withColumn("_outer", parsed)
-    outer = _Inline(F.col("_outer"))
-    wrapped = _has_json_type(outer, "object") & _has_json_type(outer.child("payload"), "object") \
-        & outer.child("schema").present()
-    df = df.withColumn("_v", F.when(wrapped, F.variant_get(F.col("_outer"), "$.payload", "variant"))
-                       .otherwise(F.col("_outer")))
-    v = F.col("_v")
-    reads = _Reads(v)
+    df = _parsed(df, "_outer", now)
+    outer = _Inline("_outer")
+    wrapped = _all(_has_json_type(outer, "object"), _has_json_type(outer.child("payload"), "object"),
+                   outer.child("schema").present())
+    df = _with_columns(df, {"_v": f"CASE WHEN {wrapped} THEN variant_get(_outer, '$.payload', 'variant') "
+                                  "ELSE _outer END"})
+    reads = _Reads("_v")
     change = _Path(reads)
     after, before = change.child("after"), change.child("before")
-    lsn = F.try_variant_get(v, "$.source.lsn", "bigint")
-    source_ts = F.try_variant_get(v, "$.source.ts_ms", "bigint")
-    sequence = F.coalesce(lsn, source_ts)
-    db_table = F.concat_ws(".", F.try_variant_get(v, "$.source.db", "string"),
-                           F.try_variant_get(v, "$.source.table", "string"))
-    occurred_at = F.timestamp_millis(source_ts)
-    op = F.try_variant_get(v, "$.op", "string")
-    df = (df.withColumn("_op", op)
-          .withColumn("user_id", F.coalesce(F.try_variant_get(v, "$.after.user_id", "string"),
-                                            F.try_variant_get(v, "$.before.user_id", "string")))
-          .withColumn("_sequence", sequence)
-          .withColumn("event_id", F.when(F.col("user_id").isNotNull() & F.col("_sequence").isNotNull(),
-                                         F.concat_ws(":", F.lit("crm"), db_table,
-                                                     F.col("_sequence").cast("string"), op, F.col("user_id"))))
-          .withColumn("event_type", F.lit(CRM_EVENT_TYPE))
-          .withColumn("schema_version", F.lit(1))
-          .withColumn("occurred_at", occurred_at)
-          .withColumn("source", F.lit("crm"))
-          .withColumn("payload", F.to_json(v))
-          .withColumn("stream", F.lit("crm"))
-          .withColumn("is_tombstone", F.col("raw").isNull()))
-    needs_after = F.col("_op").isin("c", "r", "u")
-    has_row = lambda row: row.present() & (row.type_name() != "VOID")  # noqa: E731
+    df = _with_columns(df, {
+        "_op": "try_variant_get(_v, '$.op', 'string')",
+        "user_id": "coalesce(try_variant_get(_v, '$.after.user_id', 'string'), "
+                   "try_variant_get(_v, '$.before.user_id', 'string'))",
+        "_source_ts": "try_variant_get(_v, '$.source.ts_ms', 'bigint')",
+        "_sequence": "coalesce(try_variant_get(_v, '$.source.lsn', 'bigint'), "
+                     "try_variant_get(_v, '$.source.ts_ms', 'bigint'))",
+        "_db_table": "concat_ws('.', try_variant_get(_v, '$.source.db', 'string'), "
+                     "try_variant_get(_v, '$.source.table', 'string'))",
+    })
+    df = _with_columns(df, {
+        "event_id": "CASE WHEN user_id IS NOT NULL AND _sequence IS NOT NULL "
+                    "THEN concat_ws(':', 'crm', _db_table, CAST(_sequence AS STRING), _op, user_id) END",
+        "event_type": sql_literal(CRM_EVENT_TYPE),
+        "schema_version": "1",
+        "occurred_at": "timestamp_millis(_source_ts)",
+        "source": "'crm'",
+        "payload": "to_json(_v)",
+        "stream": "'crm'",
+        "is_tombstone": "raw IS NULL",
+    })
+    needs_after = _in("_op", ("c", "r", "u"))
+
+    def has_row(row: _Node) -> str:
+        return _all(row.present(), f"({row.type_name()} != 'VOID')")
+
     checks = (
-        _raw_problems(F.col("raw"), text, outer)
-        + [("missing_field", _Check(~change.child("op").present(), "required field 'op' is missing")),
-           ("missing_field", _Check(~change.child("source").present(), "required field 'source' is missing")),
-           ("missing_field", _Check(~change.child("ts_ms").present(), "required field 'ts_ms' is missing")),
-           ("missing_field", _Check(needs_after & ~has_row(after),
-                                    F.format_string("op '%s' needs 'after'", F.col("_op")))),
-           ("missing_field", _Check((F.col("_op") == "d") & ~has_row(before), "op 'd' needs 'before'")),
-           ("missing_field", _Check(F.col("user_id").isNull(),
-                                    "change has no key: neither after.user_id nor before.user_id")),
-           ("missing_field", _Check(F.col("_sequence").isNull(),
-                                    "change has no sequence: neither source.lsn nor source.ts_ms"))]
+        _raw_problems(outer)
+        + [("missing_field", _Check(f"NOT {change.child('op').present()}", _text("required field 'op' is missing"))),
+           ("missing_field", _Check(f"NOT {change.child('source').present()}",
+                                    _text("required field 'source' is missing"))),
+           ("missing_field", _Check(f"NOT {change.child('ts_ms').present()}",
+                                    _text("required field 'ts_ms' is missing"))),
+           ("missing_field", _Check(_all(needs_after, f"NOT {has_row(after)}"),
+                                    "format_string('op \\'%s\\' needs \\'after\\'', _op)")),
+           ("missing_field", _Check(_all("(_op = 'd')", f"NOT {has_row(before)}"), _text("op 'd' needs 'before'"))),
+           ("missing_field", _Check("(user_id IS NULL)",
+                                    _text("change has no key: neither after.user_id nor before.user_id"))),
+           ("missing_field", _Check("(_sequence IS NULL)",
+                                    _text("change has no sequence: neither source.lsn nor source.ts_ms")))]
         + _crm_row_checks(after, "after") + _crm_row_checks(before, "before")
-        + [("wrong_type", _Check(~_has_json_type(change.child("op"), "string"), "'op' must be string")),
-           ("wrong_type", _Check(~_has_json_type(change.child("source"), "object"), "'source' must be object")),
-           ("wrong_type", _Check(~_has_json_type(change.child("ts_ms"), "integer"), "'ts_ms' must be integer")),
-           ("invalid_value", _Check(~F.col("_op").isin(*DEBEZIUM_OPS),
-                                    F.concat(F.lit("unknown op '"), F.substring("_op", 1, 8),
-                                             F.lit(f"'; expected one of {', '.join(DEBEZIUM_OPS)}")))),
-           ("bad_timestamp", _Check((F.col("occurred_at") < F.lit(EARLIEST_OCCURRED_AT).cast("timestamp"))
-                                    | (F.col("occurred_at") > now + F.expr(f"INTERVAL {MAX_FUTURE_SKEW_HOURS} HOURS")),
-                                    "source.ts_ms is outside the accepted range"))]
+        + [("wrong_type", _Check(f"NOT {_has_json_type(change.child('op'), 'string')}", _text("'op' must be string"))),
+           ("wrong_type", _Check(f"NOT {_has_json_type(change.child('source'), 'object')}",
+                                 _text("'source' must be object"))),
+           ("wrong_type", _Check(f"NOT {_has_json_type(change.child('ts_ms'), 'integer')}",
+                                 _text("'ts_ms' must be integer"))),
+           ("invalid_value", _Check(f"NOT {_in('_op', DEBEZIUM_OPS)}",
+                                    f"concat('unknown op \\'', substring(_op, 1, 8), {_EXPECTED_OPS})")),
+           ("bad_timestamp", _Check(_out_of_range("occurred_at"), _text("source.ts_ms is outside the accepted range")))]
     )
-    problem = F.when(F.col("raw").isNull(), F.lit(None).cast("struct<code:string,message:string>")) \
-        .otherwise(first_problem(checks))
-    return _finish(df, reads, problem)
+    return _finish(df, reads, f"CASE WHEN raw IS NULL THEN {_NO_PROBLEM} ELSE {first_problem(checks)} END")
 
 
 def add_ingest_columns(df: DataFrame) -> DataFrame:

@@ -8,7 +8,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from pipelines.contracts import validate_event
-from pipelines.ingest.validation import validate_crm_changes, validate_events
+from pipelines.ingest.validation import sql_literal, validate_crm_changes, validate_events
 from pipelines.synthetic.generator import Faults, WorldSpec, generate_world
 from tests.events import cart_event
 
@@ -157,3 +157,29 @@ def test_crm_changes_bare_wrapped_tombstone_and_bad(spark):
     ], "source_offset string, event_id string, event_type string, user_id string, occurred string, "
        "is_tombstone boolean, error_code string, error_message string")
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_items_of_a_nullable_array_are_checked_like_python_does(spark):
+    def preference(topics):
+        return json.dumps({"event_id": f"e-{len(str(topics))}", "event_type": "preference_update",
+                           "schema_version": 1, "user_id": "u-1", "occurred_at": "2026-11-27T08:00:00Z",
+                           "source": "preference_centre", "payload": {"topics": topics}})
+
+    records = [preference(["news", "sale"]), preference(None), preference(["news", 7]), preference(["news", ""])]
+    actual = validate_events(_raw(spark, records), _now()).select("source_offset", "error_code", "error_message")
+    expected = spark.createDataFrame([
+        ("0", None, None),
+        ("1", None, None),
+        ("2", "wrong_type", "'payload.topics[]' must be string"),
+        ("3", "invalid_value", "'payload.topics[]' breaks minLength 1"),
+    ], "source_offset string, error_code string, error_message string")
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+    for n, record in enumerate(records):
+        problem = validate_event(record, NOW)
+        assert (problem.code if problem else None) == expected.collect()[n].error_code
+
+
+def test_sql_literals_survive_quotes_and_backslashes(spark):
+    for value in ("it's", r"^\d{4}$", "back\\slash'quote", "ünïcode ✓", 7, 2.5, True, None):
+        (read,) = spark.range(1).select(F.expr(sql_literal(value)).alias("v")).collect()
+        assert read.v == value
