@@ -4,9 +4,10 @@ micro-batch in bronze.events and bronze.quarantine exactly once."""
 from __future__ import annotations
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from pipelines.config import Config, TableRef
-from pipelines.ingest.transforms import bronze_rows, quarantine_rows
+from pipelines.ingest.transforms import bronze_rows, is_valid, quarantine_rows
 from pipelines.runtime.delta_tables import ensure_table
 from pipelines.runtime.streaming import BatchWriter, append_once
 from pipelines.schemas import BRONZE_EVENTS, INGEST_METRICS, QUARANTINE
@@ -28,8 +29,14 @@ def ingest_batch_writer(bronze: TableRef, quarantine: TableRef, app_id: str) -> 
     def write(batch: DataFrame, batch_id: int) -> None:
         batch.persist()
         try:
-            append_once(bronze_rows(batch), bronze, app_id, batch_id)
-            append_once(quarantine_rows(batch), quarantine, app_id, batch_id)
+            # A full aggregate, not isEmpty(): every partition must run, so the dedup state
+            # of this batch is committed. A table with nothing to add gets no commit (a Delta
+            # commit costs seconds; the watermark's no-data batches are empty).
+            valid, quarantined = batch.agg(F.count_if(is_valid()), F.count_if(F.col("error_code").isNotNull())).first()
+            if valid:
+                append_once(bronze_rows(batch), bronze, app_id, batch_id)
+            if quarantined:
+                append_once(quarantine_rows(batch), quarantine, app_id, batch_id)
         finally:
             batch.unpersist()
 

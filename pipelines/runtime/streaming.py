@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+from pyspark.sql.streaming import StreamingQuery
 
 from pipelines.config import TableRef
 from pipelines.errors import TailorError
@@ -82,39 +82,27 @@ class BatchSteps:
         log.debug("batch %d: %s took %.1f s", batch_id, step, time.monotonic() - started)
 
 
-class _IdleWatch(StreamingQueryListener):
-    """Sets `idle` when the watched query has processed everything it could see."""
-
-    def __init__(self) -> None:
-        self.query_id: str | None = None
-        self.idle = threading.Event()
-
-    def onQueryStarted(self, event: Any) -> None:
-        pass
-
-    def onQueryProgress(self, event: Any) -> None:
-        pass
-
-    def onQueryIdle(self, event: Any) -> None:
-        if str(event.id) == self.query_id:
-            self.idle.set()
-
-    def onQueryTerminated(self, event: Any) -> None:
-        pass
+# What MicroBatchExecution's status says after a trigger that found nothing to run: no new
+# data and no no-data batch (a watermark to advance) owed. Every earlier batch is committed.
+_IDLE_MESSAGE = "Waiting for data to arrive"
 
 
 class RunningQuery:
     """A started query, and how to tell that a run-once query without native availableNow
     support has drained its source."""
 
-    def __init__(self, query: StreamingQuery, watch: _IdleWatch | None, spark: SparkSession):
+    def __init__(self, query: StreamingQuery, until_drained: bool):
         self.query = query
-        self.watch = watch
-        self.spark = spark
+        self.until_drained = until_drained
 
     @property
     def drained(self) -> bool:
-        return self.watch is not None and self.watch.idle.is_set()
+        # The status, not StreamingQueryListener.onQueryIdle: Spark posts idle events at
+        # most every spark.sql.streaming.noDataProgressEventInterval (10 s by default).
+        if not self.until_drained:
+            return False
+        status = self.query.status
+        return status["message"] == _IDLE_MESSAGE and not status["isTriggerActive"]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.query, name)
@@ -134,20 +122,16 @@ def start_foreach_batch(frame: DataFrame, name: str, checkpoint: str, writer: Ba
     stream = (frame.writeStream.queryName(name)
               .option("checkpointLocation", checkpoint)
               .foreachBatch(writer))
-    watch = None
+    until_drained = once and not native_available_now
     if once and native_available_now:
         stream, mode = stream.trigger(availableNow=True), "availableNow"
-    elif once:
-        watch = _IdleWatch()
-        frame.sparkSession.streams.addListener(watch)
+    elif until_drained:
         stream, mode = stream.trigger(processingTime="0 seconds"), "until drained"
     else:
         stream, mode = stream.trigger(processingTime=trigger_interval), "processing time"
     query = stream.start()
-    if watch is not None:
-        watch.query_id = str(query.id)
     log.info("query %s started (%s), checkpoint %s", name, mode, checkpoint)
-    return RunningQuery(query, watch, frame.sparkSession)
+    return RunningQuery(query, until_drained)
 
 
 def await_query(query: RunningQuery, name: str, on_tick: Callable[[], None] | None = None,
@@ -162,7 +146,7 @@ def await_query(query: RunningQuery, name: str, on_tick: Callable[[], None] | No
     try:
         last_tick = time.monotonic()
         while query.isActive:
-            query.awaitTermination(1)
+            query.awaitTermination(0.25 if query.until_drained else 1)
             if stop_requested.is_set():
                 log.info("SIGTERM: stopping %s; a batch cut short is replayed at the next start", name)
                 query.stop()
@@ -173,8 +157,6 @@ def await_query(query: RunningQuery, name: str, on_tick: Callable[[], None] | No
                 last_tick = time.monotonic()
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if query.watch is not None:
-            query.spark.streams.removeListener(query.watch)
     if query.exception() is not None:
         details = f" (the JVM's log: {jvm_log()})" if jvm_log() else ""
         raise TailorError(f"query {name} failed: {str(query.exception()).splitlines()[0][:500]}{details}")
