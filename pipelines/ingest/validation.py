@@ -14,6 +14,7 @@ Everything here is a pure `DataFrame -> DataFrame` function, safe on streaming f
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -53,9 +54,17 @@ def sql_literal(value: Any) -> str:
         return "NULL"
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
-    if isinstance(value, int | float):
-        return repr(value)
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} has no SQL literal")
+        return f"{value!r}D"  # a DOUBLE, not the DECIMAL that 2.5 alone would be
+    text = str(value)
+    if "${" in text:
+        # F.expr substitutes ${name} variables before parsing.
+        raise ValueError(f"{text[:40]!r}: '${{' would be read as a variable")
+    text = text.replace("\\", "\\\\").replace("'", "\\'")
     return f"'{text}'"
 
 
@@ -228,10 +237,10 @@ def _value_checks(schema: dict[str, Any], node: _Node, where: str) -> list[_Chec
             checks.append(_Check(_all(is_string, f"NOT ({node.string()} RLIKE {sql_literal(schema['pattern'])})"),
                                  _text(f"'{where}' breaks pattern")))
     if "minimum" in schema:
-        checks.append(_Check(_all(not_null, f"({node.double()} < {schema['minimum']})"),
+        checks.append(_Check(_all(not_null, f"({node.double()} < {sql_literal(schema['minimum'])})"),
                              _text(f"'{where}' breaks minimum {schema['minimum']}")))
     if "maximum" in schema:
-        checks.append(_Check(_all(not_null, f"({node.double()} > {schema['maximum']})"),
+        checks.append(_Check(_all(not_null, f"({node.double()} > {sql_literal(schema['maximum'])})"),
                              _text(f"'{where}' breaks maximum {schema['maximum']}")))
     if "minItems" in schema:
         checks.append(_Check(_all(_has_json_type(node, "array"), f"(size({node.elements()}) < {schema['minItems']})"),

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from pipelines.config import TableRef
 from pipelines.errors import TailorError
@@ -82,27 +82,53 @@ class BatchSteps:
         log.debug("batch %d: %s took %.1f s", batch_id, step, time.monotonic() - started)
 
 
-# What MicroBatchExecution's status says after a trigger that found nothing to run: no new
-# data and no no-data batch (a watermark to advance) owed. Every earlier batch is committed.
-_IDLE_MESSAGE = "Waiting for data to arrive"
+# How soon Spark reports an idle query (onQueryIdle) after a trigger finds nothing to do;
+# its default (10 s) would leave every run-once query idle that long before it stops.
+_IDLE_EVENT_INTERVAL = "200ms"
+_NO_DATA_INTERVAL_KEY = "spark.sql.streaming.noDataProgressEventInterval"
+
+
+class _IdleWatch(StreamingQueryListener):
+    """Sets `idle` when the watched query has processed everything it could see.
+
+    Spark posts onQueryIdle only after a trigger that found no new data and owed no
+    no-data (watermark) batch, so every earlier batch is committed by then. The event is
+    latched here; the query's status shows that moment for only pollingDelay (10 ms)."""
+
+    def __init__(self) -> None:
+        self.query_id: str | None = None
+        self.idle = threading.Event()
+
+    def onQueryStarted(self, event: Any) -> None:
+        pass
+
+    def onQueryProgress(self, event: Any) -> None:
+        pass
+
+    def onQueryIdle(self, event: Any) -> None:
+        if str(event.id) == self.query_id:
+            self.idle.set()
+
+    def onQueryTerminated(self, event: Any) -> None:
+        pass
 
 
 class RunningQuery:
     """A started query, and how to tell that a run-once query without native availableNow
     support has drained its source."""
 
-    def __init__(self, query: StreamingQuery, until_drained: bool):
+    def __init__(self, query: StreamingQuery, watch: _IdleWatch | None, spark: SparkSession):
         self.query = query
-        self.until_drained = until_drained
+        self.watch = watch
+        self.spark = spark
+
+    @property
+    def until_drained(self) -> bool:
+        return self.watch is not None
 
     @property
     def drained(self) -> bool:
-        # The status, not StreamingQueryListener.onQueryIdle: Spark posts idle events at
-        # most every spark.sql.streaming.noDataProgressEventInterval (10 s by default).
-        if not self.until_drained:
-            return False
-        status = self.query.status
-        return status["message"] == _IDLE_MESSAGE and not status["isTriggerActive"]
+        return self.watch is not None and self.watch.idle.is_set()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.query, name)
@@ -122,16 +148,32 @@ def start_foreach_batch(frame: DataFrame, name: str, checkpoint: str, writer: Ba
     stream = (frame.writeStream.queryName(name)
               .option("checkpointLocation", checkpoint)
               .foreachBatch(writer))
-    until_drained = once and not native_available_now
+    spark = frame.sparkSession
+    watch = None
     if once and native_available_now:
         stream, mode = stream.trigger(availableNow=True), "availableNow"
-    elif until_drained:
+    elif once:
+        watch = _IdleWatch()
+        spark.streams.addListener(watch)
         stream, mode = stream.trigger(processingTime="0 seconds"), "until drained"
     else:
         stream, mode = stream.trigger(processingTime=trigger_interval), "processing time"
-    query = stream.start()
+    if watch is None:
+        query = stream.start()
+    else:
+        # Read when the query starts: set for this query only.
+        previous = spark.conf.get(_NO_DATA_INTERVAL_KEY, None)
+        spark.conf.set(_NO_DATA_INTERVAL_KEY, _IDLE_EVENT_INTERVAL)
+        try:
+            query = stream.start()
+        finally:
+            if previous is None:
+                spark.conf.unset(_NO_DATA_INTERVAL_KEY)
+            else:
+                spark.conf.set(_NO_DATA_INTERVAL_KEY, previous)
+        watch.query_id = str(query.id)
     log.info("query %s started (%s), checkpoint %s", name, mode, checkpoint)
-    return RunningQuery(query, until_drained)
+    return RunningQuery(query, watch, spark)
 
 
 def await_query(query: RunningQuery, name: str, on_tick: Callable[[], None] | None = None,
@@ -157,6 +199,8 @@ def await_query(query: RunningQuery, name: str, on_tick: Callable[[], None] | No
                 last_tick = time.monotonic()
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if query.watch is not None:
+            query.spark.streams.removeListener(query.watch)
     if query.exception() is not None:
         details = f" (the JVM's log: {jvm_log()})" if jvm_log() else ""
         raise TailorError(f"query {name} failed: {str(query.exception()).splitlines()[0][:500]}{details}")

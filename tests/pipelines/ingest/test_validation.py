@@ -4,6 +4,7 @@ same answers as the Python validator on a corpus of good and bad records."""
 import json
 from datetime import UTC, datetime
 
+import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
@@ -180,6 +181,10 @@ def test_items_of_a_nullable_array_are_checked_like_python_does(spark):
 
 
 def test_sql_literals_survive_quotes_and_backslashes(spark):
-    for value in ("it's", r"^\d{4}$", "back\\slash'quote", "ünïcode ✓", 7, 2.5, True, None):
-        (read,) = spark.range(1).select(F.expr(sql_literal(value)).alias("v")).collect()
-        assert read.v == value
+    values = ("it's", r"^\d{4}$", "back\\slash'quote", r"\%", r"\_", r"\u0041", "ünïcode ✓", 7, 2.5, 1e-05, True)
+    (read,) = spark.range(1).select(*[F.expr(sql_literal(v)).alias(f"v{n}") for n, v in enumerate(values)]).collect()
+    assert [(type(v), v) for v in read] == [(type(v), v) for v in values]
+    assert spark.range(1).select(F.expr(sql_literal(None)).alias("v")).first().v is None
+    for unwritable in (float("inf"), float("nan"), "${user}"):
+        with pytest.raises(ValueError):
+            sql_literal(unwritable)
