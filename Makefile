@@ -9,10 +9,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMPS := .stamps
 PYTEST_ARGS ?=
-# Two pytest workers, one Spark session each: a local Spark job keeps about one core busy
-# (driver-side planning and Delta commits), so two workers use the machine's two cores.
-# Tests go to whichever worker is free, except a module marked xdist_group, whose world
-# (module fixtures) is built once on one worker.
+# Two pytest workers, one Spark session each, a test module per worker at a time: a
+# local Spark job keeps about one core busy (driver-side planning and Delta commits), so
+# two workers use the machine's two cores.
 PYTEST_WORKERS ?= 2
 
 .PHONY: setup jars demo lint test test-fast kafka-up kafka-down clean-state clean help
@@ -53,7 +52,7 @@ lint: $(STAMPS)/venv
 	$(BIN)/mypy
 
 test: setup lint
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The tests that start no Spark job and no broker (config, contracts, PII, generator, CLI, API).
 test-fast: $(STAMPS)/venv

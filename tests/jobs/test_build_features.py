@@ -25,9 +25,6 @@ from pipelines.runtime.streaming import checkpoint_app_id
 from pipelines.schemas import PRODUCTS, PROFILE_TOMBSTONES
 from tests.profile_events import event, to_bronze
 
-# The module's world is built once (module fixtures): keep its tests on one xdist worker.
-pytestmark = pytest.mark.xdist_group("build_features")
-
 AS_OF = datetime(2026, 11, 20, tzinfo=UTC)
 SETTINGS = [
     "features.watermark=3 days", "features.lookback_days=90", "features.windows_days=[7, 30]",
