@@ -76,12 +76,15 @@ def run(config: Config, once: bool, trigger_interval: str | None = None) -> int:
 
 
 def _wait_for_last_progress(query, collector: IngestMetricsCollector, timeout_s: float = 15) -> None:
-    """Listener events arrive asynchronously; wait for the last batch's before the final flush."""
-    last = query.lastProgress
-    if not last:
+    """Listener events arrive asynchronously; wait for the last batch's before the final flush.
+
+    Only a batch that ran counts: an idle trigger's progress (no addBatch) names the next
+    batch id, which no progress event will ever reach."""
+    ran = [progress["batchId"] for progress in query.recentProgress if "addBatch" in progress["durationMs"]]
+    if not ran:
         return
     deadline = time.monotonic() + timeout_s
-    while collector.last_batch_seen < last["batchId"] and time.monotonic() < deadline:
+    while collector.last_batch_seen < ran[-1] and time.monotonic() < deadline:
         time.sleep(0.1)
 
 

@@ -128,8 +128,8 @@ class FilesSourceConfig(_Strict):
     chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024,
                              description="how much of a file a task reads at a time")
     max_files_per_trigger: int | None = Field(
-        default=None, ge=1, description="continuous runs take at most this many new files per batch; "
-                                        "--once takes the whole backlog in one batch")
+        default=None, ge=1, description="at most this many new files per batch; under --once, per run "
+                                        "(the rest wait for the next run)")
 
 
 class KafkaSourceConfig(_Strict):

@@ -204,5 +204,6 @@ def await_query(query: RunningQuery, name: str, on_tick: Callable[[], None] | No
     if query.exception() is not None:
         details = f" (the JVM's log: {jvm_log()})" if jvm_log() else ""
         raise TailorError(f"query {name} failed: {str(query.exception()).splitlines()[0][:500]}{details}")
-    progress = query.lastProgress
-    log.info("query %s stopped after batch %s", name, progress["batchId"] if progress else "none")
+    # An idle trigger's progress names the next batch id, not one that ran.
+    ran = [progress["batchId"] for progress in query.recentProgress if "addBatch" in progress["durationMs"]]
+    log.info("query %s stopped after batch %s", name, ran[-1] if ran else "none")
