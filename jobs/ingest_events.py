@@ -25,7 +25,7 @@ from pipelines.ingest.metrics import IngestMetricsCollector
 from pipelines.ingest.transforms import drop_retried_duplicates, observe_outcome, validate_streams
 from pipelines.ingest.writes import ensure_bronze_tables, ingest_batch_writer
 from pipelines.runtime.session import build_spark
-from pipelines.runtime.streaming import await_query, checkpoint_app_id, start_foreach_batch
+from pipelines.runtime.streaming import await_query, checkpoint_app_id, last_batch_ran, start_foreach_batch
 from pipelines.sources.raw import SOURCES, read_raw
 
 QUERY_NAME = "ingest_events"
@@ -76,15 +76,12 @@ def run(config: Config, once: bool, trigger_interval: str | None = None) -> int:
 
 
 def _wait_for_last_progress(query, collector: IngestMetricsCollector, timeout_s: float = 15) -> None:
-    """Listener events arrive asynchronously; wait for the last batch's before the final flush.
-
-    Only a batch that ran counts: an idle trigger's progress (no addBatch) names the next
-    batch id, which no progress event will ever reach."""
-    ran = [progress["batchId"] for progress in query.recentProgress if "addBatch" in progress["durationMs"]]
-    if not ran:
+    """Listener events arrive asynchronously; wait for the last batch's before the final flush."""
+    ran = last_batch_ran(query)
+    if ran is None:
         return
     deadline = time.monotonic() + timeout_s
-    while collector.last_batch_seen < ran[-1] and time.monotonic() < deadline:
+    while collector.last_batch_seen < ran and time.monotonic() < deadline:
         time.sleep(0.1)
 
 

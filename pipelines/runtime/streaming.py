@@ -204,6 +204,12 @@ def await_query(query: RunningQuery, name: str, on_tick: Callable[[], None] | No
     if query.exception() is not None:
         details = f" (the JVM's log: {jvm_log()})" if jvm_log() else ""
         raise TailorError(f"query {name} failed: {str(query.exception()).splitlines()[0][:500]}{details}")
-    # An idle trigger's progress names the next batch id, not one that ran.
+    ran = last_batch_ran(query)
+    log.info("query %s stopped after batch %s", name, "none" if ran is None else ran)
+
+
+def last_batch_ran(query: StreamingQuery | RunningQuery) -> int | None:
+    """The id of the query's last batch that ran: an idle trigger's progress (no addBatch)
+    names the next batch id, which no batch has reached."""
     ran = [progress["batchId"] for progress in query.recentProgress if "addBatch" in progress["durationMs"]]
-    log.info("query %s stopped after batch %s", name, ran[-1] if ran else "none")
+    return ran[-1] if ran else None
