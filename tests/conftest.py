@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import Config, load_config
+from tests.settings import SPARK_TEST_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +49,7 @@ def storage_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def config(storage_root) -> Config:
-    return load_config("local", [f"storage.root={storage_root}", "spark.shuffle_partitions=2"])
+    return load_config("local", [f"storage.root={storage_root}", *SPARK_TEST_SETTINGS])
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ from pipelines.runtime.delta_tables import read_table, save, sql_name
 from pipelines.runtime.streaming import checkpoint_app_id
 from pipelines.schemas import PRODUCTS, PROFILE_TOMBSTONES
 from tests.profile_events import event, to_bronze
+from tests.settings import SPARK_TEST_SETTINGS
 
 AS_OF = datetime(2026, 11, 20, tzinfo=UTC)
 SETTINGS = [
@@ -179,7 +180,7 @@ def _shuffled(records, seed):
 def world(spark, tmp_path_factory):
     """Two runs of the job over two bronze appends; the tables as they stand after them."""
     root = tmp_path_factory.mktemp("features")
-    overrides = [f"storage.root={root}", "spark.shuffle_partitions=2", *SETTINGS]
+    overrides = [f"storage.root={root}", *SPARK_TEST_SETTINGS, *SETTINGS]
     config = load_config("local", overrides)
     ensure_bronze_tables(spark, config)
     ensure_profile_tables(spark, config)

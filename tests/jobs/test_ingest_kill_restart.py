@@ -13,6 +13,7 @@ from pipelines.config import load_config
 from pipelines.synthetic.generator import Faults, WorldSpec, generate_world
 from pipelines.synthetic.producers import write_jsonl
 from tests.jobs.ingest_helpers import expected_outcome, landed
+from tests.settings import SPARK_TEST_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.spark  # each test runs the ingest job in a subprocess
@@ -25,7 +26,7 @@ def _commits(table_path: str) -> int:
 
 def test_sigkill_mid_stream_then_restart_reconciles(spark, tmp_path):
     overrides = [f"storage.root={tmp_path}", "source.files.max_files_per_trigger=1",
-                 "ingest.metrics_flush_seconds=1"]
+                 "ingest.metrics_flush_seconds=1", *SPARK_TEST_SETTINGS]
     config = load_config("local", overrides)
     world = generate_world(WorldSpec(seed=61, users=40, products=20, days=4,
                                      faults=Faults.parse("duplicate=0.03,malformed_json=0.01")))
@@ -75,7 +76,7 @@ def test_sigkill_mid_stream_then_restart_reconciles(spark, tmp_path):
 
 
 def test_sigterm_stops_the_continuous_job_cleanly(tmp_path):
-    overrides = [f"storage.root={tmp_path}", "ingest.metrics_flush_seconds=1"]
+    overrides = [f"storage.root={tmp_path}", "ingest.metrics_flush_seconds=1", *SPARK_TEST_SETTINGS]
     config = load_config("local", overrides)
     world = generate_world(WorldSpec(seed=62, users=10, products=10, days=2))
     write_jsonl(Path(config.under_root(config.source.files.path)), "events", world.events)

@@ -18,6 +18,7 @@ from pipelines.config import load_config
 from pipelines.pii import load_keys, subject_hash
 from pipelines.runtime.delta_tables import ensure_table, read_table
 from tests.profile_events import crm, event, person
+from tests.settings import SPARK_TEST_SETTINGS
 
 ZEN = person("u-zen", email="zenobia.quixote@example.org", first_name="Zenobia", last_name="Quixote-Farnsworth",
              phone="+44 20 7946 0999", country="GB", locale="en-GB")
@@ -33,7 +34,8 @@ def _write_lines(folder: Path, name: str, lines: list[str]) -> None:
 
 
 def _args(root: Path, *extra: str) -> list[str]:
-    return ["--set", f"storage.root={root}", "--set", "spark.shuffle_partitions=2", *extra]
+    settings = [arg for setting in SPARK_TEST_SETTINGS for arg in ("--set", setting)]
+    return ["--set", f"storage.root={root}", *settings, *extra]
 
 
 def _files_holding(root: Path, needles: tuple[bytes, ...]) -> list[str]:

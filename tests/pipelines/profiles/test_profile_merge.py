@@ -28,6 +28,7 @@ from pipelines.profiles.writes import ProfilesBatchWriter, ensure_profile_tables
 from pipelines.runtime.delta_tables import read_table
 from pipelines.schemas import BRONZE_EVENTS
 from tests.profile_events import crm, event, person, to_bronze
+from tests.settings import SPARK_TEST_SETTINGS
 
 ENCRYPTION_KEY, HMAC_KEY = os.urandom(32), os.urandom(32)
 
@@ -121,7 +122,7 @@ def bronze_by_name(spark, pii_env):
 class Run:
     def __init__(self, spark, root: Path, *overrides: str):
         self.spark = spark
-        self.config = load_config("local", [f"storage.root={root}", "spark.shuffle_partitions=2", *overrides])
+        self.config = load_config("local", [f"storage.root={root}", *SPARK_TEST_SETTINGS, *overrides])
         ensure_bronze_tables(spark, self.config)
         ensure_profile_tables(spark, self.config)
         self.conflicts = 0
