@@ -2,10 +2,13 @@
 
 The listener only queues what each progress event says; the job's own thread appends
 the queue to `bronze.ingest_metrics`. Spark work inside a listener callback would stall
-the listener bus. Each append is idempotent on the query id and its highest batch id
-(Delta's txnAppId/txnVersion): batch ids only grow within a query, so a flush of batches
-already stored commits nothing. An append, not a MERGE on (query id, batch id): it needs
-no scan of the table, and a MERGE cost five times as long on every flush.
+the listener bus. It appends, where a MERGE on (query id, batch id) would scan the table
+and took five times as long on every flush. A batch is still stored once: the collector
+drops a batch at or below the highest one it stored for that query, and each append is
+idempotent on the query id and its highest batch id (Delta's txnAppId/txnVersion), so
+the same flush committed twice, or by a restarted job, adds nothing. Both rest on batch
+ids only growing within a query (its id lives in the checkpoint) and on Spark reporting a
+batch only after committing it, so a restart never reports a stored batch again.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class IngestMetricsCollector(StreamingQueryListener):
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.last_batch_seen = -1
+        self._stored: dict[str, int] = {}  # query id -> highest batch id appended
 
     def onQueryStarted(self, event) -> None:
         pass
@@ -87,10 +91,13 @@ class IngestMetricsCollector(StreamingQueryListener):
         rows = self.drain()
         if not rows:
             return 0
-        by_query: dict[str, list[dict[str, Any]]] = {}
+        by_query: dict[str, dict[int, dict[str, Any]]] = {}
         for row in rows:
-            by_query.setdefault(row["query_id"], []).append(row)
+            if row["batch_id"] > self._stored.get(row["query_id"], -1):
+                by_query.setdefault(row["query_id"], {})[row["batch_id"]] = row
         for query_id, batches in by_query.items():
-            append_once(spark.createDataFrame(batches, INGEST_METRICS), table, f"tailor.metrics.{query_id}",
-                        max(row["batch_id"] for row in batches))
-        return len(rows)
+            highest = max(batches)
+            append_once(spark.createDataFrame(list(batches.values()), INGEST_METRICS), table,
+                        f"tailor.metrics.{query_id}", highest)
+            self._stored[query_id] = highest
+        return sum(len(batches) for batches in by_query.values())

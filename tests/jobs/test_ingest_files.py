@@ -14,10 +14,11 @@ from pipelines.synthetic.generator import Faults, WorldSpec, crm_message, genera
 from pipelines.synthetic.producers import write_jsonl
 from tests.jobs.ingest_helpers import expected_outcome, landed
 from tests.pipelines.ingest.test_validation import BAD_CORPUS
+from tests.settings import SPARK_TEST_SETTINGS
 
 
 def _config(root: Path):
-    return load_config("local", [f"storage.root={root}", "ingest.metrics_flush_seconds=2"])
+    return load_config("local", [f"storage.root={root}", "ingest.metrics_flush_seconds=2", *SPARK_TEST_SETTINGS])
 
 
 def test_files_reconcile_and_rerun_adds_nothing(spark, tmp_path):

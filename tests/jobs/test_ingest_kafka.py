@@ -11,6 +11,7 @@ from pipelines.config import load_config
 from pipelines.synthetic.generator import Faults, WorldSpec, generate_world, iter_crm_records
 from pipelines.synthetic.producers import produce_to_kafka
 from tests.jobs.ingest_helpers import expected_outcome, landed
+from tests.settings import SPARK_TEST_SETTINGS
 
 pytestmark = pytest.mark.kafka
 
@@ -31,7 +32,7 @@ def test_kafka_reconciles_by_offsets(spark, kafka_broker, tmp_path):
     config = load_config("local", [
         f"storage.root={tmp_path}", "source.type=kafka", "ingest.metrics_flush_seconds=2",
         f"source.kafka.bootstrap_servers={kafka_broker.bootstrap_servers}",
-        f"source.kafka.events_topic={events_topic}", f"source.kafka.crm_topic={crm_topic}"])
+        f"source.kafka.events_topic={events_topic}", f"source.kafka.crm_topic={crm_topic}", *SPARK_TEST_SETTINGS])
     world = generate_world(WorldSpec(seed=51, users=30, products=20, days=3, faults=Faults.parse("all=0.02")))
     produce_to_kafka(kafka_broker.bootstrap_servers, events_topic,
                      ((None, line) for line in world.events))

@@ -73,6 +73,9 @@ def test_sigkill_mid_stream_then_restart_reconciles(spark, tmp_path):
                    quarantine.select("source_partition", "source_offset").collect()]
     assert len(quarantined) == len(set(quarantined)) == sum(codes.values())
     assert len(world.events) == len(rows) + len(quarantined) + duplicates
+    # Both runs' metrics land in one table; no batch is in it twice.
+    stored = [(r.query_id, r.batch_id) for r in metrics.select("query_id", "batch_id").collect()]
+    assert stored and len(stored) == len(set(stored))
 
 
 def test_sigterm_stops_the_continuous_job_cleanly(tmp_path):

@@ -15,6 +15,7 @@ from pipelines.config import load_config
 from pipelines.sources.kinesis import ShardReader, call_with_backoff
 from pipelines.synthetic.generator import Faults, WorldSpec, crm_message, generate_world
 from tests.jobs.ingest_helpers import expected_outcome, landed
+from tests.settings import SPARK_TEST_SETTINGS
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_kinesis_exactly_once_across_a_reshard(spark, moto_server, kinesis_like_
     config = load_config("local", [
         f"storage.root={tmp_path}", "source.type=kinesis", "ingest.metrics_flush_seconds=1",
         f"source.kinesis.stream_name={events_stream}", f"source.kinesis.crm_stream_name={crm_stream}",
-        f"source.kinesis.endpoint_url={moto_server}", "source.kinesis.region=eu-west-1"])
+        f"source.kinesis.endpoint_url={moto_server}", "source.kinesis.region=eu-west-1", *SPARK_TEST_SETTINGS])
     world = generate_world(WorldSpec(seed=71, users=30, products=20, days=3,
                                      faults=Faults.parse("duplicate=0.02,malformed_json=0.01,missing_field=0.01")))
     half = len(world.events) // 2

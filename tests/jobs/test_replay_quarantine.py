@@ -11,6 +11,7 @@ from jobs.ingest_events import run
 from jobs.replay_quarantine import replay
 from pipelines.config import load_config
 from pipelines.synthetic.producers import write_jsonl
+from tests.settings import SPARK_TEST_SETTINGS
 
 
 def _event(event_id, version=1, **extra):
@@ -20,7 +21,7 @@ def _event(event_id, version=1, **extra):
 
 
 def test_replay_fixed_records_once(spark, tmp_path):
-    config = load_config("local", [f"storage.root={tmp_path}", "ingest.metrics_flush_seconds=1"])
+    config = load_config("local", [f"storage.root={tmp_path}", "ingest.metrics_flush_seconds=1", *SPARK_TEST_SETTINGS])
     lines = [
         _event("ok-1"),
         _event("fix-me")[:40],                       # malformed: truncated
