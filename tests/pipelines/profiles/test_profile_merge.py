@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -119,12 +120,22 @@ def bronze_by_name(spark, pii_env):
     return {name: by_id[event_id] for name, event_id in ids.items()}
 
 
+@pytest.fixture(scope="module")
+def empty_tables(spark, tmp_path_factory) -> Path:
+    """A storage root holding the bronze and profile tables, empty, created once: each test
+    writes to its own copy (creating eight tables costs seconds; copying them, nothing)."""
+    root = tmp_path_factory.mktemp("empty-tables")
+    config = load_config("local", [f"storage.root={root}", *SPARK_TEST_SETTINGS])
+    ensure_bronze_tables(spark, config)
+    ensure_profile_tables(spark, config)
+    return root
+
+
 class Run:
-    def __init__(self, spark, root: Path, *overrides: str):
+    def __init__(self, spark, root: Path, empty_tables: Path, *overrides: str):
         self.spark = spark
+        shutil.copytree(empty_tables, root, dirs_exist_ok=True)
         self.config = load_config("local", [f"storage.root={root}", *SPARK_TEST_SETTINGS, *overrides])
-        ensure_bronze_tables(spark, self.config)
-        ensure_profile_tables(spark, self.config)
         self.conflicts = 0
         self.writer = ProfilesBatchWriter(self.config, load_keys(self.config), f"tailor.test.{uuid.uuid4()}",
                                           on_conflict=self._count_conflict)
@@ -190,8 +201,8 @@ def expected_history(spark, schema):
 
 
 @pytest.mark.parametrize("order", list(ORDERS))
-def test_final_tables_do_not_depend_on_arrival_order(spark, bronze_by_name, tmp_path, order):
-    run = Run(spark, tmp_path).feed(bronze_by_name, ORDERS[order])
+def test_final_tables_do_not_depend_on_arrival_order(spark, bronze_by_name, empty_tables, tmp_path, order):
+    run = Run(spark, tmp_path, empty_tables).feed(bronze_by_name, ORDERS[order])
     profiles = run.table("silver.profiles")
     assert_df_equality(person_view(spark, profiles), expected_persons(spark), ignore_row_order=True)
 
@@ -221,16 +232,16 @@ def test_final_tables_do_not_depend_on_arrival_order(spark, bronze_by_name, tmp_
                        ignore_nullable=True)
 
 
-def test_ignore_null_updates_keeps_the_stored_value(spark, bronze_by_name, tmp_path):
-    run = Run(spark, tmp_path, "profiles.ignore_null_updates=true").feed(bronze_by_name, [NAMES])
+def test_ignore_null_updates_keeps_the_stored_value(spark, bronze_by_name, empty_tables, tmp_path):
+    run = Run(spark, tmp_path, empty_tables, "profiles.ignore_null_updates=true").feed(bronze_by_name, [NAMES])
     assert_df_equality(person_view(spark, run.table("silver.profiles")),
                        expected_persons(spark, cleo_phone="+44 20 7946 0003"), ignore_row_order=True)
 
 
-def test_audit_log_records_consent_and_preference_changes_and_erasures(spark, bronze_by_name, tmp_path):
+def test_audit_log_records_consent_and_preference_changes_and_erasures(spark, bronze_by_name, empty_tables, tmp_path):
     batches = [["dan_grants", "dan_revokes", "dan_unsubscribes", "bob_create"],
                ["dan_grants_again", "dan_topics", "bob_delete"]]
-    run = Run(spark, tmp_path).feed(bronze_by_name, batches)
+    run = Run(spark, tmp_path, empty_tables).feed(bronze_by_name, batches)
     audit = run.table("audit.log")
     dan = hmac.new(HMAC_KEY, b"user:u-4", hashlib.sha256).hexdigest()
     bob = hmac.new(HMAC_KEY, b"user:u-2", hashlib.sha256).hexdigest()
@@ -260,8 +271,8 @@ def test_audit_log_records_consent_and_preference_changes_and_erasures(spark, br
     assert "u-2" not in text and "u-4" not in text and "bob" not in text.lower()
 
 
-def test_replayed_batch_changes_nothing(spark, bronze_by_name, tmp_path):
-    run = Run(spark, tmp_path)
+def test_replayed_batch_changes_nothing(spark, bronze_by_name, empty_tables, tmp_path):
+    run = Run(spark, tmp_path, empty_tables)
     batch = ["ada_create", "ada_moves", "dan_grants", "bob_create", "bob_delete"]
     run.feed(bronze_by_name, [batch])
     tables = ("silver.profiles", "silver.profiles_history", "audit.log", "silver.profile_tombstones",
@@ -275,8 +286,9 @@ def test_replayed_batch_changes_nothing(spark, bronze_by_name, tmp_path):
     assert before == {name: run.table(name).collect() for name in tables}
 
 
-def test_erasure_cut_short_by_a_crash_completes_when_the_batch_is_replayed(spark, bronze_by_name, tmp_path):
-    run = Run(spark, tmp_path).feed(bronze_by_name, [["bob_create", "ada_create"]])
+def test_erasure_cut_short_by_a_crash_completes_when_the_batch_is_replayed(spark, bronze_by_name, empty_tables,
+                                                                           tmp_path):
+    run = Run(spark, tmp_path, empty_tables).feed(bronze_by_name, [["bob_create", "ada_create"]])
 
     class CrashAfterPurges(ProfilesBatchWriter):
         def _merge_profiles(self, spark, latest):
@@ -291,24 +303,24 @@ def test_erasure_cut_short_by_a_crash_completes_when_the_batch_is_replayed(spark
     assert run.table("silver.profile_tombstones").count() == 1
 
 
-def test_profiles_sharing_an_email_are_listed(spark, bronze_by_name, tmp_path):
+def test_profiles_sharing_an_email_are_listed(spark, bronze_by_name, empty_tables, tmp_path):
     # A second CRM customer with Ada's address, written differently.
     ada = bronze_by_name["ada_create"]
     twin_change = crm("c", 500, "2026-11-05T10:00:00Z", after=person("u-9", email=" ADA@example.com"))
     twin = ada.asDict() | {"event_id": "crm:crm.customers:500:c:u-9", "user_id": "u-9",
                            "payload": json.dumps(twin_change), "occurred_at": ts("2026-11-05T10:00:00")}
     rows = [ada, bronze_by_name["bob_create"], Row(**twin)]
-    run = Run(spark, tmp_path)
+    run = Run(spark, tmp_path, empty_tables)
     run.writer(spark.createDataFrame(rows, BRONZE_EVENTS), 0)
     duplicates = run.table("silver.duplicate_profiles")
     expected = spark.createDataFrame([(_email_hash("ada@example.com"), ["u-1", "u-9"], 2)], duplicates.schema)
     assert_df_equality(duplicates, expected, ignore_nullable=True)
 
 
-def test_a_merge_that_loses_a_commit_race_is_retried(spark, bronze_by_name, tmp_path):
+def test_a_merge_that_loses_a_commit_race_is_retried(spark, bronze_by_name, empty_tables, tmp_path):
     """Writer A starts its MERGE into silver.profiles, then blocks inside it until writer B
     has committed a change to the same file; A's commit then conflicts and is retried."""
-    run = Run(spark, tmp_path).feed(bronze_by_name, [["ada_create", "cleo_snapshot"]])
+    run = Run(spark, tmp_path, empty_tables).feed(bronze_by_name, [["ada_create", "cleo_snapshot"]])
     started, go = tmp_path / "a-started", tmp_path / "a-go"
 
     @F.udf("string")
