@@ -123,7 +123,9 @@ def bronze_by_name(spark, pii_env):
 @pytest.fixture(scope="module")
 def empty_tables(spark, tmp_path_factory) -> Path:
     """A storage root holding the bronze and profile tables, empty, created once: each test
-    writes to its own copy (creating eight tables costs seconds; copying them, nothing)."""
+    writes to its own copy (creating eight tables costs seconds; copying them, nothing).
+    Made with the default config: a test overriding a setting that shapes a table (such as
+    profiles.history_columns) must create its own tables."""
     root = tmp_path_factory.mktemp("empty-tables")
     config = load_config("local", [f"storage.root={root}", *SPARK_TEST_SETTINGS])
     ensure_bronze_tables(spark, config)
