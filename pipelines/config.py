@@ -288,6 +288,61 @@ class FeaturesConfig(_Strict):
         return self
 
 
+RECOMMENDER_MODELS = ("popular", "buy_again", "als", "co_occurrence")
+
+
+class AlsConfig(_Strict):
+    rank: int = Field(ge=1, description="latent factors per user and item")
+    max_iter: int = Field(ge=1)
+    reg_param: float = Field(ge=0)
+    alpha: float = Field(ge=0, description="confidence = 1 + alpha x decayed strength")
+    seed: int = 42
+
+
+class CoOccurrenceConfig(_Strict):
+    max_basket_items: int = Field(ge=2, description="larger baskets are left out of the similarities")
+    neighbours: int = Field(ge=1, description="similar items kept per item")
+
+
+class BlendConfig(_Strict):
+    rank_constant: float = Field(ge=0, description="a model's share for an item: weight / (rank_constant + rank)")
+    grid_step: float = Field(gt=0, le=1, description="weights tried are multiples of this that sum to 1")
+    validation_days: int = Field(ge=1, description="time split: the training period's last days tune the blend")
+    validation_fraction: float = Field(gt=0, lt=1, description="random split: each person's share of rows that tunes")
+
+    @field_validator("grid_step")
+    @classmethod
+    def _divides_one(cls, step: float) -> float:
+        if abs(round(1 / step) * step - 1) > 1e-9:
+            raise ValueError("must divide 1 into whole steps (0.5, 0.25, 0.2, 0.1, ...)")
+        return step
+
+
+class RecommendConfig(_Strict):
+    k: int = Field(ge=1, description="items per person")
+    half_life_days: float = Field(gt=0, description="an interaction's weight halves every this many days")
+    candidates_per_model: int = Field(ge=1, description="each model's list per person, before the blend")
+    models: tuple[str, ...] = Field(min_length=1, description=f"candidate models: {', '.join(RECOMMENDER_MODELS)}")
+    als: AlsConfig
+    co_occurrence: CoOccurrenceConfig
+    blend: BlendConfig
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, models: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in models if name not in RECOMMENDER_MODELS]
+        if unknown:
+            raise ValueError(f"unknown model {unknown[0]!r}; known: {', '.join(RECOMMENDER_MODELS)}")
+        if len(set(models)) != len(models):
+            raise ValueError("a model is named twice")
+        return models
+
+
+class MlflowConfig(_Strict):
+    tracking_uri: str | None = Field(default=None, description="null: SQLite at <storage.root>/mlflow/mlflow.db")
+    experiment: str = Field(min_length=1)
+
+
 class PiiConfig(_Strict):
     dev_keys_file: str | None = Field(
         default=None, description="local only: keys generated into this file when the key variables are unset")
@@ -341,6 +396,8 @@ class Config(_Strict):
     profiles: ProfilesConfig
     features: FeaturesConfig
     pii: PiiConfig = Field(default_factory=PiiConfig)
+    recommend: RecommendConfig
+    mlflow: MlflowConfig
     maintenance: MaintenanceConfig
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
 

@@ -1,0 +1,193 @@
+"""Evaluate every recommender on any interactions file: one JSON object on stdout.
+
+    tailor evaluate-recs --interactions FILE [--format csv|tsv|parquet|jsonl]
+        [--columns user=COL,item=COL[,weight=COL][,time=COL][,basket=COL]] [--where SQL]
+        (--split time --at 2011-10-01 | --split random [--test-fraction 0.25] [--seed 42])
+        [--exclude-seen] [--k 10] [--models popular,buy_again,als,co_occurrence]
+
+Each model is fitted on the training split and asked for the top k of every user who
+also appears in the test split; the blend's weights are tuned on a validation split
+carved from training (the last recommend.blend.validation_days of it, or a random share
+per user), never on the test split. `--exclude-seen` scores only items a user had not
+touched in training (repeat purchases then count for nothing). `--where` keeps the rows
+a Spark SQL condition holds for, over the file's own columns, e.g. to drop cancellations.
+The same numbers are logged to MLflow (mlflow.tracking_uri, experiment mlflow.experiment).
+Config: recommend.* (decay, candidates per model, ALS, co-occurrence, blend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from jobs._common import config_from, entry_point, parser_for, setup_logging
+from pipelines.config import RECOMMENDER_MODELS, Config
+from pipelines.errors import ConfigError
+
+log = logging.getLogger("tailor.evaluate")
+FORMATS = ("csv", "tsv", "parquet", "jsonl")
+ROLES = ("user", "item", "weight", "time", "basket")
+DEFAULT_COLUMNS = {"user": "user_id", "item": "item_id"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = parser_for("tailor evaluate-recs", __doc__.split("\n\n")[0])
+    parser.add_argument("--interactions", required=True, help="file or folder of interactions")
+    parser.add_argument("--format", choices=FORMATS, default=None, help="default: from the file name")
+    parser.add_argument("--columns", default="", help="role=column, comma-separated; roles: " + ", ".join(ROLES))
+    parser.add_argument("--where", default=None, help="a Spark SQL condition rows must meet")
+    parser.add_argument("--split", choices=("time", "random"), required=True)
+    parser.add_argument("--at", default=None, help="time split: the test period starts here (ISO date or time)")
+    parser.add_argument("--test-fraction", type=float, default=0.25, help="random split: share of each user's rows")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--exclude-seen", action="store_true", help="score only items new to each user")
+    parser.add_argument("--k", type=int, default=None, help="default: recommend.k")
+    parser.add_argument("--models", default=None, help="comma-separated; default: recommend.models")
+    parser.add_argument("--no-mlflow", action="store_true", help="print only; log nothing to MLflow")
+    return parser
+
+
+def parse_columns(text: str) -> dict[str, str]:
+    columns = dict(DEFAULT_COLUMNS)
+    for part in filter(None, (piece.strip() for piece in text.split(","))):
+        role, sep, column = part.partition("=")
+        if not sep or not column:
+            raise ConfigError(f"--columns: {part!r} is not role=column")
+        if role not in ROLES:
+            raise ConfigError(f"--columns: unknown role {role!r}; roles: {', '.join(ROLES)}")
+        columns[role] = column
+    return columns
+
+
+def _format_of(path: str, given: str | None) -> str:
+    if given:
+        return given
+    name = path.rstrip("/").lower()
+    for suffix, kind in ((".csv", "csv"), (".tsv", "tsv"), (".parquet", "parquet"), (".jsonl", "jsonl"),
+                         (".json", "jsonl")):
+        if name.endswith(suffix):
+            return kind
+    raise ConfigError(f"--format: cannot tell the format of {path}; give one of {', '.join(FORMATS)}")
+
+
+def _nanosecond_columns(path: str) -> list[str]:
+    """Parquet columns holding timestamp[ns] (pandas' default), which Spark cannot read as
+    timestamps: they are read as longs and converted."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = Path(path)
+    if target.is_dir():
+        target = next(iter(sorted(target.rglob("*.parquet"))), target)
+    schema = pq.read_schema(target)
+    return [field.name for field in schema if pa.types.is_timestamp(field.type) and field.type.unit == "ns"]
+
+
+def read_interactions(spark, path: str, kind: str):
+    from pyspark.sql import functions as F
+
+    if kind in ("csv", "tsv"):
+        return spark.read.option("header", True).option("sep", "\t" if kind == "tsv" else ",").csv(path)
+    if kind == "jsonl":
+        return spark.read.json(path)
+    nanos = _nanosecond_columns(path) if "://" not in path else []
+    if nanos:
+        spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
+    frame = spark.read.parquet(path)
+    for name in nanos:
+        frame = frame.withColumn(name, F.timestamp_micros(F.expr(f"`{name}` div 1000")))
+    return frame
+
+
+def _check_columns(rows, columns: dict[str, str]) -> None:
+    for role, column in columns.items():
+        if column not in rows.columns:
+            raise ConfigError(f"--columns: {role} column {column!r} is not in the file "
+                              f"(it has: {', '.join(rows.columns)})")
+
+
+def evaluate_file(spark, config: Config, args: argparse.Namespace) -> dict:
+    from pipelines.recommend.evaluation import evaluate
+    from pipelines.recommend.interactions import from_table
+    from pipelines.recommend.splits import random_split, time_split
+
+    columns = parse_columns(args.columns)
+    rows = read_interactions(spark, args.interactions, _format_of(args.interactions, args.format))
+    _check_columns(rows, columns)
+    if args.where:
+        rows = rows.where(args.where)
+    interactions = from_table(rows, columns)
+    blend = config.recommend.blend
+    if args.split == "time":
+        at = datetime.fromisoformat(args.at)
+        train, test = time_split(interactions, at)
+        carve = lambda log: time_split(log, at - timedelta(days=blend.validation_days))  # noqa: E731
+    else:
+        train, test = random_split(interactions, args.test_fraction, args.seed)
+        carve = lambda log: random_split(log, blend.validation_fraction, args.seed + 1)  # noqa: E731
+    return evaluate(train, test, carve, config.recommend, args.exclude_seen)
+
+
+def _settings(config: Config, args: argparse.Namespace) -> Config:
+    update: dict = {}
+    if args.k is not None:
+        if args.k < 1:
+            raise ConfigError("--k: must be at least 1")
+        update["k"] = args.k
+    if args.models:
+        models = tuple(name.strip() for name in args.models.split(",") if name.strip())
+        unknown = [name for name in models if name not in RECOMMENDER_MODELS]
+        if unknown or not models:
+            raise ConfigError(f"--models: unknown model {unknown[0] if unknown else '(none)'!r}; "
+                              f"known: {', '.join(RECOMMENDER_MODELS)}")
+        update["models"] = models
+    return config.model_copy(update={"recommend": config.recommend.model_copy(update=update)})
+
+
+def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Everything that can be checked before Spark starts."""
+    if "://" not in args.interactions and not Path(args.interactions).exists():
+        raise ConfigError(f"--interactions: {args.interactions} does not exist")
+    _format_of(args.interactions, args.format)
+    if args.split == "time" and "time" not in parse_columns(args.columns):
+        raise ConfigError("--split time: name the time column, e.g. --columns user=...,item=...,time=occurred_at")
+    if args.split == "time":
+        if not args.at:
+            parser.error("--split time needs --at")
+        try:
+            datetime.fromisoformat(args.at)
+        except ValueError:
+            parser.error(f"--at: {args.at!r} is not an ISO date or time")
+    if not 0 < args.test_fraction < 1:
+        parser.error("--test-fraction: must be between 0 and 1")
+
+
+@entry_point
+def main(argv=None) -> int:
+    from pipelines.recommend.tracking import log_evaluation
+    from pipelines.runtime.session import build_spark
+
+    setup_logging()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _validate(parser, args)
+    config = _settings(config_from(args), args)
+    spark = build_spark(config, "evaluate_recs")
+    result = evaluate_file(spark, config, args)
+    if not args.no_mlflow:
+        params = {"interactions": args.interactions, "split": args.split, "at": args.at,
+                  "test_fraction": args.test_fraction if args.split == "random" else None, "seed": args.seed,
+                  "exclude_seen": args.exclude_seen, "k": config.recommend.k, "where": args.where,
+                  "models": ",".join(config.recommend.models), "half_life_days": config.recommend.half_life_days}
+        run_id = log_evaluation(config, result, params, run_name="evaluate-recs")
+        print(f"mlflow run {run_id}", file=sys.stderr)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""Offline evaluation: every candidate model and their blend, fitted on a training log and
+scored against what the same users did next. The blend's weights are tuned on a
+validation split carved from the training log; the test split is read once, at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from pipelines.config import RecommendConfig
+from pipelines.recommend.blend import blend, tune_weights
+from pipelines.recommend.candidates import als, buy_again, co_occurrence, fit_als, popular
+from pipelines.recommend.metrics import metrics_by_group, top_k
+from pipelines.recommend.splits import truth_for
+
+log = logging.getLogger("tailor.recommend")
+Split = Callable[[DataFrame], tuple[DataFrame, DataFrame]]
+
+
+def _as_of(log: DataFrame):
+    return log.agg(F.max("occurred_at")).first()[0]
+
+
+def candidates_for(train: DataFrame, users: DataFrame, settings: RecommendConfig, exclude_seen: bool
+                   ) -> dict[str, DataFrame]:
+    """Each enabled model's list for `users`, cached (the blend reads them again)."""
+    as_of = _as_of(train)
+    n, half_life = settings.candidates_per_model, settings.half_life_days
+    seen = train.select("user_id", "item_id").distinct() if exclude_seen else None
+    built: dict[str, DataFrame] = {}
+    for name in settings.models:
+        if name == "popular":
+            frame = popular(train, users, as_of, half_life, n, seen=seen, pool=n + 200)
+        elif name == "buy_again":
+            frame = buy_again(train, users, as_of, half_life, n)
+            if seen is not None:
+                frame = frame.join(seen, ["user_id", "item_id"], "left_anti")
+        elif name == "als":
+            fitted = fit_als(train, as_of, half_life, settings.als)
+            frame = als(fitted, train, users, n, seen=seen, over_fetch=200 if exclude_seen else 0)
+        elif name == "co_occurrence":
+            frame = co_occurrence(train, users, as_of, half_life, n, settings.co_occurrence.max_basket_items,
+                                  settings.co_occurrence.neighbours, seen=seen)
+        else:
+            raise ValueError(f"unknown model {name!r}")
+        built[name] = frame.cache()
+    return built
+
+
+def evaluate(train: DataFrame, test: DataFrame, carve_validation: Split, settings: RecommendConfig,
+             exclude_seen: bool) -> dict:
+    """{"models": {name: metrics}, "users": ..., "items": ..., "blend_weights": {...}}."""
+    started = time.monotonic()
+    train = train.cache()
+    fit, validation = carve_validation(train)
+    fit = fit.cache()
+    validation_truth = truth_for(fit, validation, exclude_seen).cache()
+    tuning = candidates_for(fit, validation_truth.select("user_id").distinct(), settings, exclude_seen)
+    weights, _ = tune_weights(tuning, validation_truth, settings.k, settings.blend.rank_constant,
+                              settings.blend.grid_step)
+    for frame in (*tuning.values(), validation_truth, fit):
+        frame.unpersist()
+    log.info("blend weights %s, tuned on the validation split in %.0f s", weights, time.monotonic() - started)
+
+    truth = truth_for(train, test, exclude_seen).cache()
+    users = truth.select("user_id").distinct()
+    candidates = candidates_for(train, users, settings, exclude_seen)
+    lists = [top_k(frame, settings.k).withColumn("group", F.lit(name)) for name, frame in candidates.items()]
+    lists.append(top_k(blend(candidates, weights, settings.blend.rank_constant, settings.k), settings.k)
+                 .withColumn("group", F.lit("blend")))
+    recommendations = lists[0]
+    for part in lists[1:]:
+        recommendations = recommendations.unionByName(part)
+    items = train.select("item_id").distinct().count()
+    result = {
+        "models": metrics_by_group(recommendations, truth, settings.k, items, groups=[*candidates, "blend"]),
+        "users": users.count(),
+        "items": items,
+        "blend_weights": weights,
+    }
+    for frame in (*candidates.values(), truth, train):
+        frame.unpersist()
+    log.info("evaluated %d users in %.0f s", result["users"], time.monotonic() - started)
+    return result

@@ -1,0 +1,96 @@
+"""Candidate models on small hand-made histories whose right answers are obvious."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pipelines.config import AlsConfig
+from pipelines.recommend.candidates import als, buy_again, co_occurrence, fit_als, popular
+
+AS_OF = datetime(2026, 11, 1)
+LOG = "user_id string, item_id string, weight double, occurred_at timestamp, basket_id string, kind string"
+
+
+def _log(spark, rows):
+    return spark.createDataFrame(rows, LOG)
+
+
+def _buy(user, item, days_ago=1, basket=None, weight=1.0):
+    return (user, item, weight, AS_OF - timedelta(days=days_ago), basket or f"{user}-{days_ago}", "purchase")
+
+
+def _lists(frame):
+    result: dict[str, list[str]] = {}
+    for row in frame.orderBy("user_id", "rank" if "rank" in frame.columns else "score", ascending=[True, True]
+                             if "rank" in frame.columns else [True, False]).collect():
+        result.setdefault(row.user_id, []).append(row.item_id)
+    return result
+
+
+def _users(spark, *names):
+    return spark.createDataFrame([(name,) for name in names], "user_id string")
+
+
+def test_two_taste_groups_each_get_their_own_groups_items_from_als(spark):
+    # Gardeners buy from g0..g5, cooks from k0..k5; each person has four of their six.
+    rows = []
+    for group, prefix in (("garden", "g"), ("kitchen", "k")):
+        for person in range(6):
+            for item in range(6):
+                if (item + person) % 3 != 0:
+                    rows.append(_buy(f"{group}-{person}", f"{prefix}{item}", days_ago=item + 1))
+    log = _log(spark, rows)
+    fitted = fit_als(log, AS_OF, 90.0, AlsConfig(rank=4, max_iter=8, reg_param=0.01, alpha=10.0, seed=1))
+    seen = log.select("user_id", "item_id")
+    lists = _lists(als(fitted, log, log.select("user_id").distinct(), n=2, seen=seen, over_fetch=6))
+    assert len(lists) == 12
+    for user, items in lists.items():
+        prefix = "g" if user.startswith("garden") else "k"
+        assert items and all(item.startswith(prefix) for item in items), (user, items)
+    reasons = {row.reason for row in als(fitted, log, _users(spark, "garden-0"), n=2).collect()}
+    assert reasons == {"because_you_bought"}
+
+
+def test_buy_again_ranks_repeat_purchases_by_frequency_and_recency(spark):
+    log = _log(spark, [
+        _buy("ann", "tea", 1), _buy("ann", "tea", 10), _buy("ann", "tea", 20),  # three times
+        _buy("ann", "mug", 2), _buy("ann", "mug", 3),                            # twice, lately
+        _buy("ann", "pot", 200), _buy("ann", "pot", 210),                        # twice, long ago
+        ("ann", "vase", 1.0, AS_OF, "v", "view"),                               # looked, never bought
+        _buy("bob", "tea", 1),
+    ])
+    ranked = buy_again(log, _users(spark, "ann"), AS_OF, 90.0, n=10)
+    assert _lists(ranked) == {"ann": ["tea", "mug", "pot"]}
+    assert {row.reason for row in ranked.collect()} == {"buy_again"}
+
+
+def test_popular_is_per_segment_with_a_fallback_and_leaves_out_what_a_user_has(spark):
+    log = _log(spark, [
+        _buy("a1", "rose"), _buy("a2", "rose"), _buy("a2", "spade"), _buy("a3", "tulip"),
+        _buy("b1", "pan"), _buy("b2", "pan"), _buy("b2", "knife"), _buy("b3", "whisk"),
+    ])
+    segments = spark.createDataFrame([("a1", "garden"), ("a2", "garden"), ("a3", "garden"), ("b1", "kitchen"),
+                                      ("b2", "kitchen"), ("b3", "kitchen"), ("new", "brand_new_segment")],
+                                     "user_id string, segment string")
+    seen = log.select("user_id", "item_id")
+    lists = _lists(popular(log, _users(spark, "a1", "b3", "new", "nobody"), AS_OF, 90.0, n=2, seen=seen,
+                           segments=segments))
+    assert lists["a1"] == ["spade", "tulip"]        # rose is hers already
+    assert lists["b3"] == ["pan", "knife"]
+    # No history in its segment, or no segment at all: the overall list.
+    assert lists["new"] == lists["nobody"] == ["pan", "rose"]
+
+
+def test_co_occurrence_suggests_what_is_bought_with_what_the_user_has(spark):
+    log = _log(spark, [
+        _buy("x", "tea", basket="o1"), _buy("x", "milk", basket="o1"),
+        _buy("y", "tea", basket="o2"), _buy("y", "milk", basket="o2"), _buy("y", "cake", basket="o2"),
+        _buy("z", "tea", basket="o3"), _buy("z", "milk", basket="o3"),
+        _buy("w", "bolts", basket="o4"), _buy("w", "nuts", basket="o4"),
+        _buy("ann", "tea", basket="o5"),
+        # One huge basket of everything is left out of the similarities.
+        *[_buy("shop", item, basket="bulk") for item in ("tea", "bolts", "nuts", "cake", "milk", "a", "b")],
+    ])
+    ranked = co_occurrence(log, _users(spark, "ann"), AS_OF, 90.0, n=5, max_basket_items=4, neighbours=10)
+    assert _lists(ranked) == {"ann": ["milk", "cake"]}
+    assert {row.reason for row in ranked.collect()} == {"bought_together"}
