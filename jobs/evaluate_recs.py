@@ -153,7 +153,8 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
     if "://" not in args.interactions and not Path(args.interactions).exists():
         raise ConfigError(f"--interactions: {args.interactions} does not exist")
     _format_of(args.interactions, args.format)
-    if args.split == "time" and "time" not in parse_columns(args.columns):
+    columns = parse_columns(args.columns)
+    if args.split == "time" and "time" not in columns:
         raise ConfigError("--split time: name the time column, e.g. --columns user=...,item=...,time=occurred_at")
     if args.split == "time":
         if not args.at:

@@ -1,0 +1,95 @@
+"""tailor evaluate-recs end to end on a small CSV: the printed JSON, the MLflow run, and
+one-line answers to bad options."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime, timedelta
+
+import mlflow
+import pytest
+
+from jobs.evaluate_recs import main
+from tests.settings import SPARK_TEST_SETTINGS
+
+MODELS = {"popular", "buy_again", "als", "co_occurrence", "blend"}
+METRICS = {"ndcg@5", "precision@5", "recall@5", "map@5", "coverage"}
+
+
+def _write_world(path):
+    """Two taste groups over 60 days; everyone reorders their favourite, and in the last
+    20 days buys their group's items again."""
+    start = datetime(2026, 9, 1)
+    rows = []
+    for group, prefix in (("g", "garden"), ("k", "kitchen")):
+        for person in range(8):
+            user = f"{group}{person}"
+            for day in range(0, 60, 5):
+                items = [f"{prefix}-{(person + day) % 6}", f"{prefix}-fav{person % 2}"]
+                for item in items:
+                    rows.append({"customer": user, "sku": item, "qty": 1,
+                                 "ts": (start + timedelta(days=day)).isoformat(), "order": f"{user}-{day}"})
+    rows.append({"customer": "", "sku": "garden-0", "qty": 1, "ts": start.isoformat(), "order": "guest"})
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _run(spark, tmp_path, *extra):
+    data = tmp_path / "interactions.csv"
+    if not data.exists():
+        _write_world(data)
+    overrides = [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS, "recommend.als.max_iter=4",
+                 "recommend.als.rank=4", "recommend.blend.grid_step=0.5", "recommend.blend.validation_days=15"]
+    argv = ["--interactions", str(data), "--columns", "user=customer,item=sku,time=ts,basket=order", "--k", "5"]
+    for override in overrides:
+        argv += ["--set", override]
+    return main([*argv, *extra])
+
+
+def test_time_split_prints_every_model_and_logs_the_same_to_mlflow(spark, tmp_path, capsys):
+    assert _run(spark, tmp_path, "--split", "time", "--at", "2026-10-11") == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert set(result["models"]) == MODELS
+    for name, values in result["models"].items():
+        assert set(values) == METRICS, name
+        assert all(0.0 <= value <= 1.0 for value in values.values()), (name, values)
+    assert result["users"] == 16 and result["items"] == 16  # the guest row has no user
+    assert sum(result["blend_weights"].values()) == pytest.approx(1.0)
+    # Everyone reorders a favourite they bought in training: buy-again must find it.
+    assert result["models"]["buy_again"]["precision@5"] > 0
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["tailor"], output_format="list")
+    assert len(runs) == 1
+    logged = runs[0].data
+    assert logged.metrics["blend.ndcg_at_5"] == pytest.approx(result["models"]["blend"]["ndcg@5"])
+    assert logged.params["split"] == "time" and logged.params["k"] == "5"
+
+
+def test_random_split_with_exclude_seen_gives_buy_again_nothing(spark, tmp_path, capsys):
+    assert _run(spark, tmp_path, "--split", "random", "--test-fraction", "0.25", "--seed", "7", "--exclude-seen",
+                "--models", "popular,buy_again", "--no-mlflow") == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result["models"]) == {"popular", "buy_again", "blend"}
+    assert result["models"]["buy_again"]["ndcg@5"] == 0.0
+    assert not (tmp_path / "mlflow").exists()
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--interactions", "/nowhere/x.csv", "--split", "random"], "--interactions: /nowhere/x.csv does not exist"),
+    (["--split", "time", "--at", "2026-10-01", "--columns", "user=customer,item=sku"],
+     "--split time: name the time column"),
+    (["--split", "random", "--columns", "shopper=customer"], "--columns: unknown role 'shopper'"),
+    (["--split", "random", "--models", "popular,magic"], "--models: unknown model 'magic'"),
+])
+def test_bad_options_are_one_line(tmp_path, capsys, extra, message):
+    data = tmp_path / "interactions.csv"
+    data.write_text("customer,sku\nu,i\n")
+    argv = ["--interactions", str(data), *extra]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"tailor: {message}") and len(error.splitlines()) == 1, error
