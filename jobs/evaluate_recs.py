@@ -21,11 +21,13 @@ import argparse
 import json
 import logging
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from jobs._common import config_from, entry_point, parser_for, setup_logging
-from pipelines.config import RECOMMENDER_MODELS, Config
+from pipelines.config import RECOMMENDER_MODELS, Config, RecommendConfig
 from pipelines.errors import ConfigError
 
 log = logging.getLogger("tailor.evaluate")
@@ -41,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--columns", default="", help="role=column, comma-separated; roles: " + ", ".join(ROLES))
     parser.add_argument("--where", default=None, help="a Spark SQL condition rows must meet")
     parser.add_argument("--split", choices=("time", "random"), required=True)
-    parser.add_argument("--at", default=None, help="time split: the test period starts here (ISO date or time)")
-    parser.add_argument("--test-fraction", type=float, default=0.25, help="random split: share of each user's rows")
+    parser.add_argument("--at", default=None,
+                        help="time split: the test period starts here (ISO date or time; UTC unless a zone is given)")
+    parser.add_argument("--test-fraction", type=float, default=0.25, help="random split: share of each user's baskets")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--exclude-seen", action="store_true", help="score only items new to each user")
     parser.add_argument("--k", type=int, default=None, help="default: recommend.k")
@@ -119,17 +122,28 @@ def evaluate_file(spark, config: Config, args: argparse.Namespace) -> dict:
     rows = read_interactions(spark, args.interactions, _format_of(args.interactions, args.format))
     _check_columns(rows, columns)
     if args.where:
-        rows = rows.where(args.where)
+        from pyspark.errors import AnalysisException
+
+        try:
+            rows = rows.where(args.where)
+        except AnalysisException as error:
+            raise ConfigError(f"--where: {str(error).strip().splitlines()[0]}") from None
     interactions = from_table(rows, columns)
     blend = config.recommend.blend
     if args.split == "time":
-        at = datetime.fromisoformat(args.at)
+        at = _utc(args.at)
         train, test = time_split(interactions, at)
         carve = lambda log: time_split(log, at - timedelta(days=blend.validation_days))  # noqa: E731
     else:
         train, test = random_split(interactions, args.test_fraction, args.seed)
         carve = lambda log: random_split(log, blend.validation_fraction, args.seed + 1)  # noqa: E731
     return evaluate(train, test, carve, config.recommend, args.exclude_seen)
+
+
+def _utc(text: str) -> datetime:
+    """An ISO date or time; without a zone, UTC (as the session reads the file's times)."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _settings(config: Config, args: argparse.Namespace) -> Config:
@@ -144,11 +158,19 @@ def _settings(config: Config, args: argparse.Namespace) -> Config:
         if unknown or not models:
             raise ConfigError(f"--models: unknown model {unknown[0] if unknown else '(none)'!r}; "
                               f"known: {', '.join(RECOMMENDER_MODELS)}")
+        if len(set(models)) != len(models):
+            raise ConfigError("--models: a model is named twice")
         update["models"] = models
-    return config.model_copy(update={"recommend": config.recommend.model_copy(update=update)})
+    # Validated again, so a --k or --models the config's own rules refuse is one line too.
+    try:
+        recommend = RecommendConfig.model_validate({**config.recommend.model_dump(), **update})
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ConfigError(f"--k/--models: {first['msg'].removeprefix('Value error, ')}") from None
+    return config.model_copy(update={"recommend": recommend})
 
 
-def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def _validate(args: argparse.Namespace) -> None:
     """Everything that can be checked before Spark starts."""
     if "://" not in args.interactions and not Path(args.interactions).exists():
         raise ConfigError(f"--interactions: {args.interactions} does not exist")
@@ -158,27 +180,29 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
         raise ConfigError("--split time: name the time column, e.g. --columns user=...,item=...,time=occurred_at")
     if args.split == "time":
         if not args.at:
-            parser.error("--split time needs --at")
+            raise ConfigError("--split time needs --at (the first moment of the test period)")
         try:
-            datetime.fromisoformat(args.at)
+            _utc(args.at)
         except ValueError:
-            parser.error(f"--at: {args.at!r} is not an ISO date or time")
+            raise ConfigError(f"--at: {args.at!r} is not an ISO date or time") from None
     if not 0 < args.test_fraction < 1:
-        parser.error("--test-fraction: must be between 0 and 1")
+        raise ConfigError("--test-fraction: must be between 0 and 1")
 
 
 @entry_point
 def main(argv=None) -> int:
-    from pipelines.recommend.tracking import log_evaluation
+    from pipelines.recommend.tracking import log_evaluation, tracking_uri
     from pipelines.runtime.session import build_spark
 
     setup_logging()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _validate(parser, args)
+    args = build_parser().parse_args(argv)
+    _validate(args)
     config = _settings(config_from(args), args)
+    if not args.no_mlflow:
+        tracking_uri(config)  # an unusable store fails now, not after the evaluation
     spark = build_spark(config, "evaluate_recs")
     result = evaluate_file(spark, config, args)
+    print(json.dumps(result, sort_keys=True), flush=True)
     if not args.no_mlflow:
         params = {"interactions": args.interactions, "split": args.split, "at": args.at,
                   "test_fraction": args.test_fraction if args.split == "random" else None, "seed": args.seed,
@@ -186,7 +210,6 @@ def main(argv=None) -> int:
                   "models": ",".join(config.recommend.models), "half_life_days": config.recommend.half_life_days}
         run_id = log_evaluation(config, result, params, run_name="evaluate-recs")
         print(f"mlflow run {run_id}", file=sys.stderr)
-    print(json.dumps(result, sort_keys=True))
     return 0
 
 

@@ -10,6 +10,7 @@ No pyspark import here: the API and the producers load config without Spark.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -318,6 +319,14 @@ class BlendConfig(_Strict):
         return step
 
 
+MAX_BLEND_GRID_POINTS = 2000
+
+
+def grid_points(models: int, step: float) -> int:
+    """How many weightings of `models` in multiples of `step` sum to 1 (stars and bars)."""
+    return math.comb(round(1 / step) + models - 1, models - 1)
+
+
 class RecommendConfig(_Strict):
     k: int = Field(ge=1, description="items per person")
     half_life_days: float = Field(gt=0, description="an interaction's weight halves every this many days")
@@ -336,6 +345,17 @@ class RecommendConfig(_Strict):
         if len(set(models)) != len(models):
             raise ValueError("a model is named twice")
         return models
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RecommendConfig:
+        if self.k > self.candidates_per_model:
+            raise ValueError(f"k ({self.k}) is more than candidates_per_model ({self.candidates_per_model}): "
+                             "each model would return fewer items than asked for")
+        points = grid_points(len(self.models), self.blend.grid_step)
+        if points > MAX_BLEND_GRID_POINTS:
+            raise ValueError(f"blend.grid_step {self.blend.grid_step} gives {points} weightings of "
+                             f"{len(self.models)} models; at most {MAX_BLEND_GRID_POINTS} (use a coarser step)")
+        return self
 
 
 class MlflowConfig(_Strict):

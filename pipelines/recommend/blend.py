@@ -32,12 +32,15 @@ def ranked_union(candidates: Mapping[str, DataFrame]) -> DataFrame:
 
 
 def weight_grid(models: list[str], step: float) -> list[dict[str, float]]:
-    """Every weighting of `models` in multiples of `step` that sums to 1."""
+    """Every weighting of `models` in multiples of `step` that sums to 1 (stars and bars:
+    each choice of bar positions among units + models - 1 slots is one weighting)."""
     units = round(1 / step)
+    slots = units + len(models) - 1
     points = []
-    for split in itertools.product(range(units + 1), repeat=len(models)):
-        if sum(split) == units:
-            points.append({name: share / units for name, share in zip(models, split, strict=True)})
+    for bars in itertools.combinations(range(slots), len(models) - 1):
+        edges = (-1, *bars, slots)
+        shares = [edges[i + 1] - edges[i] - 1 for i in range(len(models))]
+        points.append({name: share / units for name, share in zip(models, shares, strict=True)})
     return points
 
 
@@ -67,8 +70,9 @@ def blend(candidates: Mapping[str, DataFrame], weights: Mapping[str, float], ran
 
 def tune_weights(candidates: Mapping[str, DataFrame], truth: DataFrame, k: int,
                  rank_constant: float, step: float) -> tuple[dict[str, float], dict[str, float]]:
-    """(the weighting with the best ndcg@k on `truth`, its metrics). Ties go to the
-    first point of the grid, so the result is reproducible."""
+    """(the weighting with the best ndcg@k on `truth`, its metrics). Ties (to 12 places:
+    averages summed in another order differ in the last bits) go to the first point of
+    the grid, so the result is reproducible."""
     models = list(candidates)
     grid = {f"w{number}": point for number, point in enumerate(weight_grid(models, step))}
     union = ranked_union(candidates).cache()
@@ -78,5 +82,5 @@ def tune_weights(candidates: Mapping[str, DataFrame], truth: DataFrame, k: int,
     finally:
         union.unpersist()
     metric = f"ndcg@{k}"
-    best = max(grid, key=lambda group: (results.get(group, {}).get(metric, 0.0), -int(group[1:])))
+    best = max(grid, key=lambda group: (round(results.get(group, {}).get(metric, 0.0), 12), -int(group[1:])))
     return dict(grid[best]), results.get(best, {})

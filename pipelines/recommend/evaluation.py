@@ -13,6 +13,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.config import RecommendConfig
+from pipelines.errors import TailorError
 from pipelines.recommend.blend import blend, tune_weights
 from pipelines.recommend.candidates import als, buy_again, co_occurrence, fit_als, popular
 from pipelines.recommend.metrics import metrics_by_group, top_k
@@ -57,17 +58,29 @@ def evaluate(train: DataFrame, test: DataFrame, carve_validation: Split, setting
     """{"models": {name: metrics}, "users": ..., "items": ..., "blend_weights": {...}}."""
     started = time.monotonic()
     train = train.cache()
+    if train.isEmpty():
+        raise TailorError("the training split is empty: nothing to learn from (check --at, --where, --columns)")
     fit, validation = carve_validation(train)
     fit = fit.cache()
     validation_truth = truth_for(fit, validation, exclude_seen).cache()
-    tuning = candidates_for(fit, validation_truth.select("user_id").distinct(), settings, exclude_seen)
-    weights, _ = tune_weights(tuning, validation_truth, settings.k, settings.blend.rank_constant,
-                              settings.blend.grid_step)
-    for frame in (*tuning.values(), validation_truth, fit):
+    if fit.isEmpty() or validation_truth.isEmpty():
+        # Too little history to carve a validation split from: weigh the models equally.
+        weights = {name: 1 / len(settings.models) for name in settings.models}
+        log.warning("no user of the validation split was in its fitting part: blend weights left equal")
+    else:
+        tuning = candidates_for(fit, validation_truth.select("user_id").distinct(), settings, exclude_seen)
+        weights, _ = tune_weights(tuning, validation_truth, settings.k, settings.blend.rank_constant,
+                                  settings.blend.grid_step)
+        for frame in tuning.values():
+            frame.unpersist()
+    for frame in (validation_truth, fit):
         frame.unpersist()
     log.info("blend weights %s, tuned on the validation split in %.0f s", weights, time.monotonic() - started)
 
     truth = truth_for(train, test, exclude_seen).cache()
+    if truth.isEmpty():
+        raise TailorError("no user of the training split has anything in the test split"
+                          + (" that is new to them" if exclude_seen else "") + ": nothing to evaluate")
     users = truth.select("user_id").distinct()
     candidates = candidates_for(train, users, settings, exclude_seen)
     lists = [top_k(frame, settings.k).withColumn("group", F.lit(name)) for name, frame in candidates.items()]

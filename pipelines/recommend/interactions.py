@@ -27,23 +27,27 @@ def decayed(weight: Column, occurred_at: Column, as_of, half_life_days: float) -
 def from_table(rows: DataFrame, columns: dict[str, str]) -> DataFrame:
     """A file's rows -> the interaction log, by role -> column name (`user`, `item`
     required; `weight` defaults to 1, `time` to none, `basket` to the user and the moment).
-    Rows without a user or an item, or with a weight that is not positive, are left out."""
+    Rows without a user or an item, with a weight that is not a positive number, or with a
+    time that is not a timestamp Spark can read, are left out (`count_left_out` says how
+    many)."""
     def column(role: str) -> Column | None:
         return F.col(f"`{columns[role]}`") if role in columns else None
 
     user, item = column("user"), column("item")
     weight, time, basket = column("weight"), column("time"), column("basket")
-    occurred_at = time.cast("timestamp") if time is not None else F.lit(None).cast("timestamp")
+    occurred_at = time.try_cast("timestamp") if time is not None else F.lit(None).cast("timestamp")
     log = rows.select(
         user.cast("string").alias("user_id"),
         item.cast("string").alias("item_id"),
-        (weight.cast("double") if weight is not None else F.lit(1.0)).alias("weight"),
+        (weight.try_cast("double") if weight is not None else F.lit(1.0)).alias("weight"),
         occurred_at.alias("occurred_at"),
         (basket.cast("string") if basket is not None
          else F.concat_ws("|", user.cast("string"), occurred_at.cast("string"))).alias("basket_id"),
         F.lit("purchase").alias("kind"),
     )
-    return log.where(F.col("user_id").isNotNull() & F.col("item_id").isNotNull() & (F.col("weight") > 0))
+    readable_time = F.lit(True) if time is None else (time.isNull() | F.col("occurred_at").isNotNull())
+    return log.where(F.col("user_id").isNotNull() & F.col("item_id").isNotNull() & (F.col("weight") > 0)
+                     & readable_time)
 
 
 def user_items(log: DataFrame, as_of, half_life_days: float) -> DataFrame:

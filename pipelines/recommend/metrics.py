@@ -48,7 +48,8 @@ def ranking_metrics(recommendations: DataFrame, truth: DataFrame, k: int, groups
     hits = (recommendations.where(F.col("rank") <= k)
             .join(relevant.withColumn("hit", F.lit(1)), ["user_id", "item_id"], "left")
             .fillna(0, ["hit"]))
-    running = Window.partitionBy("group", "user_id").orderBy("rank")
+    running = (Window.partitionBy("group", "user_id").orderBy("rank")
+               .rowsBetween(Window.unboundedPreceding, Window.currentRow))
     per_user = (hits.withColumn("hits_so_far", F.sum("hit").over(running))
                 .groupBy("group", "user_id")
                 .agg(F.sum("hit").alias("hits"),

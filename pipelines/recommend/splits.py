@@ -3,31 +3,37 @@ came after) or at random within each user, reproducible from a seed."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 
 def time_split(log: DataFrame, at: datetime) -> tuple[DataFrame, DataFrame]:
-    """(before `at`, from `at` on); rows without a time go to train."""
+    """(before `at`, from `at` on); rows without a time go to train. A naive `at` is UTC."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
     moment = F.lit(at).cast("timestamp")
     is_test = F.col("occurred_at").isNotNull() & (F.col("occurred_at") >= moment)
     return log.where(~is_test), log.where(is_test)
 
 
 def random_split(log: DataFrame, test_fraction: float, seed: int) -> tuple[DataFrame, DataFrame]:
-    """Within each user, floor(n x fraction) of their n rows go to test, chosen by a hash
-    of the row and the seed: the same seed gives the same split on any cluster, and a user
-    with one row keeps it in train."""
-    key = F.xxhash64(F.lit(seed), *[F.coalesce(F.col(c).cast("string"), F.lit("")) for c in log.columns])
+    """Within each user, floor(n x fraction) of their n baskets go to test, whole, chosen
+    by a hash of the user, the basket and the seed: the same seed gives the same split on
+    any cluster. A basket is never cut in two (the test would ask what else was in an
+    order the model has half seen), and a user with fewer than 1 / fraction baskets stays
+    in train whole."""
+    baskets = log.select("user_id", "basket_id").distinct()
     per_user = Window.partitionBy("user_id")
-    ordered = per_user.orderBy(key)
-    marked = (log.withColumn("_n", F.count("*").over(per_user))
+    ordered = per_user.orderBy(F.xxhash64(F.lit(seed), F.col("user_id"), F.coalesce(F.col("basket_id"), F.lit(""))),
+                               F.col("basket_id"))
+    tested = (baskets.withColumn("_n", F.count("*").over(per_user))
               .withColumn("_position", F.row_number().over(ordered))
-              .withColumn("_test", F.col("_position") <= F.floor(F.col("_n") * test_fraction)))
-    columns = log.columns
-    return marked.where(~F.col("_test")).select(*columns), marked.where(F.col("_test")).select(*columns)
+              .where(F.col("_position") <= F.floor(F.col("_n") * test_fraction))
+              .select("user_id", "basket_id"))
+    keys = ["user_id", "basket_id"]
+    return log.join(tested, keys, "left_anti"), log.join(tested, keys, "left_semi")
 
 
 def truth_for(train: DataFrame, test: DataFrame, exclude_seen: bool) -> DataFrame:

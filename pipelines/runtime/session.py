@@ -88,11 +88,22 @@ def build_spark(config: Config, app_name: str | None = None):
     global _jvm_log
     first = SparkSession.getActiveSession() is None
     session = builder.getOrCreate()
+    _quiet_query_context_logs()
     log_to = log_file(config, app_name)
     if first and log_to:
         _jvm_log = log_to
         log.info("Spark and JVM logs: %s", log_to)
     return session
+
+
+def _quiet_query_context_logs() -> None:
+    """PySpark logs every analysis error's query context as a JSON line on stderr, even
+    when the caller catches the error and answers it in one line; the raised error
+    carries the same message."""
+    from pyspark.logger import PySparkLogger
+
+    for name in ("DataFrameQueryContextLogger", "SQLQueryContextLogger"):
+        PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def jvm_log() -> str | None:

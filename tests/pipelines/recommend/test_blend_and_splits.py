@@ -71,3 +71,12 @@ def test_random_split_is_per_user_reproducible_and_keeps_a_single_row_in_train(s
     again = sorted(r.item_id for r in random_split(log.repartition(3), 0.25, seed=3)[1].collect())
     assert again == tested
     assert sorted(r.item_id for r in random_split(log, 0.25, seed=4)[1].collect()) != tested
+
+
+def test_random_split_never_cuts_a_basket_in_two(spark):
+    at = datetime(2026, 11, 1)
+    rows = [("ann", f"i{line}", 1.0, at, f"order{order}", "purchase") for order in range(8) for line in range(3)]
+    train, test = random_split(spark.createDataFrame(rows, LOG), 0.25, seed=5)
+    tested = {r.basket_id for r in test.collect()}
+    assert len(tested) == 2 and test.count() == 6
+    assert tested.isdisjoint({r.basket_id for r in train.collect()})

@@ -20,9 +20,9 @@ def _buy(user, item, days_ago=1, basket=None, weight=1.0):
 
 
 def _lists(frame):
+    """user -> items best first; equal scores in item id order, as the models rank them."""
     result: dict[str, list[str]] = {}
-    for row in frame.orderBy("user_id", "rank" if "rank" in frame.columns else "score", ascending=[True, True]
-                             if "rank" in frame.columns else [True, False]).collect():
+    for row in sorted(frame.collect(), key=lambda row: (row.user_id, -row.score, row.item_id)):
         result.setdefault(row.user_id, []).append(row.item_id)
     return result
 
