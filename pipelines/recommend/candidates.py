@@ -37,12 +37,15 @@ def popular(log: DataFrame, users: DataFrame, as_of, half_life_days: float, n: i
             seen: DataFrame | None = None, segments: DataFrame | None = None, pool: int = 200) -> DataFrame:
     """The most-interacted items, time-decayed: within the user's segment when `segments`
     (user_id, segment) gives one, else over everyone. `pool` items per segment are kept
-    before a user's own are left out, so a heavy user still gets n."""
+    before a user's own (`seen`) are left out: a user who has more than pool - n of them
+    gets fewer than n. A user listed in several segments counts in the first by name."""
     strength = decayed(F.col("weight"), F.col("occurred_at"), as_of, half_life_days)
     overall = (log.groupBy("item_id").agg(F.sum(strength).alias("score"))
                .withColumn("segment", F.lit(None).cast("string")))
     by_segment = overall.limit(0)
     if segments is not None:
+        segments = (segments.where(F.col("segment").isNotNull()).groupBy("user_id")
+                    .agg(F.min("segment").alias("segment")))
         by_segment = (log.join(segments, "user_id").groupBy("segment", "item_id")
                       .agg(F.sum(strength).alias("score")))
     pools = top_k(overall.unionByName(by_segment), pool, partition=("segment",))
@@ -55,6 +58,9 @@ def popular(log: DataFrame, users: DataFrame, as_of, half_life_days: float, n: i
     has_pool = pools.select("segment").distinct().where(F.col("segment").isNotNull()).withColumn("_known", F.lit(True))
     targets = (targets.join(has_pool, "segment", "left")
                .withColumn("segment", F.when(F.col("_known"), F.col("segment"))).drop("_known"))
+    # The pools are small (pool x segments): broadcast, or every user without a segment
+    # would meet them in the one task that holds the null key.
+    pools = F.broadcast(pools)
     candidates = (targets.join(pools, targets.segment.eqNullSafe(pools.segment))
                   .select("user_id", "item_id", "score", F.lit("popular_in_segment").alias("reason")))
     return _ranked(candidates, seen, n)

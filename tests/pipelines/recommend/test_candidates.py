@@ -70,7 +70,9 @@ def test_popular_is_per_segment_with_a_fallback_and_leaves_out_what_a_user_has(s
         _buy("b1", "pan"), _buy("b2", "pan"), _buy("b2", "knife"), _buy("b3", "whisk"),
     ])
     segments = spark.createDataFrame([("a1", "garden"), ("a2", "garden"), ("a3", "garden"), ("b1", "kitchen"),
-                                      ("b2", "kitchen"), ("b3", "kitchen"), ("new", "brand_new_segment")],
+                                      ("b2", "kitchen"), ("b3", "kitchen"), ("new", "brand_new_segment"),
+                                      # Listed twice: the first segment by name counts; a null is none.
+                                      ("b3", "zoo"), ("nobody", None)],
                                      "user_id string, segment string")
     seen = log.select("user_id", "item_id")
     lists = _lists(popular(log, _users(spark, "a1", "b3", "new", "nobody"), AS_OF, 90.0, n=2, seen=seen,
