@@ -27,12 +27,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from jobs._common import config_from, entry_point, parser_for, setup_logging
-from pipelines.config import RECOMMENDER_MODELS, Config, RecommendConfig
+from pipelines.config import Config, RecommendConfig
 from pipelines.errors import ConfigError
+from pipelines.recommend.interactions import FILE_ROLES
 
 log = logging.getLogger("tailor.evaluate")
 FORMATS = ("csv", "tsv", "parquet", "jsonl")
-ROLES = ("user", "item", "weight", "time", "basket")
 DEFAULT_COLUMNS = {"user": "user_id", "item": "item_id"}
 
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = parser_for("tailor evaluate-recs", __doc__.split("\n\n")[0])
     parser.add_argument("--interactions", required=True, help="file or folder of interactions")
     parser.add_argument("--format", choices=FORMATS, default=None, help="default: from the file name")
-    parser.add_argument("--columns", default="", help="role=column, comma-separated; roles: " + ", ".join(ROLES))
+    parser.add_argument("--columns", default="", help="role=column, comma-separated; roles: " + ", ".join(FILE_ROLES))
     parser.add_argument("--where", default=None, help="a Spark SQL condition rows must meet")
     parser.add_argument("--split", choices=("time", "random"), required=True)
     parser.add_argument("--at", default=None,
@@ -60,8 +60,8 @@ def parse_columns(text: str) -> dict[str, str]:
         role, sep, column = part.partition("=")
         if not sep or not column:
             raise ConfigError(f"--columns: {part!r} is not role=column")
-        if role not in ROLES:
-            raise ConfigError(f"--columns: unknown role {role!r}; roles: {', '.join(ROLES)}")
+        if role not in FILE_ROLES:
+            raise ConfigError(f"--columns: unknown role {role!r}; roles: {', '.join(FILE_ROLES)}")
         columns[role] = column
     return columns
 
@@ -147,26 +147,19 @@ def _utc(text: str) -> datetime:
 
 
 def _settings(config: Config, args: argparse.Namespace) -> Config:
+    """recommend.* with --k and --models applied, checked by the config's own rules (one
+    line naming the option when they refuse)."""
     update: dict = {}
     if args.k is not None:
-        if args.k < 1:
-            raise ConfigError("--k: must be at least 1")
         update["k"] = args.k
-    if args.models:
-        models = tuple(name.strip() for name in args.models.split(",") if name.strip())
-        unknown = [name for name in models if name not in RECOMMENDER_MODELS]
-        if unknown or not models:
-            raise ConfigError(f"--models: unknown model {unknown[0] if unknown else '(none)'!r}; "
-                              f"known: {', '.join(RECOMMENDER_MODELS)}")
-        if len(set(models)) != len(models):
-            raise ConfigError("--models: a model is named twice")
-        update["models"] = models
-    # Validated again, so a --k or --models the config's own rules refuse is one line too.
+    if args.models is not None:
+        update["models"] = tuple(name.strip() for name in args.models.split(",") if name.strip())
     try:
         recommend = RecommendConfig.model_validate({**config.recommend.model_dump(), **update})
     except ValidationError as error:
         first = error.errors()[0]
-        raise ConfigError(f"--k/--models: {first['msg'].removeprefix('Value error, ')}") from None
+        option = "--models" if first["loc"][:1] == ("models",) else "--k"
+        raise ConfigError(f"{option}: {first['msg'].removeprefix('Value error, ')}") from None
     return config.model_copy(update={"recommend": recommend})
 
 

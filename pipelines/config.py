@@ -192,6 +192,16 @@ class GeneratorConfig(_Strict):
 
 
 # Profile columns whose history silver.profiles_history can keep (SCD type 2).
+def _known_and_distinct(names: tuple[str, ...], known: tuple[str, ...], what: str, listed: str) -> tuple[str, ...]:
+    """`names` as given, if each is one of `known` and none is named twice."""
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown[0]!r}; {listed}: {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"a {what} is named twice")
+    return names
+
+
 HISTORY_TRACKABLE_COLUMNS = ("email_hash", "first_name", "last_name", "country", "locale")
 
 
@@ -206,12 +216,7 @@ class ProfilesConfig(_Strict):
     @field_validator("history_columns")
     @classmethod
     def _trackable(cls, columns: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [column for column in columns if column not in HISTORY_TRACKABLE_COLUMNS]
-        if unknown:
-            raise ValueError(f"unknown column {unknown[0]!r}; trackable: {', '.join(HISTORY_TRACKABLE_COLUMNS)}")
-        if len(set(columns)) != len(columns):
-            raise ValueError("a column is named twice")
-        return columns
+        return _known_and_distinct(columns, HISTORY_TRACKABLE_COLUMNS, "column", "trackable")
 
 
 def _interaction_weights(weights: dict[str, float]) -> dict[str, float]:
@@ -339,12 +344,7 @@ class RecommendConfig(_Strict):
     @field_validator("models")
     @classmethod
     def _known_models(cls, models: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [name for name in models if name not in RECOMMENDER_MODELS]
-        if unknown:
-            raise ValueError(f"unknown model {unknown[0]!r}; known: {', '.join(RECOMMENDER_MODELS)}")
-        if len(set(models)) != len(models):
-            raise ValueError("a model is named twice")
-        return models
+        return _known_and_distinct(models, RECOMMENDER_MODELS, "model", "known")
 
     @model_validator(mode="after")
     def _consistent(self) -> RecommendConfig:

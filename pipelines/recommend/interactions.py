@@ -13,7 +13,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-LOG_COLUMNS = ("user_id", "item_id", "weight", "occurred_at", "basket_id", "kind")
+# What a file's columns can stand for, in `from_table`'s mapping.
 FILE_ROLES = ("user", "item", "weight", "time", "basket")
 
 

@@ -22,14 +22,14 @@ def tracking_uri(config: Config) -> str:
     return f"sqlite:///{root}/mlflow.db"
 
 
-def use_experiment(config: Config, name: str | None = None) -> str:
+def use_experiment(config: Config) -> str:
     """Point MLflow at the configured store and experiment (created on first use, with its
     artifacts beside a local store); returns the experiment's id."""
     import mlflow
 
     uri = tracking_uri(config)
     mlflow.set_tracking_uri(uri)
-    experiment = name or config.mlflow.experiment
+    experiment = config.mlflow.experiment
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         return found.experiment_id

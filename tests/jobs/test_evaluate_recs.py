@@ -113,7 +113,7 @@ def test_bad_input_found_by_spark_is_one_line_too(spark, tmp_path, capsys, extra
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--split", "time", "--at", "yesterday", "--columns", "user=customer,item=sku,time=ts"], "--at: 'yesterday'"),
-    (["--split", "random", "--k", "60"], "--k/--models: k (60) is more than candidates_per_model"),
+    (["--split", "random", "--k", "60"], "--k: k (60) is more than candidates_per_model"),
     (["--split", "random", "--models", "als,als"], "--models: a model is named twice"),
     (["--interactions", "/nowhere/x.csv", "--split", "random"], "--interactions: /nowhere/x.csv does not exist"),
     (["--split", "time", "--at", "2026-10-01", "--columns", "user=customer,item=sku"],
