@@ -27,6 +27,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from jobs._common import config_from, entry_point, parser_for, setup_logging
+from jobs._files import format_of, read_file
+from jobs._files import parse_columns as parse_file_columns
 from pipelines.config import Config, RecommendConfig
 from pipelines.errors import ConfigError
 from pipelines.recommend.interactions import FILE_ROLES
@@ -55,55 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_columns(text: str) -> dict[str, str]:
-    columns = dict(DEFAULT_COLUMNS)
-    for part in filter(None, (piece.strip() for piece in text.split(","))):
-        role, sep, column = part.partition("=")
-        if not sep or not column:
-            raise ConfigError(f"--columns: {part!r} is not role=column")
-        if role not in FILE_ROLES:
-            raise ConfigError(f"--columns: unknown role {role!r}; roles: {', '.join(FILE_ROLES)}")
-        columns[role] = column
-    return columns
-
-
-def _format_of(path: str, given: str | None) -> str:
-    if given:
-        return given
-    name = path.rstrip("/").lower()
-    for suffix, kind in ((".csv", "csv"), (".tsv", "tsv"), (".parquet", "parquet"), (".jsonl", "jsonl"),
-                         (".json", "jsonl")):
-        if name.endswith(suffix):
-            return kind
-    raise ConfigError(f"--format: cannot tell the format of {path}; give one of {', '.join(FORMATS)}")
-
-
-def _nanosecond_columns(path: str) -> list[str]:
-    """Parquet columns holding timestamp[ns] (pandas' default), which Spark cannot read as
-    timestamps: they are read as longs and converted."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    target = Path(path)
-    if target.is_dir():
-        target = next(iter(sorted(target.rglob("*.parquet"))), target)
-    schema = pq.read_schema(target)
-    return [field.name for field in schema if pa.types.is_timestamp(field.type) and field.type.unit == "ns"]
-
-
-def read_interactions(spark, path: str, kind: str):
-    from pyspark.sql import functions as F
-
-    if kind in ("csv", "tsv"):
-        return spark.read.option("header", True).option("sep", "\t" if kind == "tsv" else ",").csv(path)
-    if kind == "jsonl":
-        return spark.read.json(path)
-    nanos = _nanosecond_columns(path) if "://" not in path else []
-    if nanos:
-        spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
-    frame = spark.read.parquet(path)
-    for name in nanos:
-        frame = frame.withColumn(name, F.timestamp_micros(F.expr(f"`{name}` div 1000")))
-    return frame
+    return parse_file_columns(text, FILE_ROLES, DEFAULT_COLUMNS)
 
 
 def _check_columns(rows, columns: dict[str, str]) -> None:
@@ -119,7 +73,7 @@ def evaluate_file(spark, config: Config, args: argparse.Namespace) -> dict:
     from pipelines.recommend.splits import random_split, time_split
 
     columns = parse_columns(args.columns)
-    rows = read_interactions(spark, args.interactions, _format_of(args.interactions, args.format))
+    rows = read_file(spark, args.interactions, format_of(args.interactions, args.format, FORMATS))
     _check_columns(rows, columns)
     if args.where:
         from pyspark.errors import AnalysisException
@@ -167,7 +121,7 @@ def _validate(args: argparse.Namespace) -> None:
     """Everything that can be checked before Spark starts."""
     if "://" not in args.interactions and not Path(args.interactions).exists():
         raise ConfigError(f"--interactions: {args.interactions} does not exist")
-    _format_of(args.interactions, args.format)
+    format_of(args.interactions, args.format, FORMATS)
     columns = parse_columns(args.columns)
     if args.split == "time" and "time" not in columns:
         raise ConfigError("--split time: name the time column, e.g. --columns user=...,item=...,time=occurred_at")

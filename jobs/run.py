@@ -13,7 +13,7 @@ import argparse
 import logging
 from datetime import UTC, datetime, time, timedelta
 
-from jobs import build_features, generate, ingest_events, merge_profiles
+from jobs import build_features, generate, ingest_events, load_catalog, merge_profiles
 from jobs._common import config_from, entry_point, parser_for, setup_logging
 
 log = logging.getLogger("tailor.run")
@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     common = _passthrough(args)
     steps = [
         ("generate", generate.main, [*common, "--faults", args.faults]),
+        # The generator's catalogue (catalog.path): build_features names each person's top categories from it.
+        ("load-catalog", load_catalog.main, common),
         ("ingest", ingest_events.main, [*common, "--once"]),
         ("merge-profiles", merge_profiles.main, [*common, "--once"]),
         # Features as of the end of the generated weeks, so the 7/30/90-day windows hold them.
@@ -89,6 +91,9 @@ def landed_summary(config) -> str:
     features = read_table(spark, config.table("gold.user_features"))
     segments = features.groupBy("primary_segment").count().orderBy(F.desc("count"), "primary_segment").collect()
     interactions = read_table(spark, config.table("silver.interactions")).count()
+    products = read_table(spark, config.table("silver.products"))
+    catalogue = products.agg(F.count(F.lit(1)).alias("all"), F.count_if("active").alias("active"),
+                             F.count_if(~F.col("in_stock")).alias("out_of_stock")).first()
     lines = [
         f"records read: {totals.input or 0}",
         f"bronze.events: {bronze.count()} ({', '.join(f'{r.event_type} {r[1]}' for r in by_type)}); "
@@ -97,6 +102,7 @@ def landed_summary(config) -> str:
         f"dropped duplicates: {totals.duplicates or 0}, tombstones: {totals.tombstones or 0}",
         f"silver.profiles: {profiles.count()} (history versions {history.count()}, erased {erased}), "
         f"audit.log: {audit.count()}",
+        f"silver.products: {catalogue.all} ({catalogue.active} active, {catalogue.out_of_stock} out of stock)",
         f"silver.interactions: {interactions}; gold.user_features: {features.count()} users "
         f"(primary segments: {', '.join(f'{r.primary_segment} {r[1]}' for r in segments)})",
         f"tables under {config.under_root('')}",

@@ -191,6 +191,18 @@ class GeneratorConfig(_Strict):
     output: str = Field(description="landing folder; relative paths sit under storage.root")
 
 
+CATALOG_FORMATS = ("csv", "tsv", "jsonl", "parquet", "delta")
+
+
+class CatalogConfig(_Strict):
+    path: str = Field(description="the product feed, a file or folder; relative paths sit under storage.root")
+    format: Literal["csv", "tsv", "jsonl", "parquet", "delta"] | None = Field(
+        default=None, description="null: from the file name (a folder: JSON lines)")
+    full_feed: bool = Field(description="the feed lists every product: the active ones it leaves out become inactive")
+    max_deactivated_share: float = Field(
+        gt=0, le=1, description="a full feed that would deactivate more of the active catalogue fails instead")
+
+
 # Profile columns whose history silver.profiles_history can keep (SCD type 2).
 def _known_and_distinct(names: tuple[str, ...], known: tuple[str, ...], what: str, listed: str) -> tuple[str, ...]:
     """`names` as given, if each is one of `known` and none is named twice."""
@@ -413,6 +425,7 @@ class Config(_Strict):
     ingest: IngestConfig
     services: ServicesConfig
     generator: GeneratorConfig
+    catalog: CatalogConfig
     profiles: ProfilesConfig
     features: FeaturesConfig
     pii: PiiConfig = Field(default_factory=PiiConfig)

@@ -22,9 +22,12 @@ from pipelines.ingest.validation import (
     validate_events,
 )
 
+REPLAYABLE_STREAMS = ("events", "crm")
+
 
 def replay_candidates(quarantine: DataFrame, include_unfixed: bool) -> DataFrame:
-    pending = quarantine.where(F.col("replayed_at").isNull())
+    # A catalogue row (stream 'catalog') is fixed in its feed and loaded again, not replayed.
+    pending = quarantine.where(F.col("replayed_at").isNull() & F.col("stream").isin(*REPLAYABLE_STREAMS))
     if not include_unfixed:
         pending = pending.where(F.col("fixed_raw").isNotNull())
     return pending.withColumn("raw", F.coalesce("fixed_raw", "raw"))

@@ -1,0 +1,1 @@
+"""The product catalogue: a feed checked and merged into silver.products."""
