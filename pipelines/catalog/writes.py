@@ -27,7 +27,8 @@ def merge_products(spark: SparkSession, table: TableRef, latest: DataFrame, load
     the same updated_at, makes it active again."""
     changed = F.lit(False)
     for name in PRODUCT_FIELDS:
-        if name != "product_id":
+        # updated_at is not content: a feed without it stamps every row with the load time.
+        if name not in ("product_id", "updated_at"):
             changed = changed | ~F.col(f"t.{name}").eqNullSafe(F.col(f"s.{name}"))
     newer = F.col("t.updated_at").isNull() | (F.col("s.updated_at") >= F.col("t.updated_at"))
     merge = (delta_table(spark, table).alias("t")
@@ -36,9 +37,11 @@ def merge_products(spark: SparkSession, table: TableRef, latest: DataFrame, load
              .whenNotMatchedInsertAll())
     if deactivate_missing:
         merge = merge.whenNotMatchedBySourceUpdate(condition=F.col("t.active"), set={"active": F.lit(False)})
+    before = delta_table(spark, table).history(1).select("version").first()
     merge.execute()
-    last = delta_table(spark, table).history(1).select("operationMetrics").first()
-    metrics = last.operationMetrics if last else {}
+    last = delta_table(spark, table).history(1).select("version", "operationMetrics").first()
+    # Delta makes no commit for a MERGE that changed nothing: then the last entry is older.
+    metrics = last.operationMetrics if last and (before is None or last.version != before.version) else {}
     return {
         "inserted": int(metrics.get("numTargetRowsInserted", 0)),
         "updated": int(metrics.get("numTargetRowsMatchedUpdated", 0)),
