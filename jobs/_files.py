@@ -11,15 +11,21 @@ _SUFFIXES = ((".csv", "csv"), (".csv.gz", "csv"), (".tsv", "tsv"), (".tsv.gz", "
              (".jsonl", "jsonl"), (".json", "jsonl"), (".jsonl.gz", "jsonl"), (".json.gz", "jsonl"))
 
 
+def known_suffix(path: str) -> str | None:
+    """The format a file's name says, if it says one."""
+    name = path.rstrip("/").lower()
+    return next((kind for suffix, kind in _SUFFIXES if name.endswith(suffix)), None)
+
+
 def format_of(path: str, given: str | None, known: tuple[str, ...], folder_default: str | None = None) -> str:
-    """The format given, or the one the file's name says; a local folder is `folder_default`."""
+    """The format given, or the one the file's name says; a local folder, or a URI
+    (s3://bucket/catalog) whose name says nothing, is `folder_default`."""
     if given:
         return given
-    name = path.rstrip("/").lower()
-    for suffix, kind in _SUFFIXES:
-        if name.endswith(suffix) and kind in known:
-            return kind
-    if folder_default and "://" not in path and Path(path).is_dir():
+    kind = known_suffix(path)
+    if kind in known:
+        return kind
+    if folder_default and kind is None and ("://" in path or Path(path).is_dir()):
         return folder_default
     raise ConfigError(f"--format: cannot tell the format of {path}; give one of {', '.join(known)}")
 

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from jobs._common import config_from, entry_point, parser_for, setup_logging
-from jobs._files import format_of, parse_columns, read_file
+from jobs._files import format_of, known_suffix, parse_columns, read_file
 from pipelines.config import CATALOG_FORMATS, Config
 from pipelines.errors import ConfigError, TailorError
 
@@ -56,14 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _feed_location(config: Config, args: argparse.Namespace) -> tuple[str, str]:
-    """(where the feed is, its format); checked before Spark starts."""
+    """(where the feed is, its format); checked before Spark starts. catalog.format is the
+    format of catalog.path, not of a --feed given instead."""
     feed = args.feed or config.under_root(config.catalog.path)
-    kind = args.format or config.catalog.format
-    local = "://" not in feed and not (kind == "delta" and "/" not in feed)
-    if local and not Path(feed).exists():
+    kind = args.format or (None if args.feed else config.catalog.format)
+    remote = "://" in feed
+    if not remote and not Path(feed).exists():
+        # A bare name that is no file is a table in the metastore (`shop.products`).
+        if kind in (None, "delta") and "/" not in feed and not known_suffix(feed):
+            return feed, "delta"
         raise ConfigError(f"--feed: {feed} does not exist")
+    # A URI without a file suffix is a folder of JSON lines, as catalog.path is.
     kind = format_of(feed, kind, CATALOG_FORMATS, folder_default="jsonl")
-    if local and kind == "delta" and not (Path(feed) / "_delta_log").is_dir():
+    if not remote and kind == "delta" and not (Path(feed) / "_delta_log").is_dir():
         raise ConfigError(f"--feed: {feed} is not a Delta table (no _delta_log)")
     return feed, kind
 
@@ -90,7 +95,8 @@ def read_feed(spark, feed: str, kind: str, columns: dict[str, str]):
     elif kind == "parquet":
         rows, corrupt = read_file(spark, feed, kind), None
     else:
-        rows = spark.read.table(feed) if "/" not in feed else spark.read.format("delta").load(feed)
+        is_path = "/" in feed or Path(feed).exists()
+        rows = spark.read.format("delta").load(feed) if is_path else spark.read.table(feed)
         corrupt = None
     missing = [column for column in columns.values() if column not in rows.columns]
     if missing:
@@ -108,9 +114,18 @@ def _feed_columns(args: argparse.Namespace) -> dict[str, str]:
 
 def load(spark, config: Config, feed: str, kind: str, columns: dict[str, str], full_feed: bool, force: bool,
          loaded_at: datetime) -> dict[str, int]:
+    """Load one feed; the counts reconcile: read = valid + invalid, valid = products +
+    superseded (older rows of the same product in the feed), products = inserted +
+    updated + unchanged (already so, or older than the stored row)."""
     from pyspark.sql import functions as F
 
-    from pipelines.catalog.transforms import latest_per_product, missing_from_feed, quarantine_rows, validate_products
+    from pipelines.catalog.transforms import (
+        latest_per_product,
+        listed_only,
+        missing_from_feed,
+        quarantine_rows,
+        validate_products,
+    )
     from pipelines.catalog.writes import append_new_quarantine, ensure_products_table, merge_products
     from pipelines.ingest.writes import ensure_bronze_tables
     from pipelines.runtime.delta_tables import read_table
@@ -121,36 +136,48 @@ def load(spark, config: Config, feed: str, kind: str, columns: dict[str, str], f
     checked = validate_products(candidates, loaded_at).localCheckpoint()
     counts = checked.agg(F.count(F.lit(1)).alias("read"),
                          F.count_if(F.col("error_code").isNull()).alias("valid")).first()
+    summary = {"read": counts.read, "valid": counts.valid, "invalid": counts.read - counts.valid}
+    # Bad rows first: a feed refused below still leaves its reasons to read.
+    bad = quarantine_rows(checked.where(F.col("error_code").isNotNull()), loaded_at, "catalog_" + kind)
+    summary["quarantined_new"] = append_new_quarantine(spark, config.table("bronze.quarantine"), bad)
     latest = latest_per_product(checked.where(F.col("error_code").isNull())).localCheckpoint()
+    named_on_bad_rows = listed_only(checked, latest).localCheckpoint()
     products = config.table("silver.products")
-    summary = {"read": counts.read, "valid": counts.valid, "products": latest.count()}
+    feed_as_of = latest.agg(F.max("updated_at")).first()[0]
+    summary |= {"products": latest.count(), "superseded": counts.valid - latest.count()}
     if full_feed:
         stored = read_table(spark, products)
         active = stored.where(F.col("active")).count()
-        leaving = missing_from_feed(stored, latest).count()
+        listed = latest.select("product_id").unionByName(named_on_bad_rows)
+        leaving = missing_from_feed(stored, listed, feed_as_of).count()
         share = config.catalog.max_deactivated_share
         if active and leaving > share * active and not force:
             raise TailorError(
                 f"the full feed leaves out {leaving} of {active} active products, more than "
                 f"catalog.max_deactivated_share ({share:g}); nothing was changed. Check the feed, or load it "
                 "with --force")
-    summary |= merge_products(spark, products, latest, loaded_at, full_feed)
-    bad = quarantine_rows(checked.where(F.col("error_code").isNotNull()), loaded_at, "catalog_" + kind)
-    summary["quarantined"] = append_new_quarantine(spark, config.table("bronze.quarantine"), bad)
-    summary["duplicates"] = summary["valid"] - summary["products"]
+    summary |= merge_products(spark, products, latest, named_on_bad_rows, full_feed, feed_as_of)
+    summary["unchanged"] = summary["products"] - summary["inserted"] - summary["updated"]
+    return summary
+
+
+def load_from_args(spark, config: Config, args: argparse.Namespace, loaded_at: datetime) -> dict[str, int]:
+    feed, kind = _feed_location(config, args)
+    full_feed = config.catalog.full_feed if args.full_feed is None else args.full_feed
+    summary = load(spark, config, feed, kind, _feed_columns(args), full_feed, args.force, loaded_at)
+    log.info("catalogue %s (%s, %s feed): %s", feed, kind, "full" if full_feed else "incremental",
+             json.dumps(summary))
     return summary
 
 
 def run(config: Config, args: argparse.Namespace, loaded_at: datetime | None = None) -> int:
     from pipelines.runtime.session import build_spark
 
-    feed, kind = _feed_location(config, args)
-    columns = _feed_columns(args)
-    full_feed = config.catalog.full_feed if args.full_feed is None else args.full_feed
+    # Options are checked before Spark starts: a typo costs a second, not a JVM.
+    _feed_location(config, args)
+    _feed_columns(args)
     spark = build_spark(config, "load_catalog")
-    summary = load(spark, config, feed, kind, columns, full_feed, args.force, loaded_at or datetime.now(UTC))
-    log.info("catalogue %s (%s, %s feed): %s", feed, kind, "full" if full_feed else "incremental",
-             json.dumps(summary))
+    load_from_args(spark, config, args, loaded_at or datetime.now(UTC))
     return 0
 
 

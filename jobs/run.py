@@ -80,7 +80,10 @@ def landed_summary(config) -> str:
     totals = metrics.agg(F.sum("input_rows").alias("input"), F.sum("duplicate_rows").alias("duplicates"),
                          F.sum("tombstones").alias("tombstones")).first()
     by_type = bronze.groupBy("event_type").count().orderBy("event_type").collect()
-    by_code = quarantine.groupBy("error_code").count().orderBy("error_code").collect()
+    by_code = quarantine.groupBy("stream", "error_code").count().orderBy("stream", "error_code").collect()
+    codes_by_stream: dict[str, list[str]] = {}
+    for row in by_code:
+        codes_by_stream.setdefault(row.stream, []).append(f"{row.error_code} {row[2]}")
     profiles = read_table(spark, config.table("silver.profiles"))
     history = read_table(spark, config.table("silver.profiles_history"))
     audit = read_table(spark, config.table("audit.log"))
@@ -98,7 +101,8 @@ def landed_summary(config) -> str:
         f"records read: {totals.input or 0}",
         f"bronze.events: {bronze.count()} ({', '.join(f'{r.event_type} {r[1]}' for r in by_type)}); "
         f"{erased_events} more were landed, then erased with their people",
-        f"bronze.quarantine: {quarantine.count()} ({', '.join(f'{r.error_code} {r[1]}' for r in by_code)})",
+        f"bronze.quarantine: {quarantine.count()} "
+        f"({'; '.join(f'{stream}: ' + ', '.join(codes) for stream, codes in codes_by_stream.items())})",
         f"dropped duplicates: {totals.duplicates or 0}, tombstones: {totals.tombstones or 0}",
         f"silver.profiles: {profiles.count()} (history versions {history.count()}, erased {erased}), "
         f"audit.log: {audit.count()}",

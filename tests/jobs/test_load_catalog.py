@@ -4,14 +4,16 @@ feed that must not empty the catalogue; the table after each is written down by 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import date, datetime
 
 import pytest
 from chispa import assert_df_equality
 
-from jobs.load_catalog import main, run
+from jobs.load_catalog import build_parser, load_from_args, main
 from pipelines.config import load_config
 from pipelines.runtime.delta_tables import read_table
+from pipelines.synthetic.generator import WorldSpec, generate_world
+from pipelines.synthetic.online_retail import read_rows, replay_events
 from tests.settings import SPARK_TEST_SETTINGS
 
 COLUMNS = "product_id string, title string, price double, in_stock boolean, active boolean, updated_at timestamp"
@@ -25,10 +27,16 @@ def _args(tmp_path, *extra):
     return argv
 
 
-def _load(config, argv, at):
-    from jobs.load_catalog import build_parser
+def _load(spark, config, argv, at):
+    """The job's summary of one load (the same code path as `tailor load-catalog`)."""
+    return load_from_args(spark, config, build_parser().parse_args(argv), at)
 
-    return run(config, build_parser().parse_args(argv), loaded_at=at)
+
+def _summary(read, valid, quarantined_new, products, inserted=0, updated=0, deactivated=0):
+    """The summary the job must give; the other counts follow from these."""
+    return {"read": read, "valid": valid, "invalid": read - valid, "quarantined_new": quarantined_new,
+            "products": products, "superseded": valid - products, "inserted": inserted, "updated": updated,
+            "unchanged": products - inserted - updated, "deactivated": deactivated}
 
 
 def _products(spark, config):
@@ -48,7 +56,7 @@ def test_full_feeds_upsert_deactivate_and_refuse_to_empty_the_catalogue(spark, t
         "E,Vase,home,abc,GBP,yes,2026-11-20T00:00:00Z\n")                  # price not a number
     mapping = "product_id=sku,title=name,in_stock=availability,updated_at=updated"
     argv = ["--feed", str(csv_feed), "--columns", mapping]
-    assert _load(config, argv, FIRST_LOAD) == 0
+    assert _load(spark, config, argv, FIRST_LOAD) == _summary(6, 4, 2, 3, inserted=3)
     expected = [("A", "Cake stand", 12.5, True, True, datetime(2026, 11, 20)),
                 ("B", "Tea towel", 3.0, False, True, datetime(2026, 11, 20)),
                 ("C", "Trowel", 8.0, True, True, datetime(2026, 11, 20))]
@@ -61,7 +69,7 @@ def test_full_feeds_upsert_deactivate_and_refuse_to_empty_the_catalogue(spark, t
 
     # Loading the same feed again writes nothing: no commit, no second quarantine row.
     versions = spark.sql(f"DESCRIBE HISTORY delta.`{config.table('silver.products').path}`").count()
-    assert _load(config, argv, datetime(2026, 11, 27, 7, 0)) == 0
+    assert _load(spark, config, argv, datetime(2026, 11, 27, 7, 0)) == _summary(6, 4, 0, 3)
     assert quarantine.where("stream = 'catalog'").count() == 2
     assert spark.sql(f"DESCRIBE HISTORY delta.`{config.table('silver.products').path}`").count() == versions
 
@@ -77,7 +85,8 @@ def test_full_feeds_upsert_deactivate_and_refuse_to_empty_the_catalogue(spark, t
         for pid, title, price, at in (("A", "Cake stand", 14.0, "2026-11-25T00:00:00Z"),
                                       ("C", "Old trowel", 1.0, "2026-11-01T00:00:00Z"),
                                       ("D", "Apron", 9.0, "2026-11-25T00:00:00Z"))) + "\n")
-    assert _load(config, ["--feed", str(events)], datetime(2026, 11, 28, 6, 0)) == 0
+    assert _load(spark, config, ["--feed", str(events)], datetime(2026, 11, 28, 6, 0)) == _summary(
+        3, 3, 0, 3, inserted=1, updated=1, deactivated=1)
     expected = [("A", "Cake stand", 14.0, True, True, datetime(2026, 11, 25)),
                 ("B", "Tea towel", 3.0, False, False, datetime(2026, 11, 20)),
                 ("C", "Trowel", 8.0, True, True, datetime(2026, 11, 20)),
@@ -97,9 +106,11 @@ def test_full_feeds_upsert_deactivate_and_refuse_to_empty_the_catalogue(spark, t
     assert_df_equality(_products(spark, config), spark.createDataFrame(expected, COLUMNS), ignore_row_order=True,
                        ignore_nullable=True)
     # As an incremental feed it deactivates nothing; with --force the full feed does.
-    assert _load(config, ["--feed", str(cut), "--incremental"], datetime(2026, 11, 28, 7, 0)) == 0
+    assert _load(spark, config, ["--feed", str(cut), "--incremental"], datetime(2026, 11, 28, 7, 0)) == _summary(
+        1, 1, 0, 1)
     assert _products(spark, config).where("active").count() == 3
-    assert _load(config, ["--feed", str(cut), "--force"], datetime(2026, 11, 28, 8, 0)) == 0
+    assert _load(spark, config, ["--feed", str(cut), "--force"], datetime(2026, 11, 28, 8, 0)) == _summary(
+        1, 1, 0, 1, deactivated=2)
     assert sorted(r.product_id for r in _products(spark, config).where("active").collect()) == ["A"]
 
 
@@ -123,3 +134,94 @@ def test_a_mapped_column_the_feed_lacks_is_one_line(spark, tmp_path, capsys):
     assert main(_args(tmp_path, "--feed", str(feed), "--columns", "price=cost")) == 2
     error = capsys.readouterr().err.strip()
     assert error == "tailor: --columns: column 'cost' is not in the feed (it has: product_id, title)", error
+
+
+KEPT = "product_id string, price double, image_url string, in_stock boolean, active boolean"
+
+
+def test_what_a_feed_leaves_unsaid_or_cannot_say_is_kept(spark, tmp_path):
+    config = load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS])
+    first = tmp_path / "first.csv"
+    first.write_text(
+        "product_id,title,category,price,currency,image_url,in_stock,active,updated_at\n"
+        "P1,Mug,kitchen,5.00,GBP,https://cdn.example.com/p1.jpg,yes,yes,2026-11-20T00:00:00Z\n"
+        "P2,Bowl,kitchen,6.00,GBP,https://cdn.example.com/p2.jpg,yes,no,2026-11-20T00:00:00Z\n"
+        "P3,Spoon,kitchen,1.00,GBP,https://cdn.example.com/p3.jpg,no,yes,2026-11-20T00:00:00Z\n"
+        "P4,Fork,kitchen,1.00,GBP,,yes,yes,2026-11-20T00:00:00Z\n")
+    assert _load(spark, config, ["--feed", str(first)], FIRST_LOAD) == _summary(4, 4, 0, 4, inserted=4)
+
+    # Prices only: images, stock and P2's explicit "inactive" stay as they were.
+    prices = tmp_path / "prices.jsonl"
+    prices.write_text("".join(json.dumps({"product_id": pid, "title": title, "category": "kitchen", "price": price,
+                                          "currency": "GBP", "updated_at": at}) + "\n"
+                              for pid, title, price, at in (("P1", "Mug", 4.5, "2026-11-22T00:00:00Z"),
+                                                            ("P2", "Bowl", 5.5, "2026-11-22T00:00:00Z"),
+                                                            ("P5", "Knife", 2.0, "2026-11-26T00:00:00Z"))))
+    assert _load(spark, config, ["--feed", str(prices), "--incremental"], datetime(2026, 11, 27, 7, 0)) == _summary(
+        3, 3, 0, 3, inserted=1, updated=2)
+    after_prices = [("P1", 4.5, "https://cdn.example.com/p1.jpg", True, True),
+                    ("P2", 5.5, "https://cdn.example.com/p2.jpg", True, False),
+                    ("P3", 1.0, "https://cdn.example.com/p3.jpg", False, True),
+                    ("P4", 1.0, None, True, True),
+                    ("P5", 2.0, None, None, True)]
+    kept = read_table(spark, config.table("silver.products")).select(*[c.split()[0] for c in KEPT.split(", ")])
+    assert_df_equality(kept, spark.createDataFrame(after_prices, KEPT), ignore_row_order=True, ignore_nullable=True)
+
+    # An old full feed replayed late: P1 stale, P3 named only on a bad line (twice), P4's
+    # line unreadable (a key twice). P3 is listed, so it stays; P4 is not, so it goes; P5
+    # came after this feed was cut (11-20), so it stays.
+    old = tmp_path / "old.jsonl"
+    p3_bad = json.dumps({"product_id": "P3", "title": "Spoon", "category": "kitchen", "price": "abc",
+                         "currency": "GBP", "updated_at": "2026-11-20T00:00:00Z"})
+    old.write_text("\n".join([
+        json.dumps({"product_id": "P1", "title": "Mug", "category": "kitchen", "price": 5.0, "currency": "GBP",
+                    "updated_at": "2026-11-20T00:00:00Z"}),
+        p3_bad, p3_bad,
+        '{"product_id": "P4", "product_id": "P4b", "title": "Fork", "category": "kitchen", "price": 1, '
+        '"currency": "GBP"}']) + "\n")
+    assert _load(spark, config, ["--feed", str(old)], datetime(2026, 11, 28, 6, 0)) == _summary(
+        4, 1, 2, 1, deactivated=1)
+    after_old = [row if row[0] != "P4" else ("P4", 1.0, None, True, False) for row in after_prices]
+    assert_df_equality(kept, spark.createDataFrame(after_old, KEPT), ignore_row_order=True, ignore_nullable=True)
+    reasons = sorted(r.error_message for r in read_table(spark, config.table("bronze.quarantine")).collect())
+    assert reasons == ["a key appears twice in the JSON object", "price: 'abc' is not a number"]
+
+    # A full feed with no readable row says nothing about what is gone: it quarantines, and
+    # deactivates nothing (and is not refused: its reasons are what the team needs).
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text("{not json\n<html>\n")
+    assert _load(spark, config, ["--feed", str(garbage)], datetime(2026, 11, 28, 7, 0)) == _summary(2, 0, 2, 0)
+    assert_df_equality(kept, spark.createDataFrame(after_old, KEPT), ignore_row_order=True, ignore_nullable=True)
+
+
+def test_the_generator_and_online_retail_catalogues_load_whole(spark, tmp_path):
+    config = load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS])
+    feed = tmp_path / "catalog"
+    feed.mkdir()
+    generated = generate_world(WorldSpec(seed=5, users=30, products=40, days=3, start=date(2026, 11, 1))).catalog
+    _, retail, _ = replay_events(read_rows(limit=5000))
+    (feed / "generated.jsonl").write_text("\n".join(generated) + "\n")
+    (feed / "retail.jsonl").write_text("\n".join(retail) + "\n")
+    ids = {json.loads(line)["payload"]["product_id"] for line in generated + retail}
+    lines = len(generated) + len(retail)
+    assert _load(spark, config, ["--feed", str(feed)], FIRST_LOAD) == _summary(
+        lines, lines, 0, len(ids), inserted=len(ids))
+    products = read_table(spark, config.table("silver.products"))
+    assert products.where("active AND title IS NOT NULL AND price >= 0").count() == len(ids) > 40
+
+
+def test_where_the_feed_is_and_what_format_it_has(tmp_path):
+    from jobs.load_catalog import _feed_location
+
+    config = load_config("local", [f"storage.root={tmp_path}", "catalog.format=csv"])
+    local = tmp_path / "feed.jsonl"
+    local.write_text("")
+
+    def located(*argv):
+        return _feed_location(config, build_parser().parse_args(list(argv)))
+
+    assert located("--feed", "s3://shop/catalog") == ("s3://shop/catalog", "jsonl")
+    assert located("--feed", "s3://shop/exports/feed.tsv") == ("s3://shop/exports/feed.tsv", "tsv")
+    assert located("--feed", "shop.products") == ("shop.products", "delta")
+    # catalog.format describes catalog.path, not a file given instead.
+    assert located("--feed", str(local)) == (str(local), "jsonl")

@@ -32,6 +32,15 @@ LINES = [
     json.dumps({**GOOD, "product_id": "p10", "updated_at": "last tuesday"}),
     json.dumps({**GOOD, "product_id": "p11", "category": None}),
     json.dumps(["p12"]),
+    # The same key twice: which price was meant? Quarantined, not a failed load.
+    '{"product_id": "p13", "title": "Mug", "category": "kitchen", "price": 1, "price": 2, "currency": "GBP"}',
+    json.dumps({"event_id": "e14", "event_type": "product_upsert", "occurred_at": "2026-11-01T09:00:00Z",
+                "payload": "PAYLOAD"}).replace(
+        '"PAYLOAD"', '{"product_id": "p14", "title": "Mug", "title": "Cup", "category": "kitchen", '
+                     '"price": 1, "currency": "GBP"}'),
+    # A spreadsheet's number; a clock a week fast.
+    json.dumps({**GOOD, "product_id": "p15", "price": "1.25E1"}),
+    json.dumps({**GOOD, "product_id": "p16", "updated_at": "2026-12-05T00:00:00Z"}),
 ]
 COLUMNS = ("product_id string, price double, currency string, in_stock boolean, active boolean, "
            "updated_at timestamp, error_code string, error_message string")
@@ -59,6 +68,11 @@ def test_each_row_is_typed_or_quarantined_with_the_field_that_failed(spark):
         ("p10", 12.5, "GBP", None, True, LOADED_AT, "wrong_type", "updated_at: 'last tuesday' is not a timestamp"),
         ("p11", 12.5, "GBP", None, True, LOADED_AT, "missing_field", "category is missing"),
         (None, None, None, None, True, LOADED_AT, "malformed_json", "not a JSON object, or not the header's columns"),
+        (None, None, None, None, True, LOADED_AT, "malformed_json", "a key appears twice in the JSON object"),
+        (None, None, None, None, True, LOADED_AT, "malformed_json", "a key appears twice in the JSON object"),
+        ("p15", 12.5, "GBP", None, True, LOADED_AT, None, None),
+        ("p16", 12.5, "GBP", None, True, datetime(2026, 12, 5), "invalid_value",
+         "updated_at: '2026-12-05T00:00:00Z' is more than a day after the load"),
     ], COLUMNS)
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
 
@@ -83,3 +97,12 @@ def test_a_feed_with_its_own_names_is_read_through_the_column_map(spark):
     renamed = from_json_lines(frame).transform(renamed_fields({"product_id": "id", "title": "name"}))
     row = validate_products(renamed, LOADED_AT).first()
     assert (row.product_id, row.title, row.price, row.error_code) == ("p1", "Cake stand", 3.5, None)
+
+
+def test_a_swap_of_two_column_names_keeps_both(spark):
+    line = json.dumps({"product_id": "p1", "title": "kitchen", "category": "Cake stand", "price": "3.5",
+                       "currency": "GBP"})
+    frame = spark.createDataFrame([(line, "feed.jsonl")], "raw string, source_partition string")
+    renamed = from_json_lines(frame).transform(renamed_fields({"title": "category", "category": "title"}))
+    row = validate_products(renamed, LOADED_AT).first()
+    assert (row.title, row.category, row.error_code) == ("Cake stand", "kitchen", None)
