@@ -10,6 +10,7 @@ No pyspark import here: the API and the producers load config without Spark.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -344,14 +345,75 @@ def grid_points(models: int, step: float) -> int:
     return math.comb(round(1 / step) + models - 1, models - 1)
 
 
+# Interactions about one product, which the recommender learns from.
+PRODUCT_EVENT_TYPES = ("product_view", "add_to_cart", "purchase")
+# What `recommend.train.grid` may vary: numbers the models read.
+TUNABLE_SETTINGS = ("half_life_days", "candidates_per_model", "als.rank", "als.max_iter", "als.reg_param",
+                    "als.alpha", "co_occurrence.max_basket_items", "co_occurrence.neighbours")
+MAX_TRAINING_GRID_POINTS = 16
+
+
+class TrainConfig(_Strict):
+    test_days: int = Field(ge=1, description="the last days of history test the chosen configuration")
+    grid: dict[str, list[float]] = Field(
+        default_factory=dict, description=f"setting -> values tried on the validation split; settings: "
+                                          f"{', '.join(TUNABLE_SETTINGS)}")
+    champion_margin: float = Field(ge=0, description="ndcg@k a new version must gain over the champion to replace it")
+
+    @field_validator("grid")
+    @classmethod
+    def _tunable(cls, grid: dict[str, list[float]]) -> dict[str, list[float]]:
+        for name, values in grid.items():
+            if name not in TUNABLE_SETTINGS:
+                raise ValueError(f"unknown setting {name!r}; tunable: {', '.join(TUNABLE_SETTINGS)}")
+            if not values or len(set(values)) != len(values):
+                raise ValueError(f"{name}: give one or more distinct values")
+        points = math.prod(len(values) for values in grid.values())
+        if points > MAX_TRAINING_GRID_POINTS:
+            raise ValueError(f"{points} combinations; at most {MAX_TRAINING_GRID_POINTS} (each fits every model)")
+        return grid
+
+
 class RecommendConfig(_Strict):
     k: int = Field(ge=1, description="items per person")
     half_life_days: float = Field(gt=0, description="an interaction's weight halves every this many days")
     candidates_per_model: int = Field(ge=1, description="each model's list per person, before the blend")
     models: tuple[str, ...] = Field(min_length=1, description=f"candidate models: {', '.join(RECOMMENDER_MODELS)}")
+    event_weights: dict[str, float] = Field(
+        min_length=1, description="silver.interactions event type -> strength before decay (tailor train)")
     als: AlsConfig
     co_occurrence: CoOccurrenceConfig
     blend: BlendConfig
+    train: TrainConfig
+
+    @field_validator("event_weights")
+    @classmethod
+    def _product_events(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = [name for name in weights if name not in PRODUCT_EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown event type {unknown[0]!r}; events about products: "
+                             f"{', '.join(PRODUCT_EVENT_TYPES)}")
+        if any(weight <= 0 for weight in weights.values()):
+            raise ValueError("weights must be above 0 (leave an event type out to ignore it)")
+        return weights
+
+    def variants(self) -> list[tuple[dict[str, float], RecommendConfig]]:
+        """(the grid point, these settings with it applied) for every point of train.grid;
+        one point, {}, without a grid."""
+        names = list(self.train.grid)
+        found = []
+        for values in itertools.product(*(self.train.grid[name] for name in names)):
+            point = dict(zip(names, values, strict=True))
+            data = self.model_dump()
+            for name, value in point.items():
+                *parents, leaf = name.split(".")
+                target = data
+                for parent in parents:
+                    target = target[parent]
+                whole = isinstance(target[leaf], int) and float(value).is_integer()
+                target[leaf] = int(value) if whole else value
+            found.append((point, RecommendConfig.model_validate(data | {"train": {**data["train"], "grid": {}}})))
+        return found
 
     @field_validator("models")
     @classmethod
@@ -363,6 +425,12 @@ class RecommendConfig(_Strict):
         if self.k > self.candidates_per_model:
             raise ValueError(f"k ({self.k}) is more than candidates_per_model ({self.candidates_per_model}): "
                              "each model would return fewer items than asked for")
+        if self.train.grid:
+            try:
+                self.variants()
+            except ValidationError as error:
+                first = error.errors()[0]
+                raise ValueError(f"train.grid: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
         points = grid_points(len(self.models), self.blend.grid_step)
         if points > MAX_BLEND_GRID_POINTS:
             raise ValueError(f"blend.grid_step {self.blend.grid_step} gives {points} weightings of "
@@ -373,6 +441,7 @@ class RecommendConfig(_Strict):
 class MlflowConfig(_Strict):
     tracking_uri: str | None = Field(default=None, description="null: SQLite at <storage.root>/mlflow/mlflow.db")
     experiment: str = Field(min_length=1)
+    registered_model: str = Field(min_length=1, description="tailor train registers its model under this name")
 
 
 class PiiConfig(_Strict):

@@ -119,8 +119,10 @@ def fit_als(log: DataFrame, as_of, half_life_days: float, settings: AlsConfig) -
     """Implicit ALS over each pair's decayed strength (Hu, Koren and Volinsky's confidence
     1 + alpha x strength)."""
     pairs = user_items(log, as_of, half_life_days)
-    users = StringIndexer(inputCol="user_id", outputCol="user_index").fit(pairs)
-    items = StringIndexer(inputCol="item_id", outputCol="item_index").fit(pairs)
+    # "keep": a user or item the model never saw gets no prediction (ALS drops it) instead
+    # of failing the whole transform, when the registered model scores new pairs.
+    users = StringIndexer(inputCol="user_id", outputCol="user_index", handleInvalid="keep").fit(pairs)
+    items = StringIndexer(inputCol="item_id", outputCol="item_index", handleInvalid="keep").fit(pairs)
     ratings = items.transform(users.transform(pairs)).select(
         F.col("user_index").cast("int"), F.col("item_index").cast("int"), F.col("strength").alias("rating"))
     als = ALS(userCol="user_index", itemCol="item_index", ratingCol="rating", implicitPrefs=True,

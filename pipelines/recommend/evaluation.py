@@ -53,30 +53,33 @@ def candidates_for(train: DataFrame, users: DataFrame, settings: RecommendConfig
     return built
 
 
-def evaluate(train: DataFrame, test: DataFrame, carve_validation: Split, settings: RecommendConfig,
-             exclude_seen: bool) -> dict:
-    """{"models": {name: metrics}, "users": ..., "items": ..., "blend_weights": {...}}."""
-    started = time.monotonic()
-    train = train.cache()
-    if train.isEmpty():
-        raise TailorError("the training split is empty: nothing to learn from (check --at, --where, --columns)")
-    fit, validation = carve_validation(train)
+def tune(fit: DataFrame, validation: DataFrame, settings: RecommendConfig, exclude_seen: bool
+         ) -> tuple[dict[str, float], dict[str, float]]:
+    """(blend weights, the blend's metrics on `validation`): the models fitted on `fit`,
+    the weights chosen on what the same users did in `validation`. Too little history to
+    validate on leaves the weights equal, with no metrics."""
     fit = fit.cache()
     validation_truth = truth_for(fit, validation, exclude_seen).cache()
-    if fit.isEmpty() or validation_truth.isEmpty():
-        # Too little history to carve a validation split from: weigh the models equally.
-        weights = {name: 1 / len(settings.models) for name in settings.models}
-        log.warning("no user of the validation split was in its fitting part: blend weights left equal")
-    else:
+    try:
+        if fit.isEmpty() or validation_truth.isEmpty():
+            log.warning("no user of the validation split was in its fitting part: blend weights left equal")
+            return {name: 1 / len(settings.models) for name in settings.models}, {}
         tuning = candidates_for(fit, validation_truth.select("user_id").distinct(), settings, exclude_seen)
-        weights, _ = tune_weights(tuning, validation_truth, settings.k, settings.blend.rank_constant,
-                                  settings.blend.grid_step)
-        for frame in tuning.values():
-            frame.unpersist()
-    for frame in (validation_truth, fit):
-        frame.unpersist()
-    log.info("blend weights %s, tuned on the validation split in %.0f s", weights, time.monotonic() - started)
+        try:
+            return tune_weights(tuning, validation_truth, settings.k, settings.blend.rank_constant,
+                                settings.blend.grid_step)
+        finally:
+            for frame in tuning.values():
+                frame.unpersist()
+    finally:
+        validation_truth.unpersist()
+        fit.unpersist()
 
+
+def held_out_metrics(train: DataFrame, test: DataFrame, settings: RecommendConfig, weights: dict[str, float],
+                 exclude_seen: bool) -> dict:
+    """{"models": {name: metrics} for every model and the blend (with `weights`), "users",
+    "items"}: the models fitted on `train`, scored on what its users did in `test`."""
     truth = truth_for(train, test, exclude_seen).cache()
     if truth.isEmpty():
         raise TailorError("no user of the training split has anything in the test split"
@@ -94,9 +97,23 @@ def evaluate(train: DataFrame, test: DataFrame, carve_validation: Split, setting
         "models": metrics_by_group(recommendations, truth, settings.k, items, groups=[*candidates, "blend"]),
         "users": users.count(),
         "items": items,
-        "blend_weights": weights,
     }
-    for frame in (*candidates.values(), truth, train):
+    for frame in (*candidates.values(), truth):
         frame.unpersist()
+    return result
+
+
+def evaluate(train: DataFrame, test: DataFrame, carve_validation: Split, settings: RecommendConfig,
+             exclude_seen: bool) -> dict:
+    """{"models": {name: metrics}, "users": ..., "items": ..., "blend_weights": {...}}."""
+    started = time.monotonic()
+    train = train.cache()
+    if train.isEmpty():
+        raise TailorError("the training split is empty: nothing to learn from (check --at, --where, --columns)")
+    fit, validation = carve_validation(train)
+    weights, _ = tune(fit, validation, settings, exclude_seen)
+    log.info("blend weights %s, tuned on the validation split in %.0f s", weights, time.monotonic() - started)
+    result = held_out_metrics(train, test, settings, weights, exclude_seen) | {"blend_weights": weights}
+    train.unpersist()
     log.info("evaluated %d users in %.0f s", result["users"], time.monotonic() - started)
     return result

@@ -10,6 +10,8 @@ moment); `kind` is `purchase` or `view` and picks the reason a recommendation gi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -48,6 +50,29 @@ def from_table(rows: DataFrame, columns: dict[str, str]) -> DataFrame:
     readable_time = F.lit(True) if time is None else (time.isNull() | F.col("occurred_at").isNotNull())
     return log.where(F.col("user_id").isNotNull() & F.col("item_id").isNotNull() & (F.col("weight") > 0)
                      & readable_time)
+
+
+def from_interactions(interactions: DataFrame, event_weights: Mapping[str, float]) -> DataFrame:
+    """silver.interactions -> the log: a product viewed or carted is one row, a purchase one
+    row per line, each with its event type's weight (an order of 200 mugs says no more
+    about taste than one). Cancellations and event types without a weight are left out;
+    an order is its own basket, anything else the cart, session or event it came from."""
+    weight = F.lit(None).cast("double")
+    for event_type, value in event_weights.items():
+        weight = F.when(F.col("event_type") == event_type, F.lit(float(value))).otherwise(weight)
+    weighed = interactions.where(F.col("event_type").isin(*event_weights)
+                                 & ~F.coalesce(F.col("is_cancellation"), F.lit(False)))
+    is_purchase = F.col("event_type") == "purchase"
+    products = F.when(is_purchase, F.transform("items", lambda line: line["product_id"])).otherwise(
+        F.array("product_id"))
+    return (weighed
+            .select("user_id", "occurred_at", "event_type", "order_id", "cart_id", "session_id", "event_id",
+                    weight.alias("weight"), F.explode(products).alias("item_id"))
+            .where(F.col("item_id").isNotNull())
+            .dropDuplicates(["event_id", "item_id"])
+            .select("user_id", "item_id", "weight", "occurred_at",
+                    F.coalesce("order_id", "cart_id", "session_id", "event_id").alias("basket_id"),
+                    F.when(is_purchase, F.lit("purchase")).otherwise(F.lit("view")).alias("kind")))
 
 
 def user_items(log: DataFrame, as_of, half_life_days: float) -> DataFrame:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import Config
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, TailorError
 
 
 def tracking_uri(config: Config) -> str:
@@ -57,3 +57,77 @@ def log_evaluation(config: Config, result: dict[str, Any], params: dict[str, Any
         mlflow.log_metrics({"users": result["users"], "items": result["items"]})
         mlflow.log_dict(result, "evaluation.json")
         return run.info.run_id
+
+
+CHAMPION = "champion"
+RECOMMENDER_FILE = "recommender.json"
+
+
+def log_metrics_under(prefix: str, models: dict[str, dict[str, float]]) -> None:
+    """Every model's metrics on the active run, as `<prefix>.<model>.<metric>`."""
+    import mlflow
+
+    mlflow.log_metrics({f"{prefix}.{metric_key(model, name)}": value for model, values in models.items()
+                        for name, value in values.items()})
+
+
+def champion(name: str) -> tuple[str, dict[str, Any]] | None:
+    """(version, its recommender.json) of the registered model's champion; None when
+    there is none. A champion whose file cannot be read raises TailorError."""
+    from mlflow import MlflowClient
+    from mlflow.artifacts import load_dict
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+    try:
+        return version.version, load_dict(f"runs:/{version.run_id}/{RECOMMENDER_FILE}")
+    except (MlflowException, OSError, ValueError) as error:
+        raise TailorError(f"the champion, {name} version {version.version}, has no readable "
+                          f"{RECOMMENDER_FILE}: {str(error).splitlines()[0]}") from None
+
+
+def log_spark_model(model, name: str | None):
+    """Log a Spark ML pipeline (input user_id, item_id; output prediction) as `model` on the
+    active run, registered under `name` when given; returns MLflow's ModelInfo."""
+    import mlflow.spark
+    import pyspark
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    signature = ModelSignature(inputs=Schema([ColSpec("string", "user_id"), ColSpec("string", "item_id")]),
+                               outputs=Schema([ColSpec("float", "prediction")]))
+    # Named requirements: inferring them would load the model in a second Spark.
+    return mlflow.spark.log_model(model, "model", registered_model_name=name, signature=signature,
+                                  pip_requirements=[f"pyspark=={pyspark.__version__}"])
+
+
+def champion_decision(new_score: float, champion_score: float | None, champion_version: str | None,
+                      margin: float, metric: str, unreadable: str | None = None) -> tuple[bool, str]:
+    """(whether the new version becomes champion, why, in a sentence). `unreadable` says
+    why a champion there is could not be scored: a champion nobody can score again is
+    replaced."""
+    if unreadable:
+        return True, f"champion: the champion could not be scored ({unreadable}); {metric} {new_score:.4f}"
+    if champion_score is None:
+        return True, f"champion: no champion to beat ({metric} {new_score:.4f})"
+    if new_score > champion_score + margin:
+        return True, (f"champion: {metric} {new_score:.4f} beats version {champion_version}'s "
+                      f"{champion_score:.4f} by more than {margin:g}")
+    return False, (f"not champion: {metric} {new_score:.4f} does not beat version {champion_version}'s "
+                   f"{champion_score:.4f} by more than {margin:g}")
+
+
+def record_decision(name: str, version: str, moved: bool, decision: str) -> None:
+    """Move the champion alias to `version` when `moved`; tag the version with why."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    if moved:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "champion_decision", decision)
