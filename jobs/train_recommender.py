@@ -118,14 +118,19 @@ def train(spark, config: Config, as_of: datetime | None) -> dict:
                            "test_start": test_start.isoformat(), "validation_start": validation_start.isoformat(),
                            "k": settings.k, "models": ",".join(settings.models)})
         tried = []
+        shared: dict = {}  # a model's list on the fit split, for every point that gives it the same settings
+        fit = fit.cache()
         for number, (point, variant) in enumerate(settings.variants()):
             with mlflow.start_run(experiment_id=experiment_id, run_name=_variant_name(point), nested=True):
-                weights, scores = tune(fit, validation, variant, exclude_seen=False)
+                weights, scores = tune(fit, validation, variant, exclude_seen=False, shared=shared)
                 mlflow.log_params({**{f"grid.{key}": value for key, value in point.items()},
                                    **{f"blend.weight.{model}": weight for model, weight in weights.items()}})
                 mlflow.log_metrics({f"validation.{metric_key('blend', key)}": value for key, value in scores.items()})
             tried.append((scores.get(metric, 0.0), -number, point, variant, weights))
             log.info("grid point %s: validation %s %.4f", _variant_name(point), metric, scores.get(metric, 0.0))
+        for frame in shared.values():
+            frame.unpersist()
+        fit.unpersist()
         best_score, _, point, chosen, weights = max(tried, key=lambda entry: (round(entry[0], 12), entry[1]))
         mlflow.log_params({**{f"chosen.{key}": value for key, value in point.items()},
                            **{f"blend.weight.{model}": weight for model, weight in weights.items()}})

@@ -374,6 +374,13 @@ class TrainConfig(_Strict):
         return grid
 
 
+class ScoreConfig(_Strict):
+    over_fetch: int = Field(ge=1, description="the blend keeps k x this per person before the rules")
+    max_per_category: int = Field(ge=1, description="at most this many items of one category per person")
+    consent_required: bool = Field(
+        description="personal items only with personalization consent granted; false: unless revoked")
+
+
 class RecommendConfig(_Strict):
     k: int = Field(ge=1, description="items per person")
     half_life_days: float = Field(gt=0, description="an interaction's weight halves every this many days")
@@ -385,6 +392,7 @@ class RecommendConfig(_Strict):
     co_occurrence: CoOccurrenceConfig
     blend: BlendConfig
     train: TrainConfig
+    score: ScoreConfig
 
     @field_validator("event_weights")
     @classmethod
@@ -425,6 +433,9 @@ class RecommendConfig(_Strict):
         if self.k > self.candidates_per_model:
             raise ValueError(f"k ({self.k}) is more than candidates_per_model ({self.candidates_per_model}): "
                              "each model would return fewer items than asked for")
+        if self.k * self.score.over_fetch > self.candidates_per_model:
+            raise ValueError(f"k x score.over_fetch ({self.k * self.score.over_fetch}) is more than "
+                             f"candidates_per_model ({self.candidates_per_model})")
         if self.train.grid:
             try:
                 self.variants()

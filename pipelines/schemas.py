@@ -227,6 +227,23 @@ PRODUCTS = StructType([
     StructField("updated_at", TimestampType(), True),
 ])
 
+# gold.recommendations: one row per person, what tailor score chose for them.
+# Delta enforces no NOT NULL inside an array: the job fills every field.
+RECOMMENDED_ITEM = StructType([
+    StructField("product_id", StringType(), True),
+    StructField("rank", IntegerType(), True),
+    StructField("score", DoubleType(), True),
+    StructField("reason", StringType(), True),    # buy_again, because_you_viewed, ..., popular_in_segment
+])
+RECOMMENDATIONS = StructType([
+    StructField("user_id", StringType(), False),
+    StructField("items", ArrayType(RECOMMENDED_ITEM), False),
+    StructField("fallback", StringType(), True),  # null: personal; no_consent | cold_start
+    StructField("model_name", StringType(), False),
+    StructField("model_version", StringType(), False),
+    StructField("scored_at", TimestampType(), False),
+])
+
 CART_ITEM = StructType([
     StructField("product_id", StringType(), True),
     StructField("quantity", LongType(), True),

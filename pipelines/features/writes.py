@@ -46,7 +46,9 @@ def ensure_feature_tables(spark: SparkSession, config: Config) -> None:
     """Create the tables when missing. An existing gold.user_features must have the columns
     the configured windows name: a MERGE would otherwise fail mid-batch, or leave old
     windows' columns behind, never updated again."""
-    ensure_table(spark, config.table("silver.interactions"), INTERACTIONS, partition_by=("event_date",))
+    # The change feed tells tailor score whose interactions changed since its last run.
+    ensure_table(spark, config.table("silver.interactions"), INTERACTIONS, partition_by=("event_date",),
+                 properties={"delta.enableChangeDataFeed": "true"})
     features = config.table("gold.user_features")
     expected = feature_schema(config.features)
     ensure_table(spark, features, expected, cluster_by=("user_id",))

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from pipelines.config import RecommendConfig
 from pipelines.errors import TailorError
 from pipelines.recommend.blend import blend, tune_weights
-from pipelines.recommend.candidates import als, buy_again, co_occurrence, fit_als, popular
+from pipelines.recommend.candidates import FittedAls, als, buy_again, co_occurrence, fit_als, popular
 from pipelines.recommend.metrics import metrics_by_group, top_k
 from pipelines.recommend.splits import truth_for
 
@@ -27,14 +27,29 @@ def _as_of(log: DataFrame):
     return log.agg(F.max("occurred_at")).first()[0]
 
 
-def candidates_for(train: DataFrame, users: DataFrame, settings: RecommendConfig, exclude_seen: bool
+def _model_settings(name: str, settings: RecommendConfig) -> tuple:
+    """The settings one model's list depends on: two grid points that agree on them share
+    the list, so a grid over ALS's alpha fits the other models once."""
+    own = {"als": settings.als, "co_occurrence": settings.co_occurrence}.get(name)
+    return (name, settings.half_life_days, settings.candidates_per_model, own.model_dump_json() if own else None)
+
+
+def candidates_for(train: DataFrame, users: DataFrame, settings: RecommendConfig, exclude_seen: bool,
+                   fitted_als: FittedAls | None = None, shared: dict[tuple, DataFrame] | None = None
                    ) -> dict[str, DataFrame]:
-    """Each enabled model's list for `users`, cached (the blend reads them again)."""
+    """Each enabled model's list for `users`, cached (the blend reads them again). ALS is
+    fitted on `train` unless `fitted_als` (the registered model) is given. With `shared`
+    (the same train, users and exclude_seen), a list built for other settings that this
+    model does not read is taken from it, and new lists are put in it."""
     as_of = _as_of(train)
     n, half_life = settings.candidates_per_model, settings.half_life_days
     seen = train.select("user_id", "item_id").distinct() if exclude_seen else None
     built: dict[str, DataFrame] = {}
     for name in settings.models:
+        key = _model_settings(name, settings)
+        if shared is not None and key in shared:
+            built[name] = shared[key]
+            continue
         if name == "popular":
             frame = popular(train, users, as_of, half_life, n, seen=seen, pool=n + 200)
         elif name == "buy_again":
@@ -42,7 +57,7 @@ def candidates_for(train: DataFrame, users: DataFrame, settings: RecommendConfig
             if seen is not None:
                 frame = frame.join(seen, ["user_id", "item_id"], "left_anti")
         elif name == "als":
-            fitted = fit_als(train, as_of, half_life, settings.als)
+            fitted = fitted_als or fit_als(train, as_of, half_life, settings.als)
             frame = als(fitted, train, users, n, seen=seen, over_fetch=200 if exclude_seen else 0)
         elif name == "co_occurrence":
             frame = co_occurrence(train, users, as_of, half_life, n, settings.co_occurrence.max_basket_items,
@@ -50,27 +65,32 @@ def candidates_for(train: DataFrame, users: DataFrame, settings: RecommendConfig
         else:
             raise ValueError(f"unknown model {name!r}")
         built[name] = frame.cache()
+        if shared is not None:
+            shared[key] = built[name]
     return built
 
 
-def tune(fit: DataFrame, validation: DataFrame, settings: RecommendConfig, exclude_seen: bool
-         ) -> tuple[dict[str, float], dict[str, float]]:
+def tune(fit: DataFrame, validation: DataFrame, settings: RecommendConfig, exclude_seen: bool,
+         shared: dict[tuple, DataFrame] | None = None) -> tuple[dict[str, float], dict[str, float]]:
     """(blend weights, the blend's metrics on `validation`): the models fitted on `fit`,
     the weights chosen on what the same users did in `validation`. Too little history to
-    validate on leaves the weights equal, with no metrics."""
+    validate on leaves the weights equal, with no metrics. `shared` lists (see
+    candidates_for) stay cached for the caller to unpersist."""
     fit = fit.cache()
     validation_truth = truth_for(fit, validation, exclude_seen).cache()
     try:
         if fit.isEmpty() or validation_truth.isEmpty():
             log.warning("no user of the validation split was in its fitting part: blend weights left equal")
             return {name: 1 / len(settings.models) for name in settings.models}, {}
-        tuning = candidates_for(fit, validation_truth.select("user_id").distinct(), settings, exclude_seen)
+        tuning = candidates_for(fit, validation_truth.select("user_id").distinct(), settings, exclude_seen,
+                                shared=shared)
         try:
             return tune_weights(tuning, validation_truth, settings.k, settings.blend.rank_constant,
                                 settings.blend.grid_step)
         finally:
-            for frame in tuning.values():
-                frame.unpersist()
+            if shared is None:
+                for frame in tuning.values():
+                    frame.unpersist()
     finally:
         validation_truth.unpersist()
         fit.unpersist()

@@ -10,6 +10,18 @@ from pipelines.config import Config
 from pipelines.errors import ConfigError, TailorError
 
 
+def quiet_mlflow() -> None:
+    """MLflow's INFO lines and download progress bars on stderr would bury a job's one-line
+    answer; its warnings still show."""
+    import logging
+    import os
+
+    import mlflow  # noqa: F401 - its import sets its loggers' level, which this overrides
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
 def tracking_uri(config: Config) -> str:
     """mlflow.tracking_uri, or a SQLite store under a local storage.root."""
     if config.mlflow.tracking_uri:
@@ -27,6 +39,7 @@ def use_experiment(config: Config) -> str:
     artifacts beside a local store); returns the experiment's id."""
     import mlflow
 
+    quiet_mlflow()
     uri = tracking_uri(config)
     mlflow.set_tracking_uri(uri)
     experiment = config.mlflow.experiment
@@ -131,3 +144,27 @@ def record_decision(name: str, version: str, moved: bool, decision: str) -> None
     if moved:
         client.set_registered_model_alias(name, CHAMPION, version)
     client.set_model_version_tag(name, version, "champion_decision", decision)
+
+
+def load_champion(name: str) -> tuple[str, Any, dict[str, Any]]:
+    """(version, the Spark model, its recommender.json) of `models:/<name>@champion`; a
+    missing or unreadable champion is one TailorError line."""
+    import mlflow.spark
+    from mlflow import MlflowClient
+    from mlflow.artifacts import load_dict
+    from mlflow.exceptions import MlflowException
+
+    quiet_mlflow()
+    try:
+        version = MlflowClient().get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        raise TailorError(f"no champion: models:/{name}@{CHAMPION} does not exist; run tailor train first, and "
+                          "check mlflow.registered_model and mlflow.tracking_uri") from None
+    try:
+        model = mlflow.spark.load_model(f"models:/{name}/{version.version}")
+        recommender = load_dict(f"runs:/{version.run_id}/{RECOMMENDER_FILE}")
+    except Exception as error:  # noqa: BLE001 - whatever broke, the answer is the same line
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise TailorError(f"the champion, models:/{name}@{CHAMPION} (version {version.version}), could not be "
+                          f"loaded: {reason}") from None
+    return str(version.version), model, recommender

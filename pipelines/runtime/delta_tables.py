@@ -75,6 +75,13 @@ def table_exists(spark: SparkSession, table: TableRef) -> bool:
     return DeltaTable.isDeltaTable(spark, table.path)
 
 
+def read_changes(spark: SparkSession, table: TableRef, first_version: int, last_version: int) -> DataFrame:
+    """The table's Change Data Feed over versions first..last (both included)."""
+    reader = (spark.read.format("delta").option("readChangeFeed", "true")
+              .option("startingVersion", first_version).option("endingVersion", last_version))
+    return reader.table(table.catalog_name) if table.catalog_name else reader.load(table.path)
+
+
 def sql_name(table: TableRef) -> str:
     """The table as SQL names it: catalog.schema.table, or delta.`path`."""
     return table.catalog_name or f"delta.`{table.path}`"

@@ -5,7 +5,7 @@ champion alias that moves only for a better version."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import mlflow
 import pytest
@@ -16,33 +16,13 @@ from pipelines.config import load_config
 from pipelines.recommend.tracking import champion_decision, tracking_uri
 from pipelines.runtime.delta_tables import ensure_table
 from pipelines.schemas import INTERACTIONS
+from tests.jobs.recommend_helpers import START, write_interactions
 from tests.settings import SPARK_TEST_SETTINGS
 
-START = datetime(2026, 9, 1, tzinfo=UTC)
 OVERRIDES = ["recommend.k=3", "recommend.models=[popular,buy_again,als]", "recommend.als.max_iter=4",
              "recommend.als.rank=4", "recommend.blend.grid_step=0.5", "recommend.blend.validation_days=10",
              "recommend.train.test_days=10", "recommend.train.grid={als.alpha: [1.0, 10.0]}",
              "mlflow.registered_model=recs"]
-
-
-def _interactions(spark, config):
-    """Two taste groups over 60 days: each person views and buys their group's items and
-    reorders a favourite."""
-    rows = []
-    for group, prefix in (("g", "garden"), ("k", "kitchen")):
-        for person in range(8):
-            user = f"{group}{person}"
-            for day in range(0, 60, 4):
-                at = START + timedelta(days=day)
-                items = [f"{prefix}-{(person + day) % 6}", f"{prefix}-fav{person % 2}"]
-                order = f"{user}-{day}"
-                rows.append((f"v-{order}", user, "product_view", at, at.date(), "web", None, items[0], None, None,
-                             None, None, None, None, None, None, None, None, at))
-                rows.append((f"o-{order}", user, "purchase", at, at.date(), "web", None, None, None, None, "GBP",
-                             None, order, [(item, 1, 2.0) for item in items], 4.0, False, None, None, at))
-    ensure_table(spark, config.table("silver.interactions"), INTERACTIONS)
-    (spark.createDataFrame(rows, INTERACTIONS).write.format("delta").mode("append")
-     .save(config.table("silver.interactions").path))
 
 
 def _argv(tmp_path, *extra):
@@ -59,7 +39,7 @@ def _train(tmp_path, capsys, *extra):
 
 def test_train_logs_the_grid_registers_the_model_and_moves_the_champion_only_for_better(spark, tmp_path, capsys):
     config = load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS, *OVERRIDES])
-    _interactions(spark, config)
+    write_interactions(spark, config)
     first = _train(tmp_path, capsys)
     assert (first["version"], first["champion"]) == ("1", True)
     assert first["decision"].startswith("champion: no champion to beat")
