@@ -13,8 +13,8 @@ Each product is upserted by product_id: the row with the latest updated_at wins 
 time when the feed gives none), and a stored product newer than the feed's row is kept.
 A full feed (catalog.full_feed, or --full) lists every product, so an active product it
 leaves out becomes inactive; if that would deactivate more than
-catalog.max_deactivated_share of the active catalogue, the load fails and changes nothing
-(a cut-off feed must not empty the emails), unless --force. A row that breaks the
+catalog.max_deactivated_share of the active catalogue, the load fails and leaves
+silver.products as it was (a cut-off feed must not empty the emails), unless --force. A row that breaks the
 product_upsert contract (a missing title, a price that is not a number, a URL that is not
 http(s)) is quarantined with the reason, stream 'catalog'; fix the feed and load it again.
 """
@@ -66,11 +66,25 @@ def _feed_location(config: Config, args: argparse.Namespace) -> tuple[str, str]:
         if kind in (None, "delta") and "/" not in feed and not known_suffix(feed):
             return feed, "delta"
         raise ConfigError(f"--feed: {feed} does not exist")
-    # A URI without a file suffix is a folder of JSON lines, as catalog.path is.
+    if kind is None and not remote and Path(feed).is_dir():
+        kind = _folder_format(Path(feed))
+    # A URI without a file suffix is taken for a folder of JSON lines, as catalog.path is.
     kind = format_of(feed, kind, CATALOG_FORMATS, folder_default="jsonl")
     if not remote and kind == "delta" and not (Path(feed) / "_delta_log").is_dir():
         raise ConfigError(f"--feed: {feed} is not a Delta table (no _delta_log)")
     return feed, kind
+
+
+def _folder_format(folder: Path) -> str:
+    """A local folder's format: a Delta table by its log, else by its files' suffixes."""
+    if (folder / "_delta_log").is_dir():
+        return "delta"
+    kinds = {known_suffix(file.name) for file in folder.rglob("*") if file.is_file() and not file.name.startswith(".")}
+    kinds.discard(None)
+    if len(kinds) > 1:
+        raise ConfigError(f"--format: {folder} holds files of several formats ({', '.join(sorted(kinds))}); "
+                          "give one")
+    return kinds.pop() if kinds else "jsonl"
 
 
 def read_feed(spark, feed: str, kind: str, columns: dict[str, str]):
@@ -102,7 +116,9 @@ def read_feed(spark, feed: str, kind: str, columns: dict[str, str]):
     if missing:
         shown = [name for name in rows.columns if name != _CORRUPT]
         raise ConfigError(f"--columns: column {missing[0]!r} is not in the feed (it has: {', '.join(shown)})")
-    own = {field: field for field in PRODUCT_FIELDS if field in rows.columns and field not in columns}
+    # A column mapped to another field is not also read under its own name.
+    own = {field: field for field in PRODUCT_FIELDS
+           if field in rows.columns and field not in columns and field not in columns.values()}
     return from_columns(rows, {**own, **columns}, feed, corrupt)
 
 
@@ -143,7 +159,15 @@ def load(spark, config: Config, feed: str, kind: str, columns: dict[str, str], f
     latest = latest_per_product(checked.where(F.col("error_code").isNull())).localCheckpoint()
     named_on_bad_rows = listed_only(checked, latest).localCheckpoint()
     products = config.table("silver.products")
-    feed_as_of = latest.agg(F.max("updated_at")).first()[0]
+    # The feed's own time: its latest updated_at among rows that gave one (a row without
+    # one is stamped with the load time, which says nothing about when the feed was cut).
+    dated = F.when(F.array_contains("supplied", "updated_at"), F.col("updated_at"))
+    feed_as_of, any_row = latest.agg(F.max(dated), F.count(F.lit(1))).first()
+    if feed_as_of is None and any_row:
+        feed_as_of = loaded_at
+    if full_feed and not any_row:
+        log.warning("the full feed %s has no good row: nothing is deactivated (see bronze.quarantine, stream "
+                    "'catalog')", feed)
     summary |= {"products": latest.count(), "superseded": counts.valid - latest.count()}
     if full_feed:
         stored = read_table(spark, products)
@@ -154,8 +178,8 @@ def load(spark, config: Config, feed: str, kind: str, columns: dict[str, str], f
         if active and leaving > share * active and not force:
             raise TailorError(
                 f"the full feed leaves out {leaving} of {active} active products, more than "
-                f"catalog.max_deactivated_share ({share:g}); nothing was changed. Check the feed, or load it "
-                "with --force")
+                f"catalog.max_deactivated_share ({share:g}); silver.products was not changed. Check the feed, or "
+                "load it with --force")
     summary |= merge_products(spark, products, latest, named_on_bad_rows, full_feed, feed_as_of)
     summary["unchanged"] = summary["products"] - summary["inserted"] - summary["updated"]
     return summary

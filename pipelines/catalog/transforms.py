@@ -39,6 +39,7 @@ _TEXT_MAP = "map<string,string>"
 # would win against every correct row after it.
 MAX_FUTURE = timedelta(hours=24)
 _UNREADABLE = "not a JSON object, or not the header's columns"
+_BLANK_IS_ABSENT = ("active", "updated_at")
 
 
 def _has_duplicate_key(json_text: Column) -> Column:
@@ -153,7 +154,10 @@ def validate_products(candidates: DataFrame, loaded_at: datetime) -> DataFrame:
         in_stock.alias("in_stock"),
         F.coalesce(active, F.lit(True)).alias("active"),
         F.coalesce(updated_at, F.lit(loaded_at)).alias("updated_at"),
-        F.coalesce(F.map_keys("fields"), F.array().cast("array<string>")).alias("supplied"),
+        # A blank `active` says nothing (it must not switch a product back on), and a blank
+        # updated_at is the load time, not the feed's own.
+        F.coalesce(F.map_keys(F.map_filter("fields", lambda key, value: ~key.isin(*_BLANK_IS_ABSENT) | (
+            F.trim(value) != ""))), F.array().cast("array<string>")).alias("supplied"),
         in_stock_unreadable.alias("_in_stock_unreadable"),
         active_unreadable.alias("_active_unreadable"),
         (updated_text.isNotNull() & updated_at.isNull()).alias("_updated_at_unreadable"),

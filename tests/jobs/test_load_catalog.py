@@ -11,6 +11,7 @@ from chispa import assert_df_equality
 
 from jobs.load_catalog import build_parser, load_from_args, main
 from pipelines.config import load_config
+from pipelines.errors import ConfigError
 from pipelines.runtime.delta_tables import read_table
 from pipelines.synthetic.generator import WorldSpec, generate_world
 from pipelines.synthetic.online_retail import read_rows, replay_events
@@ -97,20 +98,22 @@ def test_full_feeds_upsert_deactivate_and_refuse_to_empty_the_catalogue(spark, t
     # A feed cut off after one product would deactivate two of three: refused, nothing changes.
     cut = tmp_path / "cut.jsonl"
     cut.write_text(json.dumps({"product_id": "A", "title": "Cake stand", "category": "kitchen", "price": 14.0,
-                               "currency": "GBP", "updated_at": "2026-11-25T00:00:00Z"}) + "\n")
+                               "currency": "GBP", "updated_at": "2026-11-25T00:00:00Z"}) + "\n{cut off\n")
     assert main(_args(tmp_path, "--feed", str(cut))) == 2
     error = capsys.readouterr().err.strip()
     assert error == ("tailor: the full feed leaves out 2 of 3 active products, more than "
-                     "catalog.max_deactivated_share (0.5); nothing was changed. Check the feed, or load it with "
-                     "--force"), error
+                     "catalog.max_deactivated_share (0.5); silver.products was not changed. Check the feed, or "
+                     "load it with --force"), error
     assert_df_equality(_products(spark, config), spark.createDataFrame(expected, COLUMNS), ignore_row_order=True,
                        ignore_nullable=True)
+    # Refused, but its bad line is quarantined already: the reason is there to read.
+    assert quarantine.where("stream = 'catalog'").count() == 3
     # As an incremental feed it deactivates nothing; with --force the full feed does.
     assert _load(spark, config, ["--feed", str(cut), "--incremental"], datetime(2026, 11, 28, 7, 0)) == _summary(
-        1, 1, 0, 1)
+        2, 1, 0, 1)
     assert _products(spark, config).where("active").count() == 3
     assert _load(spark, config, ["--feed", str(cut), "--force"], datetime(2026, 11, 28, 8, 0)) == _summary(
-        1, 1, 0, 1, deactivated=2)
+        2, 1, 0, 1, deactivated=2)
     assert sorted(r.product_id for r in _products(spark, config).where("active").collect()) == ["A"]
 
 
@@ -150,10 +153,10 @@ def test_what_a_feed_leaves_unsaid_or_cannot_say_is_kept(spark, tmp_path):
         "P4,Fork,kitchen,1.00,GBP,,yes,yes,2026-11-20T00:00:00Z\n")
     assert _load(spark, config, ["--feed", str(first)], FIRST_LOAD) == _summary(4, 4, 0, 4, inserted=4)
 
-    # Prices only: images, stock and P2's explicit "inactive" stay as they were.
+    # Prices only (and a blank `active`): images, stock and P2's explicit "inactive" stay as they were.
     prices = tmp_path / "prices.jsonl"
     prices.write_text("".join(json.dumps({"product_id": pid, "title": title, "category": "kitchen", "price": price,
-                                          "currency": "GBP", "updated_at": at}) + "\n"
+                                          "currency": "GBP", "updated_at": at, "active": ""}) + "\n"
                               for pid, title, price, at in (("P1", "Mug", 4.5, "2026-11-22T00:00:00Z"),
                                                             ("P2", "Bowl", 5.5, "2026-11-22T00:00:00Z"),
                                                             ("P5", "Knife", 2.0, "2026-11-26T00:00:00Z"))))
@@ -225,3 +228,24 @@ def test_where_the_feed_is_and_what_format_it_has(tmp_path):
     assert located("--feed", "shop.products") == ("shop.products", "delta")
     # catalog.format describes catalog.path, not a file given instead.
     assert located("--feed", str(local)) == (str(local), "jsonl")
+
+
+def test_a_local_folder_is_read_as_what_it_holds(tmp_path):
+    from jobs.load_catalog import _feed_location
+
+    config = load_config("local", [f"storage.root={tmp_path}"])
+    delta, parquet, mixed = tmp_path / "delta", tmp_path / "parquet", tmp_path / "mixed"
+    (delta / "_delta_log").mkdir(parents=True)
+    (delta / "part-0.parquet").write_text("")
+    parquet.mkdir()
+    (parquet / "part-0.parquet").write_text("")
+    mixed.mkdir()
+    (mixed / "a.csv").write_text("")
+    (mixed / "b.jsonl").write_text("")
+
+    def located(folder):
+        return _feed_location(config, build_parser().parse_args(["--feed", str(folder)]))[1]
+
+    assert (located(delta), located(parquet)) == ("delta", "parquet")
+    with pytest.raises(ConfigError, match="several formats"):
+        located(mixed)
