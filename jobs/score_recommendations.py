@@ -17,8 +17,10 @@ and version, scored_at) is written by one MERGE. --incremental (the default once
 is recorded) rescores only people whose interactions or profile changed since the last
 run (Change Data Feed of silver.interactions and silver.profiles) and removes people
 erased since; --full rescores everyone, and removes anyone no longer known. A new
-champion version, or a table without its change feed, means a full run. A missing or
-unreadable model fails in one line before anything is written.
+champion version, a changed catalogue or gold.user_features, changed rules (recommend.k,
+recommend.score), or a table without its change feed, means a full run. A missing or
+unreadable model, or a catalogue with nothing to sell, fails in one line before anything
+is written.
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ def score(spark, config: Config, mode: str | None, scored_at: datetime) -> dict:
     from pipelines.recommend.candidates import FittedAls
     from pipelines.recommend.evaluation import candidates_for
     from pipelines.recommend.interactions import from_interactions
-    from pipelines.recommend.scoring import apply_rules, popular_lists, recommendations
+    from pipelines.recommend.scoring import apply_rules, popular_lists, recommendations, sellable
     from pipelines.recommend.tracking import load_champion, tracking_uri
     from pipelines.recommend.writes import ensure_recommendations_table, merge_recommendations
     from pipelines.runtime.delta_tables import read_table, table_exists
@@ -148,8 +150,14 @@ def score(spark, config: Config, mode: str | None, scored_at: datetime) -> dict:
             raise TailorError(f"{needed} does not exist yet: run "
                               f"{'build-features' if needed == 'silver.interactions' else 'load-catalog'} first")
     ensure_recommendations_table(spark, config)
+    # What a person's list depends on besides their own interactions and profile: when any
+    # of it changed since the last run, everyone is rescored.
+    shared_inputs = {"products_version": _version(spark, config, "silver.products"),
+                     "features_version": _version(spark, config, "gold.user_features"),
+                     "rules": config.recommend.score.model_dump() | {"k": config.recommend.k},
+                     "model_version": model_version}
     versions = {"interactions_version": _version(spark, config, "silver.interactions"),
-                "profiles_version": _version(spark, config, "silver.profiles"), "model_version": model_version}
+                "profiles_version": _version(spark, config, "silver.profiles"), **shared_inputs}
     state = last_state(spark, config)
     history = from_interactions(read_table(spark, config.table("silver.interactions")),
                                 settings.event_weights).cache()
@@ -161,10 +169,11 @@ def score(spark, config: Config, mode: str | None, scored_at: datetime) -> dict:
 
     erased = None
     chosen = mode or ("incremental" if state else "full")
-    if chosen == "incremental" and (state is None or state.get("model_version") != model_version):
-        log.info("the champion is version %s, the last run used %s: scoring everyone", model_version,
-                 state and state.get("model_version"))
-        chosen = "full"
+    if chosen == "incremental":
+        moved = [key for key, value in shared_inputs.items() if state is None or state.get(key) != value]
+        if moved:
+            log.info("%s changed since the last run: scoring everyone", ", ".join(moved))
+            chosen = "full"
     if chosen == "incremental":
         interactions = _changed_users(spark, config, "silver.interactions", state["interactions_version"],
                                       versions["interactions_version"])
@@ -179,10 +188,14 @@ def score(spark, config: Config, mode: str | None, scored_at: datetime) -> dict:
     if chosen == "full":
         targets = known
 
-    as_of = history.agg(F.max("occurred_at")).first()[0] or scored_at
+    latest = history.agg(F.max(F.col("occurred_at").cast("double"))).first()[0]
+    as_of = datetime.fromtimestamp(latest, UTC) if latest is not None else scored_at
     everyone = _people(spark, config, known, history)
     people = everyone.join(targets, "user_id", "left_semi").cache()
     products = read_table(spark, config.table("silver.products"))
+    if sellable(products).isEmpty():
+        raise TailorError("silver.products holds no active product in stock: every list would be empty; "
+                          "gold.recommendations was not changed (load the catalogue first)")
     personal_users = people.where(F.col("consented") & F.col("has_history")).select("user_id")
     fitted = FittedAls(model=als_model, users=users_index, items=items_index)
     candidates = candidates_for(history, personal_users, settings, exclude_seen=False, fitted_als=fitted)

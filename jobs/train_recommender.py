@@ -9,7 +9,9 @@ and the training period's last recommend.blend.validation_days the validation sp
 Every point of recommend.train.grid is fitted on the training period before validation
 and blended on the validation split, each point a nested MLflow run; the point with the
 best validation ndcg@k wins (ties: the first), is fitted on the whole training period and
-scored once on the test period. The test period is read for nothing else.
+scored once on the test period; no tuning reads it. (It is also where the champion's
+configuration is scored, and the registered ALS is refitted on all history, test period
+included: the test metrics describe the configuration, fitted on the training period.)
 
 The run logs every model's metrics on the test period, the input's Delta version, the
 chosen settings and blend weights (recommender.json), and the ALS model refitted on all
@@ -99,7 +101,9 @@ def train(spark, config: Config, as_of: datetime | None) -> dict:
     if as_of is not None:
         history = history.where(F.col("occurred_at") <= F.lit(as_of))
     history = history.cache()
-    end = as_of or history.agg(F.max("occurred_at")).first()[0]
+    # As epoch seconds: collect() turns a timestamp into the driver's local wall time.
+    latest = history.agg(F.max(F.col("occurred_at").cast("double"))).first()[0]
+    end = as_of or (datetime.fromtimestamp(latest, UTC) if latest is not None else None)
     if end is None:
         raise TailorError("silver.interactions holds no product interaction to learn from: run build-features "
                           "first (and check recommend.event_weights)")
@@ -147,7 +151,9 @@ def train(spark, config: Config, as_of: datetime | None) -> dict:
             if current is not None:
                 champion_version, champion_file = current
                 # Scored at this run's k, on this run's periods: the same test for both.
-                previous = RecommendConfig.model_validate({**champion_file["settings"], "k": settings.k})
+                # Its own settings, checked as they were saved; only k is this run's (the same metric).
+                previous = RecommendConfig.model_validate(champion_file["settings"]).model_copy(
+                    update={"k": settings.k})
                 theirs = held_out_metrics(past, test, previous, champion_file["weights"], exclude_seen=False)
                 champion_score = theirs["models"]["blend"].get(metric, 0.0)
                 log_metrics_under("champion.test", theirs["models"])

@@ -123,10 +123,12 @@ def log_spark_model(model, name: str | None):
 def champion_decision(new_score: float, champion_score: float | None, champion_version: str | None,
                       margin: float, metric: str, unreadable: str | None = None) -> tuple[bool, str]:
     """(whether the new version becomes champion, why, in a sentence). `unreadable` says
-    why a champion there is could not be scored: a champion nobody can score again is
-    replaced."""
+    why a champion there is could not be scored: the alias then stays (a store that is
+    down for a minute must not hand the emails to an unchecked model); move it by hand
+    with MlflowClient().set_registered_model_alias once the cause is known."""
     if unreadable:
-        return True, f"champion: the champion could not be scored ({unreadable}); {metric} {new_score:.4f}"
+        return False, (f"not champion: the champion could not be scored ({unreadable}); {metric} {new_score:.4f}; "
+                       "move the alias by hand if this version should serve")
     if champion_score is None:
         return True, f"champion: no champion to beat ({metric} {new_score:.4f})"
     if new_score > champion_score + margin:

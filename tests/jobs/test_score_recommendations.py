@@ -137,6 +137,11 @@ def test_score_applies_the_rules_consent_and_cold_start_then_rescores_only_who_c
     assert _score(tmp_path, capsys)["updated"] == 0
     # --full rescores everyone still known.
     assert _score(tmp_path, capsys, "--full")["updated"] == len(people) - 1
+    # A product out of stock concerns every list that may hold it: everyone is rescored,
+    # and no list shows it.
+    delta_table(spark, config.table("silver.products")).update("product_id = 'garden-fav0'", {"in_stock": "false"})
+    assert _score(tmp_path, capsys)["mode"] == "full"
+    assert all("garden-fav0" not in [item for item, _, _ in _items(row)] for row in _rows(spark, config).values())
 
     # A champion whose files are gone: one line, and the table as it was.
     mlflow.set_tracking_uri(tracking_uri(config))
