@@ -18,6 +18,7 @@ from jsonschema import Draft202012Validator, validators
 from jsonschema.protocols import Validator
 
 from pipelines.contracts.events import (
+    BLANK_PATTERN,
     CONTRACT_VERSION,
     EARLIEST_OCCURRED_AT,
     ENVELOPE,
@@ -48,6 +49,7 @@ class Problem:
 
 
 _OCCURRED_AT = re.compile(OCCURRED_AT_PATTERN)
+_BLANK = re.compile(BLANK_PATTERN)
 
 # JSON integers are whole numbers written without a fraction: 1.0 is a number, not an
 # integer, as Spark's JSON reader sees it too.
@@ -136,7 +138,7 @@ def validate_event(raw: bytes | str | dict[str, Any], now: datetime | None = Non
         known = ", ".join(map(str, sorted(PAYLOADS[event_type])))
         return Problem("unknown_schema_version",
                        f"{event_type} schema_version {version} is unknown (known: {known})")
-    if event_type not in EVENTS_WITHOUT_USER and not record.get("user_id"):
+    if event_type not in EVENTS_WITHOUT_USER and _BLANK.match(record.get("user_id") or ""):
         return Problem("missing_field", f"required field 'user_id' is missing for {event_type}")
     occurred_at = parse_occurred_at(record["occurred_at"]) if _OCCURRED_AT.match(record["occurred_at"]) else None
     if occurred_at is None:

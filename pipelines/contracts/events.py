@@ -30,6 +30,11 @@ OCCURRED_AT_PATTERN = (
 )
 
 # Quarantine error codes, in the order a record is checked; the first failure names it.
+# A user id of only whitespace names nobody: it counts as missing. ASCII whitespace only,
+# spelled out, and the end written as "nothing follows" (`$` differs between Python and
+# Java before a final line break), so both regular expression engines agree on it.
+BLANK_PATTERN = r"^[ \t\n\r\f\x0B]*(?![\s\S])"
+
 ERROR_CODES = (
     "not_utf8",
     "oversized",

@@ -15,6 +15,7 @@ Everything here is a pure `DataFrame -> DataFrame` function, safe on streaming f
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.contracts.events import (
+    BLANK_PATTERN,
     CONTRACT_VERSION,
     DEBEZIUM_OPS,
     EARLIEST_OCCURRED_AT,
@@ -143,8 +145,8 @@ class _Reads:
     The checks refer to these columns, not to fresh variant lookups: the rule set stays
     small enough for Spark to compile, and a path read by ten checks is read once."""
 
-    def __init__(self, root: str):
-        self.root = root
+    def __init__(self, root: str, gate: str | None = None):
+        self.root, self.gate = root, gate
         self.expressions: dict[str, str] = {}
         self.names: dict[str, str] = {}
 
@@ -163,9 +165,14 @@ class _Reads:
                 "elements": f"try_variant_get({self.root}, {at}, 'array<variant>')",
             }[kind]
             self.expressions[name] = f"CASE WHEN {scope[1]} THEN {expression} END" if scope else expression
-        return self.names[key]
+        return f"_reads.{self.names[key]}" if self.gate else self.names[key]
 
     def add_to(self, df: DataFrame) -> DataFrame:
+        if self.gate:
+            # One struct behind one condition: a row the gate leaves out pays for one test,
+            # not one per read.
+            fields = ", ".join(f"{sql_literal(name)}, {expression}" for name, expression in self.expressions.items())
+            return df.withColumn("_reads", F.expr(f"CASE WHEN {self.gate} THEN named_struct({fields}) END"))
         return df.select("*", *[F.expr(expression).alias(name) for name, expression in self.expressions.items()])
 
 
@@ -192,6 +199,34 @@ class _Path(_Node):
         return _Path(self.reads, self.path, (name, condition))
 
 
+class _Direct(_Node):
+    """A path of the parsed record read where it is used, for the fast path: only the rows
+    that take it pay for the read. The record's own type name is `_shape`, already computed."""
+
+    def __init__(self, root: str, path: str = "$"):
+        self.root, self.path = root, path
+
+    def _get(self, kind: str) -> str:
+        return f"try_variant_get({self.root}, {sql_literal(self.path)}, {sql_literal(kind)})"
+
+    def type_name(self) -> str:
+        if self.path == "$":
+            return "_shape"
+        return f"schema_of_variant(variant_get({self.root}, {sql_literal(self.path)}, 'variant'))"
+
+    def string(self) -> str:
+        return self._get("string")
+
+    def double(self) -> str:
+        return self._get("double")
+
+    def elements(self) -> str:
+        return self._get("array<variant>")
+
+    def child(self, name: str) -> _Node:
+        return _Direct(self.root, f"{self.path}.{name}")
+
+
 def _has_json_type(node: _Node, kind: str | list[str]) -> str:
     kinds = kind if isinstance(kind, list) else [kind]
     name = node.type_name()
@@ -216,17 +251,21 @@ def _has_json_type(node: _Node, kind: str | list[str]) -> str:
     return _any(tests)
 
 
-def _value_checks(schema: dict[str, Any], node: _Node, where: str) -> list[_Check]:
-    """Constraints on a value of the right type: enum, length, pattern, range, size."""
+def _value_checks(schema: dict[str, Any], node: _Node, where: str, typed: bool = False) -> list[_Check]:
+    """Constraints on a value of the right type: enum, length, pattern, range, size.
+
+    `typed`: the record's shape is already known to match the schema (the fast path), so
+    no type guard is needed: a typed read of an absent or null value is SQL NULL, and a
+    comparison with NULL never holds."""
     checks: list[_Check] = []
     kind = schema.get("type")
     kinds = kind if isinstance(kind, list) else [kind]
-    not_null = f"({node.type_name()} != 'VOID')"
+    not_null = "TRUE" if typed else f"({node.type_name()} != 'VOID')"
     if "enum" in schema:
         checks.append(_Check(_all(not_null, f"NOT {_in(node.string(), schema['enum'])}"),
                              _text(f"'{where}' breaks enum")))
     if "string" in kinds:
-        is_string = f"({node.type_name()} = 'STRING')"
+        is_string = "TRUE" if typed else f"({node.type_name()} = 'STRING')"
         if "minLength" in schema:
             checks.append(_Check(_all(is_string, f"(char_length({node.string()}) < {schema['minLength']})"),
                                  _text(f"'{where}' breaks minLength {schema['minLength']}")))
@@ -243,7 +282,8 @@ def _value_checks(schema: dict[str, Any], node: _Node, where: str) -> list[_Chec
         checks.append(_Check(_all(not_null, f"({node.double()} > {sql_literal(schema['maximum'])})"),
                              _text(f"'{where}' breaks maximum {schema['maximum']}")))
     if "minItems" in schema:
-        checks.append(_Check(_all(_has_json_type(node, "array"), f"(size({node.elements()}) < {schema['minItems']})"),
+        is_array = f"({node.elements()} IS NOT NULL)" if typed else _has_json_type(node, "array")
+        checks.append(_Check(_all(is_array, f"(size({node.elements()}) < {schema['minItems']})"),
                              _text(f"'{where}' breaks minItems {schema['minItems']}")))
     return checks
 
@@ -288,6 +328,121 @@ def _compile(schema: dict[str, Any], node: _Node, where: str, guard: str, depth:
             bucket += [_Check(_all(is_array, f"exists({node.elements()}, {element} -> {check.condition})"),
                               check.message) for check in template]
     return missing, wrong, invalid
+
+
+def _kinds(schema: dict[str, Any]) -> list[str]:
+    kind = schema.get("type")
+    return kind if isinstance(kind, list) else [kind] if kind else []
+
+
+def _typed_checks(schema: dict[str, Any], node: _Node, where: str, depth: int = 0) -> list[_Check]:
+    """The invalid-value checks of `_compile`, in its order, for a record whose shape is
+    known to match the schema: nothing missing, nothing of the wrong type."""
+    checks = _value_checks(schema, node, where or "record", typed=True)
+    for name, sub in schema.get("properties", {}).items():
+        checks += _typed_checks(sub, node.child(name), f"{where}.{name}".strip("."), depth)
+    items = schema.get("items")
+    if items and "array" in _kinds(schema):
+        element = f"_element{depth}"
+        checks += [_Check(f"exists({node.elements()}, {element} -> {check.condition})", check.message)
+                   for check in _typed_checks(items, _Inline(element), f"{where}[]", depth + 1)]
+    return checks
+
+
+# The fast path. `schema_of_variant` of a whole record is one cheap string, such as
+# OBJECT<event_id: STRING, ..., payload: OBJECT<quantity: BIGINT, ...>, ...>, with keys
+# sorted. A regular expression built from an event type's schema matches exactly the
+# shapes in which no required field is missing and no field has the wrong type, so a
+# record that matches needs only its value checks (enum, length, pattern, range); any
+# other record takes the full check list, which names what is wrong. One exception:
+# an array's shape merges its elements (a missing key or a null in one element is hidden
+# by the others), so each element is also checked for its required and non-null keys.
+_FIELD_START = "(?:(?<=<)|, )"
+_ANY_KEY = r"(?:[A-Za-z0-9_]+|`(?:[^`]|``)*`)"
+_SCALAR_SHAPE = r"(?:STRING|BOOLEAN|VOID|BIGINT|INT|SMALLINT|TINYINT|DOUBLE|FLOAT|DECIMAL\(\d+,\d+\))"
+_INTEGER_SHAPE = "BIGINT|INT|SMALLINT|TINYINT"
+_SHAPES = {"string": "STRING", "boolean": "BOOLEAN", "null": "VOID",
+           "number": rf"{_INTEGER_SHAPE}|DOUBLE|FLOAT|DECIMAL\(\d+,\d+\)",
+           "integer": rf"{_INTEGER_SHAPE}|DECIMAL\((?:19|[23][0-9]),0\)"}
+_PLAIN_KEY = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def _shape_regex(schema: dict[str, Any], in_array: bool = False) -> str | None:
+    """The regular expression of the valid shapes of `schema`, or None when the fast path
+    does not cover it (anyOf, untyped objects, arrays of arrays, objects inside arrays'
+    elements): those records take the full checks."""
+    alternatives = []
+    for kind in _kinds(schema) or [None]:
+        if kind == "integer" and in_array:
+            # Elements merge: [1, 2.0] is ARRAY<DECIMAL(20,0)>, though 2.0 is not an integer.
+            alternatives.append(_INTEGER_SHAPE)
+        elif kind in _SHAPES:
+            alternatives.append(_SHAPES[kind])
+        elif kind == "object" and "properties" in schema:
+            fields = _object_regex(schema, in_array)
+            if fields is None:
+                return None
+            alternatives.append(fields)
+        elif kind == "array" and "items" in schema and not in_array:
+            inner = _shape_regex(schema["items"], in_array=True)
+            if inner is None:
+                return None
+            alternatives.append(f"ARRAY<{inner}>")
+        else:
+            return None
+    return "(?:" + "|".join(f"(?:{alternative})" for alternative in alternatives) + ")"
+
+
+def _object_regex(schema: dict[str, Any], in_array: bool) -> str | None:
+    properties, required = schema["properties"], set(schema.get("required", []))
+    names = sorted(properties)
+    if not all(_PLAIN_KEY.fullmatch(name) for name in names):
+        return None
+    if in_array and any("object" in _kinds(sub) or "array" in _kinds(sub) for sub in properties.values()):
+        return None
+    # Fields the schema does not name are carried along (tolerant readers), when scalar;
+    # the lookahead keeps a named field of the wrong type from passing as one of them.
+    unnamed = f"{_FIELD_START}(?!(?:{'|'.join(names)}): ){_ANY_KEY}: {_SCALAR_SHAPE}" if names else \
+        f"{_FIELD_START}{_ANY_KEY}: {_SCALAR_SHAPE}"
+    parts = ["OBJECT<", f"(?:{unnamed})*"]
+    for name in names:
+        shape = _shape_regex(properties[name], in_array)
+        if shape is None:
+            return None
+        field = f"{_FIELD_START}{name}: {shape}"
+        parts += [field if name in required else f"(?:{field})?", f"(?:{unnamed})*"]
+    return "".join(parts) + ">"
+
+
+def _element_conditions(schema: dict[str, Any], node: _Node, depth: int = 0) -> list[str]:
+    """SQL conditions that hold when every element of every array under `schema` has its
+    required keys and no null where the schema allows none (what a merged shape hides)."""
+    conditions = []
+    for name, sub in schema.get("properties", {}).items():
+        conditions += _element_conditions(sub, node.child(name), depth)
+    items = schema.get("items")
+    if items and "array" in _kinds(schema):
+        element = f"_element{depth}"
+        each = [] if "null" in _kinds(items) else [f"NOT is_variant_null({element})"]
+        for key, sub in items.get("properties", {}).items():
+            value = f"variant_get({element}, {sql_literal('$.' + key)}, 'variant')"
+            if key in items.get("required", []):
+                each.append(f"({value} IS NOT NULL)")
+            if "null" not in _kinds(sub):
+                each.append(f"NOT coalesce(is_variant_null({value}), FALSE)")
+        if each:
+            conditions.append(f"coalesce(forall({node.elements()}, {element} -> {_all(*each)}), TRUE)")
+    return conditions
+
+
+def _fast_path(event_type: str, version: int, payload: dict[str, Any]) -> str:
+    """SQL: TRUE when a record of this type and version has a valid shape (see above)."""
+    envelope = {**ENVELOPE, "properties": {**ENVELOPE["properties"], "payload": payload}}
+    shape = _shape_regex(envelope)
+    if shape is None:
+        return "FALSE"
+    matches = f"(_shape RLIKE {sql_literal('^' + shape + '$')})"
+    return _all(matches, *_element_conditions(payload, _Direct("_v", "$.payload")))
 
 
 def first_problem(checks: list[tuple[str, _Check]]) -> str:
@@ -335,9 +490,13 @@ def _raw_problems(record: _Node) -> list[tuple[str, _Check]]:
         ("not_utf8", _Check("NOT is_valid_utf8(_text)", _text("record is not UTF-8"))),
         ("malformed_json", _Check(f"NOT {record.present()}", _text("not JSON"))),
         ("malformed_json", _Check(f"NOT {_has_json_type(record, 'object')}", _text("record must be a JSON object"))),
-        # Spark's parser stops after the first value; Python's (the reference) refuses the rest.
-        ("malformed_json", _Check("NOT endswith(trim(_text), '}')", _text("not JSON: extra data after the object"))),
+        _TRAILING_DATA,
     ]
+
+
+# Spark's parser stops after the first value; Python's (the reference) refuses the rest.
+_TRAILING_DATA = ("malformed_json", _Check("NOT endswith(trim(_text), '}')",
+                                           _text("not JSON: extra data after the object")))
 
 
 def _parsed(df: DataFrame, name: str, now: Column | None) -> DataFrame:
@@ -375,8 +534,6 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
     coordinates for the quarantine. `now` bounds future timestamps (default: batch time).
     """
     df = _parsed(df, "_v", now)
-    reads = _Reads("_v")
-    record = _Path(reads)
     df = _with_columns(df, {
         "event_id": "try_variant_get(_v, '$.event_id', 'string')",
         "event_type": "try_variant_get(_v, '$.event_type', 'string')",
@@ -389,7 +546,30 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
         "is_tombstone": "FALSE",
     })
     df = _with_columns(df, {"occurred_at": f"CASE WHEN _occurred_text RLIKE {sql_literal(OCCURRED_AT_PATTERN)} "
-                                           "THEN try_to_timestamp(_occurred_text) END"})
+                                           "THEN try_to_timestamp(_occurred_text) END",
+                            "_shape": "schema_of_variant(_v)"})
+    fast_branches = " ".join(
+        f"WHEN event_type = {sql_literal(name)} AND schema_version = {number} THEN {_fast_path(name, number, schema)}"
+        for name, versions in PAYLOADS.items() for number, schema in versions.items())
+    df = _with_columns(df, {"_fast": f"coalesce(CASE {fast_branches} END, FALSE)"})
+    occurred_at_problems = _occurred_at_problems("_occurred_text", "occurred_at")
+    user_id_missing = ("missing_field", _Check(_all(f"NOT {_in('event_type', sorted(EVENTS_WITHOUT_USER))}",
+                                                    f"(user_id IS NULL OR user_id RLIKE {sql_literal(BLANK_PATTERN)})"),
+                                               "format_string('required field \\'user_id\\' is missing for %s', "
+                                               "event_type)"))
+    # A record on the fast path parsed as a JSON object, so of the checks on the bytes only
+    # the one for data after the object can hold.
+    direct = _Direct("_v")
+    fast_envelope = ([_TRAILING_DATA] + [("invalid_value", c) for c in _typed_checks(ENVELOPE, direct, "")]
+                     + [user_id_missing] + occurred_at_problems)
+    fast_payload = " ".join(
+        f"WHEN event_type = {sql_literal(name)} AND schema_version = {number} THEN "
+        f"{first_problem([('invalid_value', c) for c in _typed_checks(schema, direct.child('payload'), 'payload')])}"
+        for name, versions in PAYLOADS.items() for number, schema in versions.items())
+    fast_problem = f"coalesce({first_problem(fast_envelope)}, CASE {fast_payload} END)"
+
+    reads = _Reads("_v", gate="NOT _fast")
+    record = _Path(reads)
     envelope_checks = (
         _raw_problems(record)
         + _schema_checks(ENVELOPE, record, "")
@@ -399,10 +579,8 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
            ("unknown_schema_version", _Check(f"NOT {_envelope_known_version('event_type', 'schema_version')}",
                                              "format_string('%s schema_version %s is unknown', event_type, "
                                              f"{record.child('schema_version').string()})")),
-           ("missing_field", _Check(_all(f"NOT {_in('event_type', sorted(EVENTS_WITHOUT_USER))}",
-                                         "(user_id IS NULL OR user_id = '')"),
-                                    "format_string('required field \\'user_id\\' is missing for %s', event_type)"))]
-        + _occurred_at_problems("_occurred_text", "occurred_at")
+           user_id_missing]
+        + occurred_at_problems
     )
     payload = _Path(reads, "$.payload")
     branches = []
@@ -412,7 +590,8 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
             scoped = payload.within(f"{name}.v{number}", matches)
             branches.append(f"WHEN {matches} THEN {first_problem(_schema_checks(schema, scoped, 'payload'))}")
     payload_problem = f"CASE {' '.join(branches)} END"
-    return _finish(df, reads, f"coalesce({first_problem(envelope_checks)}, {payload_problem})")
+    full_problem = f"coalesce({first_problem(envelope_checks)}, {payload_problem})"
+    return _finish(df, reads, f"CASE WHEN _fast THEN {fast_problem} ELSE {full_problem} END")
 
 
 def _crm_row_checks(row: _Node, where: str) -> list[tuple[str, _Check]]:

@@ -75,6 +75,9 @@ BAD_CORPUS = {
     "nul_byte_raw": _event().replace('"web"', '"w\x00eb"'),
     "nul_byte_escaped": _event(source="w\u0000eb"),
     "unicode_ok": _event(user_id="u-\u00e9\u4e2d\U0001F600"),
+    "blank_user_id": _event(event_id="e-blank", user_id=" \t\r\n"),
+    "user_id_with_spaces": _event(event_id="e-spaces", user_id=" u-1 \n"),
+    "user_id_line_separator": _event(event_id="e-u2028", user_id="\u2028"),
     "invalid_enum": _event(payload__currency="gbp"),
     "bad_nested": json.dumps({"event_id": "e-p", "event_type": "purchase", "schema_version": 1,
                               "user_id": "u-1", "occurred_at": "2026-11-27T08:00:00Z", "source": "web",
@@ -99,6 +102,7 @@ EXPECTED_CODES = {
     "oversized": "oversized", "bad_timestamp_no_zone": "bad_timestamp", "bad_timestamp_words": "bad_timestamp",
     "year_9999": "bad_timestamp", "not_utf8": "not_utf8", "nul_byte_raw": "malformed_json",
     "nul_byte_escaped": None, "unicode_ok": None, "invalid_enum": "invalid_value",
+    "blank_user_id": "missing_field", "user_id_with_spaces": None, "user_id_line_separator": None,
     "bad_nested": "missing_field", "empty_items": "invalid_value", "catalogue_without_user": None,
 }
 
@@ -178,6 +182,45 @@ def test_items_of_a_nullable_array_are_checked_like_python_does(spark):
     for n, record in enumerate(records):
         problem = validate_event(record, NOW)
         assert (problem.code if problem else None) == expected.collect()[n].error_code
+
+
+def test_faults_an_arrays_merged_shape_hides_are_still_found(spark):
+    """The fast path reads a record's shape, in which an array's elements are merged: a
+    null or a missing key in one element, or 2.0 beside 1, leaves the merged shape valid."""
+    def purchase(items, **extra):
+        return json.dumps({"event_id": "e-p", "event_type": "purchase", "schema_version": 1, "user_id": "u-1",
+                           "occurred_at": "2026-11-27T08:00:00Z", "source": "web",
+                           "payload": {"order_id": "o-1", "total": 3.0, "currency": "GBP", "items": items, **extra}})
+
+    good = {"product_id": "p-1", "quantity": 1, "unit_price": 3.0}
+    records = [
+        purchase([good, {**good, "quantity": None}]),
+        purchase([good, {**good, "quantity": 2.0}]),
+        purchase([good, None]),
+        purchase([good, {**good, "product_id": None}]),
+        purchase([good, {"quantity": 1, "unit_price": 3.0}]),
+        purchase([good, {**good, "title": None}, {**good, "unit_price": 1}]),
+        purchase([good], coupon="X", meta={"a": 1}),
+        purchase([{**good, "product_id": ""}, good]),
+        _event(schema_version=1.0),
+    ]
+    actual = validate_events(_raw(spark, records), _now()).select("source_offset", "error_code", "error_message")
+    expected = spark.createDataFrame([
+        ("0", "wrong_type", "'payload.items[].quantity' must be integer"),
+        ("1", "wrong_type", "'payload.items[].quantity' must be integer"),
+        ("2", "wrong_type", "'payload.items[]' must be object"),
+        ("3", "wrong_type", "'payload.items[].product_id' must be string"),
+        ("4", "missing_field", "required field 'payload.items[].product_id' is missing"),
+        ("5", None, None),
+        ("6", None, None),
+        ("7", "invalid_value", "'payload.items[].product_id' breaks minLength 1"),
+        ("8", "wrong_type", "'schema_version' must be integer"),
+    ], "source_offset string, error_code string, error_message string")
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+    for n, record in enumerate(records):
+        problem = validate_event(record, NOW)
+        assert (problem and (problem.code, problem.message)) == \
+            ((expected.collect()[n].error_code, expected.collect()[n].error_message) if n not in (5, 6) else None)
 
 
 def test_sql_literals_survive_quotes_and_backslashes(spark):
