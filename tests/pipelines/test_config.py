@@ -195,3 +195,17 @@ def test_feature_settings_are_checked_and_named(override, message):
     with pytest.raises(ConfigError) as error:
         load_config("local", [override])
     assert str(error.value).startswith("config error: ") and message in str(error.value)
+
+
+def test_emr_commits_through_the_dynamodb_log_store_of_the_same_delta_release():
+    from pipelines.runtime.session import spark_conf
+
+    conf = spark_conf(load_config("emr"))
+    assert conf["spark.delta.logStore.s3.impl"] == "io.delta.storage.S3DynamoDBLogStore"
+    assert conf["spark.delta.logStore.s3a.impl"] == "io.delta.storage.S3DynamoDBLogStore"
+    assert conf["spark.io.delta.storage.S3DynamoDBLogStore.ddb.tableName"] == "tailor_delta_log"
+    assert conf["spark.io.delta.storage.S3DynamoDBLogStore.ddb.region"] == "eu-west-1"
+    packages = dict(package.rsplit(":", 1) for package in conf["spark.jars.packages"].split(","))
+    assert packages["io.delta:delta-storage-s3-dynamodb"] == packages["io.delta:delta-spark_4.1_2.13"] == "4.4.0"
+    # Local runs and Databricks keep their own log stores.
+    assert not any("logStore" in key for key in spark_conf(load_config("databricks")))
