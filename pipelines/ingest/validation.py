@@ -358,13 +358,14 @@ def _typed_checks(schema: dict[str, Any], node: _Node, where: str, depth: int = 
 # an array's shape merges its elements (a missing key or a null in one element is hidden
 # by the others), so each element is also checked for its required and non-null keys.
 _FIELD_START = "(?:(?<=<)|, )"
-_ANY_KEY = r"(?:[A-Za-z0-9_]+|`(?:[^`]|``)*`)"
+_ANY_KEY = r"(?:[A-Za-z0-9_]++|`(?:[^`]|``)*+`)"
 _SCALAR_SHAPE = r"(?:STRING|BOOLEAN|VOID|BIGINT|INT|SMALLINT|TINYINT|DOUBLE|FLOAT|DECIMAL\(\d+,\d+\))"
 _INTEGER_SHAPE = "BIGINT|INT|SMALLINT|TINYINT"
 _SHAPES = {"string": "STRING", "boolean": "BOOLEAN", "null": "VOID",
            "number": rf"{_INTEGER_SHAPE}|DOUBLE|FLOAT|DECIMAL\(\d+,\d+\)",
            "integer": rf"{_INTEGER_SHAPE}|DECIMAL\((?:19|[23][0-9]),0\)"}
 _PLAIN_KEY = re.compile(r"[a-z_][a-z0-9_]*")
+_MAX_FAST_SHAPE = 4096
 
 
 def _shape_regex(schema: dict[str, Any], in_array: bool = False) -> str | None:
@@ -404,13 +405,15 @@ def _object_regex(schema: dict[str, Any], in_array: bool) -> str | None:
     # the lookahead keeps a named field of the wrong type from passing as one of them.
     unnamed = f"{_FIELD_START}(?!(?:{'|'.join(names)}): ){_ANY_KEY}: {_SCALAR_SHAPE}" if names else \
         f"{_FIELD_START}{_ANY_KEY}: {_SCALAR_SHAPE}"
-    parts = ["OBJECT<", f"(?:{unnamed})*"]
+    # Possessive (*+): Java's regex recurses once per repeat of a backtracking loop, and a
+    # record with hundreds of unnamed fields would overflow a task's stack.
+    parts = ["OBJECT<", f"(?:{unnamed})*+"]
     for name in names:
         shape = _shape_regex(properties[name], in_array)
         if shape is None:
             return None
         field = f"{_FIELD_START}{name}: {shape}"
-        parts += [field if name in required else f"(?:{field})?", f"(?:{unnamed})*"]
+        parts += [field if name in required else f"(?:{field})?", f"(?:{unnamed})*+"]
     return "".join(parts) + ">"
 
 
@@ -441,7 +444,9 @@ def _fast_path(event_type: str, version: int, payload: dict[str, Any]) -> str:
     shape = _shape_regex(envelope)
     if shape is None:
         return "FALSE"
-    matches = f"(_shape RLIKE {sql_literal('^' + shape + '$')})"
+    # A shape longer than any valid record of the contract has reason to be takes the
+    # full checks (a bound on the regex's work, whatever a record holds).
+    matches = f"(char_length(_shape) <= {_MAX_FAST_SHAPE} AND _shape RLIKE {sql_literal('^' + shape + '$')})"
     return _all(matches, *_element_conditions(payload, _Direct("_v", "$.payload")))
 
 
@@ -576,7 +581,9 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
         + [("unknown_event_type", _Check(f"NOT {_in('event_type', PAYLOADS)}",
                                          "concat('event_type \\'', substring(event_type, 1, 64), "
                                          "'\\' is not registered')")),
-           ("unknown_schema_version", _Check(f"NOT {_envelope_known_version('event_type', 'schema_version')}",
+           # An integer beyond INT reads as NULL: unknown, not "not known to be unknown".
+           ("unknown_schema_version", _Check(f"coalesce(NOT {_envelope_known_version('event_type', 'schema_version')}, "
+                                             "TRUE)",
                                              "format_string('%s schema_version %s is unknown', event_type, "
                                              f"{record.child('schema_version').string()})")),
            user_id_missing]
