@@ -5,8 +5,8 @@
     spark-submit jobs/build_features.py [same options]
 
 Streaming: reads bronze.events as a Delta stream, keeps page and product views, carts,
-purchases and email engagement in silver.interactions (deduplicated by event_id; events
-later than features.watermark are left out and counted in the log), and per micro-batch
+purchases and email engagement in silver.interactions (once per event_id, however late an
+event arrives), and per micro-batch
 recomputes gold.user_features for the users the batch saw: RFM and quintile scores, last
 seen, 7/30/90-day counts, top categories, open and click rates, engagement score, cart
 state, best send hour, lifecycle stage, and segments from features.segments_file.
@@ -57,40 +57,15 @@ def _as_of_override(text: str | None) -> list[str]:
     return [f"features.as_of={moment.isoformat()}"]
 
 
-class LateEventCounter:
-    """Logs, per micro-batch, how many events arrived later than the watermark: they stay
-    in bronze.events but not in silver.interactions."""
-
-    def __init__(self, query, delay: str):
-        self.query = query
-        self.delay = delay
-        self.reported_batch = -1
-        self.total = 0
-
-    def __call__(self) -> None:
-        for progress in self.query.recentProgress:
-            batch = progress["batchId"]
-            if batch <= self.reported_batch:
-                continue
-            self.reported_batch = batch
-            late = sum(operator.get("numRowsDroppedByWatermark", 0) for operator in progress.get("stateOperators", []))
-            if late:
-                self.total += late
-                log.warning("batch %d: %d event(s) older than the watermark (%s: the newest event time seen, "
-                            "less features.watermark %s) left out of silver.interactions; they stay in bronze.events",
-                            batch, late, progress.get("eventTime", {}).get("watermark"), self.delay)
-
-
 def start_query(spark, config: Config, keys, rules, once: bool, trigger_interval: str | None = None):
-    from pipelines.features.transforms import deduplicated, interaction_rows
+    from pipelines.features.transforms import interaction_rows
     from pipelines.features.writes import FeaturesBatchWriter
     from pipelines.runtime.streaming import checkpoint_app_id, start_foreach_batch
     from pipelines.sources.bronze import read_bronze_events
 
     checkpoint = config.checkpoint(QUERY_NAME)
     interactions = (read_bronze_events(spark, config, config.features.max_files_per_trigger)
-                    .transform(interaction_rows)
-                    .transform(deduplicated(config.features.watermark)))
+                    .transform(interaction_rows))
     writer = FeaturesBatchWriter(config, keys, rules, checkpoint_app_id(spark, checkpoint, QUERY_NAME))
     return start_foreach_batch(interactions, QUERY_NAME, checkpoint, writer, once,
                                trigger_interval or config.features.trigger_interval)
@@ -114,9 +89,7 @@ def run(config: Config, once: bool, trigger_interval: str | None = None, refresh
         log.info("refreshed %d users' features as of %s", written, as_of.isoformat())
         return 0
     query = start_query(spark, config, keys, rules, once, trigger_interval)
-    late = LateEventCounter(query, config.features.watermark)
-    await_query(query, QUERY_NAME, on_tick=late)
-    late()
+    await_query(query, QUERY_NAME)
     return 0
 
 

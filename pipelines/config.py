@@ -268,7 +268,6 @@ class LifecycleConfig(_Strict):
 
 class FeaturesConfig(_Strict):
     trigger_interval: str = Field(pattern=_DURATION, description="processing-time trigger of build_features")
-    watermark: str = Field(pattern=_DURATION, description="how late an event may arrive and still count")
     as_of: AwareDatetime | None = Field(
         default=None,
         description="the moment windows end; null: the clock when a batch runs (tests and backfills fix it)")

@@ -86,17 +86,6 @@ def interaction_rows(events: DataFrame) -> DataFrame:
                 "ingested_at"))
 
 
-def deduplicated(watermark: str) -> Callable[[DataFrame], DataFrame]:
-    """A stream of interactions without redelivered events. Spark keeps each event_id
-    until the watermark passes it; an event later than the watermark is left out (it
-    stays in bronze.events, and the job logs how many)."""
-
-    def transform(interactions: DataFrame) -> DataFrame:
-        return interactions.withWatermark("occurred_at", watermark).dropDuplicatesWithinWatermark(["event_id"])
-
-    return transform
-
-
 def erased_users(tombstones: DataFrame, keys: PiiKeys) -> Callable[[DataFrame], DataFrame]:
     """user_ids -> (user_id, erased_through) for those with an erasure tombstone. The
     tombstones hold keyed hashes, so each distinct user_id is hashed (an Arrow UDF: Spark

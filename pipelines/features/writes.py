@@ -101,7 +101,7 @@ def merge_features(spark: SparkSession, config: Config, rows: DataFrame) -> None
 
 
 class FeaturesBatchWriter:
-    """foreachBatch function of build_features: `batch` holds deduplicated interactions."""
+    """foreachBatch function of build_features: `batch` holds the interactions bronze got."""
 
     def __init__(self, config: Config, keys: PiiKeys, rules: SegmentRules, app_id: str,
                  on_conflict: Callable[[int], None] | None = None):
@@ -113,9 +113,10 @@ class FeaturesBatchWriter:
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         spark = batch.sparkSession
         tombstones = _optional(spark, self.config, "silver.profile_tombstones", PROFILE_TOMBSTONES)
-        # The batch is materialised once: each further read of it would run the stream's
-        # deduplication again (and count its late rows again).
-        events = batch.localCheckpoint().transform(without_erased(tombstones, self.keys)).localCheckpoint()
+        # One row per event id (a redelivery within the batch; across batches the insert's
+        # MERGE skips it), materialised once: each further read would read the source again.
+        events = (batch.dropDuplicates(["event_id"]).transform(without_erased(tombstones, self.keys))
+                  .localCheckpoint())
         if events.isEmpty():
             return
         self.steps.run(spark, "interactions", batch_id, lambda: self._insert_interactions(spark, events))
