@@ -20,7 +20,7 @@ Parameters:
   --refresh-windows    run the daily refresh instead of the stream
   --as-of              the moment windows end (default features.as_of, else now)
 Config: features.*; the PII HMAC key (secrets.pii_hmac_key) to recognise erased people;
-  checkpoint <checkpoints>/build_features.
+  checkpoint <checkpoints>/build_features_v2.
 """
 
 from __future__ import annotations
@@ -35,6 +35,12 @@ from pipelines.errors import ConfigError
 
 log = logging.getLogger("tailor.features")
 QUERY_NAME = "build_features"
+# "_v2" since the stream lost its stateful (watermark) deduplication: Spark refuses to
+# restart a checkpoint whose stateful operators changed. A deployment upgraded from the
+# first version starts this new checkpoint and reads bronze.events once more from the
+# start; the insert's MERGE on event_id keeps that idempotent, and every user's features
+# are recomputed. The old folder, <checkpoints>/build_features, can then be deleted.
+CHECKPOINT_NAME = "build_features_v2"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +69,7 @@ def start_query(spark, config: Config, keys, rules, once: bool, trigger_interval
     from pipelines.runtime.streaming import checkpoint_app_id, start_foreach_batch
     from pipelines.sources.bronze import read_bronze_events
 
-    checkpoint = config.checkpoint(QUERY_NAME)
+    checkpoint = config.checkpoint(CHECKPOINT_NAME)
     interactions = (read_bronze_events(spark, config, config.features.max_files_per_trigger)
                     .transform(interaction_rows))
     writer = FeaturesBatchWriter(config, keys, rules, checkpoint_app_id(spark, checkpoint, QUERY_NAME))

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pandas as pd
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, StringType, StructType
 
@@ -84,6 +84,13 @@ def interaction_rows(events: DataFrame) -> DataFrame:
                 F.col("_p.campaign_id").alias("campaign_id"),
                 F.col("_p.message_id").alias("message_id"),
                 "ingested_at"))
+
+
+def one_row_per_event(interactions: DataFrame) -> DataFrame:
+    """One row per event_id: the first ingested copy (then the earliest event time, then
+    the user), so a batch run again after a crash keeps the same copy."""
+    first = Window.partitionBy("event_id").orderBy("ingested_at", "occurred_at", "user_id")
+    return interactions.withColumn("_copy", F.row_number().over(first)).where("_copy = 1").drop("_copy")
 
 
 def erased_users(tombstones: DataFrame, keys: PiiKeys) -> Callable[[DataFrame], DataFrame]:

@@ -23,6 +23,7 @@ from pipelines.features.transforms import (
     COLUMN_CHOICES,
     erased_users,
     feature_schema,
+    one_row_per_event,
     rule_columns,
     score_against_population,
     user_behaviour,
@@ -114,9 +115,9 @@ class FeaturesBatchWriter:
         spark = batch.sparkSession
         tombstones = _optional(spark, self.config, "silver.profile_tombstones", PROFILE_TOMBSTONES)
         # One row per event id (a redelivery within the batch; across batches the insert's
-        # MERGE skips it), materialised once: each further read would read the source again.
-        events = (batch.dropDuplicates(["event_id"]).transform(without_erased(tombstones, self.keys))
-                  .localCheckpoint())
+        # MERGE skips it), the same one when a crashed batch is run again.
+        events = batch.transform(one_row_per_event).localCheckpoint().transform(
+            without_erased(tombstones, self.keys)).localCheckpoint()
         if events.isEmpty():
             return
         self.steps.run(spark, "interactions", batch_id, lambda: self._insert_interactions(spark, events))

@@ -208,6 +208,9 @@ def test_emr_commits_through_the_dynamodb_log_store_of_the_same_delta_release():
     assert conf["spark.io.delta.storage.S3DynamoDBLogStore.ddb.tableName"] == "tailor_delta_log"
     assert conf["spark.io.delta.storage.S3DynamoDBLogStore.ddb.region"] == "eu-west-1"
     packages = dict(package.rsplit(":", 1) for package in conf["spark.jars.packages"].split(","))
-    assert packages["io.delta:delta-storage-s3-dynamodb"] == packages["io.delta:delta-spark_4.1_2.13"] == "4.4.0"
+    # emr.yaml repeats base.yaml's packages: they must not drift apart.
+    base = dict(package.rsplit(":", 1) for package in load_config("local").spark.jars.packages)
+    assert {name: packages[name] for name in base} == base
+    assert packages["io.delta:delta-storage-s3-dynamodb"] == base["io.delta:delta-spark_4.1_2.13"]
     # Local runs and Databricks keep their own log stores.
     assert not any("logStore" in key for key in spark_conf(load_config("databricks")))

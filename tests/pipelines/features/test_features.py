@@ -9,7 +9,12 @@ from chispa import assert_df_equality
 
 from pipelines.config import load_config
 from pipelines.features.segments import parse_rules
-from pipelines.features.transforms import feature_schema, score_against_population, user_behaviour
+from pipelines.features.transforms import (
+    feature_schema,
+    one_row_per_event,
+    score_against_population,
+    user_behaviour,
+)
 from pipelines.schemas import INTERACTIONS, PRODUCTS
 
 AS_OF = datetime(2026, 11, 20)
@@ -64,3 +69,22 @@ def test_without_enough_opens_anywhere_the_default_hour_is_used(spark):
     rows = [_interaction(1, "u-quiet", "page_view", datetime(2026, 11, 12, 9, 0))]
     actual = _features(spark, rows).select("user_id", "best_send_hour", "send_hour_source")
     assert [tuple(row) for row in actual.collect()] == [("u-quiet", 10, "default")]
+
+
+def test_one_row_per_event_keeps_the_first_ingested_copy(spark):
+    schema = "event_id string, user_id string, occurred_at timestamp, ingested_at timestamp, note string"
+    t = datetime(2026, 11, 20, 10)
+    copies = spark.createDataFrame([
+        ("e-1", "u-1", t, t + timedelta(minutes=5), "second"),
+        ("e-1", "u-1", t, t, "first"),
+        ("e-1", "u-2", t - timedelta(days=1), t + timedelta(minutes=1), "other content"),
+        ("e-2", "u-1", t, t, "only"),
+        ("e-3", "u-3", t + timedelta(hours=1), t, "same ingest, later event"),
+        ("e-3", "u-3", t, t, "same ingest, earlier event"),
+    ], schema)
+    expected = spark.createDataFrame([
+        ("e-1", "u-1", t, t, "first"),
+        ("e-2", "u-1", t, t, "only"),
+        ("e-3", "u-3", t, t, "same ingest, earlier event"),
+    ], schema)
+    assert_df_equality(one_row_per_event(copies.repartition(3)), expected, ignore_row_order=True)
