@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,7 +202,7 @@ class _Path(_Node):
 
 class _Direct(_Node):
     """A path of the parsed record read where it is used, for the fast path: only the rows
-    that take it pay for the read. The record's own type name is `_shape`, already computed."""
+    that take it pay for the read."""
 
     def __init__(self, root: str, path: str = "$"):
         self.root, self.path = root, path
@@ -210,8 +211,6 @@ class _Direct(_Node):
         return f"try_variant_get({self.root}, {sql_literal(self.path)}, {sql_literal(kind)})"
 
     def type_name(self) -> str:
-        if self.path == "$":
-            return "_shape"
         return f"schema_of_variant(variant_get({self.root}, {sql_literal(self.path)}, 'variant'))"
 
     def string(self) -> str:
@@ -225,6 +224,11 @@ class _Direct(_Node):
 
     def child(self, name: str) -> _Node:
         return _Direct(self.root, f"{self.path}.{name}")
+
+
+def _kinds(schema: dict[str, Any]) -> list[str]:
+    kind = schema.get("type")
+    return kind if isinstance(kind, list) else [kind] if kind else []
 
 
 def _has_json_type(node: _Node, kind: str | list[str]) -> str:
@@ -258,8 +262,7 @@ def _value_checks(schema: dict[str, Any], node: _Node, where: str, typed: bool =
     no type guard is needed: a typed read of an absent or null value is SQL NULL, and a
     comparison with NULL never holds."""
     checks: list[_Check] = []
-    kind = schema.get("type")
-    kinds = kind if isinstance(kind, list) else [kind]
+    kinds = _kinds(schema)
     not_null = "TRUE" if typed else f"({node.type_name()} != 'VOID')"
     if "enum" in schema:
         checks.append(_Check(_all(not_null, f"NOT {_in(node.string(), schema['enum'])}"),
@@ -295,7 +298,7 @@ def _compile(schema: dict[str, Any], node: _Node, where: str, guard: str, depth:
     wrong: list[_Check] = []
     invalid: list[_Check] = []
     kind = schema.get("type")
-    kinds = kind if isinstance(kind, list) else [kind]
+    kinds = _kinds(schema)
     if kind is not None:
         wrong.append(_Check(_all(guard, f"NOT {_has_json_type(node, kind)}"),
                             _text(f"'{where or 'record'}' must be {kind}")))
@@ -328,11 +331,6 @@ def _compile(schema: dict[str, Any], node: _Node, where: str, guard: str, depth:
             bucket += [_Check(_all(is_array, f"exists({node.elements()}, {element} -> {check.condition})"),
                               check.message) for check in template]
     return missing, wrong, invalid
-
-
-def _kinds(schema: dict[str, Any]) -> list[str]:
-    kind = schema.get("type")
-    return kind if isinstance(kind, list) else [kind] if kind else []
 
 
 def _typed_checks(schema: dict[str, Any], node: _Node, where: str, depth: int = 0) -> list[_Check]:
@@ -450,6 +448,17 @@ def _fast_path(event_type: str, version: int, payload: dict[str, Any]) -> str:
     return _all(matches, *_element_conditions(payload, _Direct("_v", "$.payload")))
 
 
+def _per_payload(then: Callable[[str, int, dict[str, Any], str], str]) -> str:
+    """SQL: CASE over every registered (event_type, schema_version), each branch
+    `then(event_type, version, payload schema, condition)`; NULL for any other record."""
+    branches = []
+    for name, versions in PAYLOADS.items():
+        for number, schema in versions.items():
+            matches = f"(event_type = {sql_literal(name)} AND schema_version = {number})"
+            branches.append(f"WHEN {matches} THEN {then(name, number, schema, matches)}")
+    return f"CASE {' '.join(branches)} END"
+
+
 def first_problem(checks: list[tuple[str, _Check]]) -> str:
     """SQL: struct(code, message) of the first check that holds, or null."""
     if not checks:
@@ -553,10 +562,8 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
     df = _with_columns(df, {"occurred_at": f"CASE WHEN _occurred_text RLIKE {sql_literal(OCCURRED_AT_PATTERN)} "
                                            "THEN try_to_timestamp(_occurred_text) END",
                             "_shape": "schema_of_variant(_v)"})
-    fast_branches = " ".join(
-        f"WHEN event_type = {sql_literal(name)} AND schema_version = {number} THEN {_fast_path(name, number, schema)}"
-        for name, versions in PAYLOADS.items() for number, schema in versions.items())
-    df = _with_columns(df, {"_fast": f"coalesce(CASE {fast_branches} END, FALSE)"})
+    fast = _per_payload(lambda name, number, schema, _: _fast_path(name, number, schema))
+    df = _with_columns(df, {"_fast": f"coalesce({fast}, FALSE)"})
     occurred_at_problems = _occurred_at_problems("_occurred_text", "occurred_at")
     user_id_missing = ("missing_field", _Check(_all(f"NOT {_in('event_type', sorted(EVENTS_WITHOUT_USER))}",
                                                     f"(user_id IS NULL OR user_id RLIKE {sql_literal(BLANK_PATTERN)})"),
@@ -567,11 +574,9 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
     direct = _Direct("_v")
     fast_envelope = ([_TRAILING_DATA] + [("invalid_value", c) for c in _typed_checks(ENVELOPE, direct, "")]
                      + [user_id_missing] + occurred_at_problems)
-    fast_payload = " ".join(
-        f"WHEN event_type = {sql_literal(name)} AND schema_version = {number} THEN "
-        f"{first_problem([('invalid_value', c) for c in _typed_checks(schema, direct.child('payload'), 'payload')])}"
-        for name, versions in PAYLOADS.items() for number, schema in versions.items())
-    fast_problem = f"coalesce({first_problem(fast_envelope)}, CASE {fast_payload} END)"
+    fast_payload = _per_payload(lambda _name, _number, schema, _matches: first_problem(
+        [("invalid_value", c) for c in _typed_checks(schema, direct.child("payload"), "payload")]))
+    fast_problem = f"coalesce({first_problem(fast_envelope)}, {fast_payload})"
 
     reads = _Reads("_v", gate="NOT _fast")
     record = _Path(reads)
@@ -590,13 +595,8 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
         + occurred_at_problems
     )
     payload = _Path(reads, "$.payload")
-    branches = []
-    for name, versions in PAYLOADS.items():
-        for number, schema in versions.items():
-            matches = f"(event_type = {sql_literal(name)} AND schema_version = {number})"
-            scoped = payload.within(f"{name}.v{number}", matches)
-            branches.append(f"WHEN {matches} THEN {first_problem(_schema_checks(schema, scoped, 'payload'))}")
-    payload_problem = f"CASE {' '.join(branches)} END"
+    payload_problem = _per_payload(lambda name, number, schema, matches: first_problem(
+        _schema_checks(schema, payload.within(f"{name}.v{number}", matches), "payload")))
     full_problem = f"coalesce({first_problem(envelope_checks)}, {payload_problem})"
     return _finish(df, reads, f"CASE WHEN _fast THEN {fast_problem} ELSE {full_problem} END")
 
