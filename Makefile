@@ -19,7 +19,7 @@ PYTEST_WORKERS ?= 2
 help:
 	@echo "make setup | demo | lint | test | test-fast | kafka-up | kafka-down | clean-state | clean"
 
-setup: $(STAMPS)/venv jars
+setup: $(STAMPS)/venv $(STAMPS)/redis jars
 
 $(STAMPS)/tools:
 	@command -v "$(PYTHON)" >/dev/null || { echo "tailor: Python 3.11 not found: install python3.11 or set PYTHON=/path/to/python3.11"; exit 1; }
@@ -32,6 +32,19 @@ $(STAMPS)/venv: setup.py requirements.lock | $(STAMPS)/tools
 	@test -x $(BIN)/python || "$(PYTHON)" -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
 	@touch $@
+
+# redis-server (and redis-benchmark, from redis-tools, which it depends on) from the
+# operating system's packages, for the Redis serving store's tests and bench/export.py.
+$(STAMPS)/redis:
+	@if ! command -v redis-server >/dev/null; then \
+	  command -v apt-get >/dev/null || { echo "tailor: redis-server not found: install Redis 7 from your system's packages"; exit 1; }; \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; \
+	  else echo "tailor: redis-server not found: run make setup as root, or apt-get install redis-server"; exit 1; fi; \
+	  echo "tailor: installing redis-server from the system's packages"; \
+	  $$sudo apt-get update -q && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server || exit 1; \
+	fi
+	@mkdir -p $(STAMPS) && touch $@
 
 jars: jars/spark/.complete jars/kafka-broker/.complete
 
@@ -54,8 +67,9 @@ lint: $(STAMPS)/venv
 test: setup lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-# The tests that start no Spark job and no broker (config, contracts, PII, generator, CLI, API).
-test-fast: $(STAMPS)/venv
+# The tests that start no Spark job and no broker (config, contracts, PII, generator, CLI, API,
+# the serving stores against a real redis-server and moto).
+test-fast: $(STAMPS)/venv $(STAMPS)/redis
 	$(BIN)/python -m pytest -m "not spark and not kafka and not slow" $(PYTEST_ARGS)
 
 kafka-up: setup

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "load-catalog": ("jobs.load_catalog", "upsert a product feed (CSV, JSON lines, Parquet, Delta) in silver.products"),
     "train": ("jobs.train_recommender", "train the recommender on silver.interactions; MLflow run, registry, champion"),
     "score": ("jobs.score_recommendations", "write gold.recommendations: the champion model, business rules, consent"),
+    "publish": ("jobs.publish_content", "build gold.email_content, defaults and traits; export to the serving store"),
     "evaluate-recs": ("jobs.evaluate_recs", "score every recommender on an interactions file (time or random split)"),
     "vacuum": ("jobs.vacuum", "purge deleted rows and old files (erasure made final), retention from config"),
     "replay-quarantine": ("jobs.replay_quarantine", "re-feed repaired quarantine records through validation, once"),

@@ -13,7 +13,7 @@ import argparse
 import logging
 from datetime import UTC, datetime, time, timedelta
 
-from jobs import build_features, generate, ingest_events, load_catalog, merge_profiles
+from jobs import build_features, generate, ingest_events, load_catalog, merge_profiles, publish_content
 from jobs._common import config_from, entry_point, parser_for, setup_logging
 
 log = logging.getLogger("tailor.run")
@@ -49,6 +49,8 @@ def main(argv=None) -> int:
         ("merge-profiles", merge_profiles.main, [*common, "--once"]),
         # Features as of the end of the generated weeks, so the 7/30/90-day windows hold them.
         ("build-features", build_features.main, [*common, "--once", "--as-of", _world_end(config)]),
+        # No model is trained in the demo yet: everyone's row carries popular items, marked cold_start.
+        ("publish", publish_content.main, common),
     ]
     for name, step, step_args in steps:
         log.info("step %s", name)
@@ -97,6 +99,10 @@ def landed_summary(config) -> str:
     products = read_table(spark, config.table("silver.products"))
     catalogue = products.agg(F.count(F.lit(1)).alias("all"), F.count_if("active").alias("active"),
                              F.count_if(~F.col("in_stock")).alias("out_of_stock")).first()
+    content = read_table(spark, config.table("gold.email_content"))
+    kind = F.when(F.col("status") == "suppressed", F.lit("suppressed")).otherwise(
+        F.coalesce("fallback", F.lit("personal")))
+    by_kind = content.groupBy(kind.alias("kind")).count().orderBy("kind").collect()
     lines = [
         f"records read: {totals.input or 0}",
         f"bronze.events: {bronze.count()} ({', '.join(f'{r.event_type} {r[1]}' for r in by_type)}); "
@@ -109,6 +115,8 @@ def landed_summary(config) -> str:
         f"silver.products: {catalogue.all} ({catalogue.active} active, {catalogue.out_of_stock} out of stock)",
         f"silver.interactions: {interactions}; gold.user_features: {features.count()} users "
         f"(primary segments: {', '.join(f'{r.primary_segment} {r[1]}' for r in segments)})",
+        f"gold.email_content: {content.count()} ({', '.join(f'{r.kind} {r[1]}' for r in by_kind)}); "
+        f"serving store: {config.serving.type}",
         f"tables under {config.under_root('')}",
     ]
     return "\n".join(lines)

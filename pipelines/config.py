@@ -60,6 +60,9 @@ TABLES = (
     "gold.user_features",
     "gold.recommendations",
     "gold.email_content",
+    "gold.content_defaults",
+    "gold.user_traits",
+    "gold.holdout_assignments",
     "silver.profile_tombstones",
     "silver.duplicate_profiles",
     "audit.log",
@@ -465,6 +468,70 @@ class MaintenanceConfig(_Strict):
         default=False, description="permit retention below Delta's 168-hour safety check (tests, erasure drills)")
 
 
+class GreetingConfig(_Strict):
+    named: str = Field(description="with a first name; {first_name} marks where it goes")
+    anonymous: str = Field(min_length=1, description="without one")
+
+    @field_validator("named")
+    @classmethod
+    def _names_the_person(cls, text: str) -> str:
+        if text.count("{first_name}") != 1 or re.search(r"\{(?!first_name\})", text):
+            raise ValueError("must hold {first_name} exactly once and no other {placeholder}")
+        return text
+
+
+class PublishConfig(_Strict):
+    offers_file: str = Field(description="hero offer rules; a relative path sits beside the config files")
+    default_locale: str = Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$", description="for people with no locale")
+    max_products: int = Field(ge=1, le=50, description="products per content row")
+    email_consent_required: bool = Field(
+        description="publish only people who granted email_marketing (false: everyone who did not revoke it)")
+    greetings: dict[str, GreetingConfig] = Field(
+        min_length=1, description="language (the locale's first two letters) -> greeting; 'en' is the default")
+    export_batch_rows: int = Field(ge=1, le=100_000, description="rows per write to the serving store")
+
+    @field_validator("greetings")
+    @classmethod
+    def _has_default_language(cls, greetings: dict[str, GreetingConfig]) -> dict[str, GreetingConfig]:
+        if "en" not in greetings:
+            raise ValueError("must hold 'en', the greeting for languages without their own")
+        return greetings
+
+
+class HoldoutConfig(_Strict):
+    share: float = Field(ge=0, lt=1, description="share of people who get the segment default (the control group)")
+    salt: str = Field(min_length=1, description="a new salt draws a new group; keep it while a test runs")
+
+
+class SqliteServingConfig(_Strict):
+    path: str = Field(description="the store's file; relative paths sit under storage.root")
+    busy_timeout_ms: int = Field(default=5000, ge=0, description="a reader or writer waits this long for a lock")
+
+
+class RedisServingConfig(_Strict):
+    url: str = Field(description="redis://host:port/db; a password comes from secrets.redis_password, never here")
+    key_prefix: str = Field(min_length=1, description="every key starts with this: one prefix per environment")
+    socket_timeout_s: float = Field(default=0.5, gt=0)
+
+
+class DynamoDbServingConfig(_Strict):
+    table: str = Field(min_length=3, max_length=255)
+    region: str
+    endpoint_url: str | None = Field(default=None, description="e.g. a local AWS-compatible server")
+    create_table: bool = Field(default=False, description="create the table (on demand) when it is missing")
+    max_retries: int = Field(default=8, ge=0, description="retries of unprocessed items, with backoff")
+
+
+class ServingConfig(_Strict):
+    """The store the API reads content rows from (Feast's pattern: `type` picks the
+    class, each store's own settings sit beside it)."""
+
+    type: Literal["sqlite", "redis", "dynamodb"]
+    sqlite: SqliteServingConfig
+    redis: RedisServingConfig
+    dynamodb: DynamoDbServingConfig
+
+
 class SecretsConfig(_Strict):
     """Names of the environment variables that hold each secret; never the secret itself."""
 
@@ -472,6 +539,7 @@ class SecretsConfig(_Strict):
     pii_hmac_key: str = "TAILOR_PII_HMAC_KEY"
     api_tokens: str = "TAILOR_API_TOKENS"
     link_signing_key: str = "TAILOR_LINK_SIGNING_KEY"
+    redis_password: str = "TAILOR_REDIS_PASSWORD"
 
     @field_validator("*")
     @classmethod
@@ -511,6 +579,9 @@ class Config(_Strict):
     recommend: RecommendConfig
     mlflow: MlflowConfig
     maintenance: MaintenanceConfig
+    publish: PublishConfig
+    holdout: HoldoutConfig
+    serving: ServingConfig
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
 
     def resolve(self, path: str) -> str:

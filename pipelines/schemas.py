@@ -298,3 +298,81 @@ def user_features_schema(windows_days: tuple[int, ...], rate_window_days: int) -
         StructField("best_send_hour", IntegerType(), False),
         StructField("send_hour_source", StringType(), False),  # personal | segment | everyone | default
     ])
+
+
+_PRICE = StructType([StructField("amount", DoubleType(), True), StructField("currency", StringType(), True)])
+CONTENT_PRODUCT = StructType([
+    StructField("product_id", StringType(), True),
+    StructField("title", StringType(), True),
+    StructField("price", _PRICE, True),
+    StructField("image_url", StringType(), True),
+    StructField("url", StringType(), True),
+    StructField("reason", StringType(), True),
+])
+CONTENT_CART_LINE = StructType([
+    StructField("product_id", StringType(), True),
+    StructField("title", StringType(), True),
+    StructField("quantity", LongType(), True),
+    StructField("price", _PRICE, True),
+    StructField("image_url", StringType(), True),
+    StructField("url", StringType(), True),
+])
+# DESIGN.md "The content row": the fields every served row carries, user_id aside.
+CONTENT_FIELDS = [
+    StructField("model", StructType([StructField("name", StringType(), True),
+                                     StructField("version", StringType(), True)]), True),
+    StructField("fallback", StringType(), True),      # null: personal; no_consent | cold_start | holdout | stale
+    StructField("locale", StringType(), True),
+    StructField("greeting", StructType([StructField("first_name", StringType(), True),
+                                        StructField("text", StringType(), True)]), True),
+    StructField("segment", StringType(), True),
+    StructField("send_hour_utc", IntegerType(), True),
+    StructField("hero", StructType([StructField("offer_id", StringType(), True),
+                                    StructField("headline", StringType(), True),
+                                    StructField("url", StringType(), True)]), True),
+    StructField("products", ArrayType(CONTENT_PRODUCT), True),
+    StructField("cart", ArrayType(CONTENT_CART_LINE), True),
+]
+_VERSIONING = [
+    StructField("content_version", StringType(), False),   # <generated_at>/<table version that wrote it>
+    StructField("generated_at", TimestampType(), False),
+    StructField("content_hash", StringType(), False),      # SHA-256 of the content: unchanged rows keep their version
+]
+
+EMAIL_CONTENT = StructType([
+    StructField("user_id", StringType(), False),
+    StructField("status", StringType(), False),             # published | suppressed (no email consent: no content)
+    *CONTENT_FIELDS,
+    *_VERSIONING,
+])
+
+CONTENT_DEFAULTS = StructType([
+    StructField("key", StringType(), False),                # segment:<segment>:<locale> | global:<locale>
+    *CONTENT_FIELDS,
+    *_VERSIONING,
+])
+
+USER_TRAITS = StructType([
+    StructField("user_id", StringType(), False),
+    StructField("segments", ArrayType(StringType()), True),
+    StructField("primary_segment", StringType(), True),
+    StructField("lifecycle_stage", StringType(), True),
+    StructField("rfm_cell", StringType(), True),
+    StructField("engagement_score", DoubleType(), True),
+    StructField("best_send_hour", IntegerType(), True),
+    StructField("cart_state", StringType(), True),
+    StructField("cart_value", DoubleType(), True),
+    StructField("top_categories", ArrayType(StringType()), True),
+    StructField("in_holdout", BooleanType(), False),
+    StructField("features_as_of", TimestampType(), True),
+    *_VERSIONING,
+])
+
+HOLDOUT_ASSIGNMENTS = StructType([
+    StructField("user_id", StringType(), False),
+    StructField("salt_id", StringType(), False),            # SHA-256 of holdout.salt, first 16 hex digits
+    StructField("share", DoubleType(), False),
+    StructField("bucket", DoubleType(), False),
+    StructField("in_holdout", BooleanType(), False),
+    StructField("assigned_on", DateType(), False),          # since when this person is in (or out of) the group
+])

@@ -48,7 +48,8 @@ log = logging.getLogger("tailor.profiles")
 # Tables that hold rows about a person, and the event-time column that says which rows an
 # erasure covers (None: every row of the user). A table not created yet is skipped.
 PERSON_TABLES = (("bronze.events", "occurred_at"), ("silver.interactions", "occurred_at"),
-                 ("gold.user_features", None), ("gold.recommendations", None), ("gold.email_content", None))
+                 ("gold.user_features", None), ("gold.recommendations", None), ("gold.email_content", None),
+                 ("gold.user_traits", None), ("gold.holdout_assignments", None))
 
 
 def _stats_columns(*columns: str) -> dict[str, str]:

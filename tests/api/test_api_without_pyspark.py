@@ -40,6 +40,15 @@ load_config("local")
 assert validate_event("{") .code == "malformed_json"
 from jobs.cli import main
 assert main(["config", "show"]) == 0
+import tempfile
+import pipelines.serving
+import pipelines.serving.dynamodb
+import pipelines.serving.redis_store
+from pipelines.serving import open_store
+with tempfile.TemporaryDirectory() as root:
+    with open_store(load_config("local", [f"storage.root={root}", "serving.type=sqlite"])) as store:
+        store.write_batch("content", {"u-1": {"greeting": {"text": "Hi Ada"}}})
+        assert store.read("content", "u-1") == {"greeting": {"text": "Hi Ada"}}
 assert not any(name.startswith("pyspark") for name in sys.modules)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)

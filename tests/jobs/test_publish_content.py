@@ -1,0 +1,200 @@
+"""tailor publish end to end on tables written by hand: the content rows land in the
+serving store as DESIGN.md shapes them; a rerun with nothing changed exports nothing;
+a change and an erasure export only what changed; a malformed offer stops the job
+before Spark; a run killed mid-export and run again ends with the store equal to the
+tables."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from jobs.publish_content import main as publish_main
+from pipelines.config import load_config
+from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table
+from pipelines.schemas import INTERACTIONS, PRODUCTS, PROFILES, RECOMMENDATIONS, user_features_schema
+from pipelines.serving import open_store
+from tests.settings import SPARK_TEST_SETTINGS
+
+ROOT = Path(__file__).resolve().parents[2]
+T = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+OVERRIDES = ["publish.max_products=2", "holdout.share=0.0"]
+
+
+def _overrides(tmp_path, *extra):
+    return [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS, *OVERRIDES, *extra]
+
+
+def _argv(tmp_path, *extra):
+    argv = []
+    for override in _overrides(tmp_path, *extra):
+        argv += ["--set", override]
+    return argv
+
+
+def _append(spark, config, name, schema, rows, cdf=False):
+    table = config.table(name)
+    ensure_table(spark, table, schema, properties={"delta.enableChangeDataFeed": "true"} if cdf else None)
+    spark.createDataFrame(rows, schema).write.format("delta").mode("append").save(table.path)
+
+
+def _profile(user_id, first_name, locale, email, personalization):
+    values = {field.name: None for field in PROFILES}
+    consent = {"status": None, "granted_at": None, "revoked_at": None, "source": None, "actor": None,
+               "updated_at": None}
+    values |= {"user_id": user_id, "first_name": first_name, "locale": locale, "country": "GB",
+               "email_hash": f"hash-{user_id}",
+               "consent_email_marketing": consent | {"status": email} if email else None,
+               "consent_personalization": consent | {"status": personalization} if personalization else None}
+    return tuple(values[field.name] for field in PROFILES)
+
+
+def _features(schema, user_id, segment, send_hour, cart_state="empty", cart_items=()):
+    values = {}
+    for field in schema:
+        kind = field.dataType.typeName()
+        values[field.name] = (None if field.nullable else
+                              {"long": 0, "double": 0.0, "integer": 0, "string": "", "array": [],
+                               "timestamp": T}[kind])
+    values |= {"user_id": user_id, "segments": [segment], "primary_segment": segment, "best_send_hour": send_hour,
+               "cart_state": cart_state, "cart_items": list(cart_items), "lifecycle_stage": "active",
+               "send_hour_source": "personal", "open_hour_counts": [0] * 24, "features_as_of": T}
+    return tuple(values[field.name] for field in schema)
+
+
+def _seed(spark, config):
+    _append(spark, config, "silver.profiles", PROFILES, [
+        _profile("ada", "Ada", "en-GB", "granted", "granted"),
+        _profile("bob", "Bob", "en-GB", "revoked", "granted"),
+        _profile("cy", "Cy", "de-DE", "granted", "revoked"),
+        _profile("dee", "Dee", "en-GB", "granted", "granted"),
+    ], cdf=True)
+    schema = user_features_schema(config.features.windows_days, config.features.rate_window_days)
+    _append(spark, config, "gold.user_features", schema, [
+        _features(schema, "ada", "vip", 19), _features(schema, "cy", "lapsed", 7),
+        _features(schema, "dee", "cart_abandoner", 20, "abandoned", [("p2", 1, 7.5, "GBP", T)]),
+    ], cdf=True)
+    _append(spark, config, "silver.products", PRODUCTS, [
+        ("p1", "Mug", "kitchen", 5.0, "GBP", None, "https://x.test/p1", True, True, T),
+        ("p2", "Candle", "home", 7.5, "GBP", "https://x.test/p2.jpg", "https://x.test/p2", True, True, T),
+        ("p3", "Towel", "home", 3.0, "GBP", None, "https://x.test/p3", True, True, T),
+    ])
+    _append(spark, config, "silver.interactions", INTERACTIONS, [
+        (f"e{n}", user, "purchase", T, T.date(), "web", None, None, None, None, "GBP", None, f"o{n}",
+         [(item, 1, 5.0)], 5.0, False, None, None, T)
+        for n, (user, item) in enumerate([("ada", "p1"), ("ada", "p1"), ("cy", "p1"), ("dee", "p3")])
+    ], cdf=True)
+    _append(spark, config, "gold.recommendations", RECOMMENDATIONS, [
+        ("ada", [("p2", 1, 0.9, "because_you_viewed"), ("p1", 2, 0.8, "buy_again")], None, "recs", "3", T),
+        ("dee", [("p1", 1, 0.7, "bought_together")], None, "recs", "3", T),
+    ], cdf=True)
+
+
+def _publish(tmp_path, capsys, *args, overrides=()):
+    assert publish_main([*_argv(tmp_path, *overrides), *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _store_contents(config):
+    """Everything the store serves for the people and defaults the tables name."""
+    spark_free = {}
+    with open_store(config) as store:
+        for kind, keys in (("content", ["ada", "bob", "cy", "dee"]), ("traits", ["ada", "bob", "cy", "dee"]),
+                           ("suppression", ["ada", "bob", "cy", "dee"])):
+            spark_free[kind] = store.read_many(kind, keys)
+        spark_free["default"] = store.read_many("default", ["global:en-GB", "global:de-DE", "segment:vip:en-GB",
+                                                           "segment:lapsed:de-DE", "segment:general:en-GB"])
+    return spark_free
+
+
+def test_publish_builds_rows_exports_them_and_then_only_what_changed(spark, tmp_path, capsys):
+    config = load_config("local", _overrides(tmp_path))
+    _seed(spark, config)
+
+    first = _publish(tmp_path, capsys)
+    assert first["export"]["mode"] == "full"
+    version = first["content_version"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ/1", version), version
+    stored = _store_contents(config)
+    generated_at = stored["content"]["ada"]["generated_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", generated_at)
+    assert stored["content"]["ada"] == {
+        "user_id": "ada", "content_version": version, "generated_at": generated_at,
+        "model": {"name": "recs", "version": "3"}, "fallback": None, "locale": "en-GB",
+        "greeting": {"first_name": "Ada", "text": "Hi Ada"}, "segment": "vip", "send_hour_utc": 19,
+        "hero": {"offer_id": "vip-early-access", "headline": "Early access to the winter collection",
+                 "url": "https://shop.example.com/vip/winter"},
+        "products": [
+            {"product_id": "p2", "title": "Candle", "price": {"amount": 7.5, "currency": "GBP"},
+             "image_url": "https://x.test/p2.jpg", "url": "https://x.test/p2", "reason": "because_you_viewed"},
+            {"product_id": "p1", "title": "Mug", "price": {"amount": 5.0, "currency": "GBP"},
+             "image_url": None, "url": "https://x.test/p1", "reason": "buy_again"}],
+        "cart": []}
+    # bob revoked email consent: no content, a suppression record.
+    assert "bob" not in stored["content"]
+    assert stored["suppression"] == {"bob": {"reason": "no_email_consent", "source": "publish",
+                                             "since": generated_at}}
+    # cy revoked personalization: the lapsed default for de-DE, as it is stored for itself.
+    cy = stored["content"]["cy"]
+    default = stored["default"]["segment:lapsed:de-DE"]
+    assert cy["fallback"] == "no_consent" and default["fallback"] is None and default["user_id"] is None
+    assert {k: v for k, v in cy.items() if k not in ("user_id", "fallback")} == \
+        {k: v for k, v in default.items() if k not in ("user_id", "fallback")}
+    assert cy["greeting"] == {"first_name": None, "text": "Hallo"}
+    assert cy["hero"]["offer_id"] == "winback-10"
+    # dee abandoned a cart: the cart line with the catalogue's details and the price they saw.
+    assert stored["content"]["dee"]["cart"] == [
+        {"product_id": "p2", "title": "Candle", "quantity": 1, "price": {"amount": 7.5, "currency": "GBP"},
+         "image_url": "https://x.test/p2.jpg", "url": "https://x.test/p2"}]
+    assert stored["content"]["dee"]["hero"]["offer_id"] == "cart-reminder"
+    # Traits carry no personal data.
+    assert set(stored["traits"]) == {"ada", "cy", "dee"}
+    assert "first_name" not in json.dumps(stored["traits"]) and "Ada" not in json.dumps(stored["traits"])
+    assert stored["default"]["global:en-GB"]["products"][0]["product_id"] == "p1"  # bought most
+    assert set(stored["default"]) == {"global:en-GB", "global:de-DE", "segment:vip:en-GB", "segment:lapsed:de-DE",
+                                      "segment:general:en-GB"}
+
+    again = _publish(tmp_path, capsys)
+    assert again["export"]["mode"] == "incremental"
+    assert (again["export"]["upserted"], again["export"]["deleted"]) == (0, 0)
+    assert again["tables"]["gold.email_content"] == {"inserted": 0, "updated": 0, "deleted": 0}
+    assert _store_contents(config)["content"]["ada"]["content_version"] == version
+
+    # ada renames herself, bob grants email consent, dee is erased (merge-profiles purges
+    # her from the published tables' inputs; publish then drops her rows).
+    profiles = delta_table(spark, config.table("silver.profiles"))
+    profiles.update("user_id = 'ada'", {"first_name": "'Adah'"})
+    profiles.update("user_id = 'bob'", {"consent_email_marketing.status": "'granted'"})
+    profiles.delete("user_id = 'dee'")
+    third = _publish(tmp_path, capsys)
+    assert third["export"]["mode"] == "incremental"
+    assert third["tables"]["gold.email_content"] == {"inserted": 0, "updated": 2, "deleted": 1}
+    stored = _store_contents(config)
+    assert stored["content"]["ada"]["greeting"] == {"first_name": "Adah", "text": "Hi Adah"}
+    assert stored["content"]["ada"]["content_version"] == third["content_version"] != version
+    assert stored["content"]["cy"]["content_version"] == version  # unchanged, not rewritten
+    assert stored["content"]["bob"]["fallback"] == "cold_start"
+    assert "dee" not in stored["content"] and "dee" not in stored["traits"]
+    assert stored["suppression"] == {}
+    table = read_table(spark, config.table("gold.email_content"))
+    assert sorted(row.user_id for row in table.collect()) == ["ada", "bob", "cy"]
+    lineage = json.loads(delta_table(spark, config.table("gold.email_content")).history(1).first().userMetadata)
+    assert set(lineage["inputs"]) == {"silver.profiles", "gold.user_features", "gold.recommendations",
+                                      "silver.products", "silver.interactions"}
+
+
+def test_a_malformed_offer_stops_publish_before_spark(tmp_path, capsys):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    for name in ("base.yaml", "local.yaml", "segments.yaml"):
+        (conf / name).write_text((ROOT / "conf" / name).read_text())
+    (conf / "offers.yaml").write_text("offers:\n  - {id: x, headline: Hi, url: 'https://x.test', priority: 1,"
+                                      " segments: [vipp]}\n")
+    code = publish_main(["--conf-dir", str(conf), "--set", f"storage.root={tmp_path}"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tailor: ") and "offer 'x': unknown segment 'vipp'" in err
+    assert "\n" not in err
+    assert not (tmp_path / "gold").exists()
