@@ -19,10 +19,9 @@ the export removes only those it wrote itself.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,12 +33,11 @@ from pipelines.config import Config
 from pipelines.publish.transforms import SUPPRESSED
 from pipelines.publish.writes import PUBLISHED_TABLES, table_version
 from pipelines.runtime.delta_tables import read_changes, read_table
-from pipelines.serving import ServingStore
+from pipelines.serving import CONTENT, MAX_READ_KEYS, SUPPRESSION, ServingStore
 
 log = logging.getLogger("tailor.export")
 
 KIND_OF_TABLE = {"gold.email_content": "content", "gold.content_defaults": "default", "gold.user_traits": "traits"}
-SUPPRESSION = "suppression"
 EXPORT_SOURCE = "publish"
 _TIME = "yyyy-MM-dd'T'HH:mm:ss'Z'"
 _JSON = {"ignoreNullFields": "false"}
@@ -67,15 +65,21 @@ def served_body(table: str) -> Column:
 
 @dataclass
 class _Batch:
-    """What one write round holds: rows to upsert and keys to delete, by kind."""
+    """What one write round holds, by kind: rows to upsert (JSON text), suppression
+    records to write, keys to delete, and people whose own suppression may go."""
 
-    upserts: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    upserts: dict[str, dict[str, str]] = field(default_factory=dict)
+    suppressions: dict[str, dict[str, Any]] = field(default_factory=dict)
     deletes: dict[str, list[str]] = field(default_factory=dict)
     unsuppress: list[str] = field(default_factory=list)
     size: int = 0
 
-    def upsert(self, kind: str, key: str, body: dict[str, Any]) -> None:
+    def upsert(self, kind: str, key: str, body: str) -> None:
         self.upserts.setdefault(kind, {})[key] = body
+        self.size += 1
+
+    def suppress(self, key: str, record: dict[str, Any]) -> None:
+        self.suppressions[key] = record
         self.size += 1
 
     def delete(self, kind: str, key: str) -> None:
@@ -90,26 +94,23 @@ class Exporter:
         self.store, self.batch_rows, self.generation = store, batch_rows, generation
         self.written = {"upserted": 0, "deleted": 0, "suppressed": 0}
 
-    def apply(self, table: str, changes: Iterator[tuple[str, str | None, str | None, bool]],
+    def apply(self, table: str, changes: Iterable[tuple[str, str | None, str | None, str | None, bool]],
               state: dict[str, str]) -> None:
-        """`changes`: (key, body, status, deleted); the last batch carries `state`."""
+        """`changes`: (key, body, status, generated_at, deleted); the last batch carries `state`."""
         kind = KIND_OF_TABLE[table]
         batch = _Batch()
-        for key, body, status, deleted in changes:
+        for key, body, status, generated_at, deleted in changes:
             if deleted:
                 batch.delete(kind, key)
-                if kind == "content":
+                if kind == CONTENT:
                     batch.delete(SUPPRESSION, key)
-                continue
-            row = json.loads(body) if body is not None else {}
-            if status == SUPPRESSED:
+            elif status == SUPPRESSED:
                 batch.delete(kind, key)
-                batch.upsert(SUPPRESSION, key, {"reason": "no_email_consent", "source": EXPORT_SOURCE,
-                                                "since": row.get("generated_at")})
-                continue
-            batch.upsert(kind, key, row)
-            if kind == "content":
-                batch.unsuppress.append(key)
+                batch.suppress(key, {"reason": "no_email_consent", "source": EXPORT_SOURCE, "since": generated_at})
+            elif body is not None:
+                batch.upsert(kind, key, body)
+                if kind == CONTENT:
+                    batch.unsuppress.append(key)
             if batch.size >= self.batch_rows:
                 self._flush(batch, {})
                 batch = _Batch()
@@ -120,38 +121,45 @@ class Exporter:
         if batch.unsuppress:
             # Only the export's own records: one the API wrote when someone unsubscribed
             # stays until the pipeline has seen the change (the row then arrives suppressed).
-            found = store.read_many(SUPPRESSION, batch.unsuppress) if len(batch.unsuppress) <= 1000 else \
-                {key: value for start in range(0, len(batch.unsuppress), 1000)
-                 for key, value in store.read_many(SUPPRESSION, batch.unsuppress[start:start + 1000]).items()}
+            found: dict[str, dict[str, Any]] = {}
+            for start in range(0, len(batch.unsuppress), MAX_READ_KEYS):
+                found |= store.read_many(SUPPRESSION, batch.unsuppress[start:start + MAX_READ_KEYS])
             ours = [key for key, record in found.items() if record.get("source") == EXPORT_SOURCE]
             if ours:
                 batch.deletes.setdefault(SUPPRESSION, []).extend(ours)
-        kinds = list(dict.fromkeys([*batch.deletes, *batch.upserts]))
-        for position, kind in enumerate(kinds):
-            last = position == len(kinds) - 1
+        writes: list[Callable[[dict[str, str] | None], None]] = []
+        for kind, keys in batch.deletes.items():
             generation = None if kind == SUPPRESSION else self.generation
-            if kind in batch.deletes:
-                store.delete(kind, batch.deletes[kind], generation=generation,
-                             state=state if last and kind not in batch.upserts else None)
-                self.written["deleted"] += len(batch.deletes[kind])
-            if kind in batch.upserts:
-                store.write_batch(kind, batch.upserts[kind], generation=generation, state=state if last else None)
-                self.written["suppressed" if kind == SUPPRESSION else "upserted"] += len(batch.upserts[kind])
-        if not kinds and state:
+            writes.append(lambda st, kind=kind, keys=keys, generation=generation:
+                          store.delete(kind, keys, generation=generation, state=st))
+        for kind, bodies in batch.upserts.items():
+            writes.append(lambda st, kind=kind, bodies=bodies:
+                          store.write_json(kind, bodies, generation=self.generation, state=st))
+        if batch.suppressions:
+            writes.append(lambda st: store.write_batch(SUPPRESSION, batch.suppressions, state=st))
+        # The resume point travels with the last write of the table's last batch.
+        for position, write in enumerate(writes):
+            write(state if position == len(writes) - 1 and state else None)
+        self.written["deleted"] += sum(len(keys) for keys in batch.deletes.values())
+        self.written["upserted"] += sum(len(bodies) for bodies in batch.upserts.values())
+        self.written["suppressed"] += len(batch.suppressions)
+        if not writes and state:
             for name, value in state.items():
                 store.set_state(name, value)
 
 
 def _bodies(table: str, rows: DataFrame) -> DataFrame:
-    """(key, body, status): status is gold.email_content's (published | suppressed)."""
+    """(key, body, status, generated_at): status is gold.email_content's (published |
+    suppressed)."""
     _, key = PUBLISHED_TABLES[table]
     status = F.col("status") if table == "gold.email_content" else F.lit(None).cast("string")
-    return rows.select(F.col(key).alias("key"), served_body(table).alias("body"), status.alias("status"))
+    return rows.select(F.col(key).alias("key"), served_body(table).alias("body"), status.alias("status"),
+                       F.date_format("generated_at", _TIME).alias("generated_at"))
 
 
-def _rows(frame: DataFrame) -> Iterator[tuple[str, str | None, str | None, bool]]:
+def _rows(frame: DataFrame) -> Iterator[tuple[str, str | None, str | None, str | None, bool]]:
     for row in frame.toLocalIterator(prefetchPartitions=True):
-        yield row.key, row.body, row.status, bool(row.deleted)
+        yield row.key, row.body, row.status, row.generated_at, bool(row.deleted)
 
 
 def _newest_changes(spark: SparkSession, config: Config, table: str, first: int, last: int) -> DataFrame:

@@ -129,6 +129,20 @@ class ServingStore(ABC):
         if bodies or states:
             self._write(kind, bodies, target, states)
 
+    def write_json(self, kind: Kind, bodies: Mapping[str, str], generation: str | None = None,
+                   state: Mapping[str, str] | None = None) -> None:
+        """`write_batch` for rows that are JSON object text already (the publish job's
+        rows come from Spark's to_json): stored as they are, not decoded and encoded again."""
+        kind = check_kind(kind)
+        target = None if kind in UNVERSIONED_KINDS or generation is None else check_generation(generation)
+        for key, body in bodies.items():
+            check_key(key)
+            if not isinstance(body, str) or not body.startswith("{"):
+                raise TypeError(f"record {key!r}: a body is JSON object text, not {str(body)[:40]!r}")
+        states = self._check_state(state)
+        if bodies or states:
+            self._write(kind, dict(bodies), target, states)
+
     def delete(self, kind: Kind, keys: Iterable[str], generation: str | None = None,
                state: Mapping[str, str] | None = None) -> None:
         """Remove `keys` (missing ones are fine) from the live generation, or `generation`."""
