@@ -318,6 +318,8 @@ class AlsConfig(_Strict):
     reg_param: float = Field(ge=0)
     alpha: float = Field(ge=0, description="confidence = 1 + alpha x decayed strength")
     seed: int = 42
+    blocks: int | None = Field(default=None, ge=1, description="user and item blocks (tasks) per iteration; null: "
+                               "Spark's default, 10; a few on small data, where each task costs more than it does")
 
 
 class CoOccurrenceConfig(_Strict):

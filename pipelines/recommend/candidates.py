@@ -128,6 +128,8 @@ def fit_als(log: DataFrame, as_of, half_life_days: float, settings: AlsConfig) -
     als = ALS(userCol="user_index", itemCol="item_index", ratingCol="rating", implicitPrefs=True,
               rank=settings.rank, maxIter=settings.max_iter, regParam=settings.reg_param, alpha=settings.alpha,
               seed=settings.seed, nonnegative=True, coldStartStrategy="drop", checkpointInterval=-1)
+    if settings.blocks is not None:
+        als = als.setNumUserBlocks(settings.blocks).setNumItemBlocks(settings.blocks)
     return FittedAls(als.fit(ratings), users, items)
 
 

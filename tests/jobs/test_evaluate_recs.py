@@ -42,7 +42,8 @@ def _run(spark, tmp_path, *extra):
     if not data.exists():
         _write_world(data)
     overrides = [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS, "recommend.als.max_iter=4",
-                 "recommend.als.rank=4", "recommend.blend.grid_step=0.5", "recommend.blend.validation_days=15"]
+                 "recommend.als.rank=4", "recommend.als.blocks=2",
+                 "recommend.blend.grid_step=0.5", "recommend.blend.validation_days=15"]
     argv = ["--interactions", str(data), "--columns", "user=customer,item=sku,time=ts,basket=order", "--k", "5"]
     for override in overrides:
         argv += ["--set", override]

@@ -20,7 +20,8 @@ from tests.jobs.recommend_helpers import START, write_interactions
 from tests.settings import SPARK_TEST_SETTINGS
 
 OVERRIDES = ["recommend.k=3", "recommend.models=[popular,buy_again,als]", "recommend.als.max_iter=4",
-             "recommend.als.rank=4", "recommend.blend.grid_step=0.5", "recommend.blend.validation_days=10",
+             "recommend.als.rank=4", "recommend.als.blocks=2",
+             "recommend.blend.grid_step=0.5", "recommend.blend.validation_days=10",
              "recommend.train.test_days=10", "recommend.train.grid={als.alpha: [1.0, 10.0]}",
              "mlflow.registered_model=recs"]
 

@@ -40,7 +40,7 @@ def test_two_taste_groups_each_get_their_own_groups_items_from_als(spark):
                 if (item + person) % 3 != 0:
                     rows.append(_buy(f"{group}-{person}", f"{prefix}{item}", days_ago=item + 1))
     log = _log(spark, rows)
-    fitted = fit_als(log, AS_OF, 90.0, AlsConfig(rank=4, max_iter=8, reg_param=0.01, alpha=10.0, seed=1))
+    fitted = fit_als(log, AS_OF, 90.0, AlsConfig(rank=4, max_iter=8, reg_param=0.01, alpha=10.0, seed=1, blocks=2))
     seen = log.select("user_id", "item_id")
     lists = _lists(als(fitted, log, log.select("user_id").distinct(), n=2, seen=seen, over_fetch=6))
     assert len(lists) == 12
