@@ -57,7 +57,7 @@ def publish(spark, config: Config, offers, segment_names: list[str], default_seg
     from pipelines.recommend.interactions import from_interactions
     from pipelines.recommend.scoring import popular_lists
     from pipelines.recommend.writes import ensure_recommendations_table
-    from pipelines.runtime.delta_tables import read_table, table_exists
+    from pipelines.runtime.delta_tables import read_table, retry_on_conflict, table_exists
 
     needed = {"silver.profiles": "merge-profiles", "gold.user_features": "build-features",
               "silver.interactions": "build-features", "silver.products": "load-catalog"}
@@ -71,8 +71,9 @@ def publish(spark, config: Config, offers, segment_names: list[str], default_seg
     versions = {name: table_version(spark, config.table(name)) for name in inputs}
 
     profiles = read_table(spark, config.table("silver.profiles")).select(
-        "user_id", "first_name", "locale", "country", "preferred_send_hour",
+        "user_id", "first_name", "locale", "language", "country", "preferred_send_hour",
         F.col("consent_email_marketing.status").alias("email_consent"),
+        F.col("consent_email_marketing.updated_at").alias("email_consent_at"),
         F.col("consent_personalization.status").alias("personalization_consent"))
     features = read_table(spark, config.table("gold.user_features"))
     people = profiles.join(features.select("user_id", "segments", "primary_segment", "best_send_hour",
@@ -111,11 +112,16 @@ def publish(spark, config: Config, offers, segment_names: list[str], default_seg
     content_version = f"{generated_at.strftime('%Y-%m-%dT%H:%M:%SZ')}/{next_version}"
     metadata = json.dumps({"tailor_publish": 1, "content_version": content_version, "inputs": versions})
     counts = {}
+    retries = config.profiles.conflict_retries
+    # merge-profiles purges erased people from these tables while it runs: a MERGE that
+    # loses that commit race is run again.
     for name, rows in (("gold.content_defaults", defaults), ("gold.email_content", content),
                        ("gold.user_traits", traits)):
-        counts[name] = merge_published(spark, config, name, rows.localCheckpoint(), content_version,
-                                       generated_at, metadata)
-    counts["gold.holdout_assignments"] = merge_holdout(spark, config, holdout, on)
+        checkpointed = rows.localCheckpoint()
+        counts[name] = retry_on_conflict(lambda name=name, rows=checkpointed: merge_published(
+            spark, config, name, rows, content_version, generated_at, metadata), f"publish {name}", retries)
+    counts["gold.holdout_assignments"] = retry_on_conflict(
+        lambda: merge_holdout(spark, config, holdout, on), "publish gold.holdout_assignments", retries)
     for frame in (people, products, holdout, lists, defaults):
         frame.unpersist()
     return {"content_version": content_version, "inputs": versions, "tables": counts}
@@ -125,6 +131,7 @@ def publish(spark, config: Config, offers, segment_names: list[str], default_seg
 def main(argv=None) -> int:
     from pipelines.features.writes import load_feature_rules
     from pipelines.publish.offers import load_offers
+    from pipelines.publish.transforms import GLOBAL_SEGMENT
 
     setup_logging()
     args = build_parser().parse_args(argv)
@@ -134,6 +141,9 @@ def main(argv=None) -> int:
     segment_names = [segment.name for segment in segment_rules.segments]
     if segment_rules.default_segment not in segment_names:
         segment_names.append(segment_rules.default_segment)
+    if GLOBAL_SEGMENT in segment_names:
+        raise TailorError(f"{config.features.segments_file}: a segment may not be called '{GLOBAL_SEGMENT}': "
+                          "publish keys the everyone-default rows by that name")
     offers = load_offers(config.conf_file(config.publish.offers_file), segment_names)
 
     from pipelines.publish.export import export

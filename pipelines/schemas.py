@@ -342,6 +342,7 @@ _VERSIONING = [
 EMAIL_CONTENT = StructType([
     StructField("user_id", StringType(), False),
     StructField("status", StringType(), False),             # published | suppressed (no email consent: no content)
+    StructField("email_consent_at", TimestampType(), True),  # when the current email consent status was set
     *CONTENT_FIELDS,
     *_VERSIONING,
 ])

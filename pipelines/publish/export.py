@@ -1,28 +1,38 @@
 """The export from the published Delta tables to the serving store.
 
 Incremental: for each table, the rows its Change Data Feed changed since the version
-the store last took (kept in the store itself, `exported:<table>`), the newest change
-per key: a row written is upserted, a row deleted is deleted. The resume point is
-written with the table's last batch, never before its rows, and every write is an
-idempotent upsert or delete, so an export killed at any point and run again ends with
-the store equal to the tables.
+the store last took (kept in the store itself, `exported:<table>`, with the table's id),
+the newest change per key: a row written is upserted, a row deleted is deleted. The
+resume point is written with the table's last batch, never before its rows, and every
+write is an idempotent upsert or delete, so an export killed at any point and run again
+ends with the store equal to the tables.
 
-Full (the first export, `--full`, or a change feed that no longer reaches back to the
-store's version): every row is written under a new generation that readers do not see,
-then one swap makes it live, so no reader ever sees half a rebuild.
+Full (the first export, `--full-export`, a table re-created or behind the store's
+version, or a change feed that no longer reaches back to it, e.g. after VACUUM): every
+row is written under a new generation that readers do not see, then one swap makes it
+live, so no reader ever sees half a rebuild. One export at a time per store: the
+scheduler runs one publish at a time (two rebuilds at once would delete each other's
+generation at their swaps).
 
-gold.email_content's `suppressed` rows (no email consent) are not served: their content
-is removed and a suppression record (`source: publish`) written. Suppression records
-are outside generations: the API writes its own at once when someone unsubscribes, and
-the export removes only those it wrote itself.
+Suppression records sit outside generations, because the API writes its own at once
+(an unsubscribe, an erasure) before the pipeline has seen the change. gold.email_content's
+`suppressed` rows (no email consent) get a record `{"reason": "no_email_consent",
+"source": "publish"}` unless one is there already. When a row is published again, the
+export removes its own record, and one the API wrote before the person's current email
+consent was given (its `since` is older than the row's `email_consent_at`). When a
+person leaves gold.email_content (erased), every record about them goes. Within a batch
+suppressions are written before content is removed, and removed after content is
+written: a reader never sees personal content for someone suppressed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pyspark.errors import AnalysisException
@@ -32,7 +42,7 @@ from pyspark.sql import functions as F
 from pipelines.config import Config
 from pipelines.publish.transforms import SUPPRESSED
 from pipelines.publish.writes import PUBLISHED_TABLES, table_version
-from pipelines.runtime.delta_tables import read_changes, read_table
+from pipelines.runtime.delta_tables import delta_table, read_changes, read_table
 from pipelines.serving import CONTENT, MAX_READ_KEYS, SUPPRESSION, ServingStore
 
 log = logging.getLogger("tailor.export")
@@ -41,6 +51,12 @@ KIND_OF_TABLE = {"gold.email_content": "content", "gold.content_defaults": "defa
 EXPORT_SOURCE = "publish"
 _TIME = "yyyy-MM-dd'T'HH:mm:ss'Z'"
 _JSON = {"ignoreNullFields": "false"}
+_NOT_SERVED = {"content_hash", "status", "email_consent_at"}
+# What Spark says when a change feed's files are gone (VACUUM ran after the store's version).
+_FEED_GONE = ("FileNotFoundException", "DELTA_CHANGE_DATA_FILE_NOT_FOUND", "FILE_NOT_FOUND",
+              "DELTA_CHANGE_TABLE_FEED_DISABLED", "DELTA_MISSING_CHANGE_DATA")
+
+Change = tuple[str, str | None, str | None, str | None, str | None, bool]
 
 
 def state_name(table: str) -> str:
@@ -51,7 +67,7 @@ def served_body(table: str) -> Column:
     """A row as the JSON the API serves (DESIGN.md's content row; a traits row's fields),
     nulls kept, times in UTC ISO-8601."""
     schema, key = PUBLISHED_TABLES[table]
-    hidden = {"content_hash", "status"} | ({"key"} if key == "key" else set())
+    hidden = _NOT_SERVED | ({"key"} if key == "key" else set())
     fields: list[Column] = [] if key == "user_id" else [F.lit(None).cast("string").alias("user_id")]
     for item in schema:
         if item.name in hidden:
@@ -63,27 +79,34 @@ def served_body(table: str) -> Column:
     return F.to_json(F.struct(*fields), _JSON)
 
 
+def _older(since: Any, than: str | None) -> bool:
+    """True when the record's `since` is before `than` (both ISO-8601); unknown: False."""
+    if not isinstance(since, str) or than is None:
+        return False
+    try:
+        return datetime.fromisoformat(since.replace("Z", "+00:00")) < datetime.fromisoformat(
+            than.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+
+
 @dataclass
 class _Batch:
-    """What one write round holds, by kind: rows to upsert (JSON text), suppression
-    records to write, keys to delete, and people whose own suppression may go."""
+    """What one write round holds: rows to upsert (JSON text) and keys to delete by
+    kind, and the suppression decisions that need the records already stored."""
 
     upserts: dict[str, dict[str, str]] = field(default_factory=dict)
-    suppressions: dict[str, dict[str, Any]] = field(default_factory=dict)
     deletes: dict[str, list[str]] = field(default_factory=dict)
-    unsuppress: list[str] = field(default_factory=list)
+    suppress: dict[str, str | None] = field(default_factory=dict)     # key -> since
+    unsuppress: dict[str, str | None] = field(default_factory=dict)   # key -> email consent time
+    forget: list[str] = field(default_factory=list)                   # gone: every record goes
     size: int = 0
 
-    def upsert(self, kind: str, key: str, body: str) -> None:
-        self.upserts.setdefault(kind, {})[key] = body
-        self.size += 1
-
-    def suppress(self, key: str, record: dict[str, Any]) -> None:
-        self.suppressions[key] = record
-        self.size += 1
-
-    def delete(self, kind: str, key: str) -> None:
-        self.deletes.setdefault(kind, []).append(key)
+    def add(self, target: dict[str, Any] | list[str], key: str, value: Any = None) -> None:
+        if isinstance(target, list):
+            target.append(key)
+        else:
+            target[key] = value
         self.size += 1
 
 
@@ -92,86 +115,112 @@ class Exporter:
 
     def __init__(self, store: ServingStore, batch_rows: int, generation: str | None = None) -> None:
         self.store, self.batch_rows, self.generation = store, batch_rows, generation
-        self.written = {"upserted": 0, "deleted": 0, "suppressed": 0}
+        self.written = {"upserted": 0, "deleted": 0, "suppressed": 0, "unsuppressed": 0}
 
-    def apply(self, table: str, changes: Iterable[tuple[str, str | None, str | None, str | None, bool]],
-              state: dict[str, str]) -> None:
-        """`changes`: (key, body, status, generated_at, deleted); the last batch carries `state`."""
+    def apply(self, table: str, changes: Iterable[Change], state: dict[str, str]) -> None:
+        """`changes`: (key, body, status, generated_at, email_consent_at, deleted); the
+        last batch carries `state`."""
         kind = KIND_OF_TABLE[table]
         batch = _Batch()
-        for key, body, status, generated_at, deleted in changes:
+        for key, body, status, generated_at, consent_at, deleted in changes:
             if deleted:
-                batch.delete(kind, key)
+                batch.add(batch.deletes.setdefault(kind, []), key)
                 if kind == CONTENT:
-                    batch.delete(SUPPRESSION, key)
+                    batch.add(batch.forget, key)
             elif status == SUPPRESSED:
-                batch.delete(kind, key)
-                batch.suppress(key, {"reason": "no_email_consent", "source": EXPORT_SOURCE, "since": generated_at})
+                batch.add(batch.deletes.setdefault(kind, []), key)
+                batch.add(batch.suppress, key, generated_at)
             elif body is not None:
-                batch.upsert(kind, key, body)
+                batch.add(batch.upserts.setdefault(kind, {}), key, body)
                 if kind == CONTENT:
-                    batch.unsuppress.append(key)
+                    batch.add(batch.unsuppress, key, consent_at)
             if batch.size >= self.batch_rows:
                 self._flush(batch, {})
                 batch = _Batch()
         self._flush(batch, state)
 
+    def _stored_suppressions(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), MAX_READ_KEYS):
+            found |= self.store.read_many(SUPPRESSION, keys[start:start + MAX_READ_KEYS])
+        return found
+
     def _flush(self, batch: _Batch, state: dict[str, str]) -> None:
         store = self.store
-        if batch.unsuppress:
-            # Only the export's own records: one the API wrote when someone unsubscribed
-            # stays until the pipeline has seen the change (the row then arrives suppressed).
-            found: dict[str, dict[str, Any]] = {}
-            for start in range(0, len(batch.unsuppress), MAX_READ_KEYS):
-                found |= store.read_many(SUPPRESSION, batch.unsuppress[start:start + MAX_READ_KEYS])
-            ours = [key for key, record in found.items() if record.get("source") == EXPORT_SOURCE]
-            if ours:
-                batch.deletes.setdefault(SUPPRESSION, []).extend(ours)
+        stored = self._stored_suppressions([*batch.suppress, *batch.unsuppress])
+        # A record someone else wrote (the API: unsubscribed, erased) is never replaced.
+        new_records = {key: {"reason": "no_email_consent", "source": EXPORT_SOURCE, "since": since}
+                       for key, since in batch.suppress.items()
+                       if stored.get(key, {}).get("source", EXPORT_SOURCE) == EXPORT_SOURCE}
+        lifted = [key for key, consent_at in batch.unsuppress.items() if key in stored
+                  and (stored[key].get("source") == EXPORT_SOURCE or _older(stored[key].get("since"), consent_at))]
+        gone = [*lifted, *batch.forget]
         writes: list[Callable[[dict[str, str] | None], None]] = []
+        if new_records:
+            writes.append(lambda st: store.write_batch(SUPPRESSION, new_records, state=st))
         for kind, keys in batch.deletes.items():
-            generation = None if kind == SUPPRESSION else self.generation
-            writes.append(lambda st, kind=kind, keys=keys, generation=generation:
-                          store.delete(kind, keys, generation=generation, state=st))
+            writes.append(lambda st, kind=kind, keys=keys: store.delete(kind, keys, generation=self.generation,
+                                                                        state=st))
         for kind, bodies in batch.upserts.items():
             writes.append(lambda st, kind=kind, bodies=bodies:
                           store.write_json(kind, bodies, generation=self.generation, state=st))
-        if batch.suppressions:
-            writes.append(lambda st: store.write_batch(SUPPRESSION, batch.suppressions, state=st))
+        if gone:
+            writes.append(lambda st: store.delete(SUPPRESSION, gone, state=st))
         # The resume point travels with the last write of the table's last batch.
         for position, write in enumerate(writes):
             write(state if position == len(writes) - 1 and state else None)
-        self.written["deleted"] += sum(len(keys) for keys in batch.deletes.values())
-        self.written["upserted"] += sum(len(bodies) for bodies in batch.upserts.values())
-        self.written["suppressed"] += len(batch.suppressions)
         if not writes and state:
             for name, value in state.items():
                 store.set_state(name, value)
+        self.written["deleted"] += sum(len(keys) for keys in batch.deletes.values())
+        self.written["upserted"] += sum(len(bodies) for bodies in batch.upserts.values())
+        self.written["suppressed"] += len(new_records)
+        self.written["unsuppressed"] += len(lifted)
 
 
-def _bodies(table: str, rows: DataFrame) -> DataFrame:
-    """(key, body, status, generated_at): status is gold.email_content's (published |
-    suppressed)."""
+def _bodies(table: str, rows: DataFrame, deleted: Column) -> DataFrame:
+    """(key, body, status, generated_at, email_consent_at, deleted): status and consent
+    time are gold.email_content's."""
     _, key = PUBLISHED_TABLES[table]
-    status = F.col("status") if table == "gold.email_content" else F.lit(None).cast("string")
-    return rows.select(F.col(key).alias("key"), served_body(table).alias("body"), status.alias("status"),
-                       F.date_format("generated_at", _TIME).alias("generated_at"))
+    content = table == "gold.email_content"
+    return rows.select(F.col(key).alias("key"), served_body(table).alias("body"),
+                       (F.col("status") if content else F.lit(None).cast("string")).alias("status"),
+                       F.date_format("generated_at", _TIME).alias("generated_at"),
+                       (F.date_format("email_consent_at", _TIME) if content else F.lit(None).cast("string"))
+                       .alias("email_consent_at"),
+                       deleted.alias("deleted"))
 
 
-def _rows(frame: DataFrame) -> Iterator[tuple[str, str | None, str | None, str | None, bool]]:
+def _rows(frame: DataFrame) -> Iterator[Change]:
     for row in frame.toLocalIterator(prefetchPartitions=True):
-        yield row.key, row.body, row.status, row.generated_at, bool(row.deleted)
+        yield row.key, row.body, row.status, row.generated_at, row.email_consent_at, bool(row.deleted)
 
 
 def _newest_changes(spark: SparkSession, config: Config, table: str, first: int, last: int) -> DataFrame:
-    """(key, body, deleted): the newest change of each key in versions first..last."""
+    """The newest change of each key in versions first..last, as `_bodies` rows."""
     _, key = PUBLISHED_TABLES[table]
     changes = (read_changes(spark, config.table(table), first, last)
                .where(F.col("_change_type") != "update_preimage"))
     newest = Window.partitionBy(key).orderBy(F.desc("_commit_version"))
     latest = changes.withColumn("_n", F.row_number().over(newest)).where(F.col("_n") == 1)
-    bodies = _bodies(table, latest.drop("_n"))
-    deleted = latest.select(F.col(key).alias("key"), (F.col("_change_type") == "delete").alias("deleted"))
-    return bodies.join(deleted, "key")
+    return _bodies(table, latest, F.col("_change_type") == "delete")
+
+
+def _table_id(spark: SparkSession, config: Config, table: str) -> str:
+    return str(delta_table(spark, config.table(table)).detail().select("id").first()[0])
+
+
+def _resume_point(text: str | None) -> tuple[str, int] | None:
+    try:
+        point = json.loads(text) if text else None
+        return (str(point["table_id"]), int(point["version"])) if isinstance(point, dict) else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _feed_gone(error: Exception) -> bool:
+    text = str(error)
+    return isinstance(error, AnalysisException) or any(marker in text for marker in _FEED_GONE)
 
 
 def export(spark: SparkSession, config: Config, store: ServingStore, full: bool = False) -> dict[str, Any]:
@@ -180,35 +229,39 @@ def export(spark: SparkSession, config: Config, store: ServingStore, full: bool 
     missing = [table for table, version in versions.items() if version is None]
     if missing:
         raise ValueError(f"{missing[0]} does not exist yet: publish first")
-    taken = {table: store.get_state(state_name(table)) for table in KIND_OF_TABLE}
-    mode = "full" if full or any(value is None for value in taken.values()) else "incremental"
+    ids = {table: _table_id(spark, config, table) for table in KIND_OF_TABLE}
+    points = {table: json.dumps({"table_id": ids[table], "version": versions[table]}) for table in KIND_OF_TABLE}
+    reason = "--full-export" if full else None
     plans: dict[str, DataFrame] = {}
-    if mode == "incremental":
-        for table, version in versions.items():
-            first = int(taken[table] or -1) + 1
-            if first > (version or 0):
-                continue
-            try:
-                changes = _newest_changes(spark, config, table, first, version or 0)
-                changes.limit(1).collect()
-            except AnalysisException as error:
-                log.warning("%s has no change feed from version %d (%s): rebuilding the store", table, first,
-                            str(error).splitlines()[0][:200])
-                mode = "full"
-                break
-            plans[table] = changes
-    if mode == "full":
+    for table, version in versions.items():
+        if reason:
+            break
+        taken = _resume_point(store.get_state(state_name(table)))
+        if taken is None:
+            reason = f"the store has no resume point for {table}"
+        elif taken[0] != ids[table] or taken[1] > (version or 0):
+            reason = f"{table} is not the table the store was exported from (re-created, or an older copy)"
+        elif taken[1] < (version or 0):
+            plans[table] = _newest_changes(spark, config, table, taken[1] + 1, version or 0)
+    mode = "incremental"
+    exporter = Exporter(store, config.publish.export_batch_rows)
+    if reason is None:
+        try:
+            for table, changes in plans.items():
+                exporter.apply(table, _rows(changes), {state_name(table): points[table]})
+        except Exception as error:  # noqa: BLE001 (only a change feed that is gone is handled; the rest re-raised)
+            if not _feed_gone(error):
+                raise
+            reason = f"a change feed no longer reaches back to the store's version ({str(error).splitlines()[0][:160]})"
+    if reason is not None:
+        log.warning("rebuilding the serving store: %s", reason)
+        mode = "full"
         generation = f"g{versions['gold.email_content']}-{uuid.uuid4().hex[:8]}"
         exporter = Exporter(store, config.publish.export_batch_rows, generation)
         for table in KIND_OF_TABLE:
             snapshot = read_table(spark, config.table(table))
-            rows = _bodies(table, snapshot).withColumn("deleted", F.lit(False))
-            exporter.apply(table, _rows(rows), {})
+            exporter.apply(table, _rows(_bodies(table, snapshot, F.lit(False))), {})
         store.swap(generation)
-        for table, version in versions.items():
-            store.set_state(state_name(table), str(version))
-    else:
-        exporter = Exporter(store, config.publish.export_batch_rows)
-        for table, changes in plans.items():
-            exporter.apply(table, _rows(changes), {state_name(table): str(versions[table])})
+        for table in KIND_OF_TABLE:
+            store.set_state(state_name(table), points[table])
     return {"mode": mode, "versions": versions, **exporter.written}

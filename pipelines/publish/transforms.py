@@ -5,8 +5,9 @@ per segment and locale, a traits row per person, and the holdout group.
 Every function is DataFrame -> DataFrame (or builds a Column); the job reads the tables.
 Inputs, as the job selects them:
 
-- `people`: user_id, first_name, locale, country, preferred_send_hour,
-  email_consent, personalization_consent (granted | revoked | null), and from
+- `people`: user_id, first_name, locale, language (the preference centre's), country,
+  preferred_send_hour, email_consent, personalization_consent (granted | revoked |
+  null), email_consent_at (when the email consent status was set), and from
   gold.user_features (null for someone it does not hold yet) segments,
   primary_segment, best_send_hour, cart_state, cart_items;
 - `recommendations`: gold.recommendations;
@@ -219,10 +220,28 @@ def _cart_lines(people: DataFrame, products: DataFrame) -> DataFrame:
                 .cast(f"array<{CART_LINE}>").alias("cart")))
 
 
+def _default_keys(people: DataFrame, defaults: DataFrame, default_segment: str, default_locale: str) -> DataFrame:
+    """(user_id, _default_key): the default row that stands in for each person: their
+    segment's in their locale, else the default segment's, else the global one in their
+    locale, else in the default locale (a segment renamed since their features were
+    computed, or a locale with no rows yet, still gets real content)."""
+    candidates = F.array(
+        F.concat_ws(":", F.lit("segment"), F.col("segment"), F.col("_locale")),
+        F.concat_ws(":", F.lit("segment"), F.lit(default_segment), F.col("_locale")),
+        F.concat_ws(":", F.lit("global"), F.col("_locale")),
+        F.lit(f"global:{default_locale}"))
+    known = defaults.select(F.col("key").alias("_default_key"))
+    choices = (people.select("user_id", F.posexplode(candidates).alias("_preference", "_default_key"))
+               .join(known, "_default_key"))
+    first = Window.partitionBy("user_id").orderBy("_preference")
+    return (choices.withColumn("_n", F.row_number().over(first)).where(F.col("_n") == 1)
+            .select("user_id", "_default_key"))
+
+
 def content_rows(people: DataFrame, recommendations: DataFrame, products: DataFrame, defaults: DataFrame,
                  offers: DataFrame, holdout: DataFrame, rules: PublishRules, default_segment: str,
                  on: date) -> DataFrame:
-    """gold.email_content's content (user_id, status, CONTENT_FIELDS) for everyone in
+    """gold.email_content's rows (user_id, status, email_consent_at, CONTENT_FIELDS) for everyone in
     `people`. Without email consent: status `suppressed` and no content. Without
     personalization consent, then in the holdout (`holdout`: user_id, in_holdout): the
     segment default for their locale, with `fallback` no_consent or holdout. Everyone
@@ -237,13 +256,15 @@ def content_rows(people: DataFrame, recommendations: DataFrame, products: DataFr
     decided = people.select("*", segment.alias("segment"), fallback.alias("_default_reason"))
 
     suppressed = decided.where(F.col("status") == SUPPRESSED).select(
-        "user_id", "status", *[F.lit(None).alias(name) for name in CONTENT_FIELDS])
+        "user_id", "status", "email_consent_at", *[F.lit(None).alias(name) for name in CONTENT_FIELDS])
 
-    as_default = decided.where((F.col("status") == PUBLISHED) & F.col("_default_reason").isNotNull())
-    segment_key = F.concat_ws(":", F.lit("segment"), F.col("segment"), F.col("_locale"))
-    from_default = (as_default.select("user_id", "_default_reason", segment_key.alias("key"))
-                    .join(defaults.drop("fallback"), "key")
-                    .select("user_id", F.lit(PUBLISHED).alias("status"), "model",
+    published = decided.where(F.col("status") == PUBLISHED)
+    default_of = _default_keys(published, defaults, default_segment, rules.default_locale)
+    as_default = published.where(F.col("_default_reason").isNotNull())
+    from_default = (as_default.select("user_id", "_default_reason", "email_consent_at")
+                    .join(default_of, "user_id")
+                    .join(defaults.drop("fallback").withColumnRenamed("key", "_default_key"), "_default_key")
+                    .select("user_id", F.lit(PUBLISHED).alias("status"), "email_consent_at", "model",
                             F.col("_default_reason").alias("fallback"), *CONTENT_FIELDS[2:]))
 
     personal = decided.where((F.col("status") == PUBLISHED) & F.col("_default_reason").isNull())
@@ -268,11 +289,12 @@ def content_rows(people: DataFrame, recommendations: DataFrame, products: DataFr
                      .join(their_products, "user_id", "left").join(their_model, "user_id", "left")
                      .join(heroes.withColumnRenamed("key", "user_id"), "user_id", "left")
                      .join(_cart_lines(personal, products), "user_id", "left")
-                     .withColumn("_default_key", segment_key)
+                     .join(default_of, "user_id", "left")
                      .join(segment_products, "_default_key", "left")
                      .join(defaults.select(F.col("key").alias("_default_key"),
                                            F.col("send_hour_utc").alias("_default_hour")), "_default_key", "left")
-                     .select("user_id", F.lit(PUBLISHED).alias("status"), F.col("model").cast(MODEL).alias("model"),
+                     .select("user_id", F.lit(PUBLISHED).alias("status"), "email_consent_at",
+                             F.col("model").cast(MODEL).alias("model"),
                              # No list, or none of it still sellable: the segment's popular items.
                              F.when(F.col("products").isNull() | (F.size("products") == 0)
                                     | (F.col("_recs_fallback") == "cold_start"), F.lit("cold_start"))
@@ -282,7 +304,8 @@ def content_rows(people: DataFrame, recommendations: DataFrame, products: DataFr
                              .alias("fallback"),
                              F.col("_locale").alias("locale"),
                              F.struct(F.when(F.trim("first_name") != "", F.col("first_name")).alias("first_name"),
-                                      greeting_text(F.col("first_name"), language(F.col("_locale")), rules.greetings)
+                                      greeting_text(F.col("first_name"), F.coalesce(
+                                          F.lower("language"), language(F.col("_locale"))), rules.greetings)
                                       .alias("text")).alias("greeting"),
                              "segment",
                              F.coalesce(send_hour, F.lit(rules.default_send_hour)).cast("int").alias("send_hour_utc"),
@@ -292,12 +315,6 @@ def content_rows(people: DataFrame, recommendations: DataFrame, products: DataFr
                              .alias("products"),
                              F.coalesce("cart", F.array().cast(f"array<{CART_LINE}>")).alias("cart")))
     return personal_rows.unionByName(from_default).unionByName(suppressed)
-
-
-def content_hash(columns: Iterable[str]) -> Column:
-    """SHA-256 of the columns as JSON: equal content, equal hash, so an unchanged row is
-    not rewritten and its content_version stays."""
-    return F.sha2(F.to_json(F.struct(*columns)), 256)
 
 
 def traits_rows(features: DataFrame, people: DataFrame, holdout: DataFrame) -> DataFrame:

@@ -194,9 +194,9 @@ class RedisStore(ServingStore):
                     self._remove_generation(old)
 
     def _remove_generation(self, generation: str) -> None:
-        # Unregister first: a writer that adds rows to it meanwhile registers it again
-        # (its SADD is in its transaction), and the next swap removes them.
-        self._client.srem(self._generations_key, generation)
+        # Unregistered only once its keys are gone: a clean-up killed half-way is found
+        # again by the next swap. A writer that adds rows meanwhile registers it again (its
+        # SADD is in its transaction).
         pattern = f"{glob_escape(self.prefix)}:g:{glob_escape(generation)}:*"
         chunk: list[str] = []
         for name in self._client.scan_iter(match=pattern, count=_CLEAN_CHUNK_KEYS):

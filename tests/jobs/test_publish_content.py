@@ -13,6 +13,7 @@ from pathlib import Path
 
 from jobs.publish_content import main as publish_main
 from pipelines.config import load_config
+from pipelines.publish.export import export
 from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table
 from pipelines.schemas import INTERACTIONS, PRODUCTS, PROFILES, RECOMMENDATIONS, user_features_schema
 from pipelines.serving import open_store
@@ -171,6 +172,11 @@ def test_publish_builds_rows_exports_them_and_then_only_what_changed(spark, tmp_
     third = _publish(tmp_path, capsys)
     assert third["export"]["mode"] == "incremental"
     assert third["tables"]["gold.email_content"] == {"inserted": 0, "updated": 2, "deleted": 1}
+    # Only what changed: ada's and bob's content, and the cart_abandoner defaults in both
+    # locales (dee, the segment's only member, is gone: everyone's list stands in); dee's
+    # content and traits deleted; the record publish wrote for bob lifted.
+    assert {key: third["export"][key] for key in ("upserted", "deleted", "suppressed", "unsuppressed")} == \
+        {"upserted": 4, "deleted": 2, "suppressed": 0, "unsuppressed": 1}
     stored = _store_contents(config)
     assert stored["content"]["ada"]["greeting"] == {"first_name": "Adah", "text": "Hi Adah"}
     assert stored["content"]["ada"]["content_version"] == third["content_version"] != version
@@ -183,6 +189,23 @@ def test_publish_builds_rows_exports_them_and_then_only_what_changed(spark, tmp_
     lineage = json.loads(delta_table(spark, config.table("gold.email_content")).history(1).first().userMetadata)
     assert set(lineage["inputs"]) == {"silver.profiles", "gold.user_features", "gold.recommendations",
                                       "silver.products", "silver.interactions"}
+
+    # The store falls behind, and VACUUM removes the change files it would need: the
+    # next export rebuilds it under a new generation instead of failing.
+    profiles.update("user_id = 'ada'", {"first_name": "'Ada'"})
+    assert _publish(tmp_path, capsys, "--no-export")["tables"]["gold.email_content"]["updated"] == 1
+    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    try:
+        for name in ("gold.email_content", "gold.user_traits", "gold.content_defaults"):
+            delta_table(spark, config.table(name)).vacuum(0.0)
+    finally:
+        spark.conf.unset("spark.databricks.delta.retentionDurationCheck.enabled")
+    with open_store(config) as store:
+        rebuilt = export(spark, config, store)
+    assert rebuilt["mode"] == "full"
+    stored = _store_contents(config)
+    assert stored["content"]["ada"]["greeting"] == {"first_name": "Ada", "text": "Hi Ada"}
+    assert set(stored["content"]) == {"ada", "bob", "cy"} and set(stored["traits"]) == {"ada", "cy"}
 
 
 def test_a_malformed_offer_stops_publish_before_spark(tmp_path, capsys):

@@ -74,7 +74,7 @@ def test_export_killed_mid_way_then_rerun_ends_equal_to_the_table(spark, tmp_pat
     resume_point = watcher.execute("SELECT value FROM meta WHERE name = 'state:exported:gold.email_content'").fetchone()
     watcher.close()
     assert 5 <= written_before_kill < PEOPLE, f"{written_before_kill} of {PEOPLE} rows: not killed mid-export"
-    assert resume_point == ("1",), "the resume point moved before the rows it covers were written"
+    assert json.loads(resume_point[0])["version"] == 1, "the resume point moved before the rows it covers were written"
 
     assert publish_main(argv) == 0
     rerun = json.loads(capsys.readouterr().out)
@@ -83,13 +83,20 @@ def test_export_killed_mid_way_then_rerun_ends_equal_to_the_table(spark, tmp_pat
     assert (rerun["export"]["mode"], rerun["export"]["upserted"]) == ("incremental", PEOPLE)
 
     table = {row.user_id: row for row in read_table(spark, config.table("gold.email_content")).collect()}
+    defaults = {row.key: row for row in read_table(spark, config.table("gold.content_defaults")).collect()}
     with open_store(config) as store:
         served = {}
         for start in range(0, PEOPLE, 100):
             served |= store.read_many("content", users[start:start + 100])
-        assert store.get_state("exported:gold.email_content") == str(
-            delta_table(spark, config.table("gold.email_content")).history(1).first().version)
+            assert store.read_many("traits", users[start:start + 100]) == {}  # no features: no traits
+            assert store.read_many("suppression", users[start:start + 100]) == {}
+        served_defaults = store.read_many("default", [*defaults, "segment:nobody:en-GB"])
+        assert json.loads(store.get_state("exported:gold.email_content"))["version"] == \
+            delta_table(spark, config.table("gold.email_content")).history(1).first().version
     assert set(served) == set(table) == set(users)
+    assert set(served_defaults) == set(defaults) and len(defaults) == 8
+    assert {key: body["content_version"] for key, body in served_defaults.items()} == \
+        {key: row.content_version for key, row in defaults.items()}
     for user, body in served.items():
         row = table[user]
         assert (body["content_version"], body["greeting"], body["fallback"]) == (

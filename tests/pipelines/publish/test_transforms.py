@@ -39,6 +39,7 @@ PRODUCTS_DDL = ("product_id string, title string, category string, price double,
                 "url string, in_stock boolean, active boolean, updated_at timestamp")
 PEOPLE_DDL = ("user_id string, first_name string, locale string, country string, preferred_send_hour int, "
               "email_consent string, personalization_consent string, segments array<string>, primary_segment string, "
+              "language string, email_consent_at timestamp, "
               "best_send_hour int, cart_state string, "
               "cart_items array<struct<product_id:string,quantity:bigint,unit_price:double,currency:string,"
               "added_at:timestamp>>")
@@ -86,14 +87,20 @@ def _as_dicts(frame, key):
 
 def test_content_rows_for_each_kind_of_person(spark):
     people = spark.createDataFrame([
-        ("u-personal", "Ada", "en-GB", "GB", None, "granted", "granted", ["vip"], "vip", 19, "empty", []),
-        ("u-cart", "Grace", "de-DE", "DE", 12, "granted", "granted", ["cart_abandoner"], "cart_abandoner", 8,
-         "abandoned", [("p2", 2, 7.0, "EUR", T), ("p3", 1, 3.0, "GBP", T)]),
-        ("u-noconsent", "Alan", "fr-FR", "FR", None, "granted", "revoked", ["lapsed"], "lapsed", 7, "empty", []),
-        ("u-cold", "Ken", None, None, None, "granted", "granted", None, None, None, None, None),
-        ("u-hold", "Tim", "en-US", "US", None, "granted", "granted", [], "general", 6, "empty", []),
-        ("u-unsub", "Barbara", "en-GB", "GB", None, "revoked", "granted", ["vip"], "vip", 19, "empty", []),
-        ("u-never", "Linus", "en-GB", "GB", None, None, "granted", [], "general", 19, "empty", []),
+        # user_id, first_name, locale, country, preferred_send_hour, email and personalization consent,
+        # segments, primary_segment, language, email_consent_at, best_send_hour, cart_state, cart_items
+        ("u-personal", "Ada", "en-GB", "GB", None, "granted", "granted", ["vip"], "vip", "de", T, 19, "empty", []),
+        ("u-cart", "Grace", "de-DE", "DE", 12, "granted", "granted", ["cart_abandoner"], "cart_abandoner", None, None,
+         8, "abandoned", [("p2", 2, 7.0, "EUR", T), ("p3", 1, 3.0, "GBP", T)]),
+        ("u-noconsent", "Alan", "fr-FR", "FR", None, "granted", "revoked", ["lapsed"], "lapsed", None, None, 7,
+         "empty", []),
+        ("u-cold", "Ken", None, None, None, "granted", "granted", None, None, None, None, None, None, None),
+        ("u-hold", "Tim", "en-US", "US", None, "granted", "granted", [], "general", None, None, 6, "empty", []),
+        ("u-unsub", "Barbara", "en-GB", "GB", None, "revoked", "granted", ["vip"], "vip", None, T, 19, "empty", []),
+        ("u-never", "Linus", "en-GB", "GB", None, None, "granted", [], "general", None, None, 19, "empty", []),
+        # A segment the rules no longer have (features not recomputed since): the default segment's row.
+        ("u-renamed", "Frances", "en-GB", "GB", None, "granted", "revoked", ["gone"], "gone", None, None, 9,
+         "empty", []),
     ], PEOPLE_DDL)
     recommendations = spark.createDataFrame([
         ("u-personal", [("p3", 1, 0.9, "because_you_viewed"), ("p1", 2, 0.8, "buy_again"),
@@ -123,42 +130,46 @@ def test_content_rows_for_each_kind_of_person(spark):
     model = {"name": "recs", "version": "7"}
     nothing = {"model": None, "fallback": None, "locale": None, "greeting": None, "segment": None,
                "send_hour_utc": None, "hero": None, "products": None, "cart": None}
+    def row(user_id, consent_at, model_, fallback, **content):
+        return {"user_id": user_id, "status": "published", "email_consent_at": consent_at, "model": model_,
+                "fallback": fallback, **content}
+
+    def from_default(default):
+        return {name: default[name] for name in ("locale", "greeting", "segment", "send_hour_utc", "hero",
+                                                 "products", "cart")}
+
     expected = {
-        # The inactive p3 is skipped and p5 is beyond max_products; the vip offer has ended.
-        "u-personal": {"user_id": "u-personal", "status": "published", "model": model, "fallback": None,
-                       "locale": "en-GB", "greeting": {"first_name": "Ada", "text": "Hi Ada"}, "segment": "vip",
-                       "send_hour_utc": 19, "hero": new_this_week,
-                       "products": [_product("p1", "buy_again"), _product("p2", "bought_together")], "cart": []},
+        # The inactive p3 is skipped and p5 is beyond max_products; the vip offer has ended; she
+        # chose German in the preference centre.
+        "u-personal": row("u-personal", T, model, None, locale="en-GB",
+                          greeting={"first_name": "Ada", "text": "Hallo Ada"}, segment="vip", send_hour_utc=19,
+                          hero=new_this_week, products=[_product("p1", "buy_again"), _product("p2", "bought_together")],
+                          cart=[]),
         # Their own send hour wins; the cart keeps the price they saw, without the inactive line.
-        "u-cart": {"user_id": "u-cart", "status": "published", "model": model, "fallback": None,
-                   "locale": "de-DE", "greeting": {"first_name": "Grace", "text": "Hallo Grace"},
-                   "segment": "cart_abandoner", "send_hour_utc": 12,
-                   "hero": {"offer_id": "basket", "headline": "Your basket", "url": "https://x.test/b"},
-                   "products": [_product("p5", "because_you_viewed")],
-                   "cart": [{"product_id": "p2", "title": "Candle", "quantity": 2,
+        "u-cart": row("u-cart", None, model, None, locale="de-DE",
+                      greeting={"first_name": "Grace", "text": "Hallo Grace"}, segment="cart_abandoner",
+                      send_hour_utc=12, hero={"offer_id": "basket", "headline": "Your basket", "url": "https://x.test/b"},
+                      products=[_product("p5", "because_you_viewed")],
+                      cart=[{"product_id": "p2", "title": "Candle", "quantity": 2,
                              "price": {"amount": 7.0, "currency": "EUR"}, "image_url": None,
-                             "url": "https://x.test/p2"}]},
-        "u-noconsent": {"user_id": "u-noconsent", "status": "published", "model": None, "fallback": "no_consent",
-                        **{name: lapsed_fr[name] for name in ("locale", "greeting", "segment", "send_hour_utc",
-                                                              "hero", "products", "cart")}},
+                             "url": "https://x.test/p2"}]),
+        "u-noconsent": row("u-noconsent", None, None, "no_consent", **from_default(lapsed_fr)),
         # No features yet: the default segment, the default locale, its segment's send hour.
-        "u-cold": {"user_id": "u-cold", "status": "published", "model": model, "fallback": "cold_start",
-                   "locale": "en-GB", "greeting": {"first_name": "Ken", "text": "Hi Ken"}, "segment": "general",
-                   "send_hour_utc": 11, "hero": new_this_week,
-                   "products": [_product("p1", "popular_in_segment")], "cart": []},
-        "u-hold": {"user_id": "u-hold", "status": "published", "model": None, "fallback": "holdout",
-                   **{name: general_us[name] for name in ("locale", "greeting", "segment", "send_hour_utc",
-                                                          "hero", "products", "cart")}},
-        "u-unsub": {"user_id": "u-unsub", "status": "suppressed", **nothing},
-        "u-never": {"user_id": "u-never", "status": "suppressed", **nothing},
+        "u-cold": row("u-cold", None, model, "cold_start", locale="en-GB",
+                      greeting={"first_name": "Ken", "text": "Hi Ken"}, segment="general", send_hour_utc=11,
+                      hero=new_this_week, products=[_product("p1", "popular_in_segment")], cart=[]),
+        "u-hold": row("u-hold", None, None, "holdout", **from_default(general_us)),
+        "u-renamed": row("u-renamed", None, None, "no_consent", **from_default(general_gb)),
+        "u-unsub": {"user_id": "u-unsub", "status": "suppressed", "email_consent_at": T, **nothing},
+        "u-never": {"user_id": "u-never", "status": "suppressed", "email_consent_at": None, **nothing},
     }
     assert actual == expected
 
 
 def test_a_name_is_data_in_the_greeting_and_a_blank_one_is_no_name(spark):
     people = spark.createDataFrame([
-        ("u1", "$1 {first_name}", "en-GB", "GB", None, "granted", "granted", [], "general", 9, "empty", []),
-        ("u2", "  ", "de-AT", "AT", None, "granted", "granted", [], "general", 9, "empty", []),
+        ("u1", "$1 {first_name}", "en-GB", "GB", None, "granted", "granted", [], "general", None, None, 9, "empty", []),
+        ("u2", "  ", "de-AT", "AT", None, "granted", "granted", [], "general", None, None, 9, "empty", []),
     ], PEOPLE_DDL)
     recommendations = spark.createDataFrame([
         (user, [("p1", 1, 0.5, "buy_again")], None, "recs", "1", T) for user in ("u1", "u2")], RECS_DDL)

@@ -1,6 +1,6 @@
 """The export's writes into each real store: changes become upserts, deletes and
 suppression records in batches, the resume point lands with the last batch, and a
-suppression the API wrote is never removed by the export."""
+suppression the API wrote is neither replaced nor lifted by an older consent."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import pytest
 
 from pipelines.publish.export import Exporter
 
+T1, T2, T3 = "2026-11-28T08:00:00Z", "2026-11-29T08:00:00Z", "2026-11-30T08:00:00Z"
+
 
 def _body(user: str, text: str) -> str:
     return json.dumps({"user_id": user, "greeting": {"first_name": None, "text": text}, "products": []})
@@ -18,35 +20,42 @@ def _body(user: str, text: str) -> str:
 def test_changes_become_upserts_deletes_and_suppressions(store):
     exporter = Exporter(store, batch_rows=1)
     exporter.apply("gold.email_content", [
-        ("ada", _body("ada", "Hi Ada"), "published", "2026-11-28T08:00:00Z", False),
-        ("bob", _body("bob", "Hi Bob"), "suppressed", "2026-11-28T08:00:00Z", False),
+        ("ada", _body("ada", "Hi Ada"), "published", T1, T1, False),
+        ("bob", _body("bob", "Hi Bob"), "suppressed", T1, T1, False),
     ], {"exported:gold.email_content": "1"})
     assert store.read_many("content", ["ada", "bob"]) == {
         "ada": {"user_id": "ada", "greeting": {"first_name": None, "text": "Hi Ada"}, "products": []}}
-    assert store.read("suppression", "bob") == {"reason": "no_email_consent", "source": "publish",
-                                                "since": "2026-11-28T08:00:00Z"}
+    assert store.read("suppression", "bob") == {"reason": "no_email_consent", "source": "publish", "since": T1}
     assert store.get_state("exported:gold.email_content") == "1"
-    assert exporter.written == {"upserted": 1, "deleted": 1, "suppressed": 1}
+    assert exporter.written == {"upserted": 1, "deleted": 1, "suppressed": 1, "unsuppressed": 0}
 
-    # cy unsubscribed through the API: its record must outlive the export of an older row.
-    store.write_batch("suppression", {"cy": {"reason": "unsubscribed", "source": "api"}})
+    # The API suppressed these at once, before the pipeline saw the change: cy unsubscribed
+    # after her consent (T1), dee before her consent was given again (T3), eve on T2.
+    store.write_batch("suppression", {"cy": {"reason": "unsubscribed", "source": "api", "since": T2},
+                                      "dee": {"reason": "unsubscribed", "source": "api", "since": T2},
+                                      "eve": {"reason": "unsubscribed", "source": "api", "since": T2}})
     exporter.apply("gold.email_content", [
-        ("bob", _body("bob", "Hi Bob"), "published", "2026-11-29T08:00:00Z", False),
-        ("cy", _body("cy", "Hi Cy"), "published", "2026-11-29T08:00:00Z", False),
-        ("ada", None, None, None, True),
+        ("bob", _body("bob", "Hi Bob"), "published", T2, T2, False),   # bob consented: publish's record goes
+        ("cy", _body("cy", "Hi Cy"), "published", T2, T1, False),      # the API's newer record stays
+        ("dee", _body("dee", "Hi Dee"), "published", T3, T3, False),   # consent given after the record: it goes
+        ("eve", None, "suppressed", T3, T3, False),                    # the API's record is not replaced
+        ("ada", None, None, None, None, True),                         # erased: content and records go
     ], {"exported:gold.email_content": "2"})
-    assert set(store.read_many("content", ["ada", "bob", "cy"])) == {"bob", "cy"}
-    assert store.read_many("suppression", ["ada", "bob", "cy"]) == {"cy": {"reason": "unsubscribed", "source": "api"}}
+    assert set(store.read_many("content", ["ada", "bob", "cy", "dee", "eve"])) == {"bob", "cy", "dee"}
+    assert store.read_many("suppression", ["ada", "bob", "cy", "dee", "eve"]) == {
+        "cy": {"reason": "unsubscribed", "source": "api", "since": T2},
+        "eve": {"reason": "unsubscribed", "source": "api", "since": T2}}
     assert store.get_state("exported:gold.email_content") == "2"
+    assert exporter.written == {"upserted": 4, "deleted": 3, "suppressed": 1, "unsuppressed": 2}
 
 
 def test_a_rebuild_is_invisible_until_the_swap(store):
     store.write_json("content", {"old": _body("old", "Hi Old")})
     exporter = Exporter(store, batch_rows=2, generation="g7-rebuild")
     exporter.apply("gold.email_content", [
-        (f"u{n}", _body(f"u{n}", f"Hi {n}"), "published", "2026-11-28T08:00:00Z", False) for n in range(5)
+        (f"u{n}", _body(f"u{n}", f"Hi {n}"), "published", T1, T1, False) for n in range(5)
     ], {})
-    exporter.apply("gold.content_defaults", [("global:en-GB", _body("", "Hi there"), None, None, False)], {})
+    exporter.apply("gold.content_defaults", [("global:en-GB", _body("", "Hi there"), None, T1, None, False)], {})
     assert store.read_many("content", ["old", "u0", "u4"]) == {"old": json.loads(_body("old", "Hi Old"))}
     assert store.read("default", "global:en-GB") is None
     store.swap("g7-rebuild")
