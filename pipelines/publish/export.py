@@ -223,6 +223,20 @@ def _feed_gone(error: Exception) -> bool:
     return isinstance(error, AnalysisException) or any(marker in text for marker in _FEED_GONE)
 
 
+def _forget_the_gone(spark: SparkSession, config: Config, store: ServingStore) -> int:
+    """After a rebuild: suppression records of people gold.email_content no longer holds
+    (erased while the change feed that said so was unread) are deleted."""
+    recorded = list(store.keys(SUPPRESSION))
+    if not recorded:
+        return 0
+    keys = spark.createDataFrame([(key,) for key in recorded], "user_id string")
+    gone = [row.user_id for row in keys.join(read_table(spark, config.table("gold.email_content")), "user_id",
+                                               "left_anti").collect()]
+    for start in range(0, len(gone), MAX_READ_KEYS):
+        store.delete(SUPPRESSION, gone[start:start + MAX_READ_KEYS])
+    return len(gone)
+
+
 def export(spark: SparkSession, config: Config, store: ServingStore, full: bool = False) -> dict[str, Any]:
     """Bring `store` up to the published tables' current versions; returns what it did."""
     versions = {table: table_version(spark, config.table(table)) for table in KIND_OF_TABLE}
@@ -262,6 +276,7 @@ def export(spark: SparkSession, config: Config, store: ServingStore, full: bool 
             snapshot = read_table(spark, config.table(table))
             exporter.apply(table, _rows(_bodies(table, snapshot, F.lit(False))), {})
         store.swap(generation)
+        _forget_the_gone(spark, config, store)
         for table in KIND_OF_TABLE:
             store.set_state(state_name(table), points[table])
     return {"mode": mode, "versions": versions, **exporter.written}

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Self, get_args
 
@@ -186,6 +186,15 @@ class ServingStore(ABC):
         generation while someone swaps loses its rows."""
         self._swap(check_generation(generation))
 
+    def keys(self, kind: Kind) -> Iterator[str]:
+        """Every key of an unversioned kind (such as suppression), in no order: for a
+        rebuild to find the records of people no longer published. A full scan: not for
+        the request path."""
+        kind = check_kind(kind)
+        if kind not in UNVERSIONED_KINDS:
+            raise ValueError(f"keys() lists unversioned kinds only ({', '.join(UNVERSIONED_KINDS)}), not {kind!r}")
+        return self._keys(kind)
+
     # -- state ------------------------------------------------------------------------
 
     def get_state(self, name: str) -> str | None:
@@ -228,6 +237,10 @@ class ServingStore(ABC):
 
     @abstractmethod
     def _swap(self, generation: str) -> None:
+        ...
+
+    @abstractmethod
+    def _keys(self, kind: Kind) -> Iterator[str]:
         ...
 
     @abstractmethod

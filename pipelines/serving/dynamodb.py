@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import boto3  # type: ignore[import-untyped]
@@ -251,6 +251,19 @@ class DynamoDbStore(ServingStore):
                                    if item["generation"]["S"] != live])
             if "LastEvaluatedKey" not in page:
                 return
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _keys(self, kind: Kind) -> Iterator[str]:
+        prefix = self.record_pk(kind, "", None)
+        request: dict[str, Any] = {
+            "TableName": self.table, "ConsistentRead": True, "ProjectionExpression": "pk",
+            "FilterExpression": "begins_with(pk, :prefix)", "ExpressionAttributeValues": {":prefix": {"S": prefix}}}
+        found: list[str] = []
+        while True:
+            page = self._call("Scan", self._client.scan, **request)
+            found += [item["pk"]["S"][len(prefix):] for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return iter(found)
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _get_state(self, name: str) -> str | None:

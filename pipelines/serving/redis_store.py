@@ -205,8 +205,9 @@ class RedisStore(ServingStore):
                 if self._unlink(generation, chunk) < 0:
                     return
                 chunk = []
-        if chunk:
-            self._unlink(generation, chunk)
+        if chunk and self._unlink(generation, chunk) < 0:
+            return
+        self._client.srem(self._generations_key, generation)
 
     def _unlink(self, generation: str, names: list[str]) -> int:
         """Removes `names` unless `generation` became live meanwhile (then -1)."""
@@ -214,6 +215,13 @@ class RedisStore(ServingStore):
         if removed < 0:
             self._client.sadd(self._generations_key, generation)
         return removed
+
+    def _keys(self, kind: Kind) -> Iterator[str]:
+        start = len(f"{self.prefix}:{kind}:")
+        with self._errors():
+            names = [str(_text(name)) for name in self._client.scan_iter(
+                match=f"{glob_escape(self.prefix)}:{glob_escape(kind)}:*", count=_CLEAN_CHUNK_KEYS)]
+        return iter([name[start:] for name in names])
 
     def _get_state(self, name: str) -> str | None:
         with self._errors():

@@ -216,6 +216,12 @@ class SqliteStore(ServingStore):
             if removed < _CLEAN_CHUNK_ROWS:
                 return
 
+    def _keys(self, kind: Kind) -> Iterator[str]:
+        with self._errors():
+            rows = self._db.execute("SELECT key FROM records WHERE kind = ? AND generation = ?",
+                                    (kind, _UNVERSIONED)).fetchall()
+        return iter([str(key) for (key,) in rows])
+
     def _get_state(self, name: str) -> str | None:
         with self._errors():
             row = self._db.execute(_GET_META, (f"state:{name}",)).fetchone()

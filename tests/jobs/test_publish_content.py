@@ -201,8 +201,15 @@ def test_publish_builds_rows_exports_them_and_then_only_what_changed(spark, tmp_
     finally:
         spark.conf.unset("spark.databricks.delta.retentionDurationCheck.enabled")
     with open_store(config) as store:
+        # Records of someone erased while the feed that said so went unread, and of someone
+        # present (the API's unsubscribe, newer than her consent): the rebuild keeps only hers.
+        store.write_batch("suppression", {"dee": {"reason": "no_email_consent", "source": "publish"},
+                                          "cy": {"reason": "unsubscribed", "source": "api",
+                                                 "since": "2099-01-01T00:00:00Z"}})
         rebuilt = export(spark, config, store)
     assert rebuilt["mode"] == "full"
+    assert _store_contents(config)["suppression"] == {
+        "cy": {"reason": "unsubscribed", "source": "api", "since": "2099-01-01T00:00:00Z"}}
     stored = _store_contents(config)
     assert stored["content"]["ada"]["greeting"] == {"first_name": "Ada", "text": "Hi Ada"}
     assert set(stored["content"]) == {"ada", "bob", "cy"} and set(stored["traits"]) == {"ada", "cy"}

@@ -67,3 +67,11 @@ def test_write_json_refuses_what_is_not_a_json_object(store):
     with pytest.raises(TypeError, match="'u1': a body is JSON object text"):
         store.write_json("content", {"u1": "[1, 2]"})
     assert store.read("content", "u1") is None
+
+
+def test_keys_lists_an_unversioned_kind_only(store):
+    store.write_batch("suppression", {"a:1": {"source": "api"}, "b*": {"source": "publish"}})
+    store.write_json("content", {"c": _body("c", "Hi")})
+    assert sorted(store.keys("suppression")) == ["a:1", "b*"]
+    with pytest.raises(ValueError, match="unversioned kinds only"):
+        store.keys("content")
