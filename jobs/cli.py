@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge-profiles": ("jobs.merge_profiles", "apply profile changes to silver.profiles, history, audit.log; erase"),
     "build-features": ("jobs.build_features", "keep silver.interactions and gold.user_features (segments) current"),
     "load-catalog": ("jobs.load_catalog", "upsert a product feed (CSV, JSON lines, Parquet, Delta) in silver.products"),
+    "validate": ("jobs.validate", "run the Great Expectations suites; results to audit.quality_results, Data Docs"),
     "train": ("jobs.train_recommender", "train the recommender on silver.interactions; MLflow run, registry, champion"),
     "score": ("jobs.score_recommendations", "write gold.recommendations: the champion model, business rules, consent"),
     "publish": ("jobs.publish_content", "build gold.email_content, defaults and traits; export to the serving store"),

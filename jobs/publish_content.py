@@ -45,6 +45,7 @@ def publish(spark, config: Config, offers, segment_names: list[str], default_seg
     """Build and merge the published tables; returns the counts per table."""
     from pyspark.sql import functions as F
 
+    from expectations.runner import gate_refusals
     from pipelines.publish.transforms import (
         PublishRules,
         content_rows,
@@ -64,10 +65,14 @@ def publish(spark, config: Config, offers, segment_names: list[str], default_seg
     for name, job in needed.items():
         if not table_exists(spark, config.table(name)):
             raise TailorError(f"{name} does not exist yet: run tailor {job} first")
-    ensure_recommendations_table(spark, config)
-    ensure_publish_tables(spark, config)
     inputs = ("silver.profiles", "gold.user_features", "gold.recommendations", "silver.products",
               "silver.interactions")
+    refusals = gate_refusals(spark, config, inputs)
+    if refusals:
+        raise TailorError(f"refusing to publish: {'; '.join(refusals)}; the serving store keeps the last good "
+                          "content (tailor validate; quality.gate)")
+    ensure_recommendations_table(spark, config)
+    ensure_publish_tables(spark, config)
     versions = {name: table_version(spark, config.table(name)) for name in inputs}
 
     profiles = read_table(spark, config.table("silver.profiles")).select(

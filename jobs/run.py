@@ -13,7 +13,7 @@ import argparse
 import logging
 from datetime import UTC, datetime, time, timedelta
 
-from jobs import build_features, generate, ingest_events, load_catalog, merge_profiles, publish_content
+from jobs import build_features, generate, ingest_events, load_catalog, merge_profiles, publish_content, validate
 from jobs._common import config_from, entry_point, parser_for, setup_logging
 
 log = logging.getLogger("tailor.run")
@@ -49,6 +49,8 @@ def main(argv=None) -> int:
         ("merge-profiles", merge_profiles.main, [*common, "--once"]),
         # Features as of the end of the generated weeks, so the 7/30/90-day windows hold them.
         ("build-features", build_features.main, [*common, "--once", "--as-of", _world_end(config)]),
+        # Freshness is measured against the end of the generated weeks, as the features are.
+        ("validate", validate.main, [*common, "--as-of", _world_end(config)]),
         # No model is trained in the demo yet: everyone's row carries popular items, marked cold_start.
         ("publish", publish_content.main, common),
     ]

@@ -183,6 +183,7 @@ def train(spark, config: Config, as_of: datetime | None) -> dict:
 
 @entry_point
 def main(argv=None) -> int:
+    from expectations.runner import gate_refusals
     from pipelines.recommend.tracking import tracking_uri
     from pipelines.runtime.session import build_spark
 
@@ -193,6 +194,11 @@ def main(argv=None) -> int:
     _check(config)
     tracking_uri(config)  # an unusable store fails now, not after the training
     spark = build_spark(config, "train_recommender")
+    refusals = gate_refusals(spark, config, ("silver.interactions",))
+    if refusals:
+        # The champion stays where it is: a model trained on data that failed its checks
+        # must not replace it.
+        raise TailorError(f"refusing to train: {'; '.join(refusals)} (tailor validate; quality.gate)")
     result = train(spark, config, as_of)
     print(json.dumps(result, sort_keys=True), flush=True)
     print(f"mlflow run {result['run_id']}", file=sys.stderr)

@@ -66,6 +66,7 @@ TABLES = (
     "silver.profile_tombstones",
     "silver.duplicate_profiles",
     "audit.log",
+    "audit.quality_results",
 )
 
 _ENV_VAR_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -534,6 +535,23 @@ class ServingConfig(_Strict):
     dynamodb: DynamoDbServingConfig
 
 
+class QualityConfig(_Strict):
+    """Thresholds of the Great Expectations suites (expectations/) and the gates."""
+
+    mode: Literal["enabled", "dry_run", "disabled"] = Field(
+        description="dry_run: report, never fail; disabled: run nothing")
+    max_quarantine_rate: float = Field(ge=0, le=1, description="quarantined / read over the last day of ingest")
+    max_freshness_lag_hours: float = Field(gt=0, description="newest event time in bronze.events at most this old")
+    max_segment_share: float = Field(gt=0, le=1, description="no primary segment may hold more of the users")
+    max_null_share_increase: float = Field(ge=0, le=1, description="a watched column's null share may rise this much "
+                                                                   "against the previous run")
+    watched_columns: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict, description="dataset -> columns whose null share is compared with the previous run")
+    gate: Literal["enforce", "off"] = Field(description="train and publish refuse inputs that failed a critical "
+                                                        "expectation at the version they read")
+    require_validation: bool = Field(description="the gate also refuses an input version never validated")
+
+
 class SecretsConfig(_Strict):
     """Names of the environment variables that hold each secret; never the secret itself."""
 
@@ -581,6 +599,7 @@ class Config(_Strict):
     recommend: RecommendConfig
     mlflow: MlflowConfig
     maintenance: MaintenanceConfig
+    quality: QualityConfig
     publish: PublishConfig
     holdout: HoldoutConfig
     serving: ServingConfig

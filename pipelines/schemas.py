@@ -377,3 +377,16 @@ HOLDOUT_ASSIGNMENTS = StructType([
     StructField("in_holdout", BooleanType(), False),
     StructField("assigned_on", DateType(), False),          # since when this person is in (or out of) the group
 ])
+
+QUALITY_RESULTS = StructType([
+    StructField("run_id", StringType(), False),
+    StructField("run_at", TimestampType(), False),
+    StructField("mode", StringType(), False),               # enabled | dry_run
+    StructField("dataset", StringType(), False),            # the table checked, e.g. silver.profiles
+    StructField("table_version", LongType(), True),         # the Delta version the suite read
+    StructField("expectation", StringType(), False),        # a stable name, e.g. silver.profiles.user_id_unique
+    StructField("expectation_type", StringType(), False),   # Great Expectations' own: expect_column_values_to_be_unique
+    StructField("severity", StringType(), False),           # critical | warning
+    StructField("success", BooleanType(), False),
+    StructField("observed_value", StringType(), True),      # JSON: what the expectation measured
+])

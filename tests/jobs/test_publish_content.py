@@ -17,6 +17,7 @@ from pipelines.publish.export import export
 from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table
 from pipelines.schemas import INTERACTIONS, PRODUCTS, PROFILES, RECOMMENDATIONS, user_features_schema
 from pipelines.serving import open_store
+from tests.expectations.helpers import record_failure
 from tests.settings import SPARK_TEST_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,3 +229,17 @@ def test_a_malformed_offer_stops_publish_before_spark(tmp_path, capsys):
     assert err.startswith("tailor: ") and "offer 'x': unknown segment 'vipp'" in err
     assert "\n" not in err
     assert not (tmp_path / "gold").exists()
+
+
+def test_publish_refuses_inputs_that_failed_a_critical_expectation(spark, tmp_path, capsys):
+    config = load_config("local", _overrides(tmp_path))
+    _seed(spark, config)
+    version = record_failure(spark, config, "silver.profiles", "silver.profiles.user_id_unique")
+    # A passing result closes no gate.
+    record_failure(spark, config, "silver.products", "silver.products.product_id_unique", success=True)
+    assert publish_main(_argv(tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"tailor: refusing to publish: silver.profiles version {version}: silver.profiles.user_id_unique "
+                   "failed; the serving store keeps the last good content (tailor validate; quality.gate)")
+    assert not (tmp_path / "gold" / "email_content").exists()
+    assert not (tmp_path / "serving").exists()

@@ -16,6 +16,7 @@ from pipelines.config import load_config
 from pipelines.recommend.tracking import champion_decision, tracking_uri
 from pipelines.runtime.delta_tables import ensure_table
 from pipelines.schemas import INTERACTIONS
+from tests.expectations.helpers import record_failure
 from tests.jobs.recommend_helpers import START, write_interactions
 from tests.settings import SPARK_TEST_SETTINGS
 
@@ -121,3 +122,15 @@ def test_no_interactions_is_one_line(spark, tmp_path, capsys):
     assert main(_argv(tmp_path)) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("tailor: silver.interactions holds no product interaction"), error
+
+
+def test_train_refuses_interactions_that_failed_a_critical_expectation(spark, tmp_path, capsys):
+    config = load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS, *OVERRIDES])
+    write_interactions(spark, config)
+    version = record_failure(spark, config, "silver.interactions", "silver.interactions.event_id_unique")
+    assert main(_argv(tmp_path)) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (f"tailor: refusing to train: silver.interactions version {version}: "
+                     "silver.interactions.event_id_unique failed (tailor validate; quality.gate)")
+    mlflow.set_tracking_uri(tracking_uri(config))
+    assert MlflowClient().search_registered_models() == []

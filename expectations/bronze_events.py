@@ -1,0 +1,47 @@
+"""bronze.events: event ids present and unique, the quarantine rate of the last day of
+ingest, and how fresh the newest event is."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import great_expectations.expectations as gxe
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from expectations import Batch, Check, Previous, Read
+from expectations.common import key_checks
+from pipelines.config import Config
+
+DATASET = "bronze.events"
+
+
+def quarantine_rate(metrics: DataFrame, as_of: datetime) -> DataFrame:
+    """One row: quarantined / read over the day of ingest before `as_of` (null: none read)."""
+    day = metrics.where((F.col("batch_timestamp") > F.lit(as_of - timedelta(days=1)))
+                        & (F.col("batch_timestamp") <= F.lit(as_of)))
+    return day.agg((F.sum("quarantined_rows") / F.sum("input_rows")).alias("quarantine_rate"))
+
+
+def freshness(events: DataFrame, as_of: datetime) -> DataFrame:
+    """One row: hours from the newest event time to `as_of` (null: no events)."""
+    return events.agg(((F.lit(as_of).cast("double") - F.max("occurred_at").cast("double")) / 3600.0)
+                      .alias("lag_hours"))
+
+
+def batches(read: Read, config: Config, previous: Previous, as_of: datetime) -> list[Batch]:
+    events, metrics = read(DATASET), read("bronze.ingest_metrics")
+    if events is None:
+        return []
+    quality = config.quality
+    found = [Batch(DATASET, events, tuple(key_checks(DATASET, "event_id"))),
+             Batch(f"{DATASET}.freshness", freshness(events, as_of), (
+                 Check(f"{DATASET}.freshness_lag_hours", "critical",
+                       gxe.ExpectColumnValuesToBeBetween(column="lag_hours",
+                                                         max_value=quality.max_freshness_lag_hours)),))]
+    if metrics is not None:
+        found.append(Batch(f"{DATASET}.quarantine", quarantine_rate(metrics, as_of), (
+            Check(f"{DATASET}.quarantine_rate", "critical",
+                  gxe.ExpectColumnValuesToBeBetween(column="quarantine_rate",
+                                                    max_value=quality.max_quarantine_rate)),)))
+    return found

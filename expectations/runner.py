@@ -1,0 +1,168 @@
+"""Running the suites: a file-backed Great Expectations context under
+`<storage.root>/quality` (its Data Docs site included), one checkpoint per dataset,
+every result appended to audit.quality_results with the table version it checked; and
+the gate that train and publish ask before they read a table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from expectations import DATASETS, Batch, module_for
+from pipelines.config import Config
+from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table, save, table_exists
+from pipelines.schemas import QUALITY_RESULTS
+
+log = logging.getLogger("tailor.quality")
+
+
+@dataclass(frozen=True)
+class Result:
+    dataset: str
+    table_version: int | None
+    expectation: str
+    expectation_type: str
+    severity: str
+    success: bool
+    observed_value: str | None
+
+
+def _version(spark: SparkSession, config: Config, name: str) -> int | None:
+    table = config.table(name)
+    if not table_exists(spark, table):
+        return None
+    return int(delta_table(spark, table).history(1).select("version").first().version)
+
+
+def _reader(spark: SparkSession, config: Config, versions: dict[str, int | None]):
+    """Reads each table at the version recorded for it, so the results name what was checked."""
+    def read(name: str) -> DataFrame | None:
+        if name not in versions:
+            versions[name] = _version(spark, config, name)
+        version = versions[name]
+        if version is None:
+            return None
+        table = config.table(name)
+        if table.catalog_name:
+            return spark.read.option("versionAsOf", version).table(table.catalog_name)
+        return spark.read.format("delta").option("versionAsOf", version).load(table.path)
+    return read
+
+
+def _previous(spark: SparkSession, config: Config):
+    """check name -> its observed value in the latest earlier run (None without one)."""
+    ref = config.table("audit.quality_results")
+    cache: dict[str, Any] = {}
+    if table_exists(spark, ref):
+        latest = (read_table(spark, ref).where(F.col("mode") == "enabled")
+                  .groupBy("expectation").agg(F.max_by("observed_value", "run_at").alias("observed")))
+        cache = {row.expectation: json.loads(row.observed) if row.observed else None for row in latest.collect()}
+    return lambda name: cache.get(name)
+
+
+def _context(config: Config) -> Any:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="file", project_root_dir=config.under_root("quality"))
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+def _run_batch(context: Any, batch: Batch, build_docs: bool) -> list[tuple[Any, Any]]:
+    """(check, GE result) for each check of the batch, in order."""
+    import great_expectations as gx
+
+    source = context.data_sources.add_or_update_spark(name="tailor")
+    try:
+        asset = source.get_asset(batch.name)
+    except LookupError:
+        asset = source.add_dataframe_asset(name=batch.name)
+    try:
+        definition = asset.get_batch_definition("whole")
+    except KeyError:
+        definition = asset.add_batch_definition_whole_dataframe("whole")
+    expectations = []
+    for check in batch.checks:
+        check.expectation.meta = {"tailor_name": check.name, "severity": check.severity}
+        expectations.append(check.expectation)
+    suite = context.suites.add_or_update(gx.ExpectationSuite(name=batch.name, expectations=expectations))
+    validation = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=batch.name, data=definition, suite=suite))
+    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if build_docs else []
+    checkpoint = context.checkpoints.add_or_update(
+        gx.Checkpoint(name=batch.name, validation_definitions=[validation], actions=actions))
+    outcome = checkpoint.run(batch_parameters={"dataframe": batch.frame})
+    by_name = {}
+    for validation_result in outcome.run_results.values():
+        for result in validation_result.results:
+            by_name[result.expectation_config.meta["tailor_name"]] = result
+    return [(check, by_name[check.name]) for check in batch.checks]
+
+
+def _observed(result: Any) -> str | None:
+    details = result.result or {}
+    kept = {key: details[key] for key in ("observed_value", "element_count", "unexpected_count",
+                                         "unexpected_percent", "partial_unexpected_list") if key in details}
+    return json.dumps(kept, default=str, sort_keys=True) if kept else None
+
+
+def validate(spark: SparkSession, config: Config, datasets: tuple[str, ...], mode: str, as_of: datetime,
+             run_at: datetime, build_docs: bool = True) -> tuple[str, list[Result]]:
+    """Run the suites of `datasets`; append every result to audit.quality_results."""
+    run_id = uuid.uuid4().hex
+    versions: dict[str, int | None] = {}
+    read, previous = _reader(spark, config, versions), _previous(spark, config)
+    context = _context(config)
+    results: list[Result] = []
+    for dataset in datasets:
+        for batch in module_for(dataset).batches(read, config, previous, as_of):
+            for check, result in _run_batch(context, batch, build_docs):
+                results.append(Result(dataset, versions.get(dataset), check.name, result.expectation_config.type,
+                                      check.severity, bool(result.success), _observed(result)))
+    if results:
+        table = config.table("audit.quality_results")
+        ensure_table(spark, table, QUALITY_RESULTS)
+        rows = [(run_id, run_at, mode, r.dataset, r.table_version, r.expectation, r.expectation_type, r.severity,
+                 r.success, r.observed_value) for r in results]
+        save(spark.createDataFrame(rows, QUALITY_RESULTS).write.format("delta").mode("append"), table)
+    return run_id, results
+
+
+def docs_index(config: Config) -> str:
+    return config.under_root("quality/gx/uncommitted/data_docs/local_site/index.html")
+
+
+def gate_refusals(spark: SparkSession, config: Config, datasets: tuple[str, ...]) -> list[str]:
+    """Why the job must not read these tables now: each critical expectation that failed
+    in the latest enabled run over the version it is about to read (or, with
+    quality.require_validation, a version never validated). Empty: go ahead."""
+    if config.quality.gate == "off":
+        return []
+    ref = config.table("audit.quality_results")
+    recorded = read_table(spark, ref).where(F.col("mode") == "enabled") if table_exists(spark, ref) else None
+    refusals = []
+    for dataset in datasets:
+        if dataset not in DATASETS:
+            continue
+        version = _version(spark, config, dataset)
+        if version is None:
+            continue
+        rows = [] if recorded is None else (
+            recorded.where((F.col("dataset") == dataset) & (F.col("table_version") == version))
+            .groupBy("expectation", "severity").agg(F.max_by("success", "run_at").alias("success")).collect())
+        if not rows:
+            if config.quality.require_validation:
+                refusals.append(f"{dataset} version {version} was never validated (tailor validate)")
+            continue
+        refusals += [f"{dataset} version {version}: {row.expectation} failed" for row in rows
+                     if row.severity == "critical" and not row.success]
+    return sorted(refusals)

@@ -1,0 +1,131 @@
+"""Every critical expectation against bad data that fails it and good data that passes,
+asserted by name; the null-share checks compare with the previous run; the gate names
+what failed at the version a job is about to read; dry runs never count."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from expectations import DATASETS
+from expectations.runner import docs_index, gate_refusals, validate
+from jobs.validate import main as validate_main
+from pipelines.config import load_config
+from tests.settings import SPARK_TEST_SETTINGS
+
+AS_OF = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+RECENT = AS_OF - timedelta(hours=2)
+STALE = AS_OF - timedelta(hours=72)
+ITEMS = "array<struct<product_id:string>>"
+
+
+def _write(spark, config, name, rows, ddl):
+    (spark.createDataFrame(rows, ddl).write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+     .save(config.table(name).path))
+
+
+def _good_world(spark, config):
+    _write(spark, config, "bronze.events", [("e1", RECENT), ("e2", RECENT - timedelta(hours=1))],
+           "event_id string, occurred_at timestamp")
+    # The batch 72 hours back is outside the last day of ingest: its 90% does not count.
+    _write(spark, config, "bronze.ingest_metrics", [(RECENT, 100, 2), (STALE, 100, 90)],
+           "batch_timestamp timestamp, input_rows long, quarantined_rows long")
+    _write(spark, config, "silver.profiles", [("u1", "h1", "GB", "en-GB"), ("u2", "h2", "DE", "de-DE")],
+           "user_id string, email_hash string, country string, locale string")
+    _write(spark, config, "silver.products", [("p1", "Mug", 5.0, "https://x.test/p1", True),
+                                              ("p2", "Candle", 7.5, "https://x.test/p2", False)],
+           "product_id string, title string, price double, url string, active boolean")
+    _write(spark, config, "silver.interactions", [("e1", "u1"), ("e2", "u2")], "event_id string, user_id string")
+    _write(spark, config, "gold.user_features", [(f"u{n}", "vip" if n < 4 else "general", 9) for n in range(10)],
+           "user_id string, primary_segment string, best_send_hour int")
+    _write(spark, config, "gold.recommendations", [("u1", [("p1",)]), ("u2", [])], f"user_id string, items {ITEMS}")
+    _write(spark, config, "gold.email_content", [("u1", "published", ("Hi Ada",), [("p1",)]),
+                                                 ("u2", "suppressed", None, None)],
+           f"user_id string, status string, greeting struct<text:string>, products {ITEMS}")
+
+
+def _bad_world(spark, config):
+    _write(spark, config, "bronze.events", [("e1", STALE), ("e1", STALE), (None, STALE)],
+           "event_id string, occurred_at timestamp")
+    _write(spark, config, "bronze.ingest_metrics", [(RECENT, 100, 10)],
+           "batch_timestamp timestamp, input_rows long, quarantined_rows long")
+    _write(spark, config, "silver.profiles", [("u1", "h1", None, "en-GB"), ("u1", "h2", None, "de-DE")],
+           "user_id string, email_hash string, country string, locale string")
+    _write(spark, config, "silver.products", [("p1", None, -1.0, "https://x.test/p1", True),
+                                              ("p1", None, 7.5, "https://x.test/p2", True)],
+           "product_id string, title string, price double, url string, active boolean")
+    _write(spark, config, "silver.interactions", [("e1", "u1"), ("e1", None)], "event_id string, user_id string")
+    _write(spark, config, "gold.user_features", [(f"u{n}", "vip" if n < 9 else "general", 9) for n in range(10)],
+           "user_id string, primary_segment string, best_send_hour int")
+    _write(spark, config, "gold.recommendations", [("u1", [("p1",), ("p2",)]), ("u2", [("gone",)])],
+           f"user_id string, items {ITEMS}")
+    _write(spark, config, "gold.email_content", [("u1", "published", (" ",), [("p1",)]),
+                                                 ("u2", "published", ("Hi Bo",), [])],
+           f"user_id string, status string, greeting struct<text:string>, products {ITEMS}")
+
+
+def test_each_critical_expectation_fails_on_bad_data_and_passes_on_good(spark, tmp_path):
+    config = load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS])
+    _good_world(spark, config)
+    _, results = validate(spark, config, DATASETS, "enabled", AS_OF, AS_OF, build_docs=False)
+    assert [r.expectation for r in results if not r.success] == []
+    assert {r.expectation for r in results if r.severity == "critical"} >= {
+        "silver.profiles.country_null_share", "gold.user_features.segment_share", "bronze.events.quarantine_rate"}
+    assert gate_refusals(spark, config, ("silver.profiles", "gold.email_content")) == []
+
+    _bad_world(spark, config)
+    _, results = validate(spark, config, DATASETS, "enabled", AS_OF, AS_OF + timedelta(minutes=1), build_docs=False)
+    failed = {(r.expectation, r.severity) for r in results if not r.success}
+    assert failed == {
+        ("bronze.events.event_id_not_null", "critical"), ("bronze.events.event_id_unique", "critical"),
+        ("bronze.events.freshness_lag_hours", "critical"), ("bronze.events.quarantine_rate", "critical"),
+        ("silver.profiles.user_id_unique", "critical"),
+        ("silver.profiles.country_null_share", "critical"),      # 0% blank last run, 100% now
+        ("silver.products.product_id_unique", "critical"), ("silver.products.title_null_share", "critical"),
+        ("silver.products.price_not_negative", "warning"),
+        ("silver.interactions.event_id_unique", "critical"), ("silver.interactions.user_id_not_null", "critical"),
+        ("gold.user_features.segment_share", "critical"),        # 90% in vip, 80% allowed
+        ("gold.recommendations.products_known_and_active", "critical"),  # p2 inactive, "gone" unknown
+        ("gold.email_content.greeting_present", "critical"), ("gold.email_content.products_present", "critical"),
+    }
+    # The gate names what failed, for the version each job would read now.
+    refusals = gate_refusals(spark, config, ("silver.profiles", "gold.recommendations"))
+    assert refusals == [
+        "gold.recommendations version 1: gold.recommendations.products_known_and_active failed",
+        "silver.profiles version 1: silver.profiles.country_null_share failed",
+        "silver.profiles version 1: silver.profiles.user_id_unique failed",
+    ]
+
+
+def test_validate_exits_non_zero_naming_each_failure_and_dry_run_never_fails(spark, tmp_path, capsys):
+    argv = ["--set", f"storage.root={tmp_path}", *[part for s in SPARK_TEST_SETTINGS for part in ("--set", s)],
+            "--as-of", AS_OF.isoformat(), "--dataset", "gold.email_content", "--dataset", "gold.user_features"]
+    config = load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS])
+    _bad_world(spark, config)
+
+    assert validate_main([*argv, "--mode", "dry_run"]) == 0
+    captured = capsys.readouterr()
+    assert '"critical_failed": ["gold.email_content.greeting_present"' in captured.out
+    # A dry run's results do not count: the gate has nothing for these versions.
+    assert gate_refusals(spark, config, ("gold.email_content",)) == []
+
+    assert validate_main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(" on ")[0] for line in err] == [
+        "tailor: critical expectation failed: gold.email_content.greeting_present",
+        "tailor: critical expectation failed: gold.email_content.products_present",
+        "tailor: critical expectation failed: gold.user_features.segment_share",
+    ]
+    index = docs_index(config)
+    assert open(index).read().count("gold.email_content") > 0  # Data Docs name the suites they ran
+
+    assert validate_main([*argv, "--mode", "disabled"]) == 0
+
+
+def test_an_unknown_watched_column_is_named(spark, tmp_path):
+    config = load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS,
+                                   "quality.watched_columns={silver.profiles: [contry]}"])
+    _good_world(spark, config)
+    with pytest.raises(ValueError, match="quality.watched_columns.silver.profiles: 'contry' is not a column"):
+        validate(spark, config, ("silver.profiles",), "enabled", AS_OF, AS_OF, build_docs=False)
