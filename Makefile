@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # two workers use the machine's two cores.
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup jars demo lint test test-fast kafka-up kafka-down clean-state clean help
+.PHONY: setup jars demo lint test test-fast serve kafka-up kafka-down clean-state clean help
 
 help:
 	@echo "make setup | demo | lint | test | test-fast | kafka-up | kafka-down | clean-state | clean"
@@ -46,6 +46,19 @@ $(STAMPS)/redis:
 	fi
 	@mkdir -p $(STAMPS) && touch $@
 
+# Debian's chromium and chromedriver, for the preference page's headless browser test
+# (tests/api/test_preferences_browser.py, which fails where they are missing). make test installs them.
+$(STAMPS)/chromium:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  command -v apt-get >/dev/null || { echo "tailor: chromium not found: install chromium and chromium-driver"; exit 1; }; \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; \
+	  else echo "tailor: chromium not found: run make setup as root, or apt-get install chromium chromium-driver"; exit 1; fi; \
+	  echo "tailor: installing chromium and chromium-driver from the system's packages"; \
+	  $$sudo apt-get update -q && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver || exit 1; \
+	fi
+	@mkdir -p $(STAMPS) && touch $@
+
 jars: jars/spark/.complete jars/kafka-broker/.complete
 
 jars/%/.complete: conf/jvm/%/pom.xml | $(STAMPS)/tools
@@ -64,13 +77,18 @@ lint: $(STAMPS)/venv
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/mypy
 
-test: setup lint
+# The browser test of the preference page needs chromium; the demo does not.
+test: setup $(STAMPS)/chromium lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The tests that start no Spark job and no broker (config, contracts, PII, generator, CLI, API,
 # the serving stores against a real redis-server and moto).
 test-fast: $(STAMPS)/venv $(STAMPS)/redis
 	$(BIN)/python -m pytest -m "not spark and not kafka and not slow" $(PYTEST_ARGS)
+
+# The content API under gunicorn on api.bind (127.0.0.1:8080); keys from TAILOR_API_TOKENS.
+serve: $(STAMPS)/venv
+	$(BIN)/tailor serve --env local $(SERVE_ARGS)
 
 kafka-up: setup
 	$(BIN)/tailor kafka up

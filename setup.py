@@ -55,6 +55,8 @@ setup(
             "chispa==0.12.0",
             "moto[server]==5.2.5",
             "hypothesis==6.170.15",
+            "schemathesis==4.32.5",    # tests/api: the API against its own /openapi.json
+            "selenium==4.51.0",        # tests/api: the preference page in Debian's headless chromium
             "ruff==0.17.5",
             "mypy==2.4.1",
             "types-PyYAML==6.0.12.20261113",

@@ -1,34 +1,61 @@
-"""The content API: a Flask application factory (DESIGN.md, "The content row").
+"""The content API: a Flask application factory in the shape of Flask's tutorial (flaskr).
 
-Runs on small web hosts without Spark: nothing under `api` may import pyspark.
+    from api import create_app
+    app = create_app()                                   # conf/base.yaml + conf/local.yaml
+    app = create_app({"TAILOR_CONFIG": config})          # a Config built by the caller (tests, `tailor serve`)
+    app = create_app({"TAILOR_ENV": "emr", "TAILOR_SET": ["serving.type=redis"]})
+
+One blueprint per resource (content, traits, preferences, webhooks, admin, health); the
+serving store is opened lazily per thread and dropped at teardown after a failure
+(api/store.py, flaskr's db.py). Runs on small web hosts without Spark: nothing under
+`api` may import pyspark. Every error is JSON (api/errors.py).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from flask import Flask, jsonify
-from flask.typing import ResponseReturnValue
+from flask import Flask
 
-from pipelines.contracts.events import CONTRACT_VERSION
+from pipelines.config import Config, load_config
+
+
+def _config(app: Flask) -> Config:
+    given = app.config.get("TAILOR_CONFIG")
+    if isinstance(given, Config):
+        return given
+    overrides = app.config.get("TAILOR_SET") or []
+    return load_config(app.config["TAILOR_ENV"], list(overrides))
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Create and configure an instance of the API."""
     app = Flask(__name__)
-    app.config.from_mapping(TAILOR_ENV="local")
+    app.config.from_mapping(TAILOR_ENV=os.environ.get("TAILOR_ENV", "local"), TAILOR_SET=[])
     if test_config:
         app.config.update(test_config)
+    config = _config(app)
+    if app.config.get("MAX_CONTENT_LENGTH") is None:
+        app.config["MAX_CONTENT_LENGTH"] = config.api.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions.setdefault("tailor", {})["config"] = config
 
-    @app.get("/healthz")
-    def healthz() -> ResponseReturnValue:
-        return jsonify(status="ok", contract_version=CONTRACT_VERSION)
+    from api import auth, errors, limits, logs, metrics, rows, store
 
-    @app.errorhandler(404)
-    def not_found(_error: Exception) -> ResponseReturnValue:
-        return jsonify(error="not_found", message="no such endpoint"), 404
+    logs.init_app(app)
+    metrics.init_app(app)
+    errors.init_app(app)
+    store.init_app(app, config)
+    auth.init_app(app, config)
+    rows.init_app(app, config)
 
-    @app.errorhandler(405)
-    def method_not_allowed(_error: Exception) -> ResponseReturnValue:
-        return jsonify(error="method_not_allowed", message="method not allowed on this endpoint"), 405
+    from api import admin, content, docs, health, preferences, traits, webhooks
 
+    for blueprint in (health.bp, docs.bp, content.bp, traits.bp, preferences.bp, webhooks.bp, admin.bp):
+        app.register_blueprint(blueprint)
+    app.extensions["tailor"]["limiter"] = limits.init_app(app, config, {
+        "content:read": [content.bp], "traits:read": [traits.bp], "admin": [admin.bp],
+        "preferences:write": [preferences.bp], "subscriber": [webhooks.bp],
+    })
     return app

@@ -535,6 +535,65 @@ class ServingConfig(_Strict):
     dynamodb: DynamoDbServingConfig
 
 
+API_SCOPES = ("content:read", "traits:read", "preferences:write", "admin")
+
+
+class CircuitBreakerConfig(_Strict):
+    failure_threshold: int = Field(default=5, ge=1, description="consecutive store failures that open the circuit")
+    reset_timeout_s: float = Field(default=5.0, gt=0,
+                                   description="an open circuit lets one trial call through after this")
+
+
+class ApiConfig(_Strict):
+    """The content API (`tailor serve`). Keys and signing secrets come from `secrets:`
+    and `webhook_secrets` (names of environment variables), never from here."""
+
+    key_header: str = Field(default="X-Api-Key", min_length=1, description="the request header carrying an API key")
+    cache_max_age_s: int = Field(default=300, ge=0, description="Cache-Control max-age of content answers")
+    cache_ttl_s: float = Field(default=30.0, ge=0, description="in-process cache of content rows; 0: off")
+    cache_max_entries: int = Field(default=50_000, ge=1)
+    defaults_refresh_s: float = Field(default=60.0, gt=0, description="fallback rows are read again this often")
+    store_timeout_ms: int = Field(default=50, ge=1, description="each store call gives up after this")
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    rate_limit: dict[str, str] = Field(
+        default_factory=lambda: {"content:read": "60000 per minute", "traits:read": "6000 per minute",
+                                 "preferences:write": "600 per minute", "admin": "600 per minute",
+                                 "subscriber": "60 per minute"},
+        description="scope -> Flask-Limiter limit per API key ('subscriber': per client address, token links)")
+    max_batch_ids: int = Field(default=500, ge=1, le=1000, description="ids one batchGet may ask for")
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="larger request bodies get 413")
+    token_max_age_s: int = Field(default=60 * 24 * 3600, ge=60, description="preference links expire after this")
+    public_base_url: str = Field(default="http://127.0.0.1:8080", description="preference and unsubscribe links "
+                                 "in emails start with this")
+    preference_topics: tuple[str, ...] = Field(
+        default=("new_arrivals", "offers", "recommendations", "back_in_stock"), min_length=1,
+        description="topics a subscriber may choose in the preference centre")
+    webhook_tolerance_s: int = Field(default=300, ge=1, description="webhooks older than this are replays")
+    webhook_secrets: dict[str, str] = Field(
+        default_factory=lambda: {"generic": "TAILOR_WEBHOOK_GENERIC_SECRET",
+                                 "sendgrid": "TAILOR_WEBHOOK_SENDGRID_PUBLIC_KEY"},
+        description="provider -> NAME of the environment variable holding its signing secret or key")
+    bind: str = Field(default="127.0.0.1:8080", description="gunicorn's listening address")
+    workers: int = Field(default=2, ge=1)
+    threads: int = Field(default=4, ge=1)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _known_scopes(cls, limits: dict[str, str]) -> dict[str, str]:
+        unknown = [name for name in limits if name not in (*API_SCOPES, "subscriber")]
+        if unknown:
+            raise ValueError(f"unknown scope {unknown[0]!r}; scopes: {', '.join(API_SCOPES)}, subscriber")
+        return limits
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _env_var_names(cls, names: dict[str, str]) -> dict[str, str]:
+        for provider, name in names.items():
+            if not _ENV_VAR_NAME.match(name):
+                raise ValueError(f"{provider}: must be the NAME of an environment variable, not a secret value")
+        return names
+
+
 class QualityConfig(_Strict):
     """Thresholds of the Great Expectations suites (expectations/) and the gates."""
 
@@ -603,6 +662,7 @@ class Config(_Strict):
     publish: PublishConfig
     holdout: HoldoutConfig
     serving: ServingConfig
+    api: ApiConfig = Field(default_factory=ApiConfig)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
 
     def resolve(self, path: str) -> str:

@@ -24,6 +24,7 @@ from pipelines.serving.base import (
     INITIAL_GENERATION,
     KINDS,
     MAX_READ_KEYS,
+    PREFERENCES,
     SUPPRESSION,
     TRAITS,
     UNVERSIONED_KINDS,
@@ -36,9 +37,9 @@ if TYPE_CHECKING:
     from pipelines.config import Config
 
 __all__ = [
-    "CONTENT", "DEFAULT", "GENERATION_KINDS", "INITIAL_GENERATION", "KINDS", "MAX_READ_KEYS", "STORE_CLASS_FOR_TYPE",
-    "SUPPRESSION", "TRAITS", "UNVERSIONED_KINDS", "Kind", "ServingStore", "StoreUnavailable", "open_store",
-    "store_class",
+    "CONTENT", "DEFAULT", "GENERATION_KINDS", "INITIAL_GENERATION", "KINDS", "MAX_READ_KEYS", "PREFERENCES",
+    "STORE_CLASS_FOR_TYPE", "SUPPRESSION", "TRAITS", "UNVERSIONED_KINDS", "Kind", "ServingStore", "StoreUnavailable",
+    "open_store", "store_class",
 ]
 
 # serving.type -> (module, class, the pip distribution its client library comes from).

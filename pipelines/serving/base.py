@@ -11,6 +11,8 @@ A store holds JSON objects under (kind, key):
   `INITIAL_GENERATION`, so incremental writes work on an empty store.
 - `suppression` (key: user id), outside generations: it survives swaps. The publish job
   writes it, and the API's preference and unsubscribe endpoints write it at once.
+- `preferences` (key: user id), outside generations: what a subscriber chose in the
+  preference centre (topics, frequency), written and read by the API only.
 
 Values are stored as compact JSON text (sorted keys, no NaN) and read back as dicts.
 Named state strings (the exporter's resume point) live in the store itself and can be
@@ -37,14 +39,15 @@ from pipelines.errors import TailorError
 if TYPE_CHECKING:
     from pipelines.config import Config
 
-Kind = Literal["content", "default", "traits", "suppression"]
+Kind = Literal["content", "default", "traits", "suppression", "preferences"]
 CONTENT: Final = "content"
 DEFAULT: Final = "default"
 TRAITS: Final = "traits"
 SUPPRESSION: Final = "suppression"
+PREFERENCES: Final = "preferences"
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 GENERATION_KINDS: Final[tuple[Kind, ...]] = (CONTENT, DEFAULT, TRAITS)
-UNVERSIONED_KINDS: Final[tuple[Kind, ...]] = (SUPPRESSION,)
+UNVERSIONED_KINDS: Final[tuple[Kind, ...]] = (SUPPRESSION, PREFERENCES)
 
 INITIAL_GENERATION: Final = "g0"
 MAX_READ_KEYS: Final = 1000

@@ -4,6 +4,7 @@ One table (serving.dynamodb.table), partition key `pk` (string), no sort key:
 
     pk = g:<generation>:<kind>:<key>   body (JSON text), generation    content, default, traits
     pk = suppression:<key>             body                            suppression records
+    pk = preferences:<key>             body                            preference-centre choices
     pk = live                          value                           the live generation (absent: g0)
     pk = state:<name>                  value                           state strings
 

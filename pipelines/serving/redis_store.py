@@ -4,6 +4,7 @@ Keys (`<prefix>` is serving.redis.key_prefix, one per environment sharing a Redi
 
     <prefix>:g:<generation>:<kind>:<key>   content, default, traits rows (JSON text)
     <prefix>:suppression:<key>             suppression records, outside generations
+    <prefix>:preferences:<key>             preference-centre choices, outside generations
     <prefix>:live                          the live generation (absent before the first swap: g0)
     <prefix>:state:<name>                  state strings (the exporter's resume point)
     <prefix>:generations                   a set: every generation written to, for the swap's clean-up

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from pipelines.config import Config
 
 SCHEMA_VERSION = 1
-_UNVERSIONED = ""  # the generation column of suppression rows
+_UNVERSIONED = ""  # the generation column of suppression and preferences rows
 _LIVE = "live"
 _CLEAN_CHUNK_ROWS = 5000
 

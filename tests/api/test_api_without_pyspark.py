@@ -15,15 +15,41 @@ sys.meta_path.insert(0, Refuse())
 """
 
 
-def test_api_imports_and_serves_without_pyspark():
-    script = BLOCK_PYSPARK + """
+def test_api_imports_and_serves_without_pyspark(tmp_path):
+    script = BLOCK_PYSPARK + f"""
 from api import create_app
-client = create_app({"TESTING": True}).test_client()
+from pipelines.config import load_config
+config = load_config("local", ["storage.root={tmp_path}"])
+client = create_app({{"TESTING": True, "TAILOR_CONFIG": config}}).test_client()
 response = client.get("/healthz")
 assert response.status_code == 200, response.status_code
 assert response.get_json()["status"] == "ok"
 missing = client.get("/nope")
 assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
+assert not any(name.startswith("pyspark") for name in sys.modules)
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_every_endpoint_family_serves_without_pyspark(tmp_path):
+    # A change through the preference API writes an event to the files source: that path too.
+    script = BLOCK_PYSPARK + f"""
+import hashlib, os
+os.environ["TAILOR_API_TOKENS"] = "ops:" + hashlib.sha256(b"k").hexdigest() + ":admin"
+os.environ["TAILOR_LINK_SIGNING_KEY"] = "test-only"
+from api import create_app
+from pipelines.config import load_config
+client = create_app({{"TAILOR_CONFIG": load_config("local", ["storage.root={tmp_path}"])}}).test_client()
+key = {{"X-Api-Key": "k"}}
+assert client.get("/v1/content/u-1", headers=key).get_json()["fallback"] == "unknown_user"
+token = client.get("/v1/users/u-1/preference-link", headers=key).get_json()["token"]
+assert client.put("/v1/preferences/" + token, json={{"subscribed": False}}).status_code == 200
+assert client.get("/v1/content/u-1", headers=key).status_code == 410
+assert client.get("/v1/preview/u-2", headers=key).status_code == 200
+assert client.get("/openapi.json").status_code == 200 and client.get("/metrics").status_code == 200
 assert not any(name.startswith("pyspark") for name in sys.modules)
 print("ok")
 """

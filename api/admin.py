@@ -1,0 +1,61 @@
+"""Admin endpoints (scope `admin`):
+
+    DELETE /v1/users/<user_id>    erasure: suppressed at once, an erasure_request event, audit;
+                                  the next publish removes the person's rows
+    GET    /v1/preview/<user_id>  the row rendered into a sample email (conf/templates/preview_email.html)
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, g, jsonify
+from flask.typing import ResponseReturnValue
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from api import consent
+from api.auth import require_scope
+from api.errors import error_response
+from api.rows import resolve
+from api.validation import check_user_id
+from pipelines.config import bundled_conf_dir
+
+bp = Blueprint("admin", __name__)
+
+
+@bp.delete("/v1/users/<user_id>")
+@require_scope("admin")
+def erase(user_id: str) -> ResponseReturnValue:
+    check_user_id(user_id)
+    request_id = f"erasure-{uuid.uuid4()}"
+    actor = f"api-key:{g.api_key.key_id}"
+    before = consent.read_suppression(user_id)
+    consent.suppress(user_id, "erased")
+    consent.delete_preferences(user_id)
+    consent.emit([consent.make_event("erasure_request", user_id, "backoffice",
+                                     {"request_id": request_id, "actor": actor})])
+    consent.audit("erasure_requested", user_id, actor, before={"suppression": (before or {}).get("reason")},
+                  after={"suppression": "erased"})
+    return jsonify(user_id=user_id, request_id=request_id, status="erasure_requested"), 202
+
+
+def templates() -> Environment:
+    environment: Environment | None = current_app.extensions["tailor"].get("templates")
+    if environment is None:
+        config = current_app.extensions["tailor"]["config"]
+        folders = [str(Path(config.conf_dir) / "templates"), str(bundled_conf_dir() / "templates")]
+        environment = Environment(loader=FileSystemLoader(folders), autoescape=select_autoescape(["html"]))
+        current_app.extensions["tailor"]["templates"] = environment
+    return environment
+
+
+@bp.get("/v1/preview/<user_id>")
+@require_scope("admin")
+def preview(user_id: str) -> ResponseReturnValue:
+    check_user_id(user_id)
+    answer = resolve([user_id])[0]
+    if answer.status != 200 or answer.row is None:
+        return error_response(410, "gone", f"no email for this person: {answer.reason}", reason=answer.reason)
+    html = templates().get_template("preview_email.html").render(row=answer.row)
+    return Response(html, mimetype="text/html")

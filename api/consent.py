@@ -1,0 +1,147 @@
+"""What every consent change does, wherever it comes from (the preference centre, an ESP
+webhook, an erasure): the suppression record first, so the next content read already
+honours it; then an event back into the pipeline (the events source: the files landing
+folder locally, Kafka or Kinesis in production), validated against the contract before
+it is written; then an audit line.
+
+The audit lines (JSON lines under <storage.root>/audit/api/) name the person by a
+SHA-256 of their user id, never in clear text (DESIGN.md: the audit keeps that an
+erasure happened, not who it was about); the pipeline's own audit.log gets the full
+record when merge_profiles applies the event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import threading
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flask import current_app, g
+
+from api.errors import ApiError
+from api.rows import ContentCache
+from api.store import holder
+from pipelines.config import Config
+from pipelines.contracts import validate_event
+from pipelines.serving import PREFERENCES, SUPPRESSION, StoreUnavailable
+
+log = logging.getLogger("tailor.api.consent")
+_AUDIT_LOCK = threading.Lock()
+API_SOURCE = "api"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def user_ref(user_id: str) -> str:
+    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
+
+
+def _config() -> Config:
+    config: Config = current_app.extensions["tailor"]["config"]
+    return config
+
+
+def _store_call(call: Any) -> Any:
+    try:
+        return holder().guarded(call)
+    except StoreUnavailable:
+        raise ApiError(503, "store_unavailable", "the change could not be saved; try again",
+                       headers={"Retry-After": "1"}) from None
+
+
+def read_suppression(user_id: str) -> dict[str, Any] | None:
+    found: dict[str, Any] | None = _store_call(lambda store: store.read(SUPPRESSION, user_id))
+    return found
+
+
+def suppress(user_id: str, reason: str) -> None:
+    record = {"reason": reason, "source": API_SOURCE, "since": now_iso()}
+    _store_call(lambda store: store.write_batch(SUPPRESSION, {user_id: record}))
+    cache: ContentCache = current_app.extensions["tailor"]["cache"]
+    cache.invalidate(user_id)
+
+
+def lift_suppression(user_id: str) -> None:
+    """Remove the API's own suppression (a re-subscribe); the publish job's stays its own."""
+    record = read_suppression(user_id)
+    if record is not None and record.get("source") == API_SOURCE:
+        _store_call(lambda store: store.delete(SUPPRESSION, [user_id]))
+    current_app.extensions["tailor"]["cache"].invalidate(user_id)
+
+
+def read_preferences(user_id: str) -> dict[str, Any] | None:
+    found: dict[str, Any] | None = _store_call(lambda store: store.read(PREFERENCES, user_id))
+    return found
+
+
+def write_preferences(user_id: str, preferences: dict[str, Any]) -> None:
+    _store_call(lambda store: store.write_batch(PREFERENCES, {user_id: preferences}))
+
+
+def delete_preferences(user_id: str) -> None:
+    _store_call(lambda store: store.delete(PREFERENCES, [user_id]))
+
+
+def make_event(event_type: str, user_id: str, source: str, payload: dict[str, Any],
+               occurred_at: str | None = None, event_id: str | None = None) -> dict[str, Any]:
+    return {"event_id": event_id or f"api-{uuid.uuid4()}", "event_type": event_type, "schema_version": 1,
+            "user_id": user_id, "occurred_at": occurred_at or now_iso(), "source": source, "payload": payload}
+
+
+def emit(events: list[dict[str, Any]]) -> None:
+    """Write events to the events source; a contract violation is a bug here (500),
+    an unreachable source a 503 the caller may retry."""
+    lines = []
+    for event in events:
+        problem = validate_event(event)
+        if problem is not None:
+            raise RuntimeError(f"the API built an invalid {event['event_type']} event: {problem.code}")
+        lines.append(json.dumps(event, separators=(",", ":"), sort_keys=True))
+    if not lines:
+        return
+    config = _config()
+    source = config.source
+    try:
+        # Through importlib: the producers module sits outside the strictly typed packages.
+        producers = importlib.import_module("pipelines.synthetic.producers")
+        if source.type == "kafka":
+            producers.produce_to_kafka(source.kafka.bootstrap_servers, source.kafka.events_topic,
+                             [(event["user_id"], line) for event, line in zip(events, lines, strict=True)])
+        elif source.type == "kinesis":
+            import boto3  # type: ignore[import-untyped]
+
+            client = boto3.client("kinesis", region_name=source.kinesis.region,
+                                  endpoint_url=source.kinesis.endpoint_url)
+            client.put_records(StreamName=source.kinesis.stream_name,
+                               Records=[{"Data": line.encode("utf-8"), "PartitionKey": event["user_id"]}
+                                        for event, line in zip(events, lines, strict=True)])
+        else:
+            producers.write_jsonl(Path(config.under_root(source.files.path)), f"api-{uuid.uuid4().hex}", lines)
+    except Exception as error:  # noqa: BLE001 - any client's failure: the caller retries
+        log.error("event not written to the %s source: %s", source.type, type(error).__name__)
+        raise ApiError(503, "events_unavailable", "the change is in effect but could not be recorded; retry",
+                       headers={"Retry-After": "5"}) from None
+
+
+def audit(action: str, user_id: str, actor: str, before: Any = None, after: Any = None) -> None:
+    entry = {"at": now_iso(), "action": action, "user_ref": user_ref(user_id), "actor": actor,
+             "before": before, "after": after, "request_id": g.get("request_id")}
+    config = _config()
+    folder = config.under_root("audit/api")
+    line = json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n"
+    if "://" in folder:
+        log.info("audit %s", line.strip())
+        return
+    path = Path(folder) / f"audit-{entry['at'][:10]}.jsonl"
+    with _AUDIT_LOCK:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(line)

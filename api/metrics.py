@@ -1,0 +1,67 @@
+"""Prometheus metrics (prometheus-client), one registry per app so that tests can build
+many apps. Under gunicorn each worker keeps its own counters; set
+PROMETHEUS_MULTIPROC_DIR to have `/metrics` add them up across workers."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flask import Flask, Response, current_app, g, request
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("tailor_api_requests_total", "Requests by route and status",
+                                ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram("tailor_api_request_seconds", "Request latency by route", ["route"],
+                                 buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+                                 registry=self.registry)
+        self.fallbacks = Counter("tailor_api_fallbacks_total", "Content rows served as fallback, by reason",
+                                 ["reason"], registry=self.registry)
+        self.gone = Counter("tailor_api_gone_total", "Content reads answered 410, by reason", ["reason"],
+                            registry=self.registry)
+        self.store_errors = Counter("tailor_api_store_errors_total", "Serving store calls that failed or were "
+                                    "refused by the open circuit", registry=self.registry)
+        self.cache = Counter("tailor_api_cache_lookups_total", "In-process content cache lookups (hit rate: "
+                             "hit / all)", ["result"], registry=self.registry)
+
+
+def metrics(app: Flask | None = None) -> Metrics:
+    found: Metrics = (app or current_app).extensions["tailor"]["metrics"]
+    return found
+
+
+def _start() -> None:
+    g.started = time.perf_counter()
+
+
+def _finish(response: Response) -> Response:
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    found = metrics()
+    found.requests.labels(route, request.method, str(response.status_code)).inc()
+    started = g.get("started")
+    if started is not None:
+        found.latency.labels(route).observe(time.perf_counter() - started)
+    return response
+
+
+def metrics_response() -> Response:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        body = generate_latest(registry)
+    else:
+        body = generate_latest(metrics().registry)
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask) -> None:
+    app.extensions.setdefault("tailor", {})["metrics"] = Metrics()
+    app.before_request(_start)
+    app.after_request(_finish)

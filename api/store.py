@@ -1,0 +1,201 @@
+"""The serving store as the API uses it, in the shape of flaskr's `db.py`: `get_store()`
+opens it lazily, `init_app` registers the clean-up and a CLI command.
+
+One store object per worker thread (a store is not for several threads at once, and
+SQLite's connection may not cross them), opened on first use and kept across requests:
+opening one per request would cost a TCP connect to Redis or DynamoDB every time. A
+request that saw the store fail drops its thread's store at teardown, so the next one
+reconnects.
+
+Every call goes through `guarded()`: a short timeout (api.store_timeout_ms, given to the
+store's own client: Redis' socket timeout, botocore's connect and read timeouts,
+SQLite's busy timeout) and one circuit breaker per process, so that while the store is
+down requests fall back at once instead of each waiting for its timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from flask import Flask, current_app, g
+from flask.cli import with_appcontext
+
+from pipelines.config import Config
+from pipelines.serving import KINDS, ServingStore, StoreUnavailable, store_class
+
+T = TypeVar("T")
+
+
+class CircuitOpen(StoreUnavailable):
+    """The breaker is open: the store is not even tried."""
+
+
+class CircuitBreaker:
+    """closed -> (failure_threshold consecutive failures) -> open -> (reset_timeout_s) ->
+    half-open: one trial call; success closes, failure opens again."""
+
+    def __init__(self, failure_threshold: int, reset_timeout_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.failure_threshold, self.reset_timeout_s, self._clock = failure_threshold, reset_timeout_s, clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._trial_running = False
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            if self._opened_at is None:
+                return "closed"
+            return "half_open" if self._clock() - self._opened_at >= self.reset_timeout_s else "open"
+
+    def before_call(self) -> None:
+        with self._lock:
+            if self._opened_at is None:
+                return
+            if self._clock() - self._opened_at < self.reset_timeout_s or self._trial_running:
+                raise CircuitOpen("serving store circuit is open after repeated failures")
+            self._trial_running = True
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._failures, self._opened_at, self._trial_running = 0, None, False
+
+    def failed(self) -> None:
+        with self._lock:
+            self._failures += 1
+            self._trial_running = False
+            if self._opened_at is not None or self._failures >= self.failure_threshold:
+                self._opened_at = self._clock()
+
+
+def api_config(app: Flask | None = None) -> Config:
+    config: Config = (app or current_app).extensions["tailor"]["config"]
+    return config
+
+
+def with_store_timeout(config: Config) -> Config:
+    """`config` with every store client's timeout set to api.store_timeout_ms."""
+    seconds = config.api.store_timeout_ms / 1000
+    serving = config.serving
+    serving = serving.model_copy(update={
+        "redis": serving.redis.model_copy(update={"socket_timeout_s": seconds}),
+        "sqlite": serving.sqlite.model_copy(update={"busy_timeout_ms": config.api.store_timeout_ms}),
+        # A throttled batch is not retried with backoff inside a request: it falls back.
+        "dynamodb": serving.dynamodb.model_copy(update={"max_retries": 0}),
+    })
+    return config.model_copy(update={"serving": serving})
+
+
+def _open(config: Config) -> ServingStore:
+    cls = store_class(config.serving.type)
+    if config.serving.type == "dynamodb":
+        from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
+
+        seconds = config.api.store_timeout_ms / 1000
+        client_config = BotoConfig(connect_timeout=seconds, read_timeout=seconds,
+                                   retries={"max_attempts": 1, "mode": "standard"})
+        return cls(config, client_config=client_config)  # type: ignore[call-arg]
+    return cls(config)
+
+
+class StoreHolder:
+    """Per app: the store config, the breaker, and each thread's open store."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = with_store_timeout(config)
+        settings = config.api.circuit_breaker
+        self.breaker = CircuitBreaker(settings.failure_threshold, settings.reset_timeout_s)
+        self._local = threading.local()
+        self._all: list[ServingStore] = []
+        self._lock = threading.Lock()
+
+    def thread_store(self) -> ServingStore:
+        store: ServingStore | None = getattr(self._local, "store", None)
+        if store is None:
+            store = _open(self.config)
+            self._local.store = store
+            with self._lock:
+                self._all.append(store)
+        return store
+
+    def drop_thread_store(self) -> None:
+        store: ServingStore | None = getattr(self._local, "store", None)
+        self._local.store = None
+        if store is not None:
+            with self._lock:
+                if store in self._all:
+                    self._all.remove(store)
+            try:
+                store.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close too
+                pass
+
+    def close_all(self) -> None:
+        with self._lock:
+            stores, self._all = self._all, []
+        for store in stores:
+            try:
+                store.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def guarded(self, call: Callable[[ServingStore], T]) -> T:
+        """`call(store)` behind the breaker; StoreUnavailable (CircuitOpen included) when
+        the store cannot answer, and the thread's store is dropped at teardown."""
+        self.breaker.before_call()
+        try:
+            result = call(self.thread_store())
+        except StoreUnavailable:
+            self.breaker.failed()
+            g.store_failed = True
+            raise
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            # A half-closed connection or a garbled reply: an outage as far as a reader can tell.
+            self.breaker.failed()
+            g.store_failed = True
+            raise StoreUnavailable(f"serving store: {type(error).__name__}") from None
+        self.breaker.succeeded()
+        return result
+
+
+def holder(app: Flask | None = None) -> StoreHolder:
+    found: StoreHolder = (app or current_app).extensions["tailor"]["store"]
+    return found
+
+
+def get_store() -> ServingStore:
+    """This thread's store (opened on first use), as flaskr's `get_db()`; note its use on `g`."""
+    g.store_used = True
+    return holder().thread_store()
+
+
+def close_store(_error: BaseException | None = None) -> None:
+    if g.pop("store_failed", False):
+        holder().drop_thread_store()
+
+
+@click.command("load-rows")
+@with_appcontext
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def load_rows_command(path: Path) -> None:
+    """Write a JSON file of {kind: {key: row}} into the serving store (demo and test data)."""
+    document: dict[str, dict[str, dict[str, Any]]] = json.loads(path.read_text(encoding="utf-8"))
+    store = get_store()
+    for kind, rows in document.items():
+        if kind not in KINDS:
+            raise click.BadParameter(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
+        store.write_batch(kind, rows)
+    click.echo(f"loaded {sum(len(rows) for rows in document.values())} rows")
+
+
+def init_app(app: Flask, config: Config) -> None:
+    app.extensions.setdefault("tailor", {})["store"] = StoreHolder(config)
+    app.teardown_appcontext(close_store)
+    app.cli.add_command(load_rows_command)
