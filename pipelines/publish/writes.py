@@ -4,6 +4,7 @@ Change Data Feed the export reads holds only real changes), and gold.holdout_ass
 
 from __future__ import annotations
 
+import logging
 from datetime import date, datetime
 
 from pyspark.sql import DataFrame, SparkSession
@@ -12,7 +13,7 @@ from pyspark.sql.types import StructType
 
 from pipelines.config import Config, TableRef
 from pipelines.recommend.writes import commit_metadata
-from pipelines.runtime.delta_tables import delta_table, ensure_table, table_exists
+from pipelines.runtime.delta_tables import add_missing_columns, delta_table, ensure_table, table_exists
 from pipelines.schemas import CONTENT_DEFAULTS, EMAIL_CONTENT, HOLDOUT_ASSIGNMENTS, USER_TRAITS
 
 # table -> (schema, key column)
@@ -22,12 +23,16 @@ PUBLISHED_TABLES: dict[str, tuple[StructType, str]] = {
     "gold.user_traits": (USER_TRAITS, "user_id"),
 }
 _VERSIONING = ("content_version", "generated_at", "content_hash")
+log = logging.getLogger("tailor.publish")
 
 
 def ensure_publish_tables(spark: SparkSession, config: Config) -> None:
     for name, (schema, key) in PUBLISHED_TABLES.items():
         ensure_table(spark, config.table(name), schema, cluster_by=(key,),
                      properties={"delta.enableChangeDataFeed": "true"})
+        added = add_missing_columns(spark, config.table(name), schema)
+        if added:
+            log.info("%s: added the columns %s", name, ", ".join(added))
     ensure_table(spark, config.table("gold.holdout_assignments"), HOLDOUT_ASSIGNMENTS, cluster_by=("user_id",))
 
 

@@ -50,6 +50,18 @@ def ensure_table(spark: SparkSession, table: TableRef, schema: StructType,
     builder.execute()
 
 
+def add_missing_columns(spark: SparkSession, table: TableRef, schema: StructType) -> list[str]:
+    """Add the nullable columns of `schema` an existing table lacks (a table created by an
+    older Tailor); returns their names. Columns are never dropped or retyped here."""
+    present = set(read_table(spark, table).columns)
+    missing = [field for field in schema if field.name not in present]
+    for field in missing:
+        if not field.nullable:
+            raise ValueError(f"{table}: column {field.name} is missing and cannot be added (it is NOT NULL)")
+        spark.sql(f"ALTER TABLE {sql_name(table)} ADD COLUMNS (`{field.name}` {field.dataType.simpleString()})")
+    return [field.name for field in missing]
+
+
 def delta_table(spark: SparkSession, table: TableRef) -> DeltaTable:
     if table.catalog_name:
         return DeltaTable.forName(spark, table.catalog_name)

@@ -42,3 +42,17 @@ def test_holdout_start_days_survive_reruns_and_change_only_with_the_side(spark, 
     assert_df_equality(read_table(spark, table), spark.createDataFrame([
         ("a", "s2", 0.03, 0.50, False, day4), ("c", "s2", 0.03, 0.02, True, day4),
         ("d", "s2", 0.03, 0.90, False, day4)], EXPECTED), ignore_row_order=True, ignore_nullable=True)
+
+
+def test_a_table_from_an_older_tailor_gets_the_new_columns(spark, tmp_path):
+    from pyspark.sql.types import StructType
+
+    from pipelines.runtime.delta_tables import ensure_table
+    from pipelines.schemas import EMAIL_CONTENT
+
+    config = load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS])
+    older = StructType([field for field in EMAIL_CONTENT if field.name != "email_consent_at"])
+    ensure_table(spark, config.table("gold.email_content"), older)
+    ensure_publish_tables(spark, config)
+    assert read_table(spark, config.table("gold.email_content")).schema["email_consent_at"].dataType.simpleString() \
+        == "timestamp"
