@@ -45,6 +45,7 @@ setup(
         "gunicorn==26.2.0",
         "prometheus-client==0.26.0",
         "itsdangerous==2.2.0",
+        "cachetools==7.3.3",       # the API's in-process TTL cache of content rows
     ],
     extras_require={
         "spark": SPARK,

@@ -70,9 +70,11 @@ def suppress(user_id: str, reason: str) -> None:
 
 
 def lift_suppression(user_id: str) -> None:
-    """Remove the API's own suppression (a re-subscribe); the publish job's stays its own."""
+    """Remove the API's own unsubscribe record (a re-subscribe). An erasure, a complaint or
+    a hard bounce is never lifted by a subscriber's link, and the publish job's record
+    stays until publish sees the consent."""
     record = read_suppression(user_id)
-    if record is not None and record.get("source") == API_SOURCE:
+    if record is not None and record.get("source") == API_SOURCE and record.get("reason") == "unsubscribed":
         _store_call(lambda store: store.delete(SUPPRESSION, [user_id]))
     current_app.extensions["tailor"]["cache"].invalidate(user_id)
 

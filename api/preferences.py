@@ -58,7 +58,12 @@ def user_of(token: str) -> str:
         raise ApiError(403, "invalid_token", "this link is not valid") from None
     if not isinstance(data, dict) or not isinstance(data.get("u"), str):
         raise ApiError(403, "invalid_token", "this link is not valid")
-    return check_user_id(data["u"])
+    user_id = check_user_id(data["u"])
+    record = consent.read_suppression(user_id)
+    if record is not None and record.get("reason") == "erased":
+        # An old link must not bring back a person who asked to be erased.
+        raise ApiError(410, "gone", "this person's data was erased; the link no longer works")
+    return user_id
 
 
 def current_state(user_id: str) -> dict[str, Any]:
@@ -168,9 +173,11 @@ def page(token: str) -> ResponseReturnValue:
     saved = False
     if request.method == "POST":
         form = request.form
-        change: dict[str, Any] = {"subscribed": form.get("subscribed") != "no",
-                                  "topics": [topic for topic in form.getlist("topics")
-                                             if topic in _config().api.preference_topics]}
+        # Only an explicit choice changes the subscription: a form without it leaves it as it is.
+        choice = {"yes": True, "no": False}.get(form.get("subscribed", ""))
+        change: dict[str, Any] = {} if choice is None else {"subscribed": choice}
+        change |= {"topics": [topic for topic in form.getlist("topics")
+                              if topic in _config().api.preference_topics]}
         frequency = form.get("frequency", "")
         change["frequency_cap_per_week"] = int(frequency) if frequency.isdigit() and int(frequency) <= 100 else None
         apply_change(user_id, change, SUBSCRIBER)

@@ -156,8 +156,9 @@ class StoreHolder:
             self.breaker.failed()
             g.store_failed = True
             raise
-        except (OSError, ValueError, TypeError, KeyError) as error:
-            # A half-closed connection or a garbled reply: an outage as far as a reader can tell.
+        except Exception as error:  # noqa: BLE001 - every failure must reach the breaker, or a trial never ends
+            # A half-closed connection, a garbled reply, a client error the store passes on:
+            # an outage as far as a reader can tell.
             self.breaker.failed()
             g.store_failed = True
             raise StoreUnavailable(f"serving store: {type(error).__name__}") from None

@@ -84,15 +84,27 @@ def _fresh(timestamp: str) -> None:
                        "as a possible replay")
 
 
-def _first_time(signature: str) -> None:
-    digest = hashlib.sha256(signature.encode("utf-8")).hexdigest()
+def _replay_key(provider: str, timestamp: str, body: bytes) -> str:
+    """What makes a delivery the same delivery: its sender, time and body, not the bytes
+    of its signature (a signature has other valid spellings: hex case, base64 padding,
+    ECDSA's (r, n - s))."""
+    digest = hashlib.sha256(provider.encode() + b"|" + timestamp.encode("utf-8", "replace") + b"|" + body)
+    return f"webhook-seen:{digest.hexdigest()}"
+
+
+def _seen_before(key: str) -> bool:
     limiter = current_app.extensions["tailor"]["limiter"]
-    seen = limiter.storage.incr(f"webhook-seen:{digest}", 2 * _config().api.webhook_tolerance_s)
-    if seen > 1:
-        raise ApiError(409, "replayed", "this signed request was received before")
+    return bool(limiter.storage.get(key))
 
 
-def _verify_generic(secret: str, body: bytes) -> None:
+def _remember(key: str) -> None:
+    """Recorded once the events are written: a sender that retries after a 503 is heard."""
+    limiter = current_app.extensions["tailor"]["limiter"]
+    limiter.storage.incr(key, 2 * _config().api.webhook_tolerance_s)
+
+
+def _verify_generic(secret: str, body: bytes) -> str:
+    """Checks the signature and its age; returns the signed timestamp."""
     header = request.headers.get("X-Tailor-Signature", "")
     parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
     if "t" not in parts or "v1" not in parts:
@@ -102,10 +114,11 @@ def _verify_generic(secret: str, body: bytes) -> None:
     if not hmac.compare_digest(expected, parts["v1"].lower()):
         raise ApiError(401, "bad_signature", "the signature does not match the body")
     _fresh(parts["t"])
-    _first_time(parts["v1"])
+    return parts["t"]
 
 
-def _verify_sendgrid(public_key: str, body: bytes) -> None:
+def _verify_sendgrid(public_key: str, body: bytes) -> str:
+    """Checks the signature and its age; returns the signed timestamp."""
     signature = request.headers.get("X-Twilio-Email-Event-Webhook-Signature", "")
     timestamp = request.headers.get("X-Twilio-Email-Event-Webhook-Timestamp", "")
     if not signature or not timestamp:
@@ -117,11 +130,12 @@ def _verify_sendgrid(public_key: str, body: bytes) -> None:
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise ApiError(503, "not_configured", "the sendgrid public key is not an elliptic-curve key")
     try:
-        key.verify(base64.b64decode(signature), timestamp.encode("utf-8") + body, ec.ECDSA(hashes.SHA256()))
+        key.verify(base64.b64decode(signature, validate=True), timestamp.encode("utf-8") + body,
+                   ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError, binascii.Error):
         raise ApiError(401, "bad_signature", "the signature does not match the body") from None
     _fresh(timestamp)
-    _first_time(signature)
+    return timestamp
 
 
 def _text(value: Any, default: str = "unknown") -> str:
@@ -161,7 +175,9 @@ def _generic_events(document: Any) -> tuple[list[Mapped], int]:
             event_type, payload = "email_open", ids
         else:
             event_type, payload = "email_click", {**ids, "url": _text(item.get("url"), "")}
-        event = consent.make_event(event_type, str(item.get("user_id")), "esp", payload,
+        given = item.get("user_id")
+        user_id = given if isinstance(given, str) else ""  # "" is refused below as a bad id
+        event = consent.make_event(event_type, user_id, "esp", payload,
                                    occurred_at=item.get("occurred_at") if isinstance(item.get("occurred_at"), str)
                                    else None, event_id=f"generic-{_text(item.get('id'), '')}" if item.get("id")
                                    else None)
@@ -212,7 +228,9 @@ def receive(provider: str) -> ResponseReturnValue:
         raise ApiError(413, "body_too_large", f"the body is over {limit} bytes")
     body = request.get_data(cache=True)
     verify, parse = PROVIDERS[provider]
-    verify(secret, body)
+    replay = _replay_key(provider, verify(secret, body), body)
+    if _seen_before(replay):
+        raise ApiError(409, "replayed", "this signed request was received before")
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -221,7 +239,7 @@ def receive(provider: str) -> ResponseReturnValue:
     if len(mapped) > MAX_EVENTS:
         raise ApiError(400, "bad_request", f"at most {MAX_EVENTS} events per request")
     for position, (event, _) in enumerate(mapped):
-        if not _VALID_USER_ID.match(event["user_id"]):
+        if not isinstance(event["user_id"], str) or not _VALID_USER_ID.match(event["user_id"]):
             raise ApiError(400, "bad_user_id", f"event {position}: user_id is not a valid user id")
         problem = validate_event(event)
         if problem is not None:
@@ -240,4 +258,5 @@ def receive(provider: str) -> ResponseReturnValue:
             consent.audit("suppressed_by_esp", user_id, f"esp:{provider}", before={"suppression": before},
                           after={"suppression": reason})
     consent.emit([event for event, _ in mapped])
+    _remember(replay)
     return jsonify(accepted=len(mapped), ignored=ignored, suppressed=len(suppress))

@@ -72,3 +72,23 @@ def test_a_users_own_conf_dir_wins(installed, tmp_path):
         shown = json.loads(result.stdout)
         assert (shown["spark"]["app_name"], shown["storage"]["root"]) == ("acme-tailor", "s3://acme/tailor")
         assert shown["conf_dir"] == str(own)
+
+
+def test_the_api_serves_from_the_installed_wheel_without_spark(installed, tmp_path):
+    # The web host's install: the base dependencies only, no pyspark.
+    script = (
+        "import sys\n"
+        "from api import create_app\n"
+        "from pipelines.config import load_config\n"
+        f"app = create_app({{'TAILOR_CONFIG': load_config('local', ['storage.root={tmp_path}'])}})\n"
+        "client = app.test_client()\n"
+        "assert client.get('/healthz').status_code == 200\n"
+        "body = client.get('/v1/content/u-1', headers={'X-Api-Key': 'none'}).get_json()\n"
+        "assert body['error'] == 'unauthorized', body\n"
+        "assert 'pyspark' not in sys.modules\n"
+        "print('ok')\n")
+    result = _run([str(installed / "python"), "-c", script], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"
+    missing = _run([str(installed / "python"), "-c", "import pyspark"], cwd=tmp_path)
+    assert missing.returncode != 0

@@ -18,9 +18,11 @@ Suppression records sit outside generations, because the API writes its own at o
 (an unsubscribe, an erasure) before the pipeline has seen the change. gold.email_content's
 `suppressed` rows (no email consent) get a record `{"reason": "no_email_consent",
 "source": "publish"}` unless one is there already. When a row is published again, the
-export removes its own record, and one the API wrote before the person's current email
-consent was given (its `since` is older than the row's `email_consent_at`). When a
-person leaves gold.email_content (erased), every record about them goes. Within a batch
+export removes its own record, and an API unsubscribe written before the person's current
+email consent was given (its `since` is older than the row's `email_consent_at`); an
+API erasure, complaint or hard bounce is never lifted. When a person leaves
+gold.email_content (erased), the export's record and the API's erasure marker go; an
+unsubscribe, complaint or hard bounce stays, so the address is still not sent to. Within a batch
 suppressions are written before content is removed, and removed after content is
 written: a reader never sees personal content for someone suppressed.
 """
@@ -49,6 +51,7 @@ log = logging.getLogger("tailor.export")
 
 KIND_OF_TABLE = {"gold.email_content": "content", "gold.content_defaults": "default", "gold.user_traits": "traits"}
 EXPORT_SOURCE = "publish"
+UNSUBSCRIBED = "unsubscribed"   # the only API record a newer email consent lifts
 _TIME = "yyyy-MM-dd'T'HH:mm:ss'Z'"
 _JSON = {"ignoreNullFields": "false"}
 _NOT_SERVED = {"content_hash", "status", "email_consent_at"}
@@ -77,6 +80,13 @@ def served_body(table: str) -> Column:
             column = F.date_format(column, _TIME)
         fields.append(column.alias(item.name))
     return F.to_json(F.struct(*fields), _JSON)
+
+
+def _forget(record: dict[str, Any]) -> bool:
+    """Whether a person's record goes when they leave gold.email_content: the export's
+    own, and the API's erasure marker (the erasure is done). An unsubscribe, a complaint
+    or a hard bounce stays: the address may come back, and must still not be sent to."""
+    return record.get("source") == EXPORT_SOURCE or record.get("reason") == "erased"
 
 
 def _older(since: Any, than: str | None) -> bool:
@@ -153,8 +163,10 @@ class Exporter:
                        for key, since in batch.suppress.items()
                        if stored.get(key, {}).get("source", EXPORT_SOURCE) == EXPORT_SOURCE}
         lifted = [key for key, consent_at in batch.unsuppress.items() if key in stored
-                  and (stored[key].get("source") == EXPORT_SOURCE or _older(stored[key].get("since"), consent_at))]
-        gone = [*lifted, *batch.forget]
+                  and (stored[key].get("source") == EXPORT_SOURCE
+                       or (stored[key].get("reason") == UNSUBSCRIBED and _older(stored[key].get("since"), consent_at)))]
+        forgotten = self._stored_suppressions(batch.forget)
+        gone = [*lifted, *[key for key, record in forgotten.items() if _forget(record)]]
         writes: list[Callable[[dict[str, str] | None], None]] = []
         if new_records:
             writes.append(lambda st: store.write_batch(SUPPRESSION, new_records, state=st))
@@ -224,14 +236,18 @@ def _feed_gone(error: Exception) -> bool:
 
 
 def _forget_the_gone(spark: SparkSession, config: Config, store: ServingStore) -> int:
-    """After a rebuild: suppression records of people gold.email_content no longer holds
-    (erased while the change feed that said so was unread) are deleted."""
+    """After a rebuild: the records `_forget` lets go of, of people gold.email_content no
+    longer holds (erased while the change feed that said so was unread)."""
     recorded = list(store.keys(SUPPRESSION))
     if not recorded:
         return 0
     keys = spark.createDataFrame([(key,) for key in recorded], "user_id string")
-    gone = [row.user_id for row in keys.join(read_table(spark, config.table("gold.email_content")), "user_id",
-                                               "left_anti").collect()]
+    absent = [row.user_id for row in keys.join(read_table(spark, config.table("gold.email_content")), "user_id",
+                                                 "left_anti").collect()]
+    gone = []
+    for start in range(0, len(absent), MAX_READ_KEYS):
+        records = store.read_many(SUPPRESSION, absent[start:start + MAX_READ_KEYS])
+        gone += [key for key, record in records.items() if _forget(record)]
     for start in range(0, len(gone), MAX_READ_KEYS):
         store.delete(SUPPRESSION, gone[start:start + MAX_READ_KEYS])
     return len(gone)

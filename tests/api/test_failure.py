@@ -14,6 +14,7 @@ from api import create_app
 from api.store import CircuitBreaker, CircuitOpen
 from pipelines.config import load_config
 from pipelines.services.kafka_broker import free_port
+from pipelines.serving import StoreUnavailable
 from tests.api.conftest import DATA, TEST_TIMEOUT, headers, seed
 
 READER = headers("reader")
@@ -188,3 +189,22 @@ def test_a_gone_person_stays_410_when_only_the_content_read_fails(app, client, m
     body = client.post("/v1/content:batchGet", headers=READER, json={"user_ids": ["u-gone", "u-ada"]}).get_json()
     assert body["gone"] == [{"user_id": "u-gone", "reason": "unsubscribed"}]
     assert [(row["user_id"], row["fallback"]) for row in body["rows"]] == [("u-ada", "store_unavailable")]
+
+
+def test_an_unexpected_error_in_the_trial_call_does_not_keep_the_circuit_open(app):
+    holder = app.extensions["tailor"]["store"]
+    now = [0.0]
+    holder.breaker = CircuitBreaker(failure_threshold=1, reset_timeout_s=5, clock=lambda: now[0])
+
+    def broken(store):
+        raise RuntimeError("a client error the store passed on")
+
+    with app.test_request_context():
+        with pytest.raises(StoreUnavailable):
+            holder.guarded(broken)          # opens the circuit
+        now[0] = 10.0
+        with pytest.raises(StoreUnavailable):
+            holder.guarded(broken)          # the trial fails: open again, trial over
+        now[0] = 20.0
+        assert holder.guarded(lambda store: "answered") == "answered"  # the next trial runs and closes it
+    assert holder.breaker.state == "closed"

@@ -154,3 +154,22 @@ def test_erasure_suppresses_at_once_and_emits_an_event(store_app):
     assert (entry["action"], entry["actor"], entry["after"]) == ("erasure_requested", "api-key:ops",
                                                                  {"suppression": "erased"})
     assert client.delete("/v1/users/u-ada", headers=headers("reader")).status_code == 403
+
+
+def test_an_erased_persons_old_link_cannot_bring_them_back(app, client):
+    token = token_for(client, "u-ada")
+    assert client.delete("/v1/users/u-ada", headers=headers("ops")).status_code == 202
+    again = client.put(f"/v1/preferences/{token}", json={"subscribed": True})
+    assert again.status_code == 410 and again.get_json()["error"] == "gone"
+    assert client.post(f"/preferences/{token}", data={"subscribed": "yes"}).status_code == 410
+    assert client.get("/v1/content/u-ada", headers=READER).status_code == 410
+    assert [event["event_type"] for event in landed_events(app)] == ["erasure_request"]
+
+
+def test_a_form_without_a_subscription_choice_leaves_it_as_it_is(app, client):
+    token = token_for(client, "u-ada")
+    assert client.put(f"/v1/preferences/{token}", json={"subscribed": False}).status_code == 200
+    client.post(f"/preferences/{token}", data={"topics": ["offers"]})
+    state = client.get(f"/v1/preferences/{token}").get_json()
+    assert (state["subscribed"], state["topics"]) == (False, ["offers"])
+    assert client.get("/v1/content/u-ada", headers=READER).status_code == 410

@@ -1,5 +1,5 @@
 """The preference centre page in a real headless browser (Debian's chromium and
-chromedriver, which `make setup` installs): a subscriber changes topics and frequency,
+chromedriver, which `make test` installs): a subscriber changes topics and frequency,
 then unsubscribes, and the content API answers 410 at once."""
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ from pipelines.services.kafka_broker import free_port
 from tests.api.conftest import headers
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+# A browser is a heavy install: make test-fast leaves this out (make test installs it).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
 def _browser_installed() -> None:
     # make setup installs them: a missing browser is a broken set-up, not a reason to skip.
     if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.fail("Debian's chromium and chromium-driver are not installed: run make setup")
+        pytest.fail("Debian's chromium and chromium-driver are not installed: make test installs them")
 
 
 @pytest.fixture

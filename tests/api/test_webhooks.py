@@ -82,12 +82,17 @@ def test_bad_signature_stale_and_replayed_requests_are_refused(client):
     assert client.post("/v1/webhooks/generic", data=body, headers=fresh).status_code == 200
     again = client.post("/v1/webhooks/generic", data=body, headers=fresh)
     assert (again.status_code, again.get_json()["error"]) == (409, "replayed")
+    # The same delivery with its signature spelt in upper case is the same delivery.
+    stamp, digest = fresh["X-Tailor-Signature"].split(",")
+    upper = {**fresh, "X-Tailor-Signature": f"{stamp},v1={digest[3:].upper()}"}
+    assert client.post("/v1/webhooks/generic", data=body, headers=upper).status_code == 409
     assert client.get("/v1/content/u-hal", headers=READER).status_code == 200  # the tampered body changed nothing
 
 
 def test_bad_bodies_and_unknown_providers_are_4xx(client):
     for body, code in ((b"{not json", "bad_json"), (b'{"events": [{"type": "delivered"}]}', "bad_request"),
-                       (b'{"events": [{"type": "open", "user_id": "has space"}]}', "bad_user_id")):
+                       (b'{"events": [{"type": "open", "user_id": "has space"}]}', "bad_user_id"),
+                       (b'{"events": [{"type": "open"}]}', "bad_user_id")):
         response = client.post("/v1/webhooks/generic", data=body, headers=signed(body))
         assert (response.status_code, response.get_json()["error"]) == (400, code)
     unknown = client.post("/v1/webhooks/mailchimp", data=b"{}", headers=signed(b"{}"))

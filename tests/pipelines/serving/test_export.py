@@ -33,20 +33,29 @@ def test_changes_become_upserts_deletes_and_suppressions(store):
     # after her consent (T1), dee before her consent was given again (T3), eve on T2.
     store.write_batch("suppression", {"cy": {"reason": "unsubscribed", "source": "api", "since": T2},
                                       "dee": {"reason": "unsubscribed", "source": "api", "since": T2},
-                                      "eve": {"reason": "unsubscribed", "source": "api", "since": T2}})
+                                      "eve": {"reason": "unsubscribed", "source": "api", "since": T2},
+                                      "fay": {"reason": "complaint", "source": "api", "since": T2},
+                                      "gil": {"reason": "erased", "source": "api", "since": T2},
+                                      "hal": {"reason": "unsubscribed", "source": "api", "since": T2}})
     exporter.apply("gold.email_content", [
         ("bob", _body("bob", "Hi Bob"), "published", T2, T2, False),   # bob consented: publish's record goes
         ("cy", _body("cy", "Hi Cy"), "published", T2, T1, False),      # the API's newer record stays
         ("dee", _body("dee", "Hi Dee"), "published", T3, T3, False),   # consent given after the record: it goes
         ("eve", None, "suppressed", T3, T3, False),                    # the API's record is not replaced
-        ("ada", None, None, None, None, True),                         # erased: content and records go
+        ("fay", _body("fay", "Hi Fay"), "published", T3, T3, False),   # a complaint is never lifted by consent
+        ("ada", None, None, None, None, True),                         # erased: content goes
+        ("gil", None, None, None, None, True),                         # erased: the API's erasure marker goes
+        ("hal", None, None, None, None, True),                         # gone, but the unsubscribe stays
     ], {"exported:gold.email_content": "2"})
-    assert set(store.read_many("content", ["ada", "bob", "cy", "dee", "eve"])) == {"bob", "cy", "dee"}
-    assert store.read_many("suppression", ["ada", "bob", "cy", "dee", "eve"]) == {
+    people = ["ada", "bob", "cy", "dee", "eve", "fay", "gil", "hal"]
+    assert set(store.read_many("content", people)) == {"bob", "cy", "dee", "fay"}
+    assert store.read_many("suppression", people) == {
         "cy": {"reason": "unsubscribed", "source": "api", "since": T2},
-        "eve": {"reason": "unsubscribed", "source": "api", "since": T2}}
+        "eve": {"reason": "unsubscribed", "source": "api", "since": T2},
+        "fay": {"reason": "complaint", "source": "api", "since": T2},
+        "hal": {"reason": "unsubscribed", "source": "api", "since": T2}}
     assert store.get_state("exported:gold.email_content") == "2"
-    assert exporter.written == {"upserted": 4, "deleted": 3, "suppressed": 1, "unsuppressed": 2}
+    assert exporter.written == {"upserted": 5, "deleted": 5, "suppressed": 1, "unsuppressed": 2}
 
 
 def test_a_rebuild_is_invisible_until_the_swap(store):
