@@ -16,17 +16,25 @@ from pipelines.config import Config
 DATASET = "bronze.events"
 
 
-def quarantine_rate(metrics: DataFrame, as_of: datetime) -> DataFrame:
-    """One row: quarantined / read over the day of ingest before `as_of` (null: none read)."""
-    day = metrics.where((F.col("batch_timestamp") > F.lit(as_of - timedelta(days=1)))
-                        & (F.col("batch_timestamp") <= F.lit(as_of)))
+# Clocks differ between producers: an event this far ahead of `as_of` still counts as now.
+CLOCK_SKEW = timedelta(minutes=10)
+
+
+def quarantine_rate(metrics: DataFrame) -> DataFrame:
+    """One row: quarantined / read over the last day of ingest (the day before the newest
+    batch, in processing time, the clock batch_timestamp keeps); null: nothing read."""
+    newest = metrics.agg(F.max("batch_timestamp").alias("_newest"))
+    day = metrics.crossJoin(newest).where(F.col("batch_timestamp") > F.col("_newest") - F.expr("INTERVAL 1 DAY"))
     return day.agg((F.sum("quarantined_rows") / F.sum("input_rows")).alias("quarantine_rate"))
 
 
 def freshness(events: DataFrame, as_of: datetime) -> DataFrame:
-    """One row: hours from the newest event time to `as_of` (null: no events)."""
-    return events.agg(((F.lit(as_of).cast("double") - F.max("occurred_at").cast("double")) / 3600.0)
-                      .alias("lag_hours"))
+    """One row: hours from the newest event time to `as_of` (null: no events). Events
+    stamped further in the future than CLOCK_SKEW are left out: one bad clock must not
+    make the table look fresh for ever."""
+    believable = events.where(F.col("occurred_at") <= F.lit(as_of + CLOCK_SKEW))
+    return believable.agg(((F.lit(as_of).cast("double") - F.max("occurred_at").cast("double")) / 3600.0)
+                          .alias("lag_hours"))
 
 
 def batches(read: Read, config: Config, previous: Previous, as_of: datetime) -> list[Batch]:
@@ -36,11 +44,13 @@ def batches(read: Read, config: Config, previous: Previous, as_of: datetime) -> 
     quality = config.quality
     found = [Batch(DATASET, events, tuple(key_checks(DATASET, "event_id"))),
              Batch(f"{DATASET}.freshness", freshness(events, as_of), (
+                 # No believable event at all is as stale as it gets (a value check skips nulls).
+                 Check(f"{DATASET}.freshness_known", "critical", gxe.ExpectColumnValuesToNotBeNull(column="lag_hours")),
                  Check(f"{DATASET}.freshness_lag_hours", "critical",
                        gxe.ExpectColumnValuesToBeBetween(column="lag_hours",
-                                                         max_value=quality.max_freshness_lag_hours)),))]
+                                                         max_value=quality.max_freshness_lag_hours))))]
     if metrics is not None:
-        found.append(Batch(f"{DATASET}.quarantine", quarantine_rate(metrics, as_of), (
+        found.append(Batch(f"{DATASET}.quarantine", quarantine_rate(metrics), (
             Check(f"{DATASET}.quarantine_rate", "critical",
                   gxe.ExpectColumnValuesToBeBetween(column="quarantine_rate",
                                                     max_value=quality.max_quarantine_rate)),)))

@@ -57,15 +57,27 @@ def _reader(spark: SparkSession, config: Config, versions: dict[str, int | None]
     return read
 
 
-def _previous(spark: SparkSession, config: Config):
-    """check name -> its observed value in the latest earlier run (None without one)."""
+def _previous(spark: SparkSession, config: Config, versions: dict[str, int | None]):
+    """check name -> its observed value in the latest passing enabled run over an earlier
+    version of its table (None without one): a failed run, or another run over the same
+    version, is never the baseline, so running validate again cannot clear a failure."""
     ref = config.table("audit.quality_results")
-    cache: dict[str, Any] = {}
+    passed: dict[str, list[Any]] = {}
     if table_exists(spark, ref):
-        latest = (read_table(spark, ref).where(F.col("mode") == "enabled")
-                  .groupBy("expectation").agg(F.max_by("observed_value", "run_at").alias("observed")))
-        cache = {row.expectation: json.loads(row.observed) if row.observed else None for row in latest.collect()}
-    return lambda name: cache.get(name)
+        rows = (read_table(spark, ref).where((F.col("mode") == "enabled") & F.col("success"))
+                .select("expectation", "table_version", "run_at", "observed_value").collect())
+        for row in rows:
+            passed.setdefault(row.expectation, []).append(row)
+
+    def previous(name: str) -> Any | None:
+        current = versions.get(".".join(name.split(".")[:2]))
+        earlier = [row for row in passed.get(name, ())
+                   if current is None or (row.table_version is not None and row.table_version < current)]
+        if not earlier:
+            return None
+        latest = max(earlier, key=lambda row: (row.table_version, row.run_at))
+        return json.loads(latest.observed_value) if latest.observed_value else None
+    return previous
 
 
 def _context(config: Config) -> Any:
@@ -120,7 +132,7 @@ def validate(spark: SparkSession, config: Config, datasets: tuple[str, ...], mod
     """Run the suites of `datasets`; append every result to audit.quality_results."""
     run_id = uuid.uuid4().hex
     versions: dict[str, int | None] = {}
-    read, previous = _reader(spark, config, versions), _previous(spark, config)
+    read, previous = _reader(spark, config, versions), _previous(spark, config, versions)
     context = _context(config)
     results: list[Result] = []
     for dataset in datasets:
@@ -141,10 +153,12 @@ def docs_index(config: Config) -> str:
     return config.under_root("quality/gx/uncommitted/data_docs/local_site/index.html")
 
 
-def gate_refusals(spark: SparkSession, config: Config, datasets: tuple[str, ...]) -> list[str]:
-    """Why the job must not read these tables now: each critical expectation that failed
-    in the latest enabled run over the version it is about to read (or, with
-    quality.require_validation, a version never validated). Empty: go ahead."""
+def gate_refusals(spark: SparkSession, config: Config, datasets: tuple[str, ...],
+                  versions: dict[str, int | None] | None = None) -> list[str]:
+    """Why the job must not read these tables: each critical expectation that failed in
+    the latest enabled run over the version it is about to read (`versions`, which the
+    job then reads with versionAsOf; default: the current one), or, with
+    quality.require_validation, a version never validated. Empty: go ahead."""
     if config.quality.gate == "off":
         return []
     ref = config.table("audit.quality_results")
@@ -153,7 +167,8 @@ def gate_refusals(spark: SparkSession, config: Config, datasets: tuple[str, ...]
     for dataset in datasets:
         if dataset not in DATASETS:
             continue
-        version = _version(spark, config, dataset)
+        version = versions[dataset] if versions is not None and dataset in versions else \
+            _version(spark, config, dataset)
         if version is None:
             continue
         rows = [] if recorded is None else (

@@ -58,33 +58,38 @@ def publish(spark, config: Config, offers, segment_names: list[str], default_seg
     from pipelines.recommend.interactions import from_interactions
     from pipelines.recommend.scoring import popular_lists
     from pipelines.recommend.writes import ensure_recommendations_table
-    from pipelines.runtime.delta_tables import read_table, retry_on_conflict, table_exists
+    from pipelines.runtime.delta_tables import read_table_at, retry_on_conflict, table_exists
 
     needed = {"silver.profiles": "merge-profiles", "gold.user_features": "build-features",
               "silver.interactions": "build-features", "silver.products": "load-catalog"}
     for name, job in needed.items():
         if not table_exists(spark, config.table(name)):
             raise TailorError(f"{name} does not exist yet: run tailor {job} first")
+    ensure_recommendations_table(spark, config)
     inputs = ("silver.profiles", "gold.user_features", "gold.recommendations", "silver.products",
               "silver.interactions")
-    refusals = gate_refusals(spark, config, inputs)
+    # Every input is read at the version the gate passed: a commit landing meanwhile (the
+    # streaming jobs write all the time) waits for the next run and its validation.
+    versions = {name: table_version(spark, config.table(name)) for name in inputs}
+    refusals = gate_refusals(spark, config, inputs, versions)
     if refusals:
         raise TailorError(f"refusing to publish: {'; '.join(refusals)}; the serving store keeps the last good "
                           "content (tailor validate; quality.gate)")
-    ensure_recommendations_table(spark, config)
     ensure_publish_tables(spark, config)
-    versions = {name: table_version(spark, config.table(name)) for name in inputs}
 
-    profiles = read_table(spark, config.table("silver.profiles")).select(
+    def pinned(name: str):
+        return read_table_at(spark, config.table(name), versions[name])
+
+    profiles = pinned("silver.profiles").select(
         "user_id", "first_name", "locale", "language", "country", "preferred_send_hour",
         F.col("consent_email_marketing.status").alias("email_consent"),
         F.col("consent_email_marketing.updated_at").alias("email_consent_at"),
         F.col("consent_personalization.status").alias("personalization_consent"))
-    features = read_table(spark, config.table("gold.user_features"))
+    features = pinned("gold.user_features")
     people = profiles.join(features.select("user_id", "segments", "primary_segment", "best_send_hour",
                                            "cart_state", "cart_items"), "user_id", "left").cache()
-    products = read_table(spark, config.table("silver.products")).cache()
-    recommendations = read_table(spark, config.table("gold.recommendations"))
+    products = pinned("silver.products").cache()
+    recommendations = pinned("gold.recommendations")
     on = generated_at.date()
     salt_id = F.sha2(F.lit(config.holdout.salt), 256)
     salt_digest = spark.range(1).select(F.substring(salt_id, 1, 16)).first()[0]
@@ -95,7 +100,7 @@ def publish(spark, config: Config, offers, segment_names: list[str], default_seg
         greetings=config.publish.greetings, default_send_hour=config.features.send_hour.default_hour,
         email_consent_required=config.publish.email_consent_required,
         personalization_consent_required=config.recommend.score.consent_required)
-    history = from_interactions(read_table(spark, config.table("silver.interactions")),
+    history = from_interactions(pinned("silver.interactions"),
                                 config.recommend.event_weights)
     latest = history.agg(F.max("occurred_at")).first()[0]
     as_of = latest.replace(tzinfo=UTC) if latest is not None else generated_at

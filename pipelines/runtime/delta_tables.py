@@ -74,6 +74,14 @@ def read_table(spark: SparkSession, table: TableRef) -> DataFrame:
     return spark.read.format("delta").load(table.path)
 
 
+def read_table_at(spark: SparkSession, table: TableRef, version: int | None) -> DataFrame:
+    """The table as it was at `version` (None: as it is now)."""
+    if version is None:
+        return read_table(spark, table)
+    reader = spark.read.format("delta").option("versionAsOf", version)
+    return reader.table(table.catalog_name) if table.catalog_name else reader.load(table.path)
+
+
 def save(writer: DataFrameWriter, table: TableRef) -> None:
     if table.catalog_name:
         writer.saveAsTable(table.catalog_name)

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,15 @@ def port_is_open(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.settimeout(0.5)
         return probe.connect_ex((host, port)) == 0
+
+
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id (22 URL-safe base64 characters). Never one starting with "-":
+    the storage tool's argument parser reads "-t -xyz" as a missing value (1 id in 64)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def free_port() -> int:
@@ -125,7 +135,7 @@ class KafkaBroker:
     def _format_storage(self, properties: Path) -> None:
         if (self.home / "data" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         process = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
                              "-c", str(properties), "--ignore-formatted")
         output, _ = process.communicate(timeout=120)

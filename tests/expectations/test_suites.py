@@ -46,7 +46,9 @@ def _good_world(spark, config):
 
 
 def _bad_world(spark, config):
-    _write(spark, config, "bronze.events", [("e1", STALE), ("e1", STALE), (None, STALE)],
+    # One event stamped a month ahead (a bad clock) must not make the table look fresh.
+    _write(spark, config, "bronze.events", [("e1", STALE), ("e1", STALE), (None, STALE),
+                                            ("e9", AS_OF + timedelta(days=30))],
            "event_id string, occurred_at timestamp")
     _write(spark, config, "bronze.ingest_metrics", [(RECENT, 100, 10)],
            "batch_timestamp timestamp, input_rows long, quarantined_rows long")
@@ -89,6 +91,12 @@ def test_each_critical_expectation_fails_on_bad_data_and_passes_on_good(spark, t
         ("gold.recommendations.products_known_and_active", "critical"),  # p2 inactive, "gone" unknown
         ("gold.email_content.greeting_present", "critical"), ("gold.email_content.products_present", "critical"),
     }
+    # Running validate again over the same version does not make the blank countries the
+    # baseline: the previous passing run over an earlier version is.
+    _, again = validate(spark, config, ("silver.profiles",), "enabled", AS_OF, AS_OF + timedelta(minutes=2),
+                        build_docs=False)
+    assert {r.expectation for r in again if not r.success} == {"silver.profiles.user_id_unique",
+                                                              "silver.profiles.country_null_share"}
     # The gate names what failed, for the version each job would read now.
     refusals = gate_refusals(spark, config, ("silver.profiles", "gold.recommendations"))
     assert refusals == [
