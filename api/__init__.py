@@ -39,6 +39,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if app.config.get("MAX_CONTENT_LENGTH") is None:
         app.config["MAX_CONTENT_LENGTH"] = config.api.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    if config.api.trusted_proxies:
+        # Behind a load balancer every request comes from its address: per-subscriber limits
+        # would be one bucket for everyone. Only the configured hops are believed.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.api.trusted_proxies)  # type: ignore[method-assign]
     app.extensions.setdefault("tailor", {})["config"] = config
 
     from api import auth, errors, limits, logs, metrics, rows, store

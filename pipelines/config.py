@@ -549,6 +549,9 @@ class ApiConfig(_Strict):
     and `webhook_secrets` (names of environment variables), never from here."""
 
     key_header: str = Field(default="X-Api-Key", min_length=1, description="the request header carrying an API key")
+    trusted_proxies: int = Field(default=0, ge=0, le=5, description=(
+        "load balancers in front of the API that set X-Forwarded-For: the client address (per-subscriber "
+        "rate limits) is read that many hops back; 0: the connection's own address"))
     cache_max_age_s: int = Field(default=300, ge=0, description="Cache-Control max-age of content answers")
     cache_ttl_s: float = Field(default=30.0, ge=0, description="in-process cache of content rows; 0: off")
     cache_max_entries: int = Field(default=50_000, ge=1)

@@ -208,3 +208,18 @@ def test_an_unexpected_error_in_the_trial_call_does_not_keep_the_circuit_open(ap
         now[0] = 20.0
         assert holder.guarded(lambda store: "answered") == "answered"  # the next trial runs and closes it
     assert holder.breaker.state == "closed"
+
+
+def test_behind_a_trusted_proxy_subscribers_are_limited_by_their_own_address(tmp_path):
+    config = load_config("local", [f"storage.root={tmp_path}", "api.trusted_proxies=1",
+                                   "api.rate_limit.subscriber=2 per minute", TEST_TIMEOUT])
+    seed(config)
+    client = create_app({"TESTING": True, "TAILOR_CONFIG": config}).test_client()
+
+    def one_click(address: str) -> int:
+        # Every request reaches the API from the load balancer's address; X-Forwarded-For names the client.
+        return client.post("/v1/unsubscribe/not-a-token", data={"List-Unsubscribe": "One-Click"},
+                           headers={"X-Forwarded-For": address}, environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code
+
+    assert [one_click("203.0.113.7") for _ in range(3)] == [403, 403, 429]
+    assert one_click("198.51.100.9") == 403  # another subscriber, own count
