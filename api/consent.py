@@ -98,6 +98,37 @@ def make_event(event_type: str, user_id: str, source: str, payload: dict[str, An
             "user_id": user_id, "occurred_at": occurred_at or now_iso(), "source": source, "payload": payload}
 
 
+_KAFKA_LOCK = threading.Lock()
+# Bounded waits: a broker that is down costs a request a few seconds, not a minute.
+_KAFKA_SETTINGS = {"acks": "all", "linger_ms": 5, "retries": 3, "max_block_ms": 3000, "request_timeout_ms": 3000}
+
+
+def _send_to_kafka(bootstrap_servers: str, topic: str, records: list[tuple[str, str]]) -> None:
+    """One producer per process, kept between requests (a new one per request costs a
+    bootstrap and a metadata round trip); dropped after a failure, so the next request
+    starts afresh."""
+    from kafka import KafkaProducer  # type: ignore[import-untyped]
+
+    holder = current_app.extensions["tailor"]
+    with _KAFKA_LOCK:
+        producer = holder.get("kafka_producer")
+        if producer is None:
+            producer = KafkaProducer(bootstrap_servers=bootstrap_servers, **_KAFKA_SETTINGS)
+            holder["kafka_producer"] = producer
+    try:
+        futures = [producer.send(topic, key=key.encode("utf-8"), value=value.encode("utf-8"))
+                   for key, value in records]
+        producer.flush(timeout=5)
+        for future in futures:
+            future.get(timeout=5)
+    except Exception:
+        with _KAFKA_LOCK:
+            if holder.get("kafka_producer") is producer:
+                holder["kafka_producer"] = None
+        producer.close(timeout=1)
+        raise
+
+
 def emit(events: list[dict[str, Any]]) -> None:
     """Write events to the events source; a contract violation is a bug here (500),
     an unreachable source a 503 the caller may retry."""
@@ -115,8 +146,8 @@ def emit(events: list[dict[str, Any]]) -> None:
         # Through importlib: the producers module sits outside the strictly typed packages.
         producers = importlib.import_module("pipelines.synthetic.producers")
         if source.type == "kafka":
-            producers.produce_to_kafka(source.kafka.bootstrap_servers, source.kafka.events_topic,
-                             [(event["user_id"], line) for event, line in zip(events, lines, strict=True)])
+            _send_to_kafka(source.kafka.bootstrap_servers, source.kafka.events_topic,
+                           [(event["user_id"], line) for event, line in zip(events, lines, strict=True)])
         elif source.type == "kinesis":
             import boto3  # type: ignore[import-untyped]
 
