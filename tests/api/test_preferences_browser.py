@@ -49,13 +49,23 @@ def browser():  # type: ignore[no-untyped-def]
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
     driver.set_page_load_timeout(20)
+    driver.implicitly_wait(5)  # a lookup waits for its element on a slow, shared machine
     yield driver
     driver.quit()
 
 
 def test_subscriber_changes_choices_then_unsubscribes_in_the_browser(app, client, served, browser):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    def save() -> None:
+        # The form posts and the browser loads the answer: wait for the old page to go and
+        # the new one to say it saved, or a lookup can land on the page being replaced.
+        button = browser.find_element(By.ID, "save")
+        button.click()
+        WebDriverWait(browser, 20).until(expected_conditions.staleness_of(button))
+        WebDriverWait(browser, 20).until(expected_conditions.presence_of_element_located((By.ID, "saved")))
 
     token = client.get("/v1/users/u-ada/preference-link", headers=headers("prefs")).get_json()["token"]
     browser.get(f"{served}/preferences/{token}")
@@ -64,7 +74,7 @@ def test_subscriber_changes_choices_then_unsubscribes_in_the_browser(app, client
     browser.find_element(By.ID, "topic-offers").click()
     browser.find_element(By.ID, "topic-back_in_stock").click()
     Select(browser.find_element(By.ID, "frequency")).select_by_value("2")
-    browser.find_element(By.ID, "save").click()
+    save()
     assert browser.find_element(By.ID, "saved").text == "Your choices are saved."
     assert client.get(f"/v1/preferences/{token}").get_json() == {
         "user_id": "u-ada", "subscribed": True, "topics": ["offers", "back_in_stock"], "frequency_cap_per_week": 2}
@@ -72,7 +82,7 @@ def test_subscriber_changes_choices_then_unsubscribes_in_the_browser(app, client
     assert Select(browser.find_element(By.ID, "frequency")).first_selected_option.text == "At most 2 a week"
 
     browser.find_element(By.ID, "subscribed-no").click()
-    browser.find_element(By.ID, "save").click()
+    save()
     assert browser.find_element(By.ID, "saved").is_displayed()
     assert browser.find_element(By.ID, "subscribed-no").is_selected()
     gone = client.get("/v1/content/u-ada", headers=headers("reader"))
