@@ -46,6 +46,9 @@ def drop_retried_duplicates(dedup_window: str) -> Callable[[DataFrame], DataFram
     def transform(validated: DataFrame) -> DataFrame:
         return (validated.transform(add_ingest_columns)
                 .observe(OBSERVED_INPUT, F.count(F.lit(1)).alias("rows"))
+                # Only the quarantine keeps a record's bytes: the rest need not travel
+                # through the dedup's shuffle and the batch's cache.
+                .withColumn("raw", F.when(F.col("error_code").isNotNull(), F.col("raw")))
                 .withColumn("_dedup_key", dedup_key())
                 .withWatermark("ingested_at", dedup_window)
                 .dropDuplicatesWithinWatermark(["_dedup_key"])

@@ -114,6 +114,10 @@ class _Node(ABC):
     @abstractmethod
     def child(self, name: str) -> _Node: ...
 
+    def element(self, variable: str) -> _Node:
+        """The node an array element bound to `variable` in a lambda reads through."""
+        return _Inline(variable)
+
     def present(self) -> str:
         return f"({self.type_name()} IS NOT NULL)"
 
@@ -226,6 +230,57 @@ class _Direct(_Node):
         return _Direct(self.root, f"{self.path}.{name}")
 
 
+class _Typed(_Node):
+    """A value of a record already parsed into Spark types (`from_json`), for the fast
+    path: the record's shape is known to match, so a field reads directly. A variant read
+    to a type builds a Literal and a Cast expression per value (Spark 4.1's
+    VariantGet.cast), which cost most of validation's time."""
+
+    def __init__(self, expression: str):
+        self.expression = expression
+
+    def type_name(self) -> str:
+        raise TypeError("a typed value has no JSON type name: only value checks read it")
+
+    def string(self) -> str:
+        return self.expression
+
+    def double(self) -> str:
+        return self.expression
+
+    def elements(self) -> str:
+        return self.expression
+
+    def child(self, name: str) -> _Node:
+        return _Typed(f"{self.expression}.`{name}`")
+
+    def element(self, variable: str) -> _Node:
+        return _Typed(variable)
+
+
+def _spark_type(schema: dict[str, Any]) -> str | None:
+    """The Spark type `from_json` reads a value of this schema into, on the fast path:
+    every number as DOUBLE (what the range checks compare), an object without properties
+    as its JSON text. None when no one type fits (several JSON types besides null)."""
+    kinds = [kind for kind in _kinds(schema) if kind != "null"]
+    if len(kinds) != 1:
+        return None
+    kind = kinds[0]
+    if kind == "object" and "properties" in schema:
+        fields = []
+        for name, sub in schema["properties"].items():
+            field_type = _spark_type(sub)
+            if field_type is None or not _PLAIN_KEY.fullmatch(name):
+                return None
+            fields.append(f"`{name}`: {field_type}")
+        return f"STRUCT<{', '.join(fields)}>"
+    if kind == "array" and "items" in schema:
+        inner = _spark_type(schema["items"])
+        return None if inner is None else f"ARRAY<{inner}>"
+    return {"string": "STRING", "integer": "DOUBLE", "number": "DOUBLE", "boolean": "BOOLEAN",
+            "object": "STRING"}.get(kind)
+
+
 def _kinds(schema: dict[str, Any]) -> list[str]:
     kind = schema.get("type")
     return kind if isinstance(kind, list) else [kind] if kind else []
@@ -269,12 +324,18 @@ def _value_checks(schema: dict[str, Any], node: _Node, where: str, typed: bool =
                              _text(f"'{where}' breaks enum")))
     if "string" in kinds:
         is_string = "TRUE" if typed else f"({node.type_name()} = 'STRING')"
-        if "minLength" in schema:
-            checks.append(_Check(_all(is_string, f"(char_length({node.string()}) < {schema['minLength']})"),
-                                 _text(f"'{where}' breaks minLength {schema['minLength']}")))
+        # Counting characters walks the string; its byte length is stored. A character is
+        # 1 to 4 bytes, so the byte length settles most records without the count.
+        if schema.get("minLength", 0) > 0:
+            shortest = schema["minLength"]
+            checks.append(_Check(_all(is_string, f"(octet_length({node.string()}) < {4 * shortest})",
+                                      f"(char_length({node.string()}) < {shortest})"),
+                                 _text(f"'{where}' breaks minLength {shortest}")))
         if "maxLength" in schema:
-            checks.append(_Check(_all(is_string, f"(char_length({node.string()}) > {schema['maxLength']})"),
-                                 _text(f"'{where}' breaks maxLength {schema['maxLength']}")))
+            longest = schema["maxLength"]
+            checks.append(_Check(_all(is_string, f"(octet_length({node.string()}) > {longest})",
+                                      f"(char_length({node.string()}) > {longest})"),
+                                 _text(f"'{where}' breaks maxLength {longest}")))
         if "pattern" in schema:
             checks.append(_Check(_all(is_string, f"NOT ({node.string()} RLIKE {sql_literal(schema['pattern'])})"),
                                  _text(f"'{where}' breaks pattern")))
@@ -343,7 +404,7 @@ def _typed_checks(schema: dict[str, Any], node: _Node, where: str, depth: int = 
     if items and "array" in _kinds(schema):
         element = f"_element{depth}"
         checks += [_Check(f"exists({node.elements()}, {element} -> {check.condition})", check.message)
-                   for check in _typed_checks(items, _Inline(element), f"{where}[]", depth + 1)]
+                   for check in _typed_checks(items, node.element(element), f"{where}[]", depth + 1)]
     return checks
 
 
@@ -444,19 +505,52 @@ def _fast_path(event_type: str, version: int, payload: dict[str, Any]) -> str:
         return "FALSE"
     # A shape longer than any valid record of the contract has reason to be takes the
     # full checks (a bound on the regex's work, whatever a record holds).
-    matches = f"(char_length(_shape) <= {_MAX_FAST_SHAPE} AND _shape RLIKE {sql_literal('^' + shape + '$')})"
+    matches = f"(octet_length(_shape) <= {_MAX_FAST_SHAPE} AND _shape RLIKE {sql_literal('^' + shape + '$')})"
     return _all(matches, *_element_conditions(payload, _Direct("_v", "$.payload")))
 
 
-def _per_payload(then: Callable[[str, int, dict[str, Any], str], str]) -> str:
+def _per_payload(then: Callable[[str, int, dict[str, Any], str], str], event_type: str = "event_type",
+                 version: str = "schema_version") -> str:
     """SQL: CASE over every registered (event_type, schema_version), each branch
     `then(event_type, version, payload schema, condition)`; NULL for any other record."""
     branches = []
     for name, versions in PAYLOADS.items():
         for number, schema in versions.items():
-            matches = f"(event_type = {sql_literal(name)} AND schema_version = {number})"
+            matches = f"({event_type} = {sql_literal(name)} AND {version} = {number})"
             branches.append(f"WHEN {matches} THEN {then(name, number, schema, matches)}")
     return f"CASE {' '.join(branches)} END"
+
+
+# The envelope as `from_json` reads it on the fast path: the payload stays JSON text (as
+# bronze stores it), and schema_version is the INT the bronze column holds.
+_ENVELOPE_DDL = ", ".join(f"`{name}` {'INT' if name == 'schema_version' else _spark_type(schema)}"
+                          for name, schema in ENVELOPE["properties"].items())
+
+
+def _typed_payload_column(name: str, number: int) -> str:
+    return f"_payload_{name}_v{number}"
+
+
+def _payload_node(name: str, number: int, schema: dict[str, Any]) -> _Node:
+    """Where the fast path's value checks read a payload: its typed column, or the variant
+    when no Spark type fits the schema."""
+    if _spark_type(schema) is None:
+        return _Direct("_v", "$.payload")
+    return _Typed(_typed_payload_column(name, number))
+
+
+def _typed_payloads() -> dict[str, str]:
+    """A column per registered payload with a Spark type: a fast-path record's payload
+    parsed into it, null for any other record."""
+    columns = {}
+    for name, versions in PAYLOADS.items():
+        for number, schema in versions.items():
+            spark_type = _spark_type(schema)
+            if spark_type is not None:
+                columns[_typed_payload_column(name, number)] = (
+                    f"CASE WHEN _fast AND event_type = {sql_literal(name)} AND schema_version = {number} "
+                    f"THEN from_json(payload, {sql_literal(spark_type)}) END")
+    return columns
 
 
 def first_problem(checks: list[tuple[str, _Check]]) -> str:
@@ -548,22 +642,31 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
     coordinates for the quarantine. `now` bounds future timestamps (default: batch time).
     """
     df = _parsed(df, "_v", now)
+    # The shape, and the envelope read by Spark's JSON reader into typed fields with the
+    # payload as JSON text: a record on the fast path takes its values from there.
+    envelope = f"from_json(_text, {sql_literal(_ENVELOPE_DDL)})"
+    df = _with_columns(df, {"_shape": "schema_of_variant(_v)", "_env": f"CASE WHEN _v IS NOT NULL THEN {envelope} END"})
+    fast = _per_payload(lambda name, number, schema, _: _fast_path(name, number, schema),
+                        "_env.event_type", "_env.schema_version")
+    df = _with_columns(df, {"_fast": f"coalesce({fast}, FALSE)"})
+
+    def read(field: str, variant_read: str) -> str:
+        return f"CASE WHEN _fast THEN _env.{field} ELSE {variant_read} END"
+
     df = _with_columns(df, {
-        "event_id": "try_variant_get(_v, '$.event_id', 'string')",
-        "event_type": "try_variant_get(_v, '$.event_type', 'string')",
-        "schema_version": "try_variant_get(_v, '$.schema_version', 'int')",
-        "user_id": "try_variant_get(_v, '$.user_id', 'string')",
-        "_occurred_text": "try_variant_get(_v, '$.occurred_at', 'string')",
-        "source": "try_variant_get(_v, '$.source', 'string')",
-        "payload": "to_json(variant_get(_v, '$.payload', 'variant'))",
+        "event_id": read("event_id", "try_variant_get(_v, '$.event_id', 'string')"),
+        "event_type": read("event_type", "try_variant_get(_v, '$.event_type', 'string')"),
+        "schema_version": read("schema_version", "try_variant_get(_v, '$.schema_version', 'int')"),
+        "user_id": read("user_id", "try_variant_get(_v, '$.user_id', 'string')"),
+        "_occurred_text": read("occurred_at", "try_variant_get(_v, '$.occurred_at', 'string')"),
+        "source": read("source", "try_variant_get(_v, '$.source', 'string')"),
+        "payload": read("payload", "to_json(variant_get(_v, '$.payload', 'variant'))"),
         "stream": "'events'",
         "is_tombstone": "FALSE",
     })
     df = _with_columns(df, {"occurred_at": f"CASE WHEN _occurred_text RLIKE {sql_literal(OCCURRED_AT_PATTERN)} "
                                            "THEN try_to_timestamp(_occurred_text) END",
-                            "_shape": "schema_of_variant(_v)"})
-    fast = _per_payload(lambda name, number, schema, _: _fast_path(name, number, schema))
-    df = _with_columns(df, {"_fast": f"coalesce({fast}, FALSE)"})
+                            **_typed_payloads()})
     occurred_at_problems = _occurred_at_problems("_occurred_text", "occurred_at")
     user_id_missing = ("missing_field", _Check(_all(f"NOT {_in('event_type', sorted(EVENTS_WITHOUT_USER))}",
                                                     f"(user_id IS NULL OR user_id RLIKE {sql_literal(BLANK_PATTERN)})"),
@@ -571,11 +674,10 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
                                                "event_type)"))
     # A record on the fast path parsed as a JSON object, so of the checks on the bytes only
     # the one for data after the object can hold.
-    direct = _Direct("_v")
-    fast_envelope = ([_TRAILING_DATA] + [("invalid_value", c) for c in _typed_checks(ENVELOPE, direct, "")]
+    fast_envelope = ([_TRAILING_DATA] + [("invalid_value", c) for c in _typed_checks(ENVELOPE, _Typed("_env"), "")]
                      + [user_id_missing] + occurred_at_problems)
-    fast_payload = _per_payload(lambda _name, _number, schema, _matches: first_problem(
-        [("invalid_value", c) for c in _typed_checks(schema, direct.child("payload"), "payload")]))
+    fast_payload = _per_payload(lambda name, number, schema, _matches: first_problem(
+        [("invalid_value", c) for c in _typed_checks(schema, _payload_node(name, number, schema), "payload")]))
     fast_problem = f"coalesce({first_problem(fast_envelope)}, {fast_payload})"
 
     reads = _Reads("_v", gate="NOT _fast")

@@ -27,6 +27,9 @@ def ensure_bronze_tables(spark: SparkSession, config: Config) -> None:
 
 def ingest_batch_writer(bronze: TableRef, quarantine: TableRef, app_id: str) -> BatchWriter:
     def write(batch: DataFrame, batch_id: int) -> None:
+        # The batch is cached for two writes and read back once each: compressing the cache
+        # cost about a fifth of the batch's time. Set on the query's own session.
+        batch.sparkSession.conf.set("spark.sql.inMemoryColumnarStorage.compressed", "false")
         batch.persist()
         try:
             # A full aggregate, not isEmpty(): every partition must run, so the dedup state

@@ -236,6 +236,41 @@ def test_faults_an_arrays_merged_shape_hides_are_still_found(spark):
              if n not in (5, 6, 9, 10) else None)
 
 
+def test_the_fast_path_reads_typed_values_as_the_record_holds_them(spark):
+    """A record on the fast path takes its values from Spark's JSON reader, not from the
+    variant: keys match exactly (a key differing in case is another field), integers
+    wider than a long still meet their range checks, characters (not bytes) are counted,
+    and the payload keeps the fields the contract does not name."""
+    preference = json.dumps({"event_id": "e-pref", "event_type": "preference_update", "schema_version": 1,
+                             "user_id": "u-1", "occurred_at": "2026-11-27T08:00:00Z", "source": "web",
+                             "payload": {"frequency_cap_per_week": 100000000000000000000}})
+    records = [
+        _event(event_id="e-lower", EVENT_ID="upper"),
+        preference,
+        _event(event_id="é" * 128),   # 256 bytes, 128 characters: at the limit
+        _event(event_id="é" * 129),
+        _event(payload__session_id="ü"),  # 2 bytes, 1 character: minLength 1 holds
+        _event(event_id="e-extra", payload__coupon={"code": "X", "n": 2}),
+    ]
+    actual = validate_events(_raw(spark, records), _now()).select(
+        "source_offset", "event_id", F.get_json_object("payload", "$.coupon.code").alias("coupon"),
+        "error_code", "error_message")
+    expected = spark.createDataFrame([
+        ("0", "e-lower", None, None, None),
+        ("1", "e-pref", None, "invalid_value", "'payload.frequency_cap_per_week' breaks maximum 100"),
+        ("2", "é" * 128, None, None, None),
+        ("3", "é" * 129, None, "invalid_value", "'event_id' breaks maxLength 128"),
+        ("4", "e-1", None, None, None),
+        ("5", "e-extra", "X", None, None),
+    ], "source_offset string, event_id string, coupon string, error_code string, error_message string")
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+    for n, record in enumerate(records):
+        problem = validate_event(record.encode("utf-8"), NOW)
+        assert (problem and (problem.code, problem.message)) == \
+            ((expected.collect()[n].error_code, expected.collect()[n].error_message)
+             if expected.collect()[n].error_code else None)
+
+
 CART_SHAPE = ("OBJECT<event_id: STRING, event_type: STRING, occurred_at: STRING, payload: OBJECT<cart_id: STRING, "
               "currency: STRING, product_id: STRING, quantity: BIGINT, session_id: STRING, unit_price: DECIMAL(4,2)>, "
               "schema_version: BIGINT, source: STRING, user_id: STRING>")
