@@ -134,8 +134,11 @@ class FilesSourceConfig(_Strict):
     chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024,
                              description="how much of a file a task reads at a time")
     max_files_per_trigger: int | None = Field(
-        default=None, ge=1, description="at most this many new files per batch; under --once, per run "
-                                        "(the rest wait for the next run)")
+        default=None, ge=1, description="at most this many new files per batch (--once runs several batches)")
+    max_bytes_per_trigger: int | None = Field(
+        default=256 * 1024 * 1024, ge=1,
+        description="new files per batch up to about this many bytes (at least one file); a backlog "
+                    "becomes several batches, each cached once for its two writes")
 
 
 class KafkaSourceConfig(_Strict):

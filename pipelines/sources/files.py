@@ -193,9 +193,11 @@ class FilesStreamReader(DataSourceStreamReader):
         self.max_split_bytes = int(options.get("max_split_bytes", DEFAULT_MAX_SPLIT_BYTES))
         self.min_partitions = max(1, int(options.get("min_partitions", "1")))
         self.max_new_files = int(options.get("max_files_per_trigger", "0")) or None
-        # A run-once query takes what had landed when it started, and stops there.
-        self.pin_latest = options.get("available_now", "false") == "true"
-        self._pinned: dict | None = None
+        self.max_new_bytes = int(options.get("max_bytes_per_trigger", "0")) or None
+        # A run-once query takes what had landed when it started, in batches of the caps
+        # above, and stops there: the folder is listed once.
+        self.available_now = options.get("available_now", "false") == "true"
+        self._landed_at_start: list[LandedFile] | None = None
         self._files: list[LandedFile] | None = None
         self._known: set[str] = set()
 
@@ -256,18 +258,31 @@ class FilesStreamReader(DataSourceStreamReader):
         return {"files": 0}
 
     def latestOffset(self) -> dict:
-        if self._pinned is not None:
-            return self._pinned
         self._admitted()
-        new = [landed for landed in self._listing() if landed.path not in self._known]
+        if self.available_now:
+            if self._landed_at_start is None:
+                self._landed_at_start = self._listing()
+            landed = self._landed_at_start
+        else:
+            landed = self._listing()
+        new = self._within_caps([file for file in landed if file.path not in self._known])
         # A batch takes what was admitted and not yet read, so capping admission caps it.
-        new = new[: self.max_new_files] if self.max_new_files else new
         if new:
             self._admit(new)
-        latest = {"files": len(self._admitted())}
-        if self.pin_latest:
-            self._pinned = latest
-        return latest
+        return {"files": len(self._admitted())}
+
+    def _within_caps(self, new: list[LandedFile]) -> list[LandedFile]:
+        """The first of `new` up to max_files_per_trigger and max_bytes_per_trigger; at
+        least one file, however large."""
+        if self.max_new_files:
+            new = new[: self.max_new_files]
+        if self.max_new_bytes:
+            total = 0
+            for taken, file in enumerate(new):
+                total += file.size
+                if total > self.max_new_bytes and taken > 0:
+                    return new[:taken]
+        return new
 
     def partitions(self, start: dict, end: dict) -> list[RangesPartition]:
         files = self._admitted()[int(start["files"]): int(end["files"])]
@@ -333,6 +348,8 @@ def _read_folder(spark: SparkSession, config: Config, folder_setting: str, strea
               .option("min_partitions", str(spark.sparkContext.defaultParallelism)))
     if settings.max_files_per_trigger:
         reader = reader.option("max_files_per_trigger", str(settings.max_files_per_trigger))
+    if settings.max_bytes_per_trigger:
+        reader = reader.option("max_bytes_per_trigger", str(settings.max_bytes_per_trigger))
     if once:
         reader = reader.option("available_now", "true")
     return file_records(reader.load(), folder)

@@ -4,6 +4,7 @@ cut into ranges, plain or gzip, and through Spark across several partitions."""
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,33 @@ def test_a_rerun_reads_only_new_files(spark, tmp_path):
     assert sorted(bytes(r.raw) for batch in first for r in batch) == [b"1", b"2"]
     assert [bytes(r.raw) for batch in second for r in batch] == [b"3"]
     assert [r for batch in third for r in batch] == []
+
+
+def test_a_run_once_takes_what_had_landed_in_capped_batches_then_stops(tmp_path):
+    """Under --once the folder is listed once: the caps split that backlog into batches (as
+    Spark's availableNow does with maxFilesPerTrigger), and a file landing later waits."""
+    from pipelines.sources.files import FilesStreamReader
+
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    for name, size in (("a.jsonl", 40), ("b.jsonl", 40), ("c.jsonl", 150), ("d.jsonl", 10), ("e.jsonl", 10)):
+        (folder / name).write_bytes(b"x" * (size - 1) + b"\n")
+        os.utime(folder / name, ns=(0, {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}[name[0]] * 10**9))
+    options = {"path": str(folder), "log_path": str(tmp_path / "log"), "available_now": "true",
+               "max_bytes_per_trigger": "100", "max_files_per_trigger": "2"}
+    reader = FilesStreamReader(options)
+    offsets = [reader.latestOffset()["files"]]
+    (folder / "late.jsonl").write_bytes(b"1\n")
+    offsets += [reader.latestOffset()["files"] for _ in range(4)]
+    # a+b (80 bytes); c alone (150 > 100, but one file is always taken); d+e (the file cap).
+    assert offsets == [2, 3, 5, 5, 5]
+    batches = [[Path(r.path).name for part in reader.partitions({"files": start}, {"files": end})
+                for r in part.ranges] for start, end in zip(offsets, offsets[1:], strict=False) if end > start]
+    assert batches == [["c.jsonl"], ["d.jsonl", "e.jsonl"]]
+
+    # The next run (a new reader over the same log) starts from the admitted files and
+    # takes the one that landed late.
+    rerun = FilesStreamReader(options)
+    assert rerun.latestOffset() == {"files": 6}
+    assert [Path(r.path).name for part in rerun.partitions({"files": 5}, {"files": 6}) for r in part.ranges] \
+        == ["late.jsonl"]
