@@ -1,28 +1,92 @@
-"""Run the pipeline end to end once, on the embedded default (the demo).
+"""Run the whole flow once, on the embedded default (the demo), step by step.
 
     tailor run [--env local] [--set k=v ...] [--faults kind=fraction,...]
+               [--from STEP | --only STEP [--only STEP ...] | --resume] [--retries N]
     spark-submit jobs/run.py ...
 
-Generates a synthetic world into the landing folder, then runs every job that exists
-so far in flow order, each as an availableNow (`--once`) run, and prints what landed.
+Steps, in flow order: generate, load-catalog, ingest, merge-profiles, build-features,
+validate, train, score, publish, fetch (start the content API, fetch three users' rows over
+HTTP, stop it). Each streaming job runs availableNow (`--once`). A failed step is retried
+--retries times (default 1), then the run stops; every step's status and time land in
+<storage.root>/_run/last_run.json, and `--resume` starts again at the step that failed.
+`--from STEP` runs that step and every one after it; `--only STEP` just the ones named.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import secrets
+import subprocess
+import sys
+import time as clock
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 
-from jobs import build_features, generate, ingest_events, load_catalog, merge_profiles, publish_content, validate
+from jobs import (
+    build_features,
+    generate,
+    ingest_events,
+    load_catalog,
+    merge_profiles,
+    publish_content,
+    score_recommendations,
+    train_recommender,
+    validate,
+)
 from jobs._common import config_from, entry_point, parser_for, setup_logging
+from pipelines.config import Config
 
 log = logging.getLogger("tailor.run")
+STATE_FILE = "_run/last_run.json"
+RETRY_PAUSE_S = 2.0
+FETCHED_USERS = 3
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    # (the run's arguments, config, the options every job gets) -> exit code
+    run: Callable[[argparse.Namespace, Config, list[str]], int]
+
+
+def _world_end_arg(config: Config) -> list[str]:
+    return ["--as-of", _world_end(config)]
+
+
+STEPS: list[Step] = [
+    Step("generate", lambda args, config, common: generate.main([*common, "--faults", args.faults])),
+    # The generator's catalogue (catalog.path): build_features names each person's top categories from it.
+    Step("load-catalog", lambda args, config, common: load_catalog.main(common)),
+    Step("ingest", lambda args, config, common: ingest_events.main([*common, "--once"])),
+    Step("merge-profiles", lambda args, config, common: merge_profiles.main([*common, "--once"])),
+    # Features as of the end of the generated weeks, so the 7/30/90-day windows hold them.
+    Step("build-features", lambda args, config, common: build_features.main(
+        [*common, "--once", *_world_end_arg(config)])),
+    # Freshness is measured against the end of the generated weeks, as the features are.
+    Step("validate", lambda args, config, common: validate.main([*common, *_world_end_arg(config)])),
+    Step("train", lambda args, config, common: train_recommender.main(common)),
+    Step("score", lambda args, config, common: score_recommendations.main(common)),
+    Step("publish", lambda args, config, common: publish_content.main(common)),
+    Step("fetch", lambda args, config, common: fetch_over_http(config, common)),
+]
+STEP_NAMES = [step.name for step in STEPS]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = parser_for("tailor run", __doc__.split("\n\n")[0])
     parser.add_argument("--faults", default="malformed_json=0.005,missing_field=0.005,duplicate=0.01,"
                                             "late=0.01,out_of_order=0.01,unknown_schema_version=0.002")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--from", dest="from_step", choices=STEP_NAMES, help="run this step and every one after it")
+    which.add_argument("--only", action="append", choices=STEP_NAMES, help="run only this step (repeatable)")
+    which.add_argument("--resume", action="store_true", help="start at the step the last run failed at")
+    parser.add_argument("--retries", type=int, default=1, help="times a failed step is run again (default 1)")
     return parser
 
 
@@ -35,33 +99,159 @@ def _passthrough(args: argparse.Namespace) -> list[str]:
     return common
 
 
+def selected_steps(args: argparse.Namespace, last_run: dict | None) -> list[Step]:
+    """The steps this run takes, in flow order."""
+    if args.only:
+        return [step for step in STEPS if step.name in args.only]
+    first = args.from_step
+    if args.resume:
+        first = (last_run or {}).get("failed_step")
+        if first is None:
+            from pipelines.errors import TailorError
+
+            raise TailorError("nothing to resume: no failed step is recorded in " + STATE_FILE)
+    return STEPS[STEP_NAMES.index(first):] if first else list(STEPS)
+
+
+def _read_state(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_state(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(".tmp")
+    staging.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    staging.replace(path)
+
+
+def run_steps(args: argparse.Namespace, config: Config, steps: list[Step], state_path: Path) -> int:
+    """Run `steps` in order, each retried up to args.retries times; record every outcome."""
+    common = _passthrough(args)
+    state = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "failed_step": None, "steps": {}}
+    _write_state(state_path, state)
+    started = clock.monotonic()
+    for number, step in enumerate(steps, start=1):
+        print(f"[{number}/{len(steps)}] {step.name} ...", flush=True)
+        step_started = clock.monotonic()
+        code, attempts = 1, 0
+        while attempts <= args.retries:
+            attempts += 1
+            try:
+                code = step.run(args, config, common)
+            except Exception as error:  # a step's unexpected failure is that step's outcome
+                log.exception("step %s raised", step.name)
+                code = 1
+                print(f"[{number}/{len(steps)}] {step.name}: {type(error).__name__}: {str(error)[:300]}",
+                      flush=True)
+            if code == 0:
+                break
+            if attempts <= args.retries:
+                print(f"[{number}/{len(steps)}] {step.name} failed (exit {code}); retrying", flush=True)
+                clock.sleep(RETRY_PAUSE_S)
+        seconds = round(clock.monotonic() - step_started, 1)
+        status = "succeeded" if code == 0 else "failed"
+        state["steps"][step.name] = {"status": status, "exit_code": code, "attempts": attempts, "seconds": seconds}
+        if code:
+            state["failed_step"] = step.name
+        _write_state(state_path, state)
+        print(f"[{number}/{len(steps)}] {step.name} {'ok' if code == 0 else 'FAILED'} in {seconds:.1f} s "
+              f"(total {clock.monotonic() - started:.0f} s)", flush=True)
+        if code:
+            print(f"tailor run: stopped at {step.name}; `tailor run --resume` starts again there", flush=True)
+            return code
+    return 0
+
+
 @entry_point
 def main(argv=None) -> int:
     setup_logging()
     args = build_parser().parse_args(argv)
     config = config_from(args)  # fail fast, before any step, on a bad config
-    common = _passthrough(args)
-    steps = [
-        ("generate", generate.main, [*common, "--faults", args.faults]),
-        # The generator's catalogue (catalog.path): build_features names each person's top categories from it.
-        ("load-catalog", load_catalog.main, common),
-        ("ingest", ingest_events.main, [*common, "--once"]),
-        ("merge-profiles", merge_profiles.main, [*common, "--once"]),
-        # Features as of the end of the generated weeks, so the 7/30/90-day windows hold them.
-        ("build-features", build_features.main, [*common, "--once", "--as-of", _world_end(config)]),
-        # Freshness is measured against the end of the generated weeks, as the features are.
-        ("validate", validate.main, [*common, "--as-of", _world_end(config)]),
-        # No model is trained in the demo yet: everyone's row carries popular items, marked cold_start.
-        ("publish", publish_content.main, common),
-    ]
-    for name, step, step_args in steps:
-        log.info("step %s", name)
-        code = step(step_args)
-        if code:
-            log.error("step %s failed with exit code %s", name, code)
-            return code
-    print(landed_summary(config))
+    state_path = Path(config.under_root(STATE_FILE))
+    steps = selected_steps(args, _read_state(state_path))
+    code = run_steps(args, config, steps, state_path)
+    if code == 0 and steps[-1].name == STEPS[-1].name:
+        print(landed_summary(config))
+    return code
+
+
+def fetch_over_http(config: Config, common: list[str], users: int = FETCHED_USERS) -> int:
+    """Start `tailor serve` on a free loopback port with a key minted for this run, fetch
+    `users` published people's content rows over HTTP, print them, stop the server."""
+    from api.auth import hash_key
+    from pipelines.services.kafka_broker import free_port
+
+    ids = _published_user_ids(config, users)
+    key = secrets.token_urlsafe(24)
+    key_file = Path(config.under_root("secrets/demo-api-key"))
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.touch(mode=0o600)
+    key_file.write_text(key, encoding="utf-8")
+    tokens = f"demo:{hash_key(key)}:content:read"
+    port = free_port()
+    log_path = Path(config.under_root("logs/serve-demo.log"))
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, config.secrets.api_tokens: tokens}
+    command = [sys.executable, "-m", "jobs.cli", "serve", *common, "--bind", f"127.0.0.1:{port}",
+               "--workers", "1", "--threads", "2"]
+    with open(log_path, "w", encoding="utf-8") as server_log:
+        server = subprocess.Popen(command, env=env, stdout=server_log, stderr=subprocess.STDOUT,
+                                  cwd=Path(__file__).resolve().parents[1])
+        try:
+            base = f"http://127.0.0.1:{port}"
+            _wait_until_ready(f"{base}/healthz", server, log_path)
+            for user_id in ids:
+                request = urllib.request.Request(f"{base}/v1/content/{user_id}",
+                                                 headers={"Authorization": f"Bearer {key}"})
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    row = json.loads(response.read())
+                print(f"GET /v1/content/{user_id} -> {response.status}")
+                print(json.dumps(row, indent=2, ensure_ascii=False))
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    example = ids[0] if ids else "<user_id>"
+    settings = " ".join(common)
+    print("Try it yourself (the key is in the file, never printed):\n"
+          f'  {config.secrets.api_tokens}="{tokens}" tailor serve {settings} &\n'
+          f'  curl -H "Authorization: Bearer $(cat {key_file})" http://{config.api.bind}/v1/content/{example}')
     return 0
+
+
+def _published_user_ids(config: Config, count: int) -> list[str]:
+    """Published people, personal rows first, in user id order."""
+    from pyspark.sql import functions as F
+
+    from pipelines.runtime.delta_tables import read_table
+    from pipelines.runtime.session import build_spark
+
+    content = read_table(build_spark(config, "run"), config.table("gold.email_content"))
+    rows = (content.where(F.col("status") == "published")
+            .orderBy(F.col("fallback").isNotNull(), "user_id").select("user_id").limit(count).collect())
+    return [row.user_id for row in rows]
+
+
+def _wait_until_ready(url: str, server: subprocess.Popen, log_path: Path, timeout_s: float = 60) -> None:
+    from pipelines.errors import TailorError
+
+    deadline = clock.monotonic() + timeout_s
+    while clock.monotonic() < deadline:
+        if server.poll() is not None:
+            raise TailorError(f"tailor serve exited with {server.returncode}; see {log_path}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        clock.sleep(0.2)
+    raise TailorError(f"tailor serve did not answer {url} within {timeout_s:.0f} s; see {log_path}")
 
 
 def _world_end(config) -> str:
@@ -105,6 +295,12 @@ def landed_summary(config) -> str:
     kind = F.when(F.col("status") == "suppressed", F.lit("suppressed")).otherwise(
         F.coalesce("fallback", F.lit("personal")))
     by_kind = content.groupBy(kind.alias("kind")).count().orderBy("kind").collect()
+    kinds = {row.kind: row[1] for row in by_kind}
+    rows = sum(kinds.values()) or 1
+    fallback_share = sum(n for name, n in kinds.items() if name not in ("personal", "suppressed")) / rows
+    recommendations = read_table(spark, config.table("gold.recommendations"))
+    reasons = (recommendations.select(F.explode("items.reason").alias("reason")).groupBy("reason").count()
+               .orderBy(F.desc("count"), "reason").collect())
     lines = [
         f"records read: {totals.input or 0}",
         f"bronze.events: {bronze.count()} ({', '.join(f'{r.event_type} {r[1]}' for r in by_type)}); "
@@ -117,11 +313,39 @@ def landed_summary(config) -> str:
         f"silver.products: {catalogue.all} ({catalogue.active} active, {catalogue.out_of_stock} out of stock)",
         f"silver.interactions: {interactions}; gold.user_features: {features.count()} users "
         f"(primary segments: {', '.join(f'{r.primary_segment} {r[1]}' for r in segments)})",
+        f"gold.recommendations: {recommendations.count()} rows for "
+        f"{recommendations.select('user_id').distinct().count()} users "
+        f"(reasons: {', '.join(f'{r.reason} {r[1]}' for r in reasons)})",
+        f"model: {_champion_metrics(config)}",
         f"gold.email_content: {content.count()} ({', '.join(f'{r.kind} {r[1]}' for r in by_kind)}); "
+        f"fallback share {fallback_share:.0%}, holdout share {kinds.get('holdout', 0) / rows:.0%}; "
         f"serving store: {config.serving.type}",
-        f"tables under {config.under_root('')}",
+        f"tables under {config.under_root('')}; no dashboard yet (`tailor dashboard` is not built)",
     ]
     return "\n".join(lines)
+
+
+def _champion_metrics(config: Config) -> str:
+    """The champion's test ndcg@k per model, the blend against the baselines it beat."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.recommend.tracking import CHAMPION, use_experiment
+
+    use_experiment(config)
+    name = config.mlflow.registered_model
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return "no champion registered"
+    suffix = f".ndcg_at_{config.recommend.k}"
+    metrics = client.get_run(version.run_id).data.metrics
+    # train logs each model's metrics on the test period as test.<model>.<metric>
+    scores = sorted((key.removeprefix("test.").removesuffix(suffix), value) for key, value in metrics.items()
+                    if key.startswith("test.") and key.endswith(suffix))
+    shown = ", ".join(f"{model} {value:.3f}" for model, value in scores)
+    return f"{name} version {version.version} (champion), test ndcg@{config.recommend.k}: {shown}"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,113 @@
+"""`tailor run`: the whole flow on a small world, and the orchestration (retries, a failed
+step recorded and resumed, --from, --only) with stand-in steps that fail on demand."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs import run
+from tests.settings import SPARK_TEST_SETTINGS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Script:
+    """Stand-in steps: each records that it ran and fails as often as told."""
+
+    def __init__(self, names, failures=None):
+        self.failures = dict(failures or {})
+        self.ran: list[str] = []
+        self.steps = [run.Step(name, self._runner(name)) for name in names]
+
+    def _runner(self, name):
+        def step(_args, _config, _common):
+            self.ran.append(name)
+            if self.failures.get(name, 0) > 0:
+                self.failures[name] -= 1
+                return 3
+            return 0
+
+        return step
+
+
+@pytest.fixture
+def script(monkeypatch):
+    def install(failures=None):
+        made = Script(["first", "second", "third"], failures)
+        monkeypatch.setattr(run, "STEPS", made.steps)
+        monkeypatch.setattr(run, "STEP_NAMES", [step.name for step in made.steps])
+        monkeypatch.setattr(run, "landed_summary", lambda _config: "summary")
+        monkeypatch.setattr(run, "RETRY_PAUSE_S", 0)
+        return made
+
+    return install
+
+
+def _state(tmp_path):
+    return json.loads((tmp_path / run.STATE_FILE).read_text())
+
+
+def test_a_failing_step_is_retried_then_the_run_goes_on(script, tmp_path):
+    made = script({"second": 1})
+    assert run.main(["--set", f"storage.root={tmp_path}"]) == 0
+    assert made.ran == ["first", "second", "second", "third"]
+    state = _state(tmp_path)
+    assert state["failed_step"] is None
+    assert {name: (step["status"], step["attempts"]) for name, step in state["steps"].items()} == {
+        "first": ("succeeded", 1), "second": ("succeeded", 2), "third": ("succeeded", 1)}
+
+
+def test_a_run_stops_at_a_step_that_keeps_failing_and_resume_starts_there(script, tmp_path, capsys):
+    made = script({"second": 2})
+    assert run.main(["--set", f"storage.root={tmp_path}", "--retries", "1"]) == 3
+    assert made.ran == ["first", "second", "second"]
+    state = _state(tmp_path)
+    assert state["failed_step"] == "second"
+    assert state["steps"]["second"] == {"status": "failed", "exit_code": 3, "attempts": 2,
+                                        "seconds": state["steps"]["second"]["seconds"]}
+    assert "third" not in state["steps"]
+    assert "tailor run --resume" in capsys.readouterr().out
+
+    made.ran.clear()
+    assert run.main(["--set", f"storage.root={tmp_path}", "--resume"]) == 0
+    assert made.ran == ["second", "third"]
+    assert _state(tmp_path)["failed_step"] is None
+    # Nothing failed last time: nothing to resume, said in one line.
+    assert run.main(["--set", f"storage.root={tmp_path}", "--resume"]) == 2
+    said = capsys.readouterr().err.strip()
+    assert said == f"tailor: nothing to resume: no failed step is recorded in {run.STATE_FILE}"
+
+
+def test_from_and_only_choose_the_steps(script, tmp_path):
+    made = script()
+    assert run.main(["--set", f"storage.root={tmp_path}", "--from", "second"]) == 0
+    assert made.ran == ["second", "third"]
+    made.ran.clear()
+    assert run.main(["--set", f"storage.root={tmp_path}", "--only", "third", "--only", "first"]) == 0
+    assert made.ran == ["first", "third"]
+    with pytest.raises(SystemExit):
+        run.main(["--set", f"storage.root={tmp_path}", "--only", "fourth"])
+
+
+@pytest.mark.spark
+def test_the_demo_runs_every_step_and_fetches_rows_over_http(tmp_path):
+    """`make demo`'s command and world (200 users: a smaller one leaves train nobody to
+    evaluate), in a subprocess as a user runs it."""
+    command = [sys.executable, "-m", "jobs.cli", "run", "--set", f"storage.root={tmp_path}", "--retries", "0"]
+    # A smaller ALS, as the recommender's own tests use: ten iterations of a rank-32 model
+    # under the suite's interpreted expressions overflow a task's stack.
+    for setting in (*SPARK_TEST_SETTINGS, "recommend.als.max_iter=4", "recommend.als.rank=4", "recommend.als.blocks=2"):
+        command += ["--set", setting]
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    out = finished.stdout
+    state = json.loads((tmp_path / run.STATE_FILE).read_text())
+    assert [name for name, step in state["steps"].items() if step["status"] == "succeeded"] == run.STEP_NAMES
+    fetched = [line for line in out.splitlines() if line.startswith("GET /v1/content/")]
+    assert len(fetched) == run.FETCHED_USERS and all(line.endswith("-> 200") for line in fetched)
+    assert '"content_version"' in out and "gold.recommendations:" in out and "(champion)" in out
+    key = (tmp_path / "secrets" / "demo-api-key").read_text()
+    assert key not in out and key not in finished.stderr
