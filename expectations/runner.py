@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from expectations import DATASETS, Batch, module_for
 from pipelines.config import Config
-from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table, save, table_exists
+from pipelines.runtime.delta_tables import ensure_table, read_table, save, table_exists, table_version
 from pipelines.schemas import QUALITY_RESULTS
 
 log = logging.getLogger("tailor.quality")
@@ -36,10 +36,7 @@ class Result:
 
 
 def _version(spark: SparkSession, config: Config, name: str) -> int | None:
-    table = config.table(name)
-    if not table_exists(spark, table):
-        return None
-    return int(delta_table(spark, table).history(1).select("version").first().version)
+    return table_version(spark, config.table(name))
 
 
 def _reader(spark: SparkSession, config: Config, versions: dict[str, int | None]):

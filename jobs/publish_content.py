@@ -54,11 +54,11 @@ def publish(spark, config: Config, offers, segment_names: list[str], default_seg
         offers_frame,
         traits_rows,
     )
-    from pipelines.publish.writes import ensure_publish_tables, merge_holdout, merge_published, table_version
+    from pipelines.publish.writes import ensure_publish_tables, merge_holdout, merge_published
     from pipelines.recommend.interactions import from_interactions
     from pipelines.recommend.scoring import popular_lists
     from pipelines.recommend.writes import ensure_recommendations_table
-    from pipelines.runtime.delta_tables import read_table_at, retry_on_conflict, table_exists
+    from pipelines.runtime.delta_tables import read_table_at, retry_on_conflict, table_exists, table_version
 
     needed = {"silver.profiles": "merge-profiles", "gold.user_features": "build-features",
               "silver.interactions": "build-features", "silver.products": "load-catalog"}

@@ -49,12 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version(spark, config: Config, name: str) -> int | None:
-    from pipelines.runtime.delta_tables import delta_table, table_exists
+    from pipelines.runtime.delta_tables import table_version
 
-    table = config.table(name)
-    if not table_exists(spark, table):
-        return None
-    return delta_table(spark, table).history(1).select("version").first().version
+    return table_version(spark, config.table(name))
 
 
 def last_state(spark, config: Config) -> dict | None:

@@ -549,7 +549,7 @@ def _typed_payloads() -> dict[str, str]:
             if spark_type is not None:
                 columns[_typed_payload_column(name, number)] = (
                     f"CASE WHEN _fast AND event_type = {sql_literal(name)} AND schema_version = {number} "
-                    f"THEN from_json(payload, {sql_literal(spark_type)}) END")
+                    f"THEN from_json(_env.payload, {sql_literal(spark_type)}) END")
     return columns
 
 
@@ -660,7 +660,9 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
         "user_id": read("user_id", "try_variant_get(_v, '$.user_id', 'string')"),
         "_occurred_text": read("occurred_at", "try_variant_get(_v, '$.occurred_at', 'string')"),
         "source": read("source", "try_variant_get(_v, '$.source', 'string')"),
-        "payload": read("payload", "to_json(variant_get(_v, '$.payload', 'variant'))"),
+        # The same text on both paths: Jackson's copy of the payload (`_env.payload`, which
+        # only the typed parse below reads) would pass numbers through a double.
+        "payload": "to_json(variant_get(_v, '$.payload', 'variant'))",
         "stream": "'events'",
         "is_tombstone": "FALSE",
     })

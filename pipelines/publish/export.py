@@ -43,8 +43,8 @@ from pyspark.sql import functions as F
 
 from pipelines.config import Config
 from pipelines.publish.transforms import SUPPRESSED
-from pipelines.publish.writes import PUBLISHED_TABLES, table_version
-from pipelines.runtime.delta_tables import delta_table, read_changes, read_table
+from pipelines.publish.writes import PUBLISHED_TABLES
+from pipelines.runtime.delta_tables import delta_table, read_changes, read_table, table_version
 from pipelines.serving import CONTENT, MAX_READ_KEYS, SUPPRESSION, ServingStore
 
 log = logging.getLogger("tailor.export")

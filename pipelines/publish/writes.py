@@ -13,7 +13,7 @@ from pyspark.sql.types import StructType
 
 from pipelines.config import Config, TableRef
 from pipelines.recommend.writes import commit_metadata
-from pipelines.runtime.delta_tables import add_missing_columns, delta_table, ensure_table, table_exists
+from pipelines.runtime.delta_tables import add_missing_columns, delta_table, ensure_table, table_version
 from pipelines.schemas import CONTENT_DEFAULTS, EMAIL_CONTENT, HOLDOUT_ASSIGNMENTS, USER_TRAITS
 
 # table -> (schema, key column)
@@ -34,12 +34,6 @@ def ensure_publish_tables(spark: SparkSession, config: Config) -> None:
         if added:
             log.info("%s: added the columns %s", name, ", ".join(added))
     ensure_table(spark, config.table("gold.holdout_assignments"), HOLDOUT_ASSIGNMENTS, cluster_by=("user_id",))
-
-
-def table_version(spark: SparkSession, table: TableRef) -> int | None:
-    if not table_exists(spark, table):
-        return None
-    return int(delta_table(spark, table).history(1).select("version").first().version)
 
 
 def _counts(spark: SparkSession, table: TableRef, before: int | None) -> dict[str, int]:

@@ -95,6 +95,13 @@ def table_exists(spark: SparkSession, table: TableRef) -> bool:
     return DeltaTable.isDeltaTable(spark, table.path)
 
 
+def table_version(spark: SparkSession, table: TableRef) -> int | None:
+    """The table's latest version, or None when it does not exist yet."""
+    if not table_exists(spark, table):
+        return None
+    return int(delta_table(spark, table).history(1).select("version").first().version)
+
+
 def read_changes(spark: SparkSession, table: TableRef, first_version: int, last_version: int) -> DataFrame:
     """The table's Change Data Feed over versions first..last (both included)."""
     reader = (spark.read.format("delta").option("readChangeFeed", "true")

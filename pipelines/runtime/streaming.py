@@ -143,8 +143,9 @@ def start_foreach_batch(frame: DataFrame, name: str, checkpoint: str, writer: Ba
     Spark runs a Python data source (files, Kinesis) under availableNow as a single batch,
     which after a crash is only the replay of the batch cut short; for those, `once` runs
     with a processing-time trigger instead and `await_query` stops the query when it is idle
-    (the sources pin their latest offset at the first call, so "idle" means the backlog of
-    the start is done)."""
+    (the sources take only what they held at the first call: Kinesis pins its latest
+    offset, the files source its first listing; so "idle" means the backlog of the start is
+    done)."""
     stream = (frame.writeStream.queryName(name)
               .option("checkpointLocation", checkpoint)
               .foreachBatch(writer))

@@ -259,12 +259,13 @@ class FilesStreamReader(DataSourceStreamReader):
 
     def latestOffset(self) -> dict:
         self._admitted()
+        landed = self._listing()
         if self.available_now:
+            # Of what had landed at the start, what is still there, as it is now.
             if self._landed_at_start is None:
-                self._landed_at_start = self._listing()
-            landed = self._landed_at_start
-        else:
-            landed = self._listing()
+                self._landed_at_start = landed
+            at_start = {file.path for file in self._landed_at_start}
+            landed = [file for file in landed if file.path in at_start]
         new = self._within_caps([file for file in landed if file.path not in self._known])
         # A batch takes what was admitted and not yet read, so capping admission caps it.
         if new:
@@ -273,7 +274,9 @@ class FilesStreamReader(DataSourceStreamReader):
 
     def _within_caps(self, new: list[LandedFile]) -> list[LandedFile]:
         """The first of `new` up to max_files_per_trigger and max_bytes_per_trigger; at
-        least one file, however large."""
+        least one file, however large. The caps are soft: bytes are a gzip file's
+        compressed size, and a batch replayed after a crash also holds the files admitted
+        just before it."""
         if self.max_new_files:
             new = new[: self.max_new_files]
         if self.max_new_bytes:

@@ -240,7 +240,7 @@ def test_the_fast_path_reads_typed_values_as_the_record_holds_them(spark):
     """A record on the fast path takes its values from Spark's JSON reader, not from the
     variant: keys match exactly (a key differing in case is another field), integers
     wider than a long still meet their range checks, characters (not bytes) are counted,
-    and the payload keeps the fields the contract does not name."""
+    and the payload keeps the fields the contract does not name, digit for digit."""
     preference = json.dumps({"event_id": "e-pref", "event_type": "preference_update", "schema_version": 1,
                              "user_id": "u-1", "occurred_at": "2026-11-27T08:00:00Z", "source": "web",
                              "payload": {"frequency_cap_per_week": 100000000000000000000}})
@@ -250,10 +250,17 @@ def test_the_fast_path_reads_typed_values_as_the_record_holds_them(spark):
         _event(event_id="é" * 128),   # 256 bytes, 128 characters: at the limit
         _event(event_id="é" * 129),
         _event(payload__session_id="ü"),  # 2 bytes, 1 character: minLength 1 holds
-        _event(event_id="e-extra", payload__coupon={"code": "X", "n": 2}),
+        # More digits than a double holds, written into the text (json.dumps would round them).
+        _event(event_id="e-extra", payload__coupon="X", payload__ratio="RATIO",
+               payload__note="🙂").replace('"RATIO"', "0.12345678901234567890123"),
     ]
+    fast_shapes = [_shape_regex({**ENVELOPE, "properties": {**ENVELOPE["properties"], "payload": payload}})
+                   for payload in (PAYLOADS["add_to_cart"][1], PAYLOADS["preference_update"][1])]
+    shapes = spark.createDataFrame([(r,) for r in records], "t string").select(
+        F.expr("schema_of_variant(parse_json(t))").alias("shape")).collect()
+    assert all(any(re.match("^" + shape + "$", row.shape) for shape in fast_shapes) for row in shapes)
     actual = validate_events(_raw(spark, records), _now()).select(
-        "source_offset", "event_id", F.get_json_object("payload", "$.coupon.code").alias("coupon"),
+        "source_offset", "event_id", F.get_json_object("payload", "$.coupon").alias("coupon"),
         "error_code", "error_message")
     expected = spark.createDataFrame([
         ("0", "e-lower", None, None, None),
@@ -264,6 +271,9 @@ def test_the_fast_path_reads_typed_values_as_the_record_holds_them(spark):
         ("5", "e-extra", "X", None, None),
     ], "source_offset string, event_id string, coupon string, error_code string, error_message string")
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+    # The payload is stored as the variant writes it: every digit, the emoji as sent.
+    (extra,) = validate_events(_raw(spark, records[-1:]), _now()).select("payload").collect()
+    assert '"ratio":0.12345678901234567890123' in extra.payload and json.loads(extra.payload)["note"] == "🙂"
     for n, record in enumerate(records):
         problem = validate_event(record.encode("utf-8"), NOW)
         assert (problem and (problem.code, problem.message)) == \

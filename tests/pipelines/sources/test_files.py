@@ -163,3 +163,22 @@ def test_a_run_once_takes_what_had_landed_in_capped_batches_then_stops(tmp_path)
     assert rerun.latestOffset() == {"files": 6}
     assert [Path(r.path).name for part in rerun.partitions({"files": 5}, {"files": 6}) for r in part.ranges] \
         == ["late.jsonl"]
+
+
+def test_a_run_once_skips_a_file_removed_after_its_start_and_reads_a_replaced_one_as_it_is(tmp_path):
+    from pipelines.sources.files import FilesStreamReader
+
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    for number, name in enumerate(("a.jsonl", "b.jsonl", "c.jsonl")):
+        (folder / name).write_bytes(b"1\n")
+        os.utime(folder / name, ns=(0, (number + 1) * 10**9))
+    reader = FilesStreamReader({"path": str(folder), "log_path": str(tmp_path / "log"), "available_now": "true",
+                                "max_files_per_trigger": "1"})
+    assert reader.latestOffset() == {"files": 1}
+    (folder / "b.jsonl").unlink()
+    (folder / "c.jsonl").write_bytes(b"1\n2\n3\n")
+    os.utime(folder / "c.jsonl", ns=(0, 3 * 10**9))
+    assert [reader.latestOffset() for _ in range(2)] == [{"files": 2}, {"files": 2}]
+    (admitted,) = [r for part in reader.partitions({"files": 1}, {"files": 2}) for r in part.ranges]
+    assert (Path(admitted.path).name, admitted.end) == ("c.jsonl", 6)
