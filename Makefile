@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11, Java 17 and Maven:
-#   make demo    set up, then run the pipeline on the embedded default (files source)
+#   make demo    set up, then run the whole flow on the embedded default (files source)
 #   make test    set up, then run the whole test suite
 # Every target is idempotent: a rerun skips what is already done.
 

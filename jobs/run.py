@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import subprocess
 import sys
 import time as clock
@@ -41,6 +42,7 @@ from jobs import (
 )
 from jobs._common import config_from, entry_point, parser_for, setup_logging
 from pipelines.config import Config
+from pipelines.errors import TailorError
 
 log = logging.getLogger("tailor.run")
 STATE_FILE = "_run/last_run.json"
@@ -86,8 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--from", dest="from_step", choices=STEP_NAMES, help="run this step and every one after it")
     which.add_argument("--only", action="append", choices=STEP_NAMES, help="run only this step (repeatable)")
     which.add_argument("--resume", action="store_true", help="start at the step the last run failed at")
-    parser.add_argument("--retries", type=int, default=1, help="times a failed step is run again (default 1)")
+    parser.add_argument("--retries", type=_at_least_zero, default=1,
+                        help="times a failed step is run again (default 1)")
     return parser
+
+
+def _at_least_zero(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
 
 
 def _passthrough(args: argparse.Namespace) -> list[str]:
@@ -105,12 +115,17 @@ def selected_steps(args: argparse.Namespace, last_run: dict | None) -> list[Step
         return [step for step in STEPS if step.name in args.only]
     first = args.from_step
     if args.resume:
-        first = (last_run or {}).get("failed_step")
+        first = unfinished_step(last_run)
         if first is None:
-            from pipelines.errors import TailorError
-
-            raise TailorError("nothing to resume: no failed step is recorded in " + STATE_FILE)
+            raise TailorError("nothing to resume: no failed or interrupted step is recorded in " + STATE_FILE)
     return STEPS[STEP_NAMES.index(first):] if first else list(STEPS)
+
+
+def unfinished_step(state: dict | None) -> str | None:
+    """The first step, in flow order, whose last recorded attempt failed or never ended."""
+    recorded = (state or {}).get("steps", {})
+    return next((name for name in STEP_NAMES
+                 if recorded.get(name, {}).get("status") in ("failed", "running")), None)
 
 
 def _read_state(path: Path) -> dict | None:
@@ -121,17 +136,39 @@ def _read_state(path: Path) -> dict | None:
 
 
 def _write_state(path: Path, state: dict) -> None:
+    """Written under another name, then renamed: a run killed mid-write leaves the last state."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    state["failed_step"] = unfinished_step(state)
     staging = path.with_suffix(".tmp")
     staging.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
     staging.replace(path)
 
 
-def run_steps(args: argparse.Namespace, config: Config, steps: list[Step], state_path: Path) -> int:
-    """Run `steps` in order, each retried up to args.retries times; record every outcome."""
+INTERRUPTED = 130  # what entry_point returns on Ctrl-C
+
+
+def _attempt(step: Step, args: argparse.Namespace, config: Config, common: list[str]) -> tuple[int, bool]:
+    """(exit code, whether another attempt could help): a usage error or an interrupt is not retried."""
+    try:
+        code = step.run(args, config, common)
+    except SystemExit as stop:  # a step's argument parser refused its arguments
+        return (stop.code if isinstance(stop.code, int) else 1) or 0, False
+    except Exception as error:  # a step's unexpected failure is that step's outcome
+        log.exception("step %s raised", step.name)
+        print(f"{step.name}: {type(error).__name__}: {str(error)[:300]}", flush=True)
+        return 1, True
+    return code, code != INTERRUPTED
+
+
+def run_steps(args: argparse.Namespace, config: Config, steps: list[Step], state_path: Path,
+              last_run: dict | None) -> int:
+    """Run `steps` in order, each retried up to args.retries times, and record every
+    attempt: a step is `running` until it ends, so a run killed mid-step is resumed there.
+    A whole run starts a new record; --from, --only and --resume add to the last one."""
     common = _passthrough(args)
-    state = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "failed_step": None, "steps": {}}
-    _write_state(state_path, state)
+    whole = len(steps) == len(STEPS)
+    state = {"steps": {} if whole or last_run is None else dict(last_run.get("steps", {}))}
+    state["started_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     started = clock.monotonic()
     for number, step in enumerate(steps, start=1):
         print(f"[{number}/{len(steps)}] {step.name} ...", flush=True)
@@ -139,23 +176,22 @@ def run_steps(args: argparse.Namespace, config: Config, steps: list[Step], state
         code, attempts = 1, 0
         while attempts <= args.retries:
             attempts += 1
+            state["steps"][step.name] = {"status": "running", "attempts": attempts}
+            _write_state(state_path, state)
             try:
-                code = step.run(args, config, common)
-            except Exception as error:  # a step's unexpected failure is that step's outcome
-                log.exception("step %s raised", step.name)
-                code = 1
-                print(f"[{number}/{len(steps)}] {step.name}: {type(error).__name__}: {str(error)[:300]}",
-                      flush=True)
-            if code == 0:
+                code, retry = _attempt(step, args, config, common)
+            except BaseException:  # KeyboardInterrupt outside a job's own handler
+                state["steps"][step.name] = {"status": "failed", "exit_code": INTERRUPTED, "attempts": attempts}
+                _write_state(state_path, state)
+                raise
+            if code == 0 or not retry:
                 break
             if attempts <= args.retries:
                 print(f"[{number}/{len(steps)}] {step.name} failed (exit {code}); retrying", flush=True)
                 clock.sleep(RETRY_PAUSE_S)
         seconds = round(clock.monotonic() - step_started, 1)
-        status = "succeeded" if code == 0 else "failed"
-        state["steps"][step.name] = {"status": status, "exit_code": code, "attempts": attempts, "seconds": seconds}
-        if code:
-            state["failed_step"] = step.name
+        state["steps"][step.name] = {"status": "succeeded" if code == 0 else "failed", "exit_code": code,
+                                     "attempts": attempts, "seconds": seconds}
         _write_state(state_path, state)
         print(f"[{number}/{len(steps)}] {step.name} {'ok' if code == 0 else 'FAILED'} in {seconds:.1f} s "
               f"(total {clock.monotonic() - started:.0f} s)", flush=True)
@@ -171,10 +207,16 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from(args)  # fail fast, before any step, on a bad config
     state_path = Path(config.under_root(STATE_FILE))
-    steps = selected_steps(args, _read_state(state_path))
-    code = run_steps(args, config, steps, state_path)
+    last_run = _read_state(state_path)
+    steps = selected_steps(args, last_run)
+    code = run_steps(args, config, steps, state_path, last_run)
     if code == 0 and steps[-1].name == STEPS[-1].name:
-        print(landed_summary(config))
+        try:
+            print(landed_summary(config))
+        except Exception as error:  # every step succeeded; say so, and that the summary did not
+            log.exception("the summary failed")
+            print(f"tailor run: every step succeeded, but the summary failed: {type(error).__name__}", flush=True)
+            return 1
     return code
 
 
@@ -184,12 +226,19 @@ def fetch_over_http(config: Config, common: list[str], users: int = FETCHED_USER
     from api.auth import hash_key
     from pipelines.services.kafka_broker import free_port
 
+
     ids = _published_user_ids(config, users)
+    if len(ids) < users:
+        raise TailorError(f"gold.email_content holds {len(ids)} published people; the fetch needs {users}")
     key = secrets.token_urlsafe(24)
     key_file = Path(config.under_root("secrets/demo-api-key"))
     key_file.parent.mkdir(parents=True, exist_ok=True)
-    key_file.touch(mode=0o600)
-    key_file.write_text(key, encoding="utf-8")
+    descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)  # also when the file was there before, or the umask is loose
+        os.write(descriptor, key.encode("utf-8"))
+    finally:
+        os.close(descriptor)
     tokens = f"demo:{hash_key(key)}:content:read"
     port = free_port()
     log_path = Path(config.under_root("logs/serve-demo.log"))
@@ -216,11 +265,14 @@ def fetch_over_http(config: Config, common: list[str], users: int = FETCHED_USER
                 server.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 server.kill()
-    example = ids[0] if ids else "<user_id>"
-    settings = " ".join(common)
+                server.wait()
+    installed = Path(sys.executable).with_name("tailor")
+    tailor = shlex.quote(str(installed)) if installed.exists() else "tailor"
+    base = f"http://{config.api.bind}"
     print("Try it yourself (the key is in the file, never printed):\n"
-          f'  {config.secrets.api_tokens}="{tokens}" tailor serve {settings} &\n'
-          f'  curl -H "Authorization: Bearer $(cat {key_file})" http://{config.api.bind}/v1/content/{example}')
+          f"  {config.secrets.api_tokens}={shlex.quote(tokens)} {tailor} serve {shlex.join(common)} &\n"
+          f"  until curl -sf {base}/healthz > /dev/null; do sleep 0.5; done\n"
+          f'  curl -H "Authorization: Bearer $(cat {shlex.quote(str(key_file))})" {base}/v1/content/{ids[0]}')
     return 0
 
 
@@ -238,7 +290,6 @@ def _published_user_ids(config: Config, count: int) -> list[str]:
 
 
 def _wait_until_ready(url: str, server: subprocess.Popen, log_path: Path, timeout_s: float = 60) -> None:
-    from pipelines.errors import TailorError
 
     deadline = clock.monotonic() + timeout_s
     while clock.monotonic() < deadline:

@@ -2,6 +2,7 @@
 step recorded and resumed, --from, --only) with stand-in steps that fail on demand."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Script:
-    """Stand-in steps: each records that it ran and fails as often as told."""
+    """Stand-in steps: each records that it ran and fails as often as told, with an exit
+    code, or by raising what it is given (an exception instance)."""
 
-    def __init__(self, names, failures=None):
+    def __init__(self, names, failures=None, outcome=3):
         self.failures = dict(failures or {})
+        self.outcome = outcome
         self.ran: list[str] = []
         self.steps = [run.Step(name, self._runner(name)) for name in names]
 
@@ -27,7 +30,9 @@ class Script:
             self.ran.append(name)
             if self.failures.get(name, 0) > 0:
                 self.failures[name] -= 1
-                return 3
+                if isinstance(self.outcome, BaseException):
+                    raise self.outcome
+                return self.outcome
             return 0
 
         return step
@@ -35,8 +40,8 @@ class Script:
 
 @pytest.fixture
 def script(monkeypatch):
-    def install(failures=None):
-        made = Script(["first", "second", "third"], failures)
+    def install(failures=None, outcome=3):
+        made = Script(["first", "second", "third"], failures, outcome)
         monkeypatch.setattr(run, "STEPS", made.steps)
         monkeypatch.setattr(run, "STEP_NAMES", [step.name for step in made.steps])
         monkeypatch.setattr(run, "landed_summary", lambda _config: "summary")
@@ -78,7 +83,38 @@ def test_a_run_stops_at_a_step_that_keeps_failing_and_resume_starts_there(script
     # Nothing failed last time: nothing to resume, said in one line.
     assert run.main(["--set", f"storage.root={tmp_path}", "--resume"]) == 2
     said = capsys.readouterr().err.strip()
-    assert said == f"tailor: nothing to resume: no failed step is recorded in {run.STATE_FILE}"
+    assert said == f"tailor: nothing to resume: no failed or interrupted step is recorded in {run.STATE_FILE}"
+
+
+def test_a_run_cut_short_mid_step_is_resumed_at_that_step(script, tmp_path):
+    """Ctrl-C (or a kill) while a step runs: the record says it was running; resume starts there."""
+    made = script({"second": 1}, outcome=KeyboardInterrupt())
+    assert run.main(["--set", f"storage.root={tmp_path}"]) == run.INTERRUPTED
+    assert made.ran == ["first", "second"]
+    state = _state(tmp_path)
+    assert state["failed_step"] == "second" and state["steps"]["second"]["exit_code"] == run.INTERRUPTED
+    # A kill leaves the step `running`: the same.
+    state["steps"]["second"] = {"status": "running", "attempts": 1}
+    (tmp_path / run.STATE_FILE).write_text(json.dumps(state))
+    made.ran.clear()
+    assert run.main(["--set", f"storage.root={tmp_path}", "--resume"]) == 0
+    assert made.ran == ["second", "third"]
+    assert {name: step["status"] for name, step in _state(tmp_path)["steps"].items()} == {
+        "first": "succeeded", "second": "succeeded", "third": "succeeded"}
+
+
+@pytest.mark.parametrize("outcome", [run.INTERRUPTED, SystemExit(2)])
+def test_an_interrupted_step_or_a_usage_error_is_not_retried(script, tmp_path, outcome):
+    made = script({"second": 5}, outcome=outcome)
+    assert run.main(["--set", f"storage.root={tmp_path}", "--retries", "3"]) in (run.INTERRUPTED, 2)
+    assert made.ran == ["first", "second"]
+    assert _state(tmp_path)["steps"]["second"]["status"] == "failed"
+
+
+def test_an_unexpected_error_in_a_step_is_its_failure_and_retried(script, tmp_path):
+    made = script({"first": 1}, outcome=RuntimeError("boom"))
+    assert run.main(["--set", f"storage.root={tmp_path}"]) == 0
+    assert made.ran == ["first", "first", "second", "third"]
 
 
 def test_from_and_only_choose_the_steps(script, tmp_path):
@@ -108,6 +144,7 @@ def test_the_demo_runs_every_step_and_fetches_rows_over_http(tmp_path):
     assert [name for name, step in state["steps"].items() if step["status"] == "succeeded"] == run.STEP_NAMES
     fetched = [line for line in out.splitlines() if line.startswith("GET /v1/content/")]
     assert len(fetched) == run.FETCHED_USERS and all(line.endswith("-> 200") for line in fetched)
-    assert '"content_version"' in out and "gold.recommendations:" in out and "(champion)" in out
+    assert '"content_version"' in out and "gold.recommendations:" in out
+    assert re.search(r"\(champion\), test ndcg@10: .*blend \d\.\d{3}.*popular \d\.\d{3}", out), out[-2000:]
     key = (tmp_path / "secrets" / "demo-api-key").read_text()
     assert key not in out and key not in finished.stderr
