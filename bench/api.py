@@ -26,7 +26,6 @@ import http.client
 import json
 import os
 import random
-import shutil
 import signal
 import statistics
 import subprocess
@@ -45,6 +44,7 @@ from flask import Flask  # noqa: E402
 from bench.report import result, write  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.services.kafka_broker import free_port  # noqa: E402
+from pipelines.services.redis_server import RedisServer  # noqa: E402
 from pipelines.serving import open_store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,37 +158,16 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def _redis(home: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port",
-                                str(port), "--save", "", "--appendonly", "no", "--dir", str(home)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import redis
-
-    client = redis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("redis-server did not start") from None
-            time.sleep(0.05)
-    client.close()
-    return process, f"redis://127.0.0.1:{port}/0"
-
-
 def bench_store(store_type: str, args: argparse.Namespace, hello_rps: float, root: Path) -> list[dict[str, Any]]:
     from bench.export import content_rows
 
     overrides = [f"storage.root={root}", f"serving.type={store_type}",
                  "api.rate_limit.content:read=1000000000 per minute"]
-    redis_process = None
+    redis_server = None
     root.mkdir(parents=True, exist_ok=True)
     if store_type == "redis":
-        redis_process, url = _redis(root)
-        overrides += [f"serving.redis.url={url}", "serving.redis.key_prefix=bench"]
+        redis_server = RedisServer(root / "redis").start()
+        overrides += [f"serving.redis.url={redis_server.url}", "serving.redis.key_prefix=bench"]
     config = load_config("local", overrides)
     rows = content_rows(args.users)
     with open_store(config) as store:
@@ -231,9 +210,8 @@ def bench_store(store_type: str, args: argparse.Namespace, hello_rps: float, roo
     finally:
         _stop(server)
         log.close()
-        if redis_process is not None:
-            redis_process.kill()
-            redis_process.wait()
+        if redis_server is not None:
+            redis_server.stop()
     return results
 
 

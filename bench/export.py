@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import result, write  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
-from pipelines.services.kafka_broker import free_port  # noqa: E402
+from pipelines.services.redis_server import RedisServer  # noqa: E402
 from pipelines.serving.base import encode  # noqa: E402
 from pipelines.serving.redis_store import RedisStore  # noqa: E402
 from pipelines.serving.sqlite import SqliteStore  # noqa: E402
@@ -141,26 +141,6 @@ def bench_sqlite(rows: dict[str, dict[str, Any]], batch: int) -> list[dict[str, 
     ]
 
 
-def _start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
-    import redis
-
-    port = free_port()
-    log = open(folder / "redis.log", "wb")  # noqa: SIM115 (kept open for the server's life)
-    process = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                                "--appendonly", "no", "--dir", str(folder)], stdout=log, stderr=subprocess.STDOUT)
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            client.close()
-            return process, port
-        except redis.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"redis-server did not start: see {folder / 'redis.log'}") from None
-            time.sleep(0.05)
-
-
 def bench_redis(rows: dict[str, dict[str, Any]], batch: int) -> list[dict[str, Any]]:
     import redis
 
@@ -171,9 +151,9 @@ def bench_redis(rows: dict[str, dict[str, Any]], batch: int) -> list[dict[str, A
     folder = ROOT / "redis"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    process, port = _start_redis(folder)
+    server = RedisServer(folder).start()
+    port, url = server.port, server.url
     try:
-        url = f"redis://127.0.0.1:{port}/0"
         config = load_config("local", [f"storage.root={folder}", "serving.type=redis", f"serving.redis.url={url}",
                                        "serving.redis.key_prefix=bench", "serving.redis.socket_timeout_s=30"])
         batches = _batches(rows, batch)
@@ -202,8 +182,7 @@ def bench_redis(rows: dict[str, dict[str, Any]], batch: int) -> list[dict[str, A
         # For information: one client, as the export is (redis-benchmark's default is 50).
         one_client_command, one_client = redis_benchmark("-c", "1")
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        server.stop()
     print(f"redis: write_json {count / store_s:,.0f} rows/s ({store_s:.1f}s, {stored} keys); "
           f"redis-benchmark -P 16 -d {row_bytes}: {baseline:,.0f} SETs/s; with one client (-c 1): "
           f"{one_client:,.0f} SETs/s")

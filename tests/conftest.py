@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -94,39 +93,17 @@ def moto_server():
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
-    """A real redis-server (the system's package, which `make setup` installs) on a free
-    loopback port, without persistence; yields its URL. Tests keep apart by key prefix."""
-    import redis
+    """A real redis-server on a free loopback port, without persistence; yields its URL.
+    Tests keep apart by key prefix."""
+    from pipelines.errors import EnvironmentProblem
+    from pipelines.services.redis_server import RedisServer
 
-    from pipelines.services.kafka_broker import free_port
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server not found: run `make setup` (it installs the system's redis-server package)")
-    home = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    with open(home / "redis.log", "wb") as log:
-        process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-             "--dir", str(home)], stdout=log, stderr=subprocess.STDOUT)
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
-    deadline = time.monotonic() + 20
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
     try:
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    output = (home / "redis.log").read_text(errors="replace")[-2000:]
-                    pytest.fail(f"redis-server did not answer PING on port {port}:\n{output}")
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        server.start()
+    except EnvironmentProblem as problem:
+        pytest.fail(str(problem))
+    try:
+        yield server.url
     finally:
-        client.close()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
