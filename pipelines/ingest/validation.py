@@ -521,10 +521,11 @@ def _per_payload(then: Callable[[str, int, dict[str, Any], str], str], event_typ
     return f"CASE {' '.join(branches)} END"
 
 
-# The envelope as `from_json` reads it on the fast path: the payload stays JSON text (as
-# bronze stores it), and schema_version is the INT the bronze column holds.
+# The envelope as `from_json` reads it on the fast path, without the payload (its text
+# comes from the variant, its values from `_typed_payloads`); schema_version is the INT
+# the bronze column holds.
 _ENVELOPE_DDL = ", ".join(f"`{name}` {'INT' if name == 'schema_version' else _spark_type(schema)}"
-                          for name, schema in ENVELOPE["properties"].items())
+                          for name, schema in ENVELOPE["properties"].items() if name != "payload")
 
 
 def _typed_payload_column(name: str, number: int) -> str:
@@ -549,7 +550,7 @@ def _typed_payloads() -> dict[str, str]:
             if spark_type is not None:
                 columns[_typed_payload_column(name, number)] = (
                     f"CASE WHEN _fast AND event_type = {sql_literal(name)} AND schema_version = {number} "
-                    f"THEN from_json(_env.payload, {sql_literal(spark_type)}) END")
+                    f"THEN from_json(payload, {sql_literal(spark_type)}) END")
     return columns
 
 
@@ -642,8 +643,8 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
     coordinates for the quarantine. `now` bounds future timestamps (default: batch time).
     """
     df = _parsed(df, "_v", now)
-    # The shape, and the envelope read by Spark's JSON reader into typed fields with the
-    # payload as JSON text: a record on the fast path takes its values from there.
+    # The shape, and the envelope read by Spark's JSON reader into typed fields: a record
+    # on the fast path takes its values from there.
     envelope = f"from_json(_text, {sql_literal(_ENVELOPE_DDL)})"
     df = _with_columns(df, {"_shape": "schema_of_variant(_v)", "_env": f"CASE WHEN _v IS NOT NULL THEN {envelope} END"})
     fast = _per_payload(lambda name, number, schema, _: _fast_path(name, number, schema),
@@ -660,8 +661,7 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
         "user_id": read("user_id", "try_variant_get(_v, '$.user_id', 'string')"),
         "_occurred_text": read("occurred_at", "try_variant_get(_v, '$.occurred_at', 'string')"),
         "source": read("source", "try_variant_get(_v, '$.source', 'string')"),
-        # The same text on both paths: Jackson's copy of the payload (`_env.payload`, which
-        # only the typed parse below reads) would pass numbers through a double.
+        # The variant's text on both paths: it keeps every digit as sent.
         "payload": "to_json(variant_get(_v, '$.payload', 'variant'))",
         "stream": "'events'",
         "is_tombstone": "FALSE",

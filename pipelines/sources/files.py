@@ -197,7 +197,7 @@ class FilesStreamReader(DataSourceStreamReader):
         # A run-once query takes what had landed when it started, in batches of the caps
         # above, and stops there: the folder is listed once.
         self.available_now = options.get("available_now", "false") == "true"
-        self._landed_at_start: list[LandedFile] | None = None
+        self._landed_at_start: set[str] | None = None
         self._files: list[LandedFile] | None = None
         self._known: set[str] = set()
 
@@ -263,9 +263,8 @@ class FilesStreamReader(DataSourceStreamReader):
         if self.available_now:
             # Of what had landed at the start, what is still there, as it is now.
             if self._landed_at_start is None:
-                self._landed_at_start = landed
-            at_start = {file.path for file in self._landed_at_start}
-            landed = [file for file in landed if file.path in at_start]
+                self._landed_at_start = {file.path for file in landed}
+            landed = [file for file in landed if file.path in self._landed_at_start]
         new = self._within_caps([file for file in landed if file.path not in self._known])
         # A batch takes what was admitted and not yet read, so capping admission caps it.
         if new:
