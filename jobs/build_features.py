@@ -30,17 +30,18 @@ import logging
 from datetime import datetime
 
 from jobs._common import config_from, entry_point, setup_logging, streaming_parser
-from pipelines.config import Config
+from pipelines.config import CHECKPOINTS, Config
 from pipelines.errors import ConfigError
 
 log = logging.getLogger("tailor.features")
 QUERY_NAME = "build_features"
-# "_v2" since the stream lost its stateful (watermark) deduplication: Spark refuses to
-# restart a checkpoint whose stateful operators changed. A deployment upgraded from the
-# first version starts this new checkpoint and reads bronze.events once more from the
-# start; the insert's MERGE on event_id keeps that idempotent, and every user's features
-# are recomputed. The old folder, <checkpoints>/build_features, can then be deleted.
-CHECKPOINT_NAME = "build_features_v2"
+# "build_features_v2" since the stream lost its stateful (watermark) deduplication: Spark
+# refuses to restart a checkpoint whose stateful operators changed. A deployment upgraded
+# from the first version starts this new checkpoint and reads bronze.events once more from
+# the start; the insert's MERGE on event_id keeps that idempotent, and every user's
+# features are recomputed. `tailor maintain --remove-orphaned-checkpoints` then deletes
+# the old folder, <checkpoints>/build_features.
+CHECKPOINT_NAME = CHECKPOINTS[QUERY_NAME]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from jobs._common import config_from, entry_point, setup_logging, streaming_parser
-from pipelines.config import Config
+from pipelines.config import CHECKPOINTS, Config
 from pipelines.ingest.metrics import IngestMetricsCollector
 from pipelines.ingest.transforms import drop_retried_duplicates, observe_outcome, validate_streams
 from pipelines.ingest.writes import ensure_bronze_tables, ingest_batch_writer
@@ -45,7 +45,7 @@ def _ensure_landing_folders(config: Config) -> None:
 
 
 def start_query(spark, config: Config, once: bool, trigger_interval: str | None = None):
-    checkpoint = config.checkpoint(QUERY_NAME)
+    checkpoint = config.checkpoint(CHECKPOINTS[QUERY_NAME])
     flow = (validate_streams(read_raw(spark, config, checkpoint, once))
             .transform(drop_retried_duplicates(config.ingest.dedup_window))
             .transform(observe_outcome))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 
 from jobs._common import config_from, entry_point, setup_logging, streaming_parser
-from pipelines.config import Config
+from pipelines.config import CHECKPOINTS, Config
 from pipelines.ingest.writes import ensure_bronze_tables
 from pipelines.pii import PiiKeys, load_keys
 from pipelines.profiles.transforms import PROFILE_EVENT_TYPES
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 def start_query(spark, config: Config, keys: PiiKeys, once: bool, trigger_interval: str | None = None):
     from pyspark.sql import functions as F
 
-    checkpoint = config.checkpoint(QUERY_NAME)
+    checkpoint = config.checkpoint(CHECKPOINTS[QUERY_NAME])
     changes = read_bronze_events(spark, config, config.profiles.max_files_per_trigger).where(
         F.col("event_type").isin(*PROFILE_EVENT_TYPES))
     writer = ProfilesBatchWriter(config, keys, checkpoint_app_id(spark, checkpoint, QUERY_NAME))

@@ -68,6 +68,29 @@ TABLES = (
     "audit.log",
     "audit.quality_results",
 )
+# Liquid clustering keys: the column most reads and MERGEs look rows up by. Tables created
+# with them, and clustered by `tailor maintain` when an older Tailor created them without.
+# bronze.events and silver.interactions are partitioned by event_date instead (a table
+# cannot be both), which their incremental readers prune on.
+CLUSTERED_BY: dict[str, tuple[str, ...]] = {
+    "silver.profiles": ("user_id",),
+    "silver.profiles_history": ("user_id",),
+    "silver.products": ("product_id",),
+    "gold.user_features": ("user_id",),
+    "gold.recommendations": ("user_id",),
+    "gold.email_content": ("user_id",),
+    "gold.content_defaults": ("key",),
+    "gold.user_traits": ("user_id",),
+    "gold.holdout_assignments": ("user_id",),
+}
+# Each streaming query's checkpoint folder (config.checkpoint(name)), by query name. A
+# folder is renamed when a restart cannot reuse the old state (build-features dropped a
+# stateful operator); `tailor maintain --remove-orphaned-checkpoints` deletes old ones.
+CHECKPOINTS = {
+    "ingest_events": "ingest_events",
+    "merge_profiles": "merge_profiles",
+    "build_features": "build_features_v2",
+}
 
 _ENV_VAR_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _SECRET_LOOKING_KEY = re.compile(r"(?i)(password|secret|secret\.key|access\.key|token|jaas\.config)$")
@@ -472,6 +495,10 @@ class MaintenanceConfig(_Strict):
     vacuum_retention_hours: float = Field(ge=0, description="VACUUM keeps files this long after they leave a table")
     allow_short_retention: bool = Field(
         default=False, description="permit retention below Delta's 168-hour safety check (tests, erasure drills)")
+    log_retention_days: int = Field(
+        default=30, ge=1, description="each table's delta.logRetentionDuration: how long its commit history stays")
+    conflict_retries: int = Field(
+        default=5, ge=0, description="retries of an OPTIMIZE or purge that lost a commit race to a running job")
 
 
 class GreetingConfig(_Strict):

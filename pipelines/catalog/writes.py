@@ -14,7 +14,7 @@ from pipelines.schemas import PRODUCTS
 
 
 def ensure_products_table(spark: SparkSession, config: Config) -> None:
-    ensure_table(spark, config.table("silver.products"), PRODUCTS, cluster_by=("product_id",),
+    ensure_table(spark, config.table("silver.products"), PRODUCTS,
                  properties={"delta.enableChangeDataFeed": "true"})
 
 

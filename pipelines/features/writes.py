@@ -52,7 +52,7 @@ def ensure_feature_tables(spark: SparkSession, config: Config) -> None:
                  properties={"delta.enableChangeDataFeed": "true"})
     features = config.table("gold.user_features")
     expected = feature_schema(config.features)
-    ensure_table(spark, features, expected, cluster_by=("user_id",))
+    ensure_table(spark, features, expected)
     present = read_table(spark, features).columns
     missing = [name for name in expected.fieldNames() if name not in present]
     extra = [name for name in present if name not in expected.fieldNames()]

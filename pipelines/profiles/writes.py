@@ -58,12 +58,12 @@ def _stats_columns(*columns: str) -> dict[str, str]:
 
 def ensure_profile_tables(spark: SparkSession, config: Config) -> None:
     tracked = config.profiles.history_columns
-    ensure_table(spark, config.table("silver.profiles"), PROFILES, cluster_by=("user_id",),
+    ensure_table(spark, config.table("silver.profiles"), PROFILES,
                  properties={"delta.enableChangeDataFeed": "true", **_stats_columns(*PROFILES_STATS_COLUMNS)})
     history_stats = ("user_id", "valid_from", "valid_to",
                      *[column for column in tracked if column in PROFILES_STATS_COLUMNS])
     ensure_table(spark, config.table("silver.profiles_history"), profiles_history_schema(tracked),
-                 cluster_by=("user_id",), properties=_stats_columns(*history_stats))
+                 properties=_stats_columns(*history_stats))
     ensure_table(spark, config.table("silver.profile_tombstones"), PROFILE_TOMBSTONES)
     ensure_table(spark, config.table("silver.duplicate_profiles"), DUPLICATE_PROFILES)
     ensure_table(spark, config.table("audit.log"), AUDIT_LOG, properties={

@@ -27,13 +27,13 @@ log = logging.getLogger("tailor.publish")
 
 
 def ensure_publish_tables(spark: SparkSession, config: Config) -> None:
-    for name, (schema, key) in PUBLISHED_TABLES.items():
-        ensure_table(spark, config.table(name), schema, cluster_by=(key,),
+    for name, (schema, _) in PUBLISHED_TABLES.items():
+        ensure_table(spark, config.table(name), schema,
                      properties={"delta.enableChangeDataFeed": "true"})
         added = add_missing_columns(spark, config.table(name), schema)
         if added:
             log.info("%s: added the columns %s", name, ", ".join(added))
-    ensure_table(spark, config.table("gold.holdout_assignments"), HOLDOUT_ASSIGNMENTS, cluster_by=("user_id",))
+    ensure_table(spark, config.table("gold.holdout_assignments"), HOLDOUT_ASSIGNMENTS)
 
 
 def _counts(spark: SparkSession, table: TableRef, before: int | None) -> dict[str, int]:

@@ -17,7 +17,7 @@ _COLUMNS = tuple(field.name for field in RECOMMENDATIONS)
 
 
 def ensure_recommendations_table(spark: SparkSession, config: Config) -> None:
-    ensure_table(spark, config.table("gold.recommendations"), RECOMMENDATIONS, cluster_by=("user_id",),
+    ensure_table(spark, config.table("gold.recommendations"), RECOMMENDATIONS,
                  properties={"delta.enableChangeDataFeed": "true"})
 
 

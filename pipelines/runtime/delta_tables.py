@@ -23,7 +23,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
 from pyspark.sql.types import StructType
 
-from pipelines.config import TableRef
+from pipelines.config import CLUSTERED_BY, TableRef
 
 log = logging.getLogger("tailor.delta")
 T = TypeVar("T")
@@ -36,9 +36,10 @@ DEFAULT_PROPERTIES = {
 
 
 def ensure_table(spark: SparkSession, table: TableRef, schema: StructType,
-                 partition_by: tuple[str, ...] = (), properties: dict[str, str] | None = None,
-                 cluster_by: tuple[str, ...] = ()) -> None:
-    """Create the table if it does not exist; an existing table is left as it is."""
+                 partition_by: tuple[str, ...] = (), properties: dict[str, str] | None = None) -> None:
+    """Create the table if it does not exist (clustered as CLUSTERED_BY says); an existing
+    table is left as it is."""
+    cluster_by = CLUSTERED_BY.get(table.layer_name, ())
     builder = DeltaTable.createIfNotExists(spark).addColumns(schema)
     builder = builder.tableName(table.catalog_name) if table.catalog_name else builder.location(table.path)
     if partition_by:

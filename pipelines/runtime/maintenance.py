@@ -1,25 +1,54 @@
-"""Table maintenance: make deletes final.
+"""Table maintenance: compact what streaming writes in small commits, keep clustering,
+bound each table's history, make deletes final, and drop orphaned checkpoints.
+
+Per table, in this order:
+  ALTER TABLE ... CLUSTER BY (key)   when CLUSTERED_BY names keys the table lacks
+  OPTIMIZE ...                       bin-packs small files; on a clustered table it also
+                                     clusters the files not yet clustered (FULL: all of
+                                     them, after the keys changed)
+  delta.logRetentionDuration         Delta deletes commits older than this at its next
+                                     log checkpoint
+  REORG TABLE ... APPLY (PURGE)      rewrites files that carry deletion vectors
+  VACUUM ... RETAIN n HOURS          removes files no version newer than n hours needs
 
 A Delta DELETE or MERGE leaves the old data files in place (time travel reads them), and
 with deletion vectors it does not even rewrite the file that held the deleted rows, only
-marks them. So erasure is final only after both steps, per table:
-  REORG TABLE ... APPLY (PURGE)   rewrites files that carry deletion vectors
-  VACUUM ... RETAIN n HOURS       removes files no version newer than n hours needs
+marks them: erasure is final only after the last two steps.
+
+OPTIMIZE and REORG commit with dataChange=false, so streaming readers of a table skip
+them, and a running job can keep writing: a commit race is retried.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
-from pipelines.config import TABLES, Config
+from pipelines.config import CHECKPOINTS, CLUSTERED_BY, TABLES, Config
 from pipelines.errors import ConfigError
-from pipelines.runtime.delta_tables import delta_table, sql_name, table_exists
+from pipelines.runtime.delta_tables import delta_table, retry_on_conflict, sql_name, table_exists
+from pipelines.runtime.filesystems import filesystem
 
 log = logging.getLogger("tailor.maintenance")
 DELTA_SAFETY_HOURS = 168
 _RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+_LOG_RETENTION = "delta.logRetentionDuration"
+
+
+@dataclass(frozen=True)
+class TableUpkeep:
+    """What maintenance did to one table."""
+
+    table: str
+    files_before: int
+    files_after: int
+    clustered_by: tuple[str, ...]
+    clustering_added: bool
+    vacuumed: bool
+    seconds: float
 
 
 def vacuum_retention(config: Config, retention_hours: float | None = None) -> float:
@@ -34,18 +63,106 @@ def vacuum_retention(config: Config, retention_hours: float | None = None) -> fl
     return hours
 
 
+def _allow_retention(spark: SparkSession, hours: float) -> None:
+    if hours < DELTA_SAFETY_HOURS:
+        spark.conf.set(_RETENTION_CHECK, "false")
+
+
+def _purge_and_vacuum(spark: SparkSession, config: Config, name: str, hours: float) -> None:
+    table = config.table(name)
+    retry_on_conflict(lambda: spark.sql(f"REORG TABLE {sql_name(table)} APPLY (PURGE)"),
+                      f"purge {name}", config.maintenance.conflict_retries)
+    delta_table(spark, table).vacuum(hours)
+    log.info("vacuumed %s (retention %g hours)", name, hours)
+
+
 def vacuum_all(spark: SparkSession, config: Config, retention_hours: float | None = None) -> list[str]:
     """Purge and vacuum every Tailor table that exists; returns the tables done."""
     hours = vacuum_retention(config, retention_hours)
-    if hours < DELTA_SAFETY_HOURS:
-        spark.conf.set(_RETENTION_CHECK, "false")
+    _allow_retention(spark, hours)
     done = []
     for name in TABLES:
-        table = config.table(name)
-        if not table_exists(spark, table):
-            continue
-        spark.sql(f"REORG TABLE {sql_name(table)} APPLY (PURGE)")
-        delta_table(spark, table).vacuum(hours)
-        log.info("vacuumed %s (retention %g hours)", name, hours)
-        done.append(name)
+        if table_exists(spark, config.table(name)):
+            _purge_and_vacuum(spark, config, name, hours)
+            done.append(name)
     return done
+
+
+def _detail(spark: SparkSession, config: Config, name: str):
+    return spark.sql(f"DESCRIBE DETAIL {sql_name(config.table(name))}").first()
+
+
+def _cluster(spark: SparkSession, config: Config, name: str, current: tuple[str, ...],
+             partitioned: bool) -> bool:
+    """Cluster the table by CLUSTERED_BY's keys when it is not already; True when changed."""
+    wanted = CLUSTERED_BY.get(name, ())
+    if not wanted or wanted == current:
+        return False
+    if partitioned:
+        log.warning("%s is partitioned, so it cannot be clustered by %s; left as it is", name, ", ".join(wanted))
+        return False
+    spark.sql(f"ALTER TABLE {sql_name(config.table(name))} CLUSTER BY ({', '.join(wanted)})")
+    log.info("%s: clustered by %s (was: %s)", name, ", ".join(wanted), ", ".join(current) or "none")
+    return True
+
+
+def _bound_history(spark: SparkSession, config: Config, name: str, properties: dict[str, str]) -> None:
+    retention = f"interval {config.maintenance.log_retention_days} days"
+    if properties.get(_LOG_RETENTION) != retention:
+        spark.sql(f"ALTER TABLE {sql_name(config.table(name))} SET TBLPROPERTIES ('{_LOG_RETENTION}' = '{retention}')")
+
+
+def maintain_table(spark: SparkSession, config: Config, name: str, vacuum_hours: float | None) -> TableUpkeep:
+    """Cluster, compact, bound the history of, and (with vacuum_hours) purge and vacuum
+    one existing table."""
+    started = time.monotonic()
+    detail = _detail(spark, config, name)
+    current = tuple(detail.clusteringColumns or ())
+    added = _cluster(spark, config, name, current, bool(detail.partitionColumns))
+    clustered_by = CLUSTERED_BY.get(name, ()) if added else current
+    # FULL reclusters files clustered by the old keys too; plain OPTIMIZE leaves them.
+    full = " FULL" if added and current else ""
+    retry_on_conflict(lambda: spark.sql(f"OPTIMIZE {sql_name(config.table(name))}{full}").collect(),
+                      f"OPTIMIZE {name}", config.maintenance.conflict_retries)
+    _bound_history(spark, config, name, dict(detail.properties or {}))
+    if vacuum_hours is not None:
+        _purge_and_vacuum(spark, config, name, vacuum_hours)
+    after = _detail(spark, config, name)
+    return TableUpkeep(name, int(detail.numFiles), int(after.numFiles), clustered_by, added,
+                       vacuum_hours is not None, round(time.monotonic() - started, 1))
+
+
+def maintain_all(spark: SparkSession, config: Config, vacuum: bool = True,
+                 retention_hours: float | None = None) -> list[TableUpkeep]:
+    """Maintain every Tailor table that exists."""
+    hours = vacuum_retention(config, retention_hours) if vacuum else None
+    if hours is not None:
+        _allow_retention(spark, hours)
+    return [maintain_table(spark, config, name, hours)
+            for name in TABLES if table_exists(spark, config.table(name))]
+
+
+def orphaned_checkpoints(config: Config) -> list[str]:
+    """Checkpoint folders under the checkpoint root that no current query uses: left by a
+    query whose checkpoint was renamed. Only folders that hold a query's `metadata` file
+    count, so nothing else kept there is ever named."""
+    from pyarrow import fs as pafs
+
+    root = config.checkpoint("")
+    fs, folder = filesystem(root)
+    current = set(CHECKPOINTS.values())
+    orphans = []
+    for info in fs.get_file_info(pafs.FileSelector(folder.rstrip("/"), allow_not_found=True)):
+        name = info.base_name
+        if info.type != pafs.FileType.Directory or name in current:
+            continue
+        if fs.get_file_info(f"{info.path}/metadata").type == pafs.FileType.File:
+            orphans.append(root.rstrip("/") + "/" + name)
+    return sorted(orphans)
+
+
+def remove_checkpoints(paths: list[str]) -> None:
+    for path in paths:
+        fs, folder = filesystem(path)
+        fs.delete_dir(folder)
+        log.info("removed the orphaned checkpoint %s", path)

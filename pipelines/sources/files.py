@@ -41,6 +41,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 
 from pipelines.config import Config
+from pipelines.runtime.filesystems import filesystem
 
 FORMAT = "tailor_files"
 SCHEMA = "raw binary, source_partition string, source_offset bigint, source_timestamp timestamp"
@@ -49,15 +50,6 @@ DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_SPLIT_BYTES = 128 * 1024 * 1024
 MIN_SPLIT_BYTES = 1024 * 1024
 _LOG_SUFFIX = ".json"
-
-
-def filesystem(uri: str) -> tuple[Any, str]:
-    """(pyarrow filesystem, path within it) for a local path or a URI such as s3://bucket/x."""
-    from pyarrow import fs
-
-    if "://" in uri and not uri.startswith("file://"):
-        return fs.FileSystem.from_uri(uri)
-    return fs.LocalFileSystem(), uri.removeprefix("file://")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,66 @@
+"""Daily table maintenance: compact, cluster, bound history, purge and VACUUM every table.
+
+    tailor maintain [--env local] [--set k=v ...] [--retention-hours N] [--skip-vacuum]
+                    [--remove-orphaned-checkpoints]
+    spark-submit jobs/maintain.py [same options]
+
+Streaming jobs commit every trigger, so their tables collect small files; OPTIMIZE
+compacts them (and clusters the tables CLUSTERED_BY names), then REORG PURGE and VACUUM
+make erasures final, as `tailor vacuum` does. Safe while the streaming jobs run: these
+commits change no data, and a commit race is retried. Checkpoint folders no query uses
+any more are listed, and deleted with --remove-orphaned-checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from jobs._common import config_from, entry_point, parser_for, setup_logging
+from pipelines.runtime.maintenance import (
+    maintain_all,
+    orphaned_checkpoints,
+    remove_checkpoints,
+    vacuum_retention,
+)
+from pipelines.runtime.session import build_spark
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = parser_for("tailor maintain", __doc__.split("\n\n")[0])
+    parser.add_argument("--retention-hours", type=float, default=None,
+                        help="override maintenance.vacuum_retention_hours for this run")
+    parser.add_argument("--skip-vacuum", action="store_true", help="compact and cluster only")
+    parser.add_argument("--remove-orphaned-checkpoints", action="store_true",
+                        help="delete checkpoint folders no streaming query uses any more")
+    return parser
+
+
+@entry_point
+def main(argv=None) -> int:
+    setup_logging()
+    args = build_parser().parse_args(argv)
+    config = config_from(args)
+    if not args.skip_vacuum:
+        vacuum_retention(config, args.retention_hours)  # a bad retention fails before Spark starts
+    spark = build_spark(config, "maintain")
+    done = maintain_all(spark, config, vacuum=not args.skip_vacuum, retention_hours=args.retention_hours)
+    width = max((len(upkeep.table) for upkeep in done), default=0)
+    for upkeep in done:
+        clustering = ", ".join(upkeep.clustered_by) or "-"
+        note = " (clustering added)" if upkeep.clustering_added else ""
+        print(f"{upkeep.table.ljust(width)}  files {upkeep.files_before:>5} -> {upkeep.files_after:<5}  "
+              f"clustered by {clustering}{note}  {'vacuumed' if upkeep.vacuumed else 'not vacuumed'}  "
+              f"{upkeep.seconds:.1f}s")
+    orphans = orphaned_checkpoints(config)
+    if orphans and args.remove_orphaned_checkpoints:
+        remove_checkpoints(orphans)
+        print(f"removed {len(orphans)} orphaned checkpoint(s): {', '.join(orphans)}")
+    elif orphans:
+        print(f"{len(orphans)} orphaned checkpoint(s), no query uses them (--remove-orphaned-checkpoints "
+              f"deletes them): {', '.join(orphans)}")
+    print(f"maintained {len(done)} table(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

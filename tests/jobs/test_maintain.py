@@ -1,0 +1,108 @@
+"""tailor maintain on tables as the jobs leave them: many small files, an older table
+without clustering, one clustered by keys that changed, a partitioned one, a deleted
+person, and a checkpoint folder no query uses any more."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from delta.tables import DeltaTable
+
+from jobs import maintain
+from pipelines.config import load_config
+from pipelines.runtime.delta_tables import read_table
+from tests.settings import SPARK_TEST_SETTINGS
+
+SHORT_RETENTION = ("--retention-hours", "0", "--set", "maintenance.allow_short_retention=true")
+
+
+def _args(root: Path, *extra: str) -> list[str]:
+    settings = [arg for setting in SPARK_TEST_SETTINGS for arg in ("--set", setting)]
+    return ["--set", f"storage.root={root}", *settings, *extra]
+
+
+def _append(spark, path: str, rows: list[tuple], ddl: str, partition_by: tuple[str, ...] = ()) -> None:
+    spark.createDataFrame(rows, ddl).coalesce(1).write.format("delta").mode("append").partitionBy(
+        *partition_by).save(path)
+
+
+def _detail(spark, path: str):
+    return spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()
+
+
+def _parquet_values(folder: Path) -> str:
+    return json.dumps([pq.read_table(path).to_pylist() for path in sorted(folder.rglob("*.parquet"))])
+
+
+def _checkpoint(root: Path, name: str) -> Path:
+    folder = root / "_checkpoints" / name
+    folder.mkdir(parents=True)
+    (folder / "metadata").write_text('{"id":"0"}', encoding="utf-8")
+    return folder
+
+
+def test_maintain_compacts_clusters_bounds_history_and_makes_deletes_final(spark, tmp_path, capsys):
+    config = load_config("local", [f"storage.root={tmp_path}"])
+    profiles, products = config.table("silver.profiles").path, config.table("silver.products").path
+    traits, events = config.table("gold.user_traits").path, config.table("bronze.events").path
+    # silver.profiles as an older Tailor made it: no clustering; three commits, then a delete.
+    for batch in (["u-1", "u-2"], ["u-3", "u-gone"], ["u-4"]):
+        _append(spark, profiles, [(user, f"{user}-city") for user in batch], "user_id string, city string")
+    DeltaTable.forPath(spark, profiles).delete("user_id = 'u-gone'")
+    # silver.products clustered by a key CLUSTERED_BY no longer names.
+    (DeltaTable.create(spark).location(products).addColumn("product_id", "string").addColumn("sku", "string")
+     .clusterBy("sku").execute())
+    for number in range(3):
+        _append(spark, products, [(f"p-{number}", f"sku-{number}")], "product_id string, sku string")
+    # gold.user_traits partitioned, so it cannot be clustered; it is still compacted.
+    for user in ("u-1", "u-2"):
+        _append(spark, traits, [(user, "gold")], "user_id string, tier string", partition_by=("tier",))
+    # bronze.events: partitioned by day, not meant to be clustered.
+    for day, event in (("2026-11-01", "e-1"), ("2026-11-01", "e-2"), ("2026-11-02", "e-3")):
+        _append(spark, events, [(event, day)], "event_id string, event_date string", partition_by=("event_date",))
+    orphan = _checkpoint(tmp_path, "build_features")  # renamed to build_features_v2
+    _checkpoint(tmp_path, "ingest_events")
+    (tmp_path / "_checkpoints" / "notes").mkdir()
+    (tmp_path / "_checkpoints" / "notes" / "readme.txt").write_text("not a checkpoint", encoding="utf-8")
+    assert "u-gone" in _parquet_values(Path(profiles))
+
+    assert maintain.main(_args(tmp_path, *SHORT_RETENTION)) == 0
+
+    printed = capsys.readouterr().out
+    assert "silver.profiles" in printed and "files     3 -> 1" in printed and "(clustering added)" in printed
+    assert "1 orphaned checkpoint(s)" in printed and f"{orphan}" in printed and "maintained 4 table(s)" in printed
+    assert orphan.exists()  # listed, not deleted, without the flag
+    detail = _detail(spark, profiles)
+    assert (detail.numFiles, list(detail.clusteringColumns)) == (1, ["user_id"])
+    assert detail.properties["delta.logRetentionDuration"] == "interval 30 days"
+    assert sorted(row.user_id for row in read_table(spark, config.table("silver.profiles")).collect()) == [
+        "u-1", "u-2", "u-3", "u-4"]
+    # The deleted person is gone from every file, old versions included.
+    assert "u-gone" not in _parquet_values(Path(profiles))
+    detail = _detail(spark, products)
+    assert (detail.numFiles, list(detail.clusteringColumns)) == (1, ["product_id"])
+    detail = _detail(spark, traits)
+    assert (detail.numFiles, list(detail.clusteringColumns), list(detail.partitionColumns)) == (1, [], ["tier"])
+    detail = _detail(spark, events)
+    assert (detail.numFiles, list(detail.clusteringColumns)) == (2, [])  # one per day
+    operations = [row.operation for row in DeltaTable.forPath(spark, events).history().collect()]
+    # (No REORG commit: the table has no deletion vectors to purge.)
+    assert operations == ["VACUUM END", "VACUUM START", "SET TBLPROPERTIES", "OPTIMIZE", *["WRITE"] * 3]
+
+    # Once maintained, a second run changes nothing but removes the orphan when asked.
+    assert maintain.main(_args(tmp_path, "--skip-vacuum", "--remove-orphaned-checkpoints")) == 0
+    printed = capsys.readouterr().out
+    assert "(clustering added)" not in printed and "files     1 -> 1" in printed and "not vacuumed" in printed
+    assert f"removed 1 orphaned checkpoint(s): {orphan}" in printed
+    assert not orphan.exists()
+    assert (tmp_path / "_checkpoints" / "ingest_events" / "metadata").exists()
+    assert (tmp_path / "_checkpoints" / "notes" / "readme.txt").exists()
+
+
+def test_maintain_refuses_a_short_retention_before_spark_starts(tmp_path, capsys):
+    assert maintain.main(["--set", f"storage.root={tmp_path}", "--retention-hours", "1"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("tailor: maintenance.vacuum_retention_hours: 1 is below Delta's 168-hour")
+    assert "\n" not in error
