@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "publish": ("jobs.publish_content", "build gold.email_content, defaults and traits; export to the serving store"),
     "evaluate-recs": ("jobs.evaluate_recs", "score every recommender on an interactions file (time or random split)"),
     "serve": ("jobs.serve", "run the content API under gunicorn (settings: api.* in config)"),
+    "status": ("jobs.status", "where every job and table stands: batches, lag, versions, validation, model, store"),
     "maintain": ("jobs.maintain", "daily: compact and cluster tables, bound their history, purge and VACUUM"),
     "vacuum": ("jobs.vacuum", "purge deleted rows and old files (erasure made final), retention from config"),
     "replay-quarantine": ("jobs.replay_quarantine", "re-feed repaired quarantine records through validation, once"),

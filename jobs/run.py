@@ -378,25 +378,15 @@ def landed_summary(config) -> str:
 
 def _champion_metrics(config: Config) -> str:
     """The champion's test ndcg@k per model, the blend against the baselines it beat."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    from pipelines.monitoring.status import model_status
 
-    from pipelines.recommend.tracking import CHAMPION, use_experiment
-
-    use_experiment(config)
-    name = config.mlflow.registered_model
-    client = MlflowClient()
-    try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+    model = model_status(config)
+    if model is None:
         return "no champion registered"
     suffix = f".ndcg_at_{config.recommend.k}"
-    metrics = client.get_run(version.run_id).data.metrics
-    # train logs each model's metrics on the test period as test.<model>.<metric>
-    scores = sorted((key.removeprefix("test.").removesuffix(suffix), value) for key, value in metrics.items()
-                    if key.startswith("test.") and key.endswith(suffix))
-    shown = ", ".join(f"{model} {value:.3f}" for model, value in scores)
-    return f"{name} version {version.version} (champion), test ndcg@{config.recommend.k}: {shown}"
+    shown = ", ".join(f"{key.removesuffix(suffix)} {value:.3f}" for key, value in model["test_metrics"].items()
+                      if key.endswith(suffix))
+    return f"{model['name']} version {model['version']} (champion), test ndcg@{config.recommend.k}: {shown}"
 
 
 if __name__ == "__main__":

@@ -198,6 +198,11 @@ class ServingStore(ABC):
             raise ValueError(f"keys() lists unversioned kinds only ({', '.join(UNVERSIONED_KINDS)}), not {kind!r}")
         return self._keys(kind)
 
+    def count(self, kind: Kind) -> int:
+        """How many records of `kind` readers see (the live generation's, for versioned
+        kinds). A full scan: for `tailor status`, not for the request path."""
+        return self._count(check_kind(kind))
+
     # -- state ------------------------------------------------------------------------
 
     def get_state(self, name: str) -> str | None:
@@ -244,6 +249,10 @@ class ServingStore(ABC):
 
     @abstractmethod
     def _keys(self, kind: Kind) -> Iterator[str]:
+        ...
+
+    @abstractmethod
+    def _count(self, kind: Kind) -> int:
         ...
 
     @abstractmethod

@@ -267,6 +267,19 @@ class DynamoDbStore(ServingStore):
                 return iter(found)
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    def _count(self, kind: Kind) -> int:
+        request: dict[str, Any] = {
+            "TableName": self.table, "ConsistentRead": True, "Select": "COUNT",
+            "FilterExpression": "begins_with(pk, :prefix)",
+            "ExpressionAttributeValues": {":prefix": {"S": self.record_pk(kind, "", self._target(kind, None))}}}
+        total = 0
+        while True:
+            page = self._call("Scan", self._client.scan, **request)
+            total += int(page.get("Count", 0))
+            if "LastEvaluatedKey" not in page:
+                return total
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def _get_state(self, name: str) -> str | None:
         return self._get_value(f"state:{name}")
 

@@ -224,6 +224,13 @@ class RedisStore(ServingStore):
                 match=f"{glob_escape(self.prefix)}:{glob_escape(kind)}:*", count=_CLEAN_CHUNK_KEYS)]
         return iter([name[start:] for name in names])
 
+    def _count(self, kind: Kind) -> int:
+        with self._errors():
+            generation = None if kind in UNVERSIONED_KINDS else (
+                _text(self._client.get(self._live_key)) or INITIAL_GENERATION)
+            pattern = glob_escape(self.record_key(kind, "", generation)) + "*"
+            return sum(1 for _ in self._client.scan_iter(match=pattern, count=_CLEAN_CHUNK_KEYS))
+
     def _get_state(self, name: str) -> str | None:
         with self._errors():
             return _text(self._client.get(self._state_key(name)))

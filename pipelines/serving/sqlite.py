@@ -222,6 +222,14 @@ class SqliteStore(ServingStore):
                                     (kind, _UNVERSIONED)).fetchall()
         return iter([str(key) for (key,) in rows])
 
+    def _count(self, kind: Kind) -> int:
+        generation = "?" if kind in UNVERSIONED_KINDS else _LIVE_OR_INITIAL
+        parameters = (kind, _UNVERSIONED) if kind in UNVERSIONED_KINDS else (kind,)
+        with self._errors():
+            row = self._db.execute(f"SELECT COUNT(*) FROM records WHERE kind = ? AND generation = {generation}",
+                                   parameters).fetchone()
+        return int(row[0])
+
     def _get_state(self, name: str) -> str | None:
         with self._errors():
             row = self._db.execute(_GET_META, (f"state:{name}",)).fetchone()

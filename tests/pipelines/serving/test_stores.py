@@ -204,6 +204,19 @@ def test_rebuild_is_invisible_until_the_swap_then_all_visible(store, serving_con
     assert stored(store) == Counter({"g7-1a2b3c4d": 4})
 
 
+def test_count_is_what_readers_see(store):
+    store.write_batch("content", {"u-1": {"v": 1}, "u-2": {"v": 2}, "u-3": {"v": 3}})
+    store.write_batch("suppression", {"u-9": {"reason": "unsubscribed"}})
+    store.write_batch("content", {"u-1": {"v": "new"}, "u-4": {"v": "new"}}, generation="g8-00aa11bb")
+    # The rebuild's two rows are not counted until they are live.
+    assert [store.count(kind) for kind in ("content", "suppression", "traits")] == [3, 1, 0]
+    store.swap("g8-00aa11bb")
+    store.delete("content", ["u-4"])
+    assert [store.count(kind) for kind in ("content", "suppression", "traits")] == [1, 1, 0]
+    with pytest.raises(ValueError):
+        store.count("gossip")
+
+
 def test_suppression_survives_a_swap_while_the_old_content_goes(store):
     store.write_batch("content", {"u-1": {"hero": "old"}, "u-2": {"hero": "old"}})
     store.write_batch("suppression", {"u-1": {"reason": "unsubscribed", "source": "api"}})

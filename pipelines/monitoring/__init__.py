@@ -1,0 +1,1 @@
+"""Where the pipeline stands: `tailor status` and what monitoring reads."""
