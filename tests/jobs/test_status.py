@@ -74,8 +74,7 @@ def test_status_reports_batches_lag_validation_champion_and_store(spark, tmp_pat
         _quality_row("run-new", "2026-11-21T08:00:00+00:00", "silver.profiles.user_id_unique", "critical", False),
         _quality_row("run-new", "2026-11-21T08:00:00+00:00", "silver.profiles.email_valid", "warning", True),
     ], QUALITY_RESULTS).write.format("delta").mode("append").save(config.table("audit.quality_results").path)
-    use_experiment(config)
-    with mlflow.start_run() as run:
+    with mlflow.start_run(experiment_id=use_experiment(config)) as run:
         mlflow.log_metrics({"test.als.ndcg_at_10": 0.25, "test.popular.ndcg_at_10": 0.125})
         mlflow.log_dict({"model": "als"}, "recommender.json")
     client, name = MlflowClient(), config.mlflow.registered_model
