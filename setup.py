@@ -15,6 +15,7 @@ SPARK = [
     "pyarrow==25.0.1",
     "great-expectations[spark]==1.24.1",
     "mlflow==3.17.2",
+    "matplotlib==3.11.2",      # tailor dashboard's plots
 ]
 
 setup(
@@ -64,5 +65,5 @@ setup(
             "types-jsonschema==4.26.0.20261006",
         ],
     },
-    entry_points={"console_scripts": ["tailor=jobs.cli:main"]},
+    entry_points={"console_scripts": ["tailor=jobs.cli:main", "tailor-task=jobs.cli:task_main"]},
 )

@@ -7,6 +7,7 @@ import functools
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from pipelines.config import ENVIRONMENTS, Config, load_config
 from pipelines.errors import TailorError
@@ -29,8 +30,14 @@ def parser_for(prog: str, description: str) -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+# The config the running job loaded, for recording its outcome (entry_point).
+_loaded: dict[str, Config] = {}
+
+
 def config_from(args: argparse.Namespace) -> Config:
-    return load_config(args.env, args.overrides, args.conf_dir)
+    config = load_config(args.env, args.overrides, args.conf_dir)
+    _loaded["config"] = config
+    return config
 
 
 def setup_logging() -> None:
@@ -40,21 +47,50 @@ def setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def entry_point(main: Callable[[Sequence[str] | None], int | None]):
-    """Run a main(); a TailorError becomes `tailor: <message>` on stderr and exit code 2."""
+def entry_point(main: Callable[[Sequence[str] | None], int | None] | None = None, *, record: bool = True):
+    """Run a main(); a TailorError becomes `tailor: <message>` on stderr and exit code 2.
+    A job that started Spark has its outcome appended to audit.job_runs, unless it is a
+    read-only command (`@entry_point(record=False)`)."""
 
-    @functools.wraps(main)
-    def wrapper(argv: Sequence[str] | None = None) -> int:
-        try:
-            return main(argv) or 0
-        except TailorError as error:
-            print(f"tailor: {error}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("tailor: interrupted", file=sys.stderr)
-            return 130
+    def decorate(main: Callable[[Sequence[str] | None], int | None]):
+        job = main.__module__.rsplit(".", 1)[-1]
 
-    return wrapper
+        @functools.wraps(main)
+        def wrapper(argv: Sequence[str] | None = None) -> int:
+            outer = _loaded.pop("config", None)  # `tailor run` calls other jobs' mains inside its own
+            started = datetime.now(UTC)
+            code, error = 1, None
+            try:
+                code = main(argv) or 0
+                return code
+            except TailorError as problem:
+                print(f"tailor: {problem}", file=sys.stderr)
+                code, error = 2, str(problem).splitlines()[0][:500]
+                return code
+            except KeyboardInterrupt:
+                print("tailor: interrupted", file=sys.stderr)
+                code, error = 130, "interrupted"
+                return code
+            except SystemExit as leaving:  # argparse's usage errors: no Spark has started
+                code = leaving.code if isinstance(leaving.code, int) else 2
+                raise
+            except BaseException as problem:
+                # Only the class: an unexpected error's text may quote the data it failed on.
+                code, error = 1, type(problem).__name__
+                raise
+            finally:
+                # Without pyspark imported no session can exist (and `config show` runs
+                # where pyspark is not installed).
+                if record and "config" in _loaded and "pyspark" in sys.modules:
+                    from pipelines.monitoring.outcomes import record_job_run
+
+                    record_job_run(_loaded["config"], job, started, code, error)
+                if outer is not None:
+                    _loaded["config"] = outer
+
+        return wrapper
+
+    return decorate(main) if main is not None else decorate
 
 
 def streaming_parser(prog: str, description: str) -> argparse.ArgumentParser:

@@ -82,8 +82,8 @@ def run(config: Config, once: bool, trigger_interval: str | None = None, refresh
     from pipelines.features.writes import as_of_for, ensure_feature_tables, load_feature_rules, refresh_windows
     from pipelines.ingest.writes import ensure_bronze_tables
     from pipelines.pii import load_keys
+    from pipelines.runtime.progress import run_collecting
     from pipelines.runtime.session import build_spark
-    from pipelines.runtime.streaming import await_query
 
     rules = load_feature_rules(config)  # before Spark starts: a bad rule is a one-line error
     keys = load_keys(config)
@@ -95,8 +95,8 @@ def run(config: Config, once: bool, trigger_interval: str | None = None, refresh
         written = refresh_windows(spark, config, rules, keys, as_of)
         log.info("refreshed %d users' features as of %s", written, as_of.isoformat())
         return 0
-    query = start_query(spark, config, keys, rules, once, trigger_interval)
-    await_query(query, QUERY_NAME)
+    run_collecting(spark, config, QUERY_NAME,
+                   lambda: start_query(spark, config, keys, rules, once, trigger_interval))
     return 0
 
 

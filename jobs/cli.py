@@ -31,11 +31,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate-recs": ("jobs.evaluate_recs", "score every recommender on an interactions file (time or random split)"),
     "serve": ("jobs.serve", "run the content API under gunicorn (settings: api.* in config)"),
     "status": ("jobs.status", "where every job and table stands: batches, lag, versions, validation, model, store"),
+    "check-freshness": ("jobs.check_freshness", "exit 1 with one line when a query, the publish or quarantine is off"),
+    "dashboard": ("jobs.dashboard", "write the static HTML dashboard: throughput, freshness, quality, model, API"),
     "maintain": ("jobs.maintain", "daily: compact and cluster tables, bound their history, purge and VACUUM"),
     "vacuum": ("jobs.vacuum", "purge deleted rows and old files (erasure made final), retention from config"),
     "replay-quarantine": ("jobs.replay_quarantine", "re-feed repaired quarantine records through validation, once"),
     "kafka": ("jobs.local_services", "start, stop or check the local Kafka broker"),
-    "config": ("jobs.cli", "config show: print the resolved configuration, secrets masked"),
+    "config": ("jobs.cli", "config show: the resolved configuration, secrets masked; config reference: every key"),
     "contract": ("jobs.cli", "contract export DIR: write the event contract as JSON Schema files"),
 }
 
@@ -50,10 +52,17 @@ def _usage() -> str:
 
 @entry_point
 def config_main(argv: Sequence[str] | None = None) -> int:
-    parser = parser_for("tailor config", "print the resolved configuration")
-    parser.add_argument("action", choices=("show",))
+    parser = parser_for("tailor config", "print the resolved configuration, or the reference of every key")
+    parser.add_argument("action", choices=("show", "reference"))
     parser.add_argument("--format", choices=("yaml", "json"), default="yaml")
     args = parser.parse_args(argv)
+    if args.action == "reference":
+        from pathlib import Path
+
+        from pipelines.config_reference import configuration_reference
+
+        print(configuration_reference(Path(args.conf_dir) if args.conf_dir else None), end="")
+        return 0
     shown = config_from(args).masked()
     if args.format == "json":
         print(json.dumps(shown, indent=2, sort_keys=True))
@@ -95,6 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return contract_main(rest)
     module = importlib.import_module(COMMANDS[command][0])
     return module.main(rest)
+
+
+def task_main() -> None:
+    """`tailor`, for a platform that calls the entry point's function and ignores what it
+    returns (a Databricks python_wheel_task): a command's non-zero code fails the task."""
+    raise SystemExit(main())
 
 
 if __name__ == "__main__":

@@ -16,16 +16,16 @@ Config: source.type (files | kafka | kinesis) and source.*, ingest.dedup_window,
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from jobs._common import config_from, entry_point, setup_logging, streaming_parser
 from pipelines.config import CHECKPOINTS, Config
-from pipelines.ingest.metrics import IngestMetricsCollector
+from pipelines.ingest.metrics import ingest_metrics_collector
 from pipelines.ingest.transforms import drop_retried_duplicates, observe_outcome, validate_streams
 from pipelines.ingest.writes import ensure_bronze_tables, ingest_batch_writer
+from pipelines.runtime.progress import run_collecting
 from pipelines.runtime.session import build_spark
-from pipelines.runtime.streaming import await_query, checkpoint_app_id, last_batch_ran, start_foreach_batch
+from pipelines.runtime.streaming import checkpoint_app_id, start_foreach_batch
 from pipelines.sources.raw import SOURCES, read_raw
 
 QUERY_NAME = "ingest_events"
@@ -60,29 +60,10 @@ def run(config: Config, once: bool, trigger_interval: str | None = None) -> int:
     spark = build_spark(config, QUERY_NAME)
     ensure_bronze_tables(spark, config)
     _ensure_landing_folders(config)
-    collector = IngestMetricsCollector(QUERY_NAME)
-    spark.streams.addListener(collector)
-    metrics_table = config.table("bronze.ingest_metrics")
-    query = start_query(spark, config, once, trigger_interval)
-
-    try:
-        await_query(query, QUERY_NAME, on_tick=lambda: collector.flush(spark, metrics_table),
-                    tick_seconds=config.ingest.metrics_flush_seconds)
-    finally:
-        _wait_for_last_progress(query, collector)
-        collector.flush(spark, metrics_table)
-        spark.streams.removeListener(collector)
+    collector = ingest_metrics_collector(QUERY_NAME)
+    run_collecting(spark, config, QUERY_NAME, lambda: start_query(spark, config, once, trigger_interval),
+                   extra=((collector, config.table("bronze.ingest_metrics")),))
     return 0
-
-
-def _wait_for_last_progress(query, collector: IngestMetricsCollector, timeout_s: float = 15) -> None:
-    """Listener events arrive asynchronously; wait for the last batch's before the final flush."""
-    ran = last_batch_ran(query)
-    if ran is None:
-        return
-    deadline = time.monotonic() + timeout_s
-    while collector.last_batch_seen < ran and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 @entry_point

@@ -26,8 +26,9 @@ from pipelines.ingest.writes import ensure_bronze_tables
 from pipelines.pii import PiiKeys, load_keys
 from pipelines.profiles.transforms import PROFILE_EVENT_TYPES
 from pipelines.profiles.writes import ProfilesBatchWriter, ensure_profile_tables
+from pipelines.runtime.progress import run_collecting
 from pipelines.runtime.session import build_spark
-from pipelines.runtime.streaming import await_query, checkpoint_app_id, start_foreach_batch
+from pipelines.runtime.streaming import checkpoint_app_id, start_foreach_batch
 from pipelines.sources.bronze import read_bronze_events
 
 QUERY_NAME = "merge_profiles"
@@ -52,8 +53,7 @@ def run(config: Config, once: bool, trigger_interval: str | None = None) -> int:
     spark = build_spark(config, QUERY_NAME)
     ensure_bronze_tables(spark, config)
     ensure_profile_tables(spark, config)
-    query = start_query(spark, config, keys, once, trigger_interval)
-    await_query(query, QUERY_NAME)
+    run_collecting(spark, config, QUERY_NAME, lambda: start_query(spark, config, keys, once, trigger_interval))
     return 0
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from jobs import (
     build_features,
+    dashboard,
     generate,
     ingest_events,
     load_catalog,
@@ -76,6 +77,8 @@ STEPS: list[Step] = [
     Step("score", lambda args, config, common: score_recommendations.main(common)),
     Step("publish", lambda args, config, common: publish_content.main(common)),
     Step("fetch", lambda args, config, common: fetch_over_http(config, common)),
+    Step("dashboard", lambda args, config, common: dashboard.main(
+        [*common, "--api-metrics", api_metrics_file(config).resolve().as_uri()])),
 ]
 STEP_NAMES = [step.name for step in STEPS]
 
@@ -259,6 +262,9 @@ def fetch_over_http(config: Config, common: list[str], users: int = FETCHED_USER
                     row = json.loads(response.read())
                 print(f"GET /v1/content/{user_id} -> {response.status}")
                 print(json.dumps(row, indent=2, ensure_ascii=False))
+            # The dashboard step plots the API's latency and fallbacks from these.
+            with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+                api_metrics_file(config).write_bytes(response.read())
         finally:
             server.terminate()
             try:
@@ -274,6 +280,10 @@ def fetch_over_http(config: Config, common: list[str], users: int = FETCHED_USER
           f"  until curl -sf {base}/healthz > /dev/null; do sleep 0.5; done\n"
           f'  curl -H "Authorization: Bearer $(cat {shlex.quote(str(key_file))})" {base}/v1/content/{ids[0]}')
     return 0
+
+
+def api_metrics_file(config: Config) -> Path:
+    return Path(config.under_root("_run/api-metrics.txt"))
 
 
 def _published_user_ids(config: Config, count: int) -> list[str]:
@@ -371,7 +381,8 @@ def landed_summary(config) -> str:
         f"gold.email_content: {content.count()} ({', '.join(f'{r.kind} {r[1]}' for r in by_kind)}); "
         f"fallback share {fallback_share:.0%}, holdout share {kinds.get('holdout', 0) / rows:.0%}; "
         f"serving store: {config.serving.type}",
-        f"tables under {config.under_root('')}; no dashboard yet (`tailor dashboard` is not built)",
+        f"tables under {config.under_root('')}; `tailor status` shows where each job stands",
+        f"dashboard: {Path(config.under_root(config.monitoring.dashboard_path)).resolve()}",
     ]
     return "\n".join(lines)
 

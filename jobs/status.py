@@ -108,7 +108,7 @@ def render(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@entry_point
+@entry_point(record=False)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from(args)

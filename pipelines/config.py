@@ -67,6 +67,8 @@ TABLES = (
     "silver.duplicate_profiles",
     "audit.log",
     "audit.quality_results",
+    "audit.streaming_progress",
+    "audit.job_runs",
 )
 # Liquid clustering keys: the column most reads and MERGEs look rows up by. Tables created
 # with them, and clustered by `tailor maintain` when an older Tailor created them without.
@@ -111,21 +113,29 @@ class StorageConfig(_Strict):
 
 
 class JarsConfig(_Strict):
-    mode: Literal["local_dir", "packages", "cluster"]
-    local_dir: str = "jars/spark"
-    packages: tuple[str, ...] = ()
+    mode: Literal["local_dir", "packages", "cluster"] = Field(
+        description="where the Delta and Kafka jars come from: local_dir (spark.jars), packages "
+                    "(spark.jars.packages) or cluster (the runtime has them)")
+    local_dir: str = Field(
+        default="jars/spark", description="mode local_dir: the folder of jars (make jars); relative paths sit "
+                                          "under the project root")
+    packages: tuple[str, ...] = Field(
+        default=(), description="mode packages: Maven coordinates Spark fetches at start-up (spark.jars.packages)")
 
 
 class SparkConfig(_Strict):
-    master: str | None = None
-    app_name: str = "tailor"
-    shuffle_partitions: int = Field(ge=1)
-    ui_enabled: bool = True
+    master: str | None = Field(
+        default=None, description="Spark master URL, e.g. local[2]; null: spark-submit or the cluster decides")
+    app_name: str = Field(default="tailor", description="Spark application name; each job runs as <app_name>-<job>")
+    shuffle_partitions: int = Field(ge=1, description="spark.sql.shuffle.partitions: tasks of each shuffle")
+    ui_enabled: bool = Field(default=True, description="spark.ui.enabled: serve the Spark web UI")
     jars: JarsConfig
     log4j_config: str | None = Field(
         default=None, description="local masters only: a log4j2 file (relative: beside the config files) that "
                                   "sends the JVM's logs to <storage.root>/logs/<job>.log; null: Spark's own")
-    conf: dict[str, str] = Field(default_factory=dict)
+    conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="more Spark settings, key -> value, applied after Tailor's own; never secrets")
 
     @field_validator("conf", mode="before")
     @classmethod
@@ -165,24 +175,29 @@ class FilesSourceConfig(_Strict):
 
 
 class KafkaSourceConfig(_Strict):
-    bootstrap_servers: str
-    events_topic: str
-    crm_topic: str
-    starting_offsets: Literal["earliest", "latest"] = "earliest"
-    max_offsets_per_trigger: int | None = Field(default=None, ge=1)
+    bootstrap_servers: str = Field(description="Kafka brokers, host:port, comma-separated")
+    events_topic: str = Field(description="topic of first-party events (tailor generate and the API write it too)")
+    crm_topic: str = Field(description="topic of CRM change records (Debezium envelope)")
+    starting_offsets: Literal["earliest", "latest"] = Field(
+        default="earliest", description="where a query without a checkpoint starts reading the topics")
+    max_offsets_per_trigger: int | None = Field(
+        default=None, ge=1,
+        description="records per batch at most, across both topics (a backlog becomes several batches); null: all")
 
 
 class KinesisSourceConfig(_Strict):
-    stream_name: str
-    crm_stream_name: str
-    region: str
+    stream_name: str = Field(description="Kinesis stream of first-party events (the API writes it too)")
+    crm_stream_name: str = Field(description="Kinesis stream of CRM change records (Debezium envelope)")
+    region: str = Field(description="AWS region of both streams")
     endpoint_url: str | None = Field(default=None, description="e.g. a local AWS-compatible server")
-    max_records_per_request: int = Field(default=10000, ge=1, le=10000)
+    max_records_per_request: int = Field(
+        default=10000, ge=1, le=10000, description="records per GetRecords call (Kinesis allows at most 10000)")
     max_retries: int = Field(default=8, ge=0, description="throttling retries per call, with backoff")
 
 
 class SourceConfig(_Strict):
-    type: Literal["files", "kafka", "kinesis"]
+    type: Literal["files", "kafka", "kinesis"] = Field(
+        description="where ingest reads events and CRM changes, and where the API writes its events")
     files: FilesSourceConfig
     kafka: KafkaSourceConfig
     kinesis: KinesisSourceConfig
@@ -194,18 +209,24 @@ _DURATION = r"^\d+ (second|minute|hour|day)s?$"
 class IngestConfig(_Strict):
     trigger_interval: str = Field(pattern=_DURATION, description="processing-time trigger, e.g. '30 seconds'")
     dedup_window: str = Field(pattern=_DURATION, description="how long an event_id is remembered for dropping retries")
-    metrics_flush_seconds: float = Field(gt=0)
-    fail_on_data_loss: bool = True
+    metrics_flush_seconds: float = Field(
+        gt=0, description="seconds between writes of every streaming job's batch metrics (audit.streaming_progress; "
+                          "ingest also bronze.ingest_metrics); once more when a job stops")
+    fail_on_data_loss: bool = Field(
+        default=True, description="Kafka offsets aged out before they were read stop the query; false: skipped")
 
 
 class KafkaBrokerConfig(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(ge=1, le=65535)
-    controller_port: int = Field(ge=1, le=65535)
-    jars_dir: str = "jars/kafka-broker"
+    host: str = Field(default="127.0.0.1", description="address the local broker (tailor kafka up) listens on")
+    port: int = Field(ge=1, le=65535, description="the local broker's client port")
+    controller_port: int = Field(ge=1, le=65535, description="the local broker's KRaft controller port")
+    jars_dir: str = Field(
+        default="jars/kafka-broker",
+        description="the broker's jars (make jars); relative paths sit under the project root")
     home: str = Field(description="data and logs; relative paths sit under storage.root")
-    default_partitions: int = Field(default=2, ge=1)
-    start_timeout_s: float = Field(default=60, gt=0)
+    default_partitions: int = Field(default=2, ge=1, description="partitions of each topic the broker creates")
+    start_timeout_s: float = Field(
+        default=60, gt=0, description="seconds tailor kafka up waits for the broker to answer before failing")
 
 
 class ServicesConfig(_Strict):
@@ -213,12 +234,12 @@ class ServicesConfig(_Strict):
 
 
 class GeneratorConfig(_Strict):
-    seed: int
-    users: int = Field(ge=1)
-    products: int = Field(ge=1)
-    days: int = Field(ge=1)
-    start: date
-    zipf_exponent: float = Field(gt=0)
+    seed: int = Field(description="random seed of tailor generate: the same settings give the same world")
+    users: int = Field(ge=1, description="people in the synthetic world")
+    products: int = Field(ge=1, description="products in the synthetic catalogue")
+    days: int = Field(ge=1, description="days of activity, from start")
+    start: date = Field(description="the first day of the synthetic world")
+    zipf_exponent: float = Field(gt=0, description="skew of product popularity: a product's weight is 1 / rank^this")
     output: str = Field(description="landing folder; relative paths sit under storage.root")
 
 
@@ -305,14 +326,14 @@ class FeaturesConfig(_Strict):
     windows_days: tuple[int, ...] = Field(min_length=1, description="views/carts/purchases/revenue windows")
     rate_window_days: int = Field(ge=1, description="open and click rates cover emails delivered this recently")
     top_categories: int = Field(ge=1, description="how many categories top_categories lists")
-    category_window_days: int = Field(ge=1)
+    category_window_days: int = Field(ge=1, description="top_categories weighs interactions this recent")
     category_weights: dict[str, float] = Field(min_length=1, description="event type -> weight of its category")
     abandoned_cart_hours: float = Field(gt=0, description="a cart untouched this long with no purchase is abandoned")
     engagement: EngagementConfig
     send_hour: SendHourConfig
     lifecycle: LifecycleConfig
     segments_file: str = Field(description="segment rules; a relative path sits beside the config files")
-    conflict_retries: int = Field(default=5, ge=0)
+    conflict_retries: int = Field(default=5, ge=0, description="retries of a write that lost a commit race")
     max_files_per_trigger: int | None = Field(default=None, ge=1, description="bronze files read per batch")
 
     _known_types = field_validator("category_weights")(_interaction_weights)
@@ -341,10 +362,10 @@ RECOMMENDER_MODELS = ("popular", "buy_again", "als", "co_occurrence")
 
 class AlsConfig(_Strict):
     rank: int = Field(ge=1, description="latent factors per user and item")
-    max_iter: int = Field(ge=1)
-    reg_param: float = Field(ge=0)
+    max_iter: int = Field(ge=1, description="ALS iterations (maxIter)")
+    reg_param: float = Field(ge=0, description="regularization of the factors (regParam)")
     alpha: float = Field(ge=0, description="confidence = 1 + alpha x decayed strength")
-    seed: int = 42
+    seed: int = Field(default=42, description="ALS's random seed (its initial factors)")
     blocks: int | None = Field(default=None, ge=1, description="user and item blocks (tasks) per iteration; null: "
                                "Spark's default, 10; a few on small data, where each task costs more than it does")
 
@@ -482,7 +503,8 @@ class RecommendConfig(_Strict):
 
 class MlflowConfig(_Strict):
     tracking_uri: str | None = Field(default=None, description="null: SQLite at <storage.root>/mlflow/mlflow.db")
-    experiment: str = Field(min_length=1)
+    experiment: str = Field(
+        min_length=1, description="MLflow experiment training and evaluation runs go to; created on first use")
     registered_model: str = Field(min_length=1, description="tailor train registers its model under this name")
 
 
@@ -499,6 +521,31 @@ class MaintenanceConfig(_Strict):
         default=30, ge=1, description="each table's delta.logRetentionDuration: how long its commit history stays")
     conflict_retries: int = Field(
         default=5, ge=0, description="retries of an OPTIMIZE or purge that lost a commit race to a running job")
+
+
+class MonitoringConfig(_Strict):
+    max_batch_age_minutes: dict[str, float] = Field(
+        default_factory=lambda: {"ingest_events": 15, "merge_profiles": 15, "build_features": 30},
+        description="tailor check-freshness: a streaming query whose last batch is older fails (by query name)")
+    max_publish_age_hours: float = Field(
+        default=26, gt=0, description="tailor check-freshness: gold.email_content written longer ago fails")
+    max_quarantine_rate: float = Field(
+        default=0.02, ge=0, le=1, description="tailor check-freshness: share of records quarantined in the window")
+    window_hours: float = Field(default=24, gt=0, description="the quarantine rate's window, and the dashboard's")
+    dashboard_path: str = Field(
+        default="dashboard/index.html", description="tailor dashboard writes here; relative to storage.root")
+    api_metrics_url: str | None = Field(
+        default=None, description="the API's /metrics, for the dashboard's latency and fallback plots")
+
+    @field_validator("max_batch_age_minutes")
+    @classmethod
+    def _known_queries(cls, ages: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(ages) - set(CHECKPOINTS))
+        if unknown:
+            raise ValueError(f"unknown streaming query {unknown[0]!r}; known: {', '.join(CHECKPOINTS)}")
+        if any(age <= 0 for age in ages.values()):
+            raise ValueError("every age must be above 0")
+        return ages
 
 
 class GreetingConfig(_Strict):
@@ -544,12 +591,13 @@ class SqliteServingConfig(_Strict):
 class RedisServingConfig(_Strict):
     url: str = Field(description="redis://host:port/db; a password comes from secrets.redis_password, never here")
     key_prefix: str = Field(min_length=1, description="every key starts with this: one prefix per environment")
-    socket_timeout_s: float = Field(default=0.5, gt=0)
+    socket_timeout_s: float = Field(
+        default=0.5, gt=0, description="seconds a connect or call waits; the API uses api.store_timeout_ms instead")
 
 
 class DynamoDbServingConfig(_Strict):
-    table: str = Field(min_length=3, max_length=255)
-    region: str
+    table: str = Field(min_length=3, max_length=255, description="the DynamoDB table holding content rows")
+    region: str = Field(description="AWS region of the table")
     endpoint_url: str | None = Field(default=None, description="e.g. a local AWS-compatible server")
     create_table: bool = Field(default=False, description="create the table (on demand) when it is missing")
     max_retries: int = Field(default=8, ge=0, description="retries of unprocessed items, with backoff")
@@ -559,7 +607,8 @@ class ServingConfig(_Strict):
     """The store the API reads content rows from (Feast's pattern: `type` picks the
     class, each store's own settings sit beside it)."""
 
-    type: Literal["sqlite", "redis", "dynamodb"]
+    type: Literal["sqlite", "redis", "dynamodb"] = Field(
+        description="the store tailor publish exports to and the API reads (redis: also the API's rate limits)")
     sqlite: SqliteServingConfig
     redis: RedisServingConfig
     dynamodb: DynamoDbServingConfig
@@ -584,7 +633,7 @@ class ApiConfig(_Strict):
         "rate limits) is read that many hops back; 0: the connection's own address"))
     cache_max_age_s: int = Field(default=300, ge=0, description="Cache-Control max-age of content answers")
     cache_ttl_s: float = Field(default=30.0, ge=0, description="in-process cache of content rows; 0: off")
-    cache_max_entries: int = Field(default=50_000, ge=1)
+    cache_max_entries: int = Field(default=50_000, ge=1, description="content rows the in-process cache holds")
     defaults_refresh_s: float = Field(default=60.0, gt=0, description="fallback rows are read again this often")
     store_timeout_ms: int = Field(default=50, ge=1, description="each store call gives up after this")
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
@@ -607,8 +656,8 @@ class ApiConfig(_Strict):
                                  "sendgrid": "TAILOR_WEBHOOK_SENDGRID_PUBLIC_KEY"},
         description="provider -> NAME of the environment variable holding its signing secret or key")
     bind: str = Field(default="127.0.0.1:8080", description="gunicorn's listening address")
-    workers: int = Field(default=2, ge=1)
-    threads: int = Field(default=4, ge=1)
+    workers: int = Field(default=2, ge=1, description="gunicorn worker processes")
+    threads: int = Field(default=4, ge=1, description="threads per worker process (above 1: gunicorn's gthread)")
 
     @field_validator("rate_limit")
     @classmethod
@@ -647,11 +696,21 @@ class QualityConfig(_Strict):
 class SecretsConfig(_Strict):
     """Names of the environment variables that hold each secret; never the secret itself."""
 
-    pii_encryption_key: str = "TAILOR_PII_ENCRYPTION_KEY"
-    pii_hmac_key: str = "TAILOR_PII_HMAC_KEY"
-    api_tokens: str = "TAILOR_API_TOKENS"
-    link_signing_key: str = "TAILOR_LINK_SIGNING_KEY"
-    redis_password: str = "TAILOR_REDIS_PASSWORD"
+    pii_encryption_key: str = Field(
+        default="TAILOR_PII_ENCRYPTION_KEY",
+        description="variable holding the AES-GCM keys of email and phone: <key id>:<base64 key>,... (first: active)")
+    pii_hmac_key: str = Field(
+        default="TAILOR_PII_HMAC_KEY",
+        description="variable holding the base64 HMAC key of email_hash and subject_hash (never rotated)")
+    api_tokens: str = Field(
+        default="TAILOR_API_TOKENS",
+        description="variable holding the API keys: <key id>:<sha256 hex of the key>:<scope>+<scope> entries")
+    link_signing_key: str = Field(
+        default="TAILOR_LINK_SIGNING_KEY",
+        description="variable holding the key that signs preference-centre and unsubscribe links")
+    redis_password: str = Field(
+        default="TAILOR_REDIS_PASSWORD",
+        description="variable holding the Redis password (serving store and the API's rate limits)")
 
     @field_validator("*")
     @classmethod
@@ -676,7 +735,8 @@ class TableRef:
 
 
 class Config(_Strict):
-    env: Literal["local", "databricks", "emr"]
+    env: Literal["local", "databricks", "emr"] = Field(
+        description="the environment whose <env>.yaml overlays base.yaml (set by the loader)")
     conf_dir: str = Field(description="the folder base.yaml and <env>.yaml were read from (set by the loader)")
     storage: StorageConfig
     spark: SparkConfig
@@ -691,6 +751,7 @@ class Config(_Strict):
     recommend: RecommendConfig
     mlflow: MlflowConfig
     maintenance: MaintenanceConfig
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     quality: QualityConfig
     publish: PublishConfig
     holdout: HoldoutConfig

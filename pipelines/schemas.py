@@ -378,6 +378,36 @@ HOLDOUT_ASSIGNMENTS = StructType([
     StructField("assigned_on", DateType(), False),          # since when this person is in (or out of) the group
 ])
 
+# One row per batch of every streaming query (pipelines.runtime.progress), for the
+# dashboard's throughput, batch duration and state size plots.
+STREAMING_PROGRESS = StructType([
+    StructField("query_name", StringType(), False),
+    StructField("query_id", StringType(), False),
+    StructField("run_id", StringType(), False),
+    StructField("batch_id", LongType(), False),
+    StructField("batch_timestamp", TimestampType(), False),
+    StructField("input_rows", LongType(), False),
+    StructField("input_rows_per_second", DoubleType(), False),
+    StructField("processed_rows_per_second", DoubleType(), False),
+    StructField("batch_duration_ms", LongType(), False),
+    StructField("state_rows", LongType(), False),
+    StructField("watermark_lag_s", DoubleType(), True),     # trigger time - watermark, for queries with one
+])
+
+# One row per run of a job that started Spark (jobs/_common.entry_point): what ran, how
+# long, and how it ended, for the dashboard and `tailor check-freshness`.
+JOB_RUNS = StructType([
+    StructField("run_id", StringType(), False),
+    StructField("job", StringType(), False),                # the command, e.g. ingest_events, publish_content
+    StructField("env", StringType(), False),
+    StructField("started_at", TimestampType(), False),
+    StructField("finished_at", TimestampType(), False),
+    StructField("duration_s", DoubleType(), False),
+    StructField("outcome", StringType(), False),            # succeeded | failed | interrupted
+    StructField("exit_code", IntegerType(), False),
+    StructField("error", StringType(), True),               # the one-line message, or the exception's class
+])
+
 QUALITY_RESULTS = StructType([
     StructField("run_id", StringType(), False),
     StructField("run_at", TimestampType(), False),

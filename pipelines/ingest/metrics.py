@@ -1,30 +1,14 @@
-"""Per-batch ingest metrics, from a StreamingQueryListener into a Delta table.
-
-The listener only queues what each progress event says; the job's own thread appends
-the queue to `bronze.ingest_metrics`. Spark work inside a listener callback would stall
-the listener bus. It appends, where a MERGE on (query id, batch id) would scan the table
-and took five times as long on every flush. A batch is still stored once: the collector
-drops a batch at or below the highest one it stored for that query, and each append is
-idempotent on the query id and its highest batch id (Delta's txnAppId/txnVersion), so
-the same flush committed twice, or by a restarted job, adds nothing. Both rest on batch
-ids only growing within a query (its id lives in the checkpoint) and on Spark reporting a
-batch only after committing it, so a restart never reports a stored batch again.
-"""
+"""Per-batch ingest metrics (rows in, valid, quarantined by code, duplicates, event-time
+lag) for `bronze.ingest_metrics`, collected as pipelines.runtime.progress describes."""
 
 from __future__ import annotations
 
 import json
-import threading
-from datetime import UTC, datetime
 from typing import Any
 
-from pyspark.sql import SparkSession
-from pyspark.sql.streaming import StreamingQueryListener
-
-from pipelines.config import TableRef
 from pipelines.contracts.events import ERROR_CODES
 from pipelines.ingest.transforms import OBSERVED_INPUT, OBSERVED_OUTCOME
-from pipelines.runtime.streaming import append_once
+from pipelines.runtime.progress import BatchMetricsCollector, batch_timestamp
 from pipelines.schemas import INGEST_METRICS
 
 
@@ -41,8 +25,7 @@ def metrics_row(progress: Any) -> dict[str, Any] | None:
         "query_id": str(progress.id),
         "run_id": str(progress.runId),
         "batch_id": int(progress.batchId),
-        "batch_timestamp": datetime.fromisoformat(progress.timestamp.replace("Z", "+00:00"))
-            .astimezone(UTC).replace(tzinfo=None),
+        "batch_timestamp": batch_timestamp(progress),
         "input_rows": int(rows_in),
         "valid_rows": int(outcome["valid"] or 0),
         "quarantined_rows": int(outcome["quarantined"] or 0),
@@ -55,49 +38,6 @@ def metrics_row(progress: Any) -> dict[str, Any] | None:
     }
 
 
-class IngestMetricsCollector(StreamingQueryListener):
-    def __init__(self, query_name: str):
-        self.query_name = query_name
-        self._rows: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self.last_batch_seen = -1
-        self._stored: dict[str, int] = {}  # query id -> highest batch id appended
-
-    def onQueryStarted(self, event) -> None:
-        pass
-
-    def onQueryProgress(self, event) -> None:
-        progress = event.progress
-        if progress.name != self.query_name:
-            return
-        row = metrics_row(progress)
-        with self._lock:
-            self.last_batch_seen = max(self.last_batch_seen, progress.batchId)
-            if row is not None:
-                self._rows.append(row)
-
-    def onQueryIdle(self, event) -> None:
-        pass
-
-    def onQueryTerminated(self, event) -> None:
-        pass
-
-    def drain(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows, self._rows = self._rows, []
-        return rows
-
-    def flush(self, spark: SparkSession, table: TableRef) -> int:
-        rows = self.drain()
-        if not rows:
-            return 0
-        by_query: dict[str, dict[int, dict[str, Any]]] = {}
-        for row in rows:
-            if row["batch_id"] > self._stored.get(row["query_id"], -1):
-                by_query.setdefault(row["query_id"], {})[row["batch_id"]] = row
-        for query_id, batches in by_query.items():
-            highest = max(batches)
-            append_once(spark.createDataFrame(list(batches.values()), INGEST_METRICS), table,
-                        f"tailor.metrics.{query_id}", highest)
-            self._stored[query_id] = highest
-        return sum(len(batches) for batches in by_query.values())
+def ingest_metrics_collector(query_name: str) -> BatchMetricsCollector:
+    """Collects metrics_row for every batch of the ingest query, for bronze.ingest_metrics."""
+    return BatchMetricsCollector(query_name, metrics_row, INGEST_METRICS, "tailor.metrics")

@@ -24,8 +24,13 @@ PUBLISHED_KINDS = {"gold.email_content": "content", "gold.user_traits": "traits"
 def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def utc_from_micros(micros: int | None) -> datetime | None:
+    """A timestamp Spark computed as unix_micros: PySpark would hand back the TIMESTAMP
+    itself as a naive datetime in the Python process's zone, whatever the session's."""
+    return None if micros is None else datetime.fromtimestamp(micros / 1_000_000, UTC)
 
 
 def table_status(spark: SparkSession, config: Config) -> list[dict[str, Any]]:
@@ -36,10 +41,11 @@ def table_status(spark: SparkSession, config: Config) -> list[dict[str, Any]]:
         if not table_exists(spark, table):
             tables.append({"table": name, "exists": False})
             continue
-        last = spark.sql(f"DESCRIBE HISTORY {sql_name(table)} LIMIT 1").first()
+        last = spark.sql(f"DESCRIBE HISTORY {sql_name(table)} LIMIT 1").select(
+            "version", "operation", F.unix_micros("timestamp").alias("micros")).first()
         detail = spark.sql(f"DESCRIBE DETAIL {sql_name(table)}").first()
         tables.append({"table": name, "exists": True, "version": int(last.version),
-                       "updated_at": _iso(last.timestamp), "operation": last.operation,
+                       "updated_at": _iso(utc_from_micros(last.micros)), "operation": last.operation,
                        "id": detail.id, "files": int(detail.numFiles), "rows": read_table(spark, table).count()})
     return tables
 
@@ -122,7 +128,7 @@ def validation_status(spark: SparkSession, config: Config) -> dict[str, Any] | N
     if not table_exists(spark, table):
         return None
     results = read_table(spark, table)
-    last = results.orderBy(F.desc("run_at")).select("run_id", "run_at", "mode").first()
+    last = results.orderBy(F.desc("run_at")).select("run_id", F.unix_micros("run_at").alias("micros"), "mode").first()
     if last is None:
         return None
     rows = results.where(F.col("run_id") == last.run_id).collect()
@@ -133,7 +139,7 @@ def validation_status(spark: SparkSession, config: Config) -> dict[str, Any] | N
         entry["passed" if row.success else "failed"] += 1
         if not row.success and row.severity == "critical":
             entry["critical_failed"].append(row.expectation)
-    return {"run_id": last.run_id, "run_at": _iso(last.run_at), "mode": last.mode,
+    return {"run_id": last.run_id, "run_at": _iso(utc_from_micros(last.micros)), "mode": last.mode,
             "passed": not any(entry["critical_failed"] for entry in datasets.values()), "datasets": datasets}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,45 @@ def store_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]
 @pytest.fixture
 def store_client(store_app: Flask) -> FlaskClient:
     return store_app.test_client()
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser():  # type: ignore[no-untyped-def]
+    """Debian's headless chromium under selenium. make setup installs it: a missing browser
+    is a broken set-up, not a reason to skip."""
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.fail("Debian's chromium and chromium-driver are not installed: make test installs them")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--no-first-run", "--disable-extensions"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(20)
+    driver.implicitly_wait(5)  # a lookup waits for its element on a slow, shared machine
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def served(app: Flask) -> Iterator[str]:
+    """The app on a free loopback port, for a browser or another process."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from pipelines.services.kafka_broker import free_port
+
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+    thread.join(timeout=10)

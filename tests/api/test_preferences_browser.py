@@ -4,54 +4,12 @@ then unsubscribes, and the content API answers 410 at once."""
 
 from __future__ import annotations
 
-import shutil
-import threading
-from collections.abc import Iterator
-
 import pytest
-from werkzeug.serving import make_server
 
-from pipelines.services.kafka_broker import free_port
 from tests.api.conftest import headers
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 # A browser is a heavy install: make test-fast leaves this out (make test installs it).
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _browser_installed() -> None:
-    # make setup installs them: a missing browser is a broken set-up, not a reason to skip.
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.fail("Debian's chromium and chromium-driver are not installed: make test installs them")
-
-
-@pytest.fixture
-def served(app) -> Iterator[str]:
-    port = free_port()
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    server.shutdown()
-    thread.join(timeout=10)
-
-
-@pytest.fixture
-def browser():  # type: ignore[no-untyped-def]
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--no-first-run", "--disable-extensions"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(20)
-    driver.implicitly_wait(5)  # a lookup waits for its element on a slow, shared machine
-    yield driver
-    driver.quit()
 
 
 def test_subscriber_changes_choices_then_unsubscribes_in_the_browser(app, client, served, browser):

@@ -146,5 +146,9 @@ def test_the_demo_runs_every_step_and_fetches_rows_over_http(tmp_path):
     assert len(fetched) == run.FETCHED_USERS and all(line.endswith("-> 200") for line in fetched)
     assert '"content_version"' in out and "gold.recommendations:" in out
     assert re.search(r"\(champion\), test ndcg@10: .*blend \d\.\d{3}.*popular \d\.\d{3}", out), out[-2000:]
+    page = (tmp_path / "dashboard" / "index.html").read_text(encoding="utf-8")
+    assert f"dashboard: {tmp_path / 'dashboard' / 'index.html'}" in out
+    # The fetch's requests reached the dashboard through the API's /metrics.
+    assert '<figure class="plot" id="api">' in page and '<figure class="plot" id="throughput">' in page
     key = (tmp_path / "secrets" / "demo-api-key").read_text()
     assert key not in out and key not in finished.stderr

@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from pipelines.config import TableRef
 from pipelines.contracts.events import ERROR_CODES
-from pipelines.ingest.metrics import IngestMetricsCollector
+from pipelines.ingest.metrics import ingest_metrics_collector
 from pipelines.runtime.delta_tables import ensure_table, read_table
 from pipelines.schemas import INGEST_METRICS
 
@@ -39,7 +39,7 @@ def test_each_batch_is_stored_once_per_query_however_often_it_is_reported(spark,
     def version():
         return spark.sql(f"DESCRIBE HISTORY delta.`{table.path}`").agg(F.max("version")).first()[0]
 
-    collector = IngestMetricsCollector("ingest_events")
+    collector = ingest_metrics_collector("ingest_events")
     # Batch 1 read nothing; another query's progress is not this job's.
     _report(collector, _progress(0, 10), _progress(1, 0), _progress(2, 5), _progress(3, 7, name="another_query"))
     assert collector.flush(spark, table) == 2
@@ -56,7 +56,7 @@ def test_each_batch_is_stored_once_per_query_however_often_it_is_reported(spark,
     assert collector.flush(spark, table) == 1
 
     # A restarted job: a fresh collector, whose first flush repeats the last one committed.
-    restarted = IngestMetricsCollector("ingest_events")
+    restarted = ingest_metrics_collector("ingest_events")
     _report(restarted, _progress(0, 6, query_id=SECOND))
     before = version()
     restarted.flush(spark, table)
