@@ -525,7 +525,7 @@ class MaintenanceConfig(_Strict):
 
 class MonitoringConfig(_Strict):
     max_batch_age_minutes: dict[str, float] = Field(
-        default_factory=lambda: {"ingest_events": 15, "merge_profiles": 15, "build_features": 30},
+        default_factory=lambda: {"ingest_events": 15.0, "merge_profiles": 15.0, "build_features": 30.0},
         description="tailor check-freshness: a streaming query whose last batch is older fails (by query name)")
     max_publish_age_hours: float = Field(
         default=26, gt=0, description="tailor check-freshness: gold.email_content written longer ago fails")
