@@ -22,6 +22,9 @@ class Metrics:
                                  registry=self.registry)
         self.fallbacks = Counter("tailor_api_fallbacks_total", "Content rows served as fallback, by reason",
                                  ["reason"], registry=self.registry)
+        self.rows = Counter("tailor_api_content_rows_total", "Content rows answered (one per person asked, "
+                            "batchGet included), by status: the base of the fallback share", ["status"],
+                            registry=self.registry)
         self.gone = Counter("tailor_api_gone_total", "Content reads answered 410, by reason", ["reason"],
                             registry=self.registry)
         self.store_errors = Counter("tailor_api_store_errors_total", "Serving store calls that failed or were "

@@ -195,6 +195,14 @@ def _outage(app: Flask, ids: list[str], suppressed: dict[str, dict[str, Any]]) -
 
 
 def _resolve(user_ids: Sequence[str], strict: bool, app: Flask) -> list[Answer]:
+    answers = _answers(user_ids, strict, app)
+    rows = metrics(app).rows
+    for answer in answers:
+        rows.labels(str(answer.status)).inc()
+    return answers
+
+
+def _answers(user_ids: Sequence[str], strict: bool, app: Flask) -> list[Answer]:
     parts = app.extensions["tailor"]
     store_holder: StoreHolder = holder(app)
     cache: ContentCache = parts["cache"]

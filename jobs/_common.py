@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from pipelines.config import ENVIRONMENTS, Config, load_config
 from pipelines.errors import TailorError
@@ -53,7 +55,8 @@ def entry_point(main: Callable[[Sequence[str] | None], int | None] | None = None
     read-only command (`@entry_point(record=False)`)."""
 
     def decorate(main: Callable[[Sequence[str] | None], int | None]):
-        job = main.__module__.rsplit(".", 1)[-1]
+        # The file's name: under `spark-submit jobs/<job>.py` the module is __main__.
+        job = Path(inspect.getfile(main)).stem
 
         @functools.wraps(main)
         def wrapper(argv: Sequence[str] | None = None) -> int:
@@ -72,7 +75,7 @@ def entry_point(main: Callable[[Sequence[str] | None], int | None] | None = None
                 code, error = 130, "interrupted"
                 return code
             except SystemExit as leaving:  # argparse's usage errors: no Spark has started
-                code = leaving.code if isinstance(leaving.code, int) else 2
+                code = 0 if leaving.code is None else leaving.code if isinstance(leaving.code, int) else 2
                 raise
             except BaseException as problem:
                 # Only the class: an unexpected error's text may quote the data it failed on.

@@ -12,6 +12,7 @@ Default path: monitoring.dashboard_path under storage.root.
 from __future__ import annotations
 
 import argparse
+import posixpath
 
 from jobs._common import config_from, entry_point, parser_for
 from pipelines.monitoring.dashboard import gather, render_dashboard
@@ -35,7 +36,8 @@ def main(argv=None) -> int:
     spark = build_spark(config, "dashboard")
     page = render_dashboard(gather(spark, config, args.api_metrics), config.recommend.k)
     fs, target = filesystem(path)
-    fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+    if posixpath.dirname(target):
+        fs.create_dir(posixpath.dirname(target), recursive=True)
     with fs.open_output_stream(target) as out:
         out.write(page.encode("utf-8"))
     print(f"dashboard: {path}")

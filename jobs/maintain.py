@@ -7,8 +7,9 @@
 Streaming jobs commit every trigger, so their tables collect small files; OPTIMIZE
 compacts them (and clusters the tables CLUSTERED_BY names), then REORG PURGE and VACUUM
 make erasures final, as `tailor vacuum` does. Safe while the streaming jobs run: these
-commits change no data, and a commit race is retried. Checkpoint folders no query uses
-any more are listed, and deleted with --remove-orphaned-checkpoints.
+commits change no rows, and a commit race is retried; a table that still fails is
+reported and the others are maintained (exit 1). Checkpoint folders no query uses, idle
+for a day, are listed, and deleted with --remove-orphaned-checkpoints.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
     if not args.skip_vacuum:
         vacuum_retention(config, args.retention_hours)  # a bad retention fails before Spark starts
     spark = build_spark(config, "maintain")
-    done = maintain_all(spark, config, vacuum=not args.skip_vacuum, retention_hours=args.retention_hours)
+    done, failed = maintain_all(spark, config, vacuum=not args.skip_vacuum, retention_hours=args.retention_hours)
     width = max((len(upkeep.table) for upkeep in done), default=0)
     for upkeep in done:
         clustering = ", ".join(upkeep.clustered_by) or "-"
@@ -58,8 +59,10 @@ def main(argv=None) -> int:
     elif orphans:
         print(f"{len(orphans)} orphaned checkpoint(s), no query uses them (--remove-orphaned-checkpoints "
               f"deletes them): {', '.join(orphans)}")
-    print(f"maintained {len(done)} table(s)")
-    return 0
+    for table, reason in failed.items():
+        print(f"{table}  FAILED: {reason}")
+    print(f"maintained {len(done)} table(s)" + (f", {len(failed)} failed" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

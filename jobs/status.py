@@ -40,7 +40,7 @@ def _query_line(query: dict[str, Any], now: datetime) -> str:
         return f"  {query['query']:<16} not started (no committed batch in {query['checkpoint']})"
     line = f"  {query['query']:<16} batch {query['batch']} at {_ago(query['batch_at'], now)}"
     lag = query.get("lag")
-    if lag and lag.get("source"):
+    if lag and "versions_behind" in lag:
         line += f"; {lag['source']} read through version {lag['read_through_version']}, " \
                 f"{lag['versions_behind']} version(s) behind"
     elif lag:

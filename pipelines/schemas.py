@@ -378,8 +378,9 @@ HOLDOUT_ASSIGNMENTS = StructType([
     StructField("assigned_on", DateType(), False),          # since when this person is in (or out of) the group
 ])
 
-# One row per batch of every streaming query (pipelines.runtime.progress), for the
-# dashboard's throughput, batch duration and state size plots.
+# One row per batch of every streaming query (pipelines.runtime.progress): the dashboard
+# plots its throughput and batch duration; state size and watermark lag are kept for queries
+# with state (none of Tailor's own today).
 STREAMING_PROGRESS = StructType([
     StructField("query_name", StringType(), False),
     StructField("query_id", StringType(), False),
@@ -395,7 +396,7 @@ STREAMING_PROGRESS = StructType([
 ])
 
 # One row per run of a job that started Spark (jobs/_common.entry_point): what ran, how
-# long, and how it ended, for the dashboard and `tailor check-freshness`.
+# long, and how it ended, for the dashboard and `tailor check-freshness` (the last publish).
 JOB_RUNS = StructType([
     StructField("run_id", StringType(), False),
     StructField("job", StringType(), False),                # the command, e.g. ingest_events, publish_content

@@ -24,6 +24,9 @@ from pipelines.monitoring.status import utc_from_micros
 from pipelines.runtime.delta_tables import read_table, table_exists
 
 MAX_POINTS = 2000  # per series: the newest batches; a page, not an archive
+# The SVG id prefix of every artist that draws data (a line, a bar), so a test can tell a
+# plot that drew its data from one that drew only its axes.
+_DATA = "data"
 
 
 @dataclass
@@ -38,6 +41,7 @@ class DashboardData:
     job_runs: list[dict[str, Any]] = field(default_factory=list)     # audit.job_runs, newest first
     api: dict[str, Any] | None = None                                 # parsed /metrics
     api_error: str | None = None
+    models_error: str | None = None
 
 
 def _newest(spark: SparkSession, config: Config, name: str, time_column: str, columns: list[str]) -> list[dict]:
@@ -139,7 +143,10 @@ def gather(spark: SparkSession, config: Config, api_metrics_url: str | None = No
     data.ingest = _newest(spark, config, "bronze.ingest_metrics", "batch_timestamp",
                           ["input_rows", "quarantined_rows", "max_event_time_lag_s"])
     data.quality = gather_quality(spark, config)
-    data.models = gather_models(config)
+    try:
+        data.models = gather_models(config)
+    except Exception as error:  # noqa: BLE001 (a registry that cannot be read is shown, not fatal)
+        data.models_error = f"MLflow: {type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
     data.job_runs = list(reversed(_newest(spark, config, "audit.job_runs", "started_at",
                                           ["job", "outcome", "exit_code", "duration_s", "error"])))[:40]
     url = api_metrics_url or config.monitoring.api_metrics_url
@@ -178,7 +185,7 @@ def _figure(title: str):
 def _time_series(title: str, series: dict[str, tuple[list, list]], ylabel: str) -> str:
     figure, axes = _figure(title)
     for label, (times, values) in sorted(series.items()):
-        axes.plot(times, values, marker="o", markersize=3, linewidth=1.2, label=label)
+        axes.plot(times, values, marker="o", markersize=3, linewidth=1.2, label=label, gid=_DATA)
     axes.set_ylabel(ylabel)
     axes.legend(fontsize=8, loc="upper left")
     figure.autofmt_xdate()
@@ -238,10 +245,10 @@ def _quality(data: DashboardData) -> str | None:
     passed = [row["passed"] for row in data.quality]
     warnings = [row["warnings_failed"] for row in data.quality]
     critical = [row["critical_failed"] for row in data.quality]
-    axes.bar(positions, passed, color="#4c9a2a", label="passed")
-    axes.bar(positions, warnings, bottom=passed, color="#e0a800", label="warning failed")
+    axes.bar(positions, passed, color="#4c9a2a", label="passed", gid=_DATA)
+    axes.bar(positions, warnings, bottom=passed, color="#e0a800", label="warning failed", gid=_DATA)
     axes.bar(positions, critical, bottom=[p + w for p, w in zip(passed, warnings, strict=True)], color="#c0392b",
-             label="critical failed")
+             label="critical failed", gid=_DATA)
     axes.set_xticks(list(positions), labels, rotation=30, fontsize=8)
     axes.set_ylabel("expectations")
     axes.legend(fontsize=8)
@@ -261,7 +268,7 @@ def _models(data: DashboardData, k: int) -> str | None:
         return None
     figure, axes = _figure(f"Test NDCG@{k} per registered version (the blend against its baselines)")
     for model, (versions, values) in sorted(series.items()):
-        axes.plot(versions, values, marker="o", linewidth=1.2, label=model)
+        axes.plot(versions, values, marker="o", linewidth=1.2, label=model, gid=_DATA)
     axes.set_xlabel("model version")
     axes.set_xticks(sorted({version["version"] for version in data.models}))
     axes.legend(fontsize=8)
@@ -277,15 +284,16 @@ def _api(data: DashboardData) -> str | None:
     routes = sorted(data.api["latency_s"])
     positions = range(len(routes))
     latency.barh([p - 0.2 for p in positions], [1000 * data.api["latency_s"][r]["p50"] for r in routes],
-                 height=0.4, label="p50")
+                 height=0.4, label="p50", gid=_DATA)
     latency.barh([p + 0.2 for p in positions], [1000 * data.api["latency_s"][r]["p95"] for r in routes],
-                 height=0.4, label="p95")
+                 height=0.4, label="p95", gid=_DATA)
     latency.set_yticks(list(positions), routes, fontsize=7)
     latency.set_xlabel("ms (bucket upper bound)")
     latency.set_title("Latency per route", fontsize=11, loc="left")
     latency.legend(fontsize=8)
     reasons = sorted(data.api["fallbacks_by_reason"])
-    fallbacks.bar(range(len(reasons)), [data.api["fallbacks_by_reason"][r] for r in reasons], color="#e0a800")
+    fallbacks.bar(range(len(reasons)), [data.api["fallbacks_by_reason"][r] for r in reasons], color="#e0a800",
+                  gid=_DATA)
     fallbacks.set_xticks(list(range(len(reasons))), reasons, rotation=30, fontsize=8)
     fallbacks.set_title("Fallback rows served, by reason", fontsize=11, loc="left")
     return _svg(figure)
@@ -323,7 +331,8 @@ def render_dashboard(data: DashboardData, k: int) -> str:
         _panel("freshness", "Batch duration and lag", _freshness(data), "no streaming batch recorded yet"),
         _panel("quarantine", "Quarantine rate", _quarantine(data), "no ingest batch recorded yet"),
         _panel("quality", "Data quality", _quality(data), "no validation run yet"),
-        _panel("models", "Model metrics across versions", _models(data, k), "no registered model version yet"),
+        _panel("models", "Model metrics across versions", _models(data, k),
+               data.models_error or "no registered model version yet"),
         _panel("api", "Content API", _api(data), api_empty,
                "from /metrics since the API started" if data.api else ""),
         _runs_html(data.job_runs),

@@ -13,9 +13,6 @@ from pipelines.config import CHECKPOINTS, Config
 from pipelines.monitoring.status import read_checkpoint, utc_from_micros
 from pipelines.runtime.delta_tables import delta_table, read_table, table_exists
 
-# Commits that change no content: maintenance, not a publish.
-MAINTENANCE_OPERATIONS = ("OPTIMIZE", "VACUUM START", "VACUUM END", "REORG", "SET TBLPROPERTIES", "CLUSTER BY")
-
 
 @dataclass(frozen=True)
 class Check:
@@ -42,19 +39,33 @@ def query_checks(config: Config, now: datetime) -> list[Check]:
     return checks
 
 
+def last_publish(spark: SparkSession, config: Config) -> datetime | None:
+    """When publishing last ran: its newest commit to gold.email_content (tagged
+    tailor_publish in the commit's userMetadata: erasures, maintenance and schema changes
+    commit there too), or its newest succeeded run in audit.job_runs (a publish that found
+    nothing to change commits nothing)."""
+    moments = []
+    content = config.table("gold.email_content")
+    if table_exists(spark, content):
+        moments.append(delta_table(spark, content).history()
+                       .where(F.col("userMetadata").contains('"tailor_publish"'))
+                       .agg(F.max(F.unix_micros("timestamp"))).first()[0])
+    runs = config.table("audit.job_runs")
+    if table_exists(spark, runs):
+        moments.append(read_table(spark, runs)
+                       .where((F.col("job") == "publish_content") & (F.col("outcome") == "succeeded"))
+                       .agg(F.max(F.unix_micros("finished_at"))).first()[0])
+    found = [moment for moment in moments if moment is not None]
+    return utc_from_micros(max(found)) if found else None
+
+
 def publish_check(spark: SparkSession, config: Config, now: datetime) -> Check:
-    table = config.table("gold.email_content")
     limit = config.monitoring.max_publish_age_hours
-    if not table_exists(spark, table):
-        return Check("publish", False, "gold.email_content does not exist: nothing published")
-    written = utc_from_micros(delta_table(spark, table).history()
-                              .where(~F.col("operation").isin(*MAINTENANCE_OPERATIONS))
-                              .agg(F.max(F.unix_micros("timestamp"))).first()[0])
-    if written is None:
-        return Check("publish", False, "gold.email_content has never been published to")
-    age = now - written
-    return Check("publish", age <= timedelta(hours=limit),
-                 f"gold.email_content written {_minutes(age)} ago (limit {limit:g} h)")
+    published = last_publish(spark, config)
+    if published is None:
+        return Check("publish", False, "nothing has been published yet")
+    age = now - published
+    return Check("publish", age <= timedelta(hours=limit), f"last publish {_minutes(age)} ago (limit {limit:g} h)")
 
 
 def quarantine_check(spark: SparkSession, config: Config, now: datetime) -> Check:

@@ -27,7 +27,8 @@ def record_job_run(config: Config, job: str, started: datetime, exit_code: int, 
     if spark is None:
         return False
     finished = datetime.now(UTC)
-    row = (uuid.uuid4().hex, job, config.env, started.replace(tzinfo=None), finished.replace(tzinfo=None),
+    # Zone-aware: PySpark would read naive datetimes as the process's local time.
+    row = (uuid.uuid4().hex, job, config.env, started, finished,
            round((finished - started).total_seconds(), 3), outcome_of(exit_code), exit_code, error)
     try:
         table = config.table("audit.job_runs")

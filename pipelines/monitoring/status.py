@@ -79,12 +79,16 @@ def read_checkpoint(checkpoint: str) -> dict[str, Any] | None:
 
 
 def _delta_lag(offset: dict[str, Any], tables: list[dict[str, Any]]) -> dict[str, Any]:
-    """How far a query reading a Delta table is behind it. Delta's offset (v, index -1)
-    means every version before v is read; (v, i) means version v up to file i."""
+    """How far a query reading a Delta table is behind it. Delta's offset (v, index) says
+    version v is read up to file `index` (-1: none of it yet), so v - 1 is the last version
+    read whole; isStartingVersion means the first full snapshot is still being read."""
     source = next((table for table in tables if table.get("id") == offset.get("reservoirId")), None)
     if source is None:
         return {"source": None, "note": "reads a table that no longer exists (re-created?)"}
-    read_through = int(offset["reservoirVersion"]) - (1 if int(offset.get("index", -1)) == -1 else 0)
+    if offset.get("isStartingVersion"):
+        return {"source": source["table"], "note": f"still reading {source['table']}'s first snapshot "
+                                                   f"(version {offset['reservoirVersion']})"}
+    read_through = int(offset["reservoirVersion"]) - 1
     return {"source": source["table"], "read_through_version": read_through,
             "versions_behind": max(0, source["version"] - read_through)}
 

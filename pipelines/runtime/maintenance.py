@@ -15,8 +15,9 @@ A Delta DELETE or MERGE leaves the old data files in place (time travel reads th
 with deletion vectors it does not even rewrite the file that held the deleted rows, only
 marks them: erasure is final only after the last two steps.
 
-OPTIMIZE and REORG commit with dataChange=false, so streaming readers of a table skip
-them, and a running job can keep writing: a commit race is retried.
+OPTIMIZE and REORG rewrite files without changing a row (dataChange=false), so streaming
+readers of a table skip them; ALTER TABLE commits change metadata only. A running job can
+keep writing: a commit race is retried.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ log = logging.getLogger("tailor.maintenance")
 DELTA_SAFETY_HOURS = 168
 _RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 _LOG_RETENTION = "delta.logRetentionDuration"
+ORPHAN_IDLE_HOURS = 24.0
 
 
 @dataclass(frozen=True)
@@ -133,30 +135,46 @@ def maintain_table(spark: SparkSession, config: Config, name: str, vacuum_hours:
 
 
 def maintain_all(spark: SparkSession, config: Config, vacuum: bool = True,
-                 retention_hours: float | None = None) -> list[TableUpkeep]:
-    """Maintain every Tailor table that exists."""
+                 retention_hours: float | None = None) -> tuple[list[TableUpkeep], dict[str, str]]:
+    """Maintain every Tailor table that exists: (what was done, table -> why it failed).
+    A table that fails (a commit race lost past the retries) does not stop the others, so
+    one busy table never leaves the rest without their purge and VACUUM."""
     hours = vacuum_retention(config, retention_hours) if vacuum else None
     if hours is not None:
         _allow_retention(spark, hours)
-    return [maintain_table(spark, config, name, hours)
-            for name in TABLES if table_exists(spark, config.table(name))]
+    done, failed = [], {}
+    for name in TABLES:
+        if not table_exists(spark, config.table(name)):
+            continue
+        try:
+            done.append(maintain_table(spark, config, name, hours))
+        except Exception as error:  # noqa: BLE001 (reported per table; the job exits 1)
+            log.error("maintaining %s failed: %s", name, type(error).__name__)
+            failed[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+    return done, failed
 
 
-def orphaned_checkpoints(config: Config) -> list[str]:
+def orphaned_checkpoints(config: Config, idle_hours: float = ORPHAN_IDLE_HOURS) -> list[str]:
     """Checkpoint folders under the checkpoint root that no current query uses: left by a
-    query whose checkpoint was renamed. Only folders that hold a query's `metadata` file
-    count, so nothing else kept there is ever named."""
+    query whose checkpoint was renamed. A folder counts only when it holds a query's
+    `metadata` file and nothing in it changed for `idle_hours`, so a query of an older
+    deployment still running during an upgrade keeps its checkpoint."""
     from pyarrow import fs as pafs
 
     root = config.checkpoint("")
     fs, folder = filesystem(root)
     current = set(CHECKPOINTS.values())
+    idle_since = time.time() - idle_hours * 3600
     orphans = []
     for info in fs.get_file_info(pafs.FileSelector(folder.rstrip("/"), allow_not_found=True)):
         name = info.base_name
         if info.type != pafs.FileType.Directory or name in current:
             continue
-        if fs.get_file_info(f"{info.path}/metadata").type == pafs.FileType.File:
+        if fs.get_file_info(f"{info.path}/metadata").type != pafs.FileType.File:
+            continue
+        changed = [entry.mtime_ns for entry in fs.get_file_info(pafs.FileSelector(info.path, recursive=True))
+                   if entry.type == pafs.FileType.File and entry.mtime_ns is not None]
+        if max(changed, default=0) / 1e9 < idle_since:
             orphans.append(root.rstrip("/") + "/" + name)
     return sorted(orphans)
 

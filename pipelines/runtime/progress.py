@@ -32,8 +32,9 @@ RowOf = Callable[[Any], dict[str, Any] | None]
 
 
 def batch_timestamp(progress: Any) -> datetime:
-    """The progress event's trigger time as a naive UTC datetime (Spark's TIMESTAMP)."""
-    return datetime.fromisoformat(progress.timestamp.replace("Z", "+00:00")).astimezone(UTC).replace(tzinfo=None)
+    """The progress event's trigger time, zone-aware: PySpark stores an aware datetime as
+    that instant, and a naive one as the Python process's local time."""
+    return datetime.fromisoformat(progress.timestamp.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def progress_row(progress: Any) -> dict[str, Any] | None:
@@ -45,8 +46,7 @@ def progress_row(progress: Any) -> dict[str, Any] | None:
     moment = batch_timestamp(progress)
     lag = None
     if watermark and not watermark.startswith("1970-01-01"):
-        lag = (moment - datetime.fromisoformat(watermark.replace("Z", "+00:00")).astimezone(UTC)
-               .replace(tzinfo=None)).total_seconds()
+        lag = (moment - datetime.fromisoformat(watermark.replace("Z", "+00:00"))).total_seconds()
     return {
         "query_name": progress.name or "",
         "query_id": str(progress.id),

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.openapi import FALLBACK_REASONS
 from tests.api.conftest import headers
 
 RULES = Path(__file__).resolve().parents[2] / "conf" / "monitoring" / "api-alerts.yml"
@@ -66,6 +67,8 @@ def test_rules_name_only_metrics_labels_and_routes_the_api_serves(app, client):
                 assert label in served[metric], f"{rule['alert']}: {metric} has no label {label}"
                 if label == "route" and operator == "=":
                     assert value in routes, f"{rule['alert']}: the API has no route {value}"
+                if label == "reason":
+                    assert set(value.split("|")) <= set(FALLBACK_REASONS), f"{rule['alert']}: unknown reason {value}"
                 checked += 1
     assert checked >= 4  # the check looked at something
 
@@ -75,3 +78,11 @@ def test_the_check_catches_a_misspelt_metric(client):
     assert "tailor_api_request_seconds_bucket" in served
     assert "tailor_api_requests_seconds_bucket" not in served
     assert {"route", "method", "status"} <= served["tailor_api_requests_total"]
+
+
+def test_content_rows_count_one_per_person_asked(client):
+    client.post("/v1/content:batchGet", json={"user_ids": ["u-1842", "u-nobody", "u-hal"]}, headers=headers("reader"))
+    text = client.get("/metrics").get_data(as_text=True)
+    rows = {sample.labels["status"]: sample.value for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name == "tailor_api_content_rows_total"}
+    assert rows == {"200": 3.0}

@@ -5,6 +5,8 @@ person, and a checkpoint folder no query uses any more."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -36,10 +38,14 @@ def _parquet_values(folder: Path) -> str:
     return json.dumps([pq.read_table(path).to_pylist() for path in sorted(folder.rglob("*.parquet"))])
 
 
-def _checkpoint(root: Path, name: str) -> Path:
+def _checkpoint(root: Path, name: str, idle_hours: float = 48) -> Path:
     folder = root / "_checkpoints" / name
-    folder.mkdir(parents=True)
+    (folder / "commits").mkdir(parents=True)
     (folder / "metadata").write_text('{"id":"0"}', encoding="utf-8")
+    (folder / "commits" / "0").write_text("v1", encoding="utf-8")
+    then = time.time() - idle_hours * 3600
+    for path in folder.rglob("*"):
+        os.utime(path, (then, then))
     return folder
 
 
@@ -64,6 +70,8 @@ def test_maintain_compacts_clusters_bounds_history_and_makes_deletes_final(spark
         _append(spark, events, [(event, day)], "event_id string, event_date string", partition_by=("event_date",))
     orphan = _checkpoint(tmp_path, "build_features")  # renamed to build_features_v2
     _checkpoint(tmp_path, "ingest_events")
+    # An older deployment's query still running during an upgrade: written to an hour ago.
+    running = _checkpoint(tmp_path, "merge_profiles_v0", idle_hours=1)
     (tmp_path / "_checkpoints" / "notes").mkdir()
     (tmp_path / "_checkpoints" / "notes" / "readme.txt").write_text("not a checkpoint", encoding="utf-8")
     assert "u-gone" in _parquet_values(Path(profiles))
@@ -97,7 +105,7 @@ def test_maintain_compacts_clusters_bounds_history_and_makes_deletes_final(spark
     assert "(clustering added)" not in printed and "files     1 -> 1" in printed and "not vacuumed" in printed
     assert f"removed 1 orphaned checkpoint(s): {orphan}" in printed
     assert not orphan.exists()
-    assert (tmp_path / "_checkpoints" / "ingest_events" / "metadata").exists()
+    assert (tmp_path / "_checkpoints" / "ingest_events" / "metadata").exists() and running.exists()
     assert (tmp_path / "_checkpoints" / "notes" / "readme.txt").exists()
 
 
@@ -106,3 +114,18 @@ def test_maintain_refuses_a_short_retention_before_spark_starts(tmp_path, capsys
     error = capsys.readouterr().err.strip()
     assert error.startswith("tailor: maintenance.vacuum_retention_hours: 1 is below Delta's 168-hour")
     assert "\n" not in error
+
+
+def test_a_table_that_fails_does_not_stop_the_others(spark, tmp_path, capsys):
+    config = load_config("local", [f"storage.root={tmp_path}"])
+    products, events = config.table("silver.products").path, config.table("gold.user_traits").path
+    for number in range(2):
+        _append(spark, products, [(f"p-{number}", "sku")], "product_id string, sku string")
+        _append(spark, events, [(f"u-{number}", "gold")], "user_id string, tier string")
+    next(Path(products).glob("*.parquet")).unlink()  # a data file lost: OPTIMIZE cannot read it
+
+    assert maintain.main(_args(tmp_path, *SHORT_RETENTION)) == 1
+
+    printed = capsys.readouterr().out
+    assert "silver.products  FAILED: " in printed and "maintained 1 table(s), 1 failed" in printed
+    assert _detail(spark, events).numFiles == 1  # maintained after the failure

@@ -112,3 +112,17 @@ def test_status_reports_batches_lag_validation_champion_and_store(spark, tmp_pat
     assert report["validation"]["passed"] is False and report["model"]["version"] == 1
     assert report["serving"]["exports"]["gold.email_content"] == {
         "exported_version": 0, "table_version": 1, "same_table": True}
+
+
+def test_lag_reads_deltas_offset_as_the_last_version_read_whole():
+    from pipelines.monitoring.status import _delta_lag
+
+    tables = [{"table": "bronze.events", "id": "t-1", "version": 9}]
+    offset = {"reservoirId": "t-1", "isStartingVersion": False}
+    # (7, -1): versions up to 6 read, none of 7 yet; (7, 3): 7 read up to its 4th file.
+    assert _delta_lag({**offset, "reservoirVersion": 7, "index": -1}, tables)["versions_behind"] == 3
+    assert _delta_lag({**offset, "reservoirVersion": 7, "index": 3}, tables) == {
+        "source": "bronze.events", "read_through_version": 6, "versions_behind": 3}
+    assert _delta_lag({**offset, "reservoirVersion": 10, "index": -1}, tables)["versions_behind"] == 0
+    starting = _delta_lag({**offset, "reservoirVersion": 9, "index": 40, "isStartingVersion": True}, tables)
+    assert starting == {"source": "bronze.events", "note": "still reading bronze.events's first snapshot (version 9)"}
