@@ -50,6 +50,10 @@ DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_SPLIT_BYTES = 128 * 1024 * 1024
 MIN_SPLIT_BYTES = 1024 * 1024
 _LOG_SUFFIX = ".json"
+# Every this many entries the log is folded into one snapshot, so a restart reads a few
+# files, not one per batch ever admitted (as Spark's file source compacts its own log).
+COMPACT_EVERY = 100
+_SNAPSHOT_SUFFIX = ".snapshot"
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,19 @@ def read_range(piece: Range, chunk_bytes: int) -> Iterator[tuple[list[bytes], li
         yield from split_lines(_chunks(handle, chunk_bytes), first, piece.end)
 
 
+def _read_json(fs: Any, path: str) -> dict[str, Any]:
+    with fs.open_input_stream(path) as stream:
+        return json.loads(bytes(stream.read()).decode("utf-8"))  # type: ignore[no-any-return]
+
+
+def _write_json(fs: Any, path: str, value: dict[str, Any]) -> None:
+    """Written under a temporary name, then renamed: a reader never sees half a file."""
+    staging = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.tmp")
+    with fs.open_output_stream(staging) as out:
+        out.write(json.dumps(value).encode("utf-8"))
+    fs.move(staging, path)
+
+
 class FilesStreamReader(DataSourceStreamReader):
     """Offsets are {"files": N}: the first N files of the admitted-files log."""
 
@@ -192,27 +209,39 @@ class FilesStreamReader(DataSourceStreamReader):
         self._landed_at_start: set[str] | None = None
         self._files: list[LandedFile] | None = None
         self._known: set[str] = set()
+        self._entries_since_snapshot = 0
 
     def _admitted(self) -> list[LandedFile]:
-        """The log, read once per reader (the reader lives as long as the query)."""
+        """The log, read once per reader (the reader lives as long as the query): the newest
+        snapshot, then the entries after it. Entries a snapshot covers are skipped, so a
+        crash between writing a snapshot and deleting them leaves a log that reads the same."""
         if self._files is not None:
             return self._files
         from pyarrow import fs as pafs
 
         fs, log = filesystem(self.log_path)
+        snapshot: list[LandedFile] = []
         entries: list[tuple[int, list[LandedFile]]] = []
         for info in fs.get_file_info(pafs.FileSelector(log, allow_not_found=True)):
             name = posixpath.basename(info.path)
-            if info.type != pafs.FileType.File or name.startswith(".") or not name.endswith(_LOG_SUFFIX):
+            if info.type != pafs.FileType.File or name.startswith("."):
                 continue
-            with fs.open_input_stream(info.path) as stream:
-                entry = json.loads(bytes(stream.read()).decode("utf-8"))
-            entries.append((entry["first"], [LandedFile(*row) for row in entry["files"]]))
-        files: list[LandedFile] = []
+            if name.endswith(_SNAPSHOT_SUFFIX) or name.endswith(_LOG_SUFFIX):
+                entry = _read_json(fs, info.path)
+                files = [LandedFile(*row) for row in entry["files"]]
+                if name.endswith(_SNAPSHOT_SUFFIX):
+                    snapshot = max(snapshot, files, key=len)
+                else:
+                    entries.append((entry["first"], files))
+        files = list(snapshot)
+        self._entries_since_snapshot = 0
         for first, admitted in sorted(entries, key=lambda entry: entry[0]):
+            if first < len(snapshot):
+                continue
             if first != len(files):
                 raise RuntimeError(f"the files source log {self.log_path} has a gap before entry {first}")
             files += admitted
+            self._entries_since_snapshot += 1
         self._files, self._known = files, {landed.path for landed in files}
         return files
 
@@ -223,14 +252,28 @@ class FilesStreamReader(DataSourceStreamReader):
         fs, log = filesystem(self.log_path)
         fs.create_dir(log, recursive=True)
         first = len(files)
-        name = f"{first:020d}{_LOG_SUFFIX}"
-        staging = posixpath.join(log, f".{name}.tmp")
-        with fs.open_output_stream(staging) as out:
-            out.write(json.dumps({"first": first, "files": [[f.path, f.size, f.mtime_ms] for f in new]})
-                      .encode("utf-8"))
-        fs.move(staging, posixpath.join(log, name))
+        _write_json(fs, posixpath.join(log, f"{first:020d}{_LOG_SUFFIX}"),
+                    {"first": first, "files": [[f.path, f.size, f.mtime_ms] for f in new]})
         files += new
         self._known.update(landed.path for landed in new)
+        self._entries_since_snapshot += 1
+        if self._entries_since_snapshot >= COMPACT_EVERY:
+            self._compact(fs, log)
+
+    def _compact(self, fs: Any, log: str) -> None:
+        """Fold the log into one snapshot of every admitted file, then delete what it covers."""
+        from pyarrow import fs as pafs
+
+        files = self._admitted()
+        _write_json(fs, posixpath.join(log, f"{len(files):020d}{_SNAPSHOT_SUFFIX}"),
+                    {"first": 0, "files": [[f.path, f.size, f.mtime_ms] for f in files]})
+        for info in fs.get_file_info(pafs.FileSelector(log)):
+            name = posixpath.basename(info.path)
+            covered = name.endswith(_LOG_SUFFIX) or (name.endswith(_SNAPSHOT_SUFFIX)
+                                                     and int(name.split(".")[0]) < len(files))
+            if info.type == pafs.FileType.File and not name.startswith(".") and covered:
+                fs.delete_file(info.path)
+        self._entries_since_snapshot = 0
 
     def _listing(self) -> list[LandedFile]:
         from pyarrow import fs as pafs
