@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -92,3 +93,14 @@ def test_the_api_serves_from_the_installed_wheel_without_spark(installed, tmp_pa
     assert result.stdout.strip() == "ok"
     missing = _run([str(installed / "python"), "-c", "import pyspark"], cwd=tmp_path)
     assert missing.returncode != 0
+
+
+def test_the_readme_gives_every_spark_job_its_spark_submit_line():
+    from jobs.cli import COMMANDS
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    listed = dict(re.findall(r"^\| `tailor ([a-z-]+)` \| `spark-submit (jobs/\w+\.py)`", readme, flags=re.M))
+    expected = {command: f"{module.replace('.', '/')}.py" for command, (module, _) in COMMANDS.items()
+                if module not in ("jobs.cli", "jobs.local_services", "jobs.serve")}
+    assert listed == expected
+    assert all((ROOT / path).is_file() for path in listed.values())
