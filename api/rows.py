@@ -171,10 +171,14 @@ def resolve(user_ids: Sequence[str], strict: bool = False, app: Flask | None = N
     anything unexpected from a store client, is fallback content (a content read is never 5xx)."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     try:
-        return _resolve(user_ids, strict, app)
+        answers = _answers(user_ids, strict, app)
     except Exception as error:  # noqa: BLE001 - the email tool gets content whatever happened
         log.error("content read failed, serving fallback: %s", type(error).__name__)
-        return _outage(app, list(dict.fromkeys(user_ids)), {})
+        answers = _outage(app, list(dict.fromkeys(user_ids)), {})
+    rows = metrics(app).rows
+    for answer in answers:
+        rows.labels(str(answer.status)).inc()
+    return answers
 
 
 def _outage(app: Flask, ids: list[str], suppressed: dict[str, dict[str, Any]]) -> list[Answer]:
@@ -191,14 +195,6 @@ def _outage(app: Flask, ids: list[str], suppressed: dict[str, dict[str, Any]]) -
         else:
             counters.fallbacks.labels(STORE_UNAVAILABLE).inc()
             answers.append(Answer(user_id, 200, _fallback(user_id, default, STORE_UNAVAILABLE), STORE_UNAVAILABLE))
-    return answers
-
-
-def _resolve(user_ids: Sequence[str], strict: bool, app: Flask) -> list[Answer]:
-    answers = _answers(user_ids, strict, app)
-    rows = metrics(app).rows
-    for answer in answers:
-        rows.labels(str(answer.status)).inc()
     return answers
 
 

@@ -75,7 +75,8 @@ def entry_point(main: Callable[[Sequence[str] | None], int | None] | None = None
                 code, error = 130, "interrupted"
                 return code
             except SystemExit as leaving:  # argparse's usage errors: no Spark has started
-                code = 0 if leaving.code is None else leaving.code if isinstance(leaving.code, int) else 2
+                # sys.exit(None) is success, sys.exit("text") exits 1, argparse exits 2.
+                code = 0 if leaving.code is None else leaving.code if isinstance(leaving.code, int) else 1
                 raise
             except BaseException as problem:
                 # Only the class: an unexpected error's text may quote the data it failed on.

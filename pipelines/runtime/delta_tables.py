@@ -41,7 +41,8 @@ def ensure_table(spark: SparkSession, table: TableRef, schema: StructType,
     table is left as it is."""
     cluster_by = CLUSTERED_BY.get(table.layer_name, ())
     if table.catalog_name:  # catalog.layer.name: the layer is a schema Unity Catalog must hold first
-        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {table.catalog_name.rsplit('.', 1)[0]}")
+        schema = ".".join(f"`{part}`" for part in table.catalog_name.split(".")[:-1])
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     builder = DeltaTable.createIfNotExists(spark).addColumns(schema)
     builder = builder.tableName(table.catalog_name) if table.catalog_name else builder.location(table.path)
     if partition_by:

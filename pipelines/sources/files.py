@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import bisect
 import json
+import logging
 import math
 import posixpath
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +56,7 @@ _LOG_SUFFIX = ".json"
 # files, not one per batch ever admitted (as Spark's file source compacts its own log).
 COMPACT_EVERY = 100
 _SNAPSHOT_SUFFIX = ".snapshot"
+_LOG_NAME = re.compile(r"(?P<tmp>\.)?(?P<number>\d{20})(?P<kind>\.json|\.snapshot)(?(tmp)\.tmp)")
 
 
 @dataclass(frozen=True)
@@ -223,16 +226,15 @@ class FilesStreamReader(DataSourceStreamReader):
         snapshot: list[LandedFile] = []
         entries: list[tuple[int, list[LandedFile]]] = []
         for info in fs.get_file_info(pafs.FileSelector(log, allow_not_found=True)):
-            name = posixpath.basename(info.path)
-            if info.type != pafs.FileType.File or name.startswith("."):
+            numbered = _LOG_NAME.fullmatch(posixpath.basename(info.path))
+            if info.type != pafs.FileType.File or numbered is None or numbered["tmp"]:
                 continue
-            if name.endswith(_SNAPSHOT_SUFFIX) or name.endswith(_LOG_SUFFIX):
-                entry = _read_json(fs, info.path)
-                files = [LandedFile(*row) for row in entry["files"]]
-                if name.endswith(_SNAPSHOT_SUFFIX):
-                    snapshot = max(snapshot, files, key=len)
-                else:
-                    entries.append((entry["first"], files))
+            entry = _read_json(fs, info.path)
+            files = [LandedFile(*row) for row in entry["files"]]
+            if numbered["kind"] == _SNAPSHOT_SUFFIX:
+                snapshot = max(snapshot, files, key=len)
+            else:
+                entries.append((entry["first"], files))
         files = list(snapshot)
         self._entries_since_snapshot = 0
         for first, admitted in sorted(entries, key=lambda entry: entry[0]):
@@ -258,7 +260,11 @@ class FilesStreamReader(DataSourceStreamReader):
         self._known.update(landed.path for landed in new)
         self._entries_since_snapshot += 1
         if self._entries_since_snapshot >= COMPACT_EVERY:
-            self._compact(fs, log)
+            try:
+                self._compact(fs, log)
+            except OSError as error:  # the log reads the same at every step: try again next admission
+                logging.getLogger("tailor.files").warning("compacting %s failed: %s", self.log_path,
+                                                          type(error).__name__)
 
     def _compact(self, fs: Any, log: str) -> None:
         """Fold the log into one snapshot of every admitted file, then delete what it covers."""
@@ -269,9 +275,11 @@ class FilesStreamReader(DataSourceStreamReader):
                     {"first": 0, "files": [[f.path, f.size, f.mtime_ms] for f in files]})
         for info in fs.get_file_info(pafs.FileSelector(log)):
             name = posixpath.basename(info.path)
-            covered = name.endswith(_LOG_SUFFIX) or (name.endswith(_SNAPSHOT_SUFFIX)
-                                                     and int(name.split(".")[0]) < len(files))
-            if info.type == pafs.FileType.File and not name.startswith(".") and covered:
+            numbered = _LOG_NAME.fullmatch(name)
+            if info.type != pafs.FileType.File or numbered is None:
+                continue
+            # Entries and older snapshots the new snapshot covers; staging left by a crash.
+            if int(numbered["number"]) < len(files) or (numbered["kind"] == _SNAPSHOT_SUFFIX and numbered["tmp"]):
                 fs.delete_file(info.path)
         self._entries_since_snapshot = 0
 
