@@ -59,6 +59,9 @@ setup(
             "hypothesis==6.170.15",
             "schemathesis==4.32.5",    # tests/api: the API against its own /openapi.json
             "selenium==4.51.0",        # tests/api: the preference page in Debian's headless chromium
+            "nbclient==0.11.0",        # tests: every notebook runs top to bottom
+            "nbformat==5.11.1",
+            "ipykernel==7.4.0",
             "ruff==0.17.5",
             "mypy==2.4.1",
             "types-PyYAML==6.0.12.20261113",

@@ -128,8 +128,18 @@ def test_from_and_only_choose_the_steps(script, tmp_path):
         run.main(["--set", f"storage.root={tmp_path}", "--only", "fourth"])
 
 
+def _execute_notebook(notebook: Path) -> None:
+    """Run a notebook top to bottom in a fresh kernel of this Python; a failing cell raises."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    book = nbformat.read(notebook, as_version=4)
+    NotebookClient(book, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(notebook.parent)}}).execute()
+
+
 @pytest.mark.spark
-def test_the_demo_runs_every_step_and_fetches_rows_over_http(tmp_path):
+def test_the_demo_runs_every_step_and_fetches_rows_over_http(tmp_path, monkeypatch):
     """`make demo`'s command and world (200 users: a smaller one leaves train nobody to
     evaluate), in a subprocess as a user runs it."""
     command = [sys.executable, "-m", "jobs.cli", "run", "--set", f"storage.root={tmp_path}", "--retries", "0"]
@@ -150,5 +160,9 @@ def test_the_demo_runs_every_step_and_fetches_rows_over_http(tmp_path):
     assert f"dashboard: {tmp_path / 'dashboard' / 'index.html'}" in out
     # The fetch's requests reached the dashboard through the API's /metrics.
     assert '<figure class="plot" id="api">' in page and '<figure class="plot" id="throughput">' in page
+    # The notebooks run top to bottom on the demo's tables (each asserts it found data).
+    monkeypatch.setenv("TAILOR_STORAGE_ROOT", str(tmp_path))
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        _execute_notebook(notebook)
     key = (tmp_path / "secrets" / "demo-api-key").read_text()
     assert key not in out and key not in finished.stderr
