@@ -56,6 +56,7 @@ class Step:
     name: str
     # (the run's arguments, config, the options every job gets) -> exit code
     run: Callable[[argparse.Namespace, Config, list[str]], int]
+    output: str | None = None  # the table whose rows the progress line shows
 
 
 def _world_end_arg(config: Config) -> list[str]:
@@ -65,17 +66,18 @@ def _world_end_arg(config: Config) -> list[str]:
 STEPS: list[Step] = [
     Step("generate", lambda args, config, common: generate.main([*common, "--faults", args.faults])),
     # The generator's catalogue (catalog.path): build_features names each person's top categories from it.
-    Step("load-catalog", lambda args, config, common: load_catalog.main(common)),
-    Step("ingest", lambda args, config, common: ingest_events.main([*common, "--once"])),
-    Step("merge-profiles", lambda args, config, common: merge_profiles.main([*common, "--once"])),
+    Step("load-catalog", lambda args, config, common: load_catalog.main(common), "silver.products"),
+    Step("ingest", lambda args, config, common: ingest_events.main([*common, "--once"]), "bronze.events"),
+    Step("merge-profiles", lambda args, config, common: merge_profiles.main([*common, "--once"]), "silver.profiles"),
     # Features as of the end of the generated weeks, so the 7/30/90-day windows hold them.
     Step("build-features", lambda args, config, common: build_features.main(
-        [*common, "--once", *_world_end_arg(config)])),
+        [*common, "--once", *_world_end_arg(config)]), "gold.user_features"),
     # Freshness is measured against the end of the generated weeks, as the features are.
-    Step("validate", lambda args, config, common: validate.main([*common, *_world_end_arg(config)])),
+    Step("validate", lambda args, config, common: validate.main([*common, *_world_end_arg(config)]),
+         "audit.quality_results"),
     Step("train", lambda args, config, common: train_recommender.main(common)),
-    Step("score", lambda args, config, common: score_recommendations.main(common)),
-    Step("publish", lambda args, config, common: publish_content.main(common)),
+    Step("score", lambda args, config, common: score_recommendations.main(common), "gold.recommendations"),
+    Step("publish", lambda args, config, common: publish_content.main(common), "gold.email_content"),
     Step("fetch", lambda args, config, common: fetch_over_http(config, common)),
     Step("dashboard", lambda args, config, common: dashboard.main(
         [*common, "--api-metrics", api_metrics_file(config).resolve().as_uri()])),
@@ -193,15 +195,37 @@ def run_steps(args: argparse.Namespace, config: Config, steps: list[Step], state
                 print(f"[{number}/{len(steps)}] {step.name} failed (exit {code}); retrying", flush=True)
                 clock.sleep(RETRY_PAUSE_S)
         seconds = round(clock.monotonic() - step_started, 1)
+        rows = _rows(config, step.output) if code == 0 and step.output else None
         state["steps"][step.name] = {"status": "succeeded" if code == 0 else "failed", "exit_code": code,
-                                     "attempts": attempts, "seconds": seconds}
+                                     "attempts": attempts, "seconds": seconds,
+                                     **({"rows": {step.output: rows}} if rows is not None else {})}
         _write_state(state_path, state)
-        print(f"[{number}/{len(steps)}] {step.name} {'ok' if code == 0 else 'FAILED'} in {seconds:.1f} s "
+        shown = f", {step.output} {rows} rows" if rows is not None else ""
+        print(f"[{number}/{len(steps)}] {step.name} {'ok' if code == 0 else 'FAILED'} in {seconds:.1f} s{shown} "
               f"(total {clock.monotonic() - started:.0f} s)", flush=True)
         if code:
             print(f"tailor run: stopped at {step.name}; `tailor run --resume` starts again there", flush=True)
             return code
     return 0
+
+
+def _rows(config: Config, table: str) -> int | None:
+    """The rows of the table a step wrote, with the session the step started (None when
+    it started none, or the table cannot be read: progress is not worth failing for)."""
+    if "pyspark" not in sys.modules:
+        return None
+    from pyspark.sql import SparkSession
+
+    from pipelines.runtime.delta_tables import read_table, table_exists
+
+    spark = SparkSession.getActiveSession()
+    try:
+        if spark is None or not table_exists(spark, config.table(table)):
+            return None
+        return read_table(spark, config.table(table)).count()
+    except Exception:  # noqa: BLE001 (see the docstring)
+        log.warning("could not count %s's rows", table)
+        return None
 
 
 @entry_point

@@ -152,6 +152,9 @@ def test_the_demo_runs_every_step_and_fetches_rows_over_http(tmp_path, monkeypat
     out = finished.stdout
     state = json.loads((tmp_path / run.STATE_FILE).read_text())
     assert [name for name, step in state["steps"].items() if step["status"] == "succeeded"] == run.STEP_NAMES
+    # Each step that writes a table says its rows as it ends.
+    assert re.search(r"\] ingest ok in [\d.]+ s, bronze\.events \d+ rows \(total", out), out[:3000]
+    assert state["steps"]["publish"]["rows"]["gold.email_content"] > 0
     fetched = [line for line in out.splitlines() if line.startswith("GET /v1/content/")]
     assert len(fetched) == run.FETCHED_USERS and all(line.endswith("-> 200") for line in fetched)
     assert '"content_version"' in out and "gold.recommendations:" in out
