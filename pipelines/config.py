@@ -10,7 +10,9 @@ No pyspark import here: the API and the producers load config without Spark.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import math
 import os
 import re
@@ -722,6 +724,17 @@ class SecretsConfig(_Strict):
         return value
 
 
+class SecretsManagerConfig(_Strict):
+    """Where secrets come from when their environment variables are unset: one AWS Secrets
+    Manager secret holding a JSON object keyed by the variables' names (EMR, where nothing
+    puts the variables in a driver's environment)."""
+
+    secret_id: str | None = Field(
+        default=None, description="the secret's name or ARN; null: secrets come from the environment only")
+    region: str | None = Field(default=None, description="AWS region of the secret")
+    endpoint_url: str | None = Field(default=None, description="e.g. a local AWS-compatible server")
+
+
 @dataclass(frozen=True)
 class TableRef:
     """Where a table lives: a path (local, s3://) or a catalog name (Databricks)."""
@@ -758,6 +771,7 @@ class Config(_Strict):
     serving: ServingConfig
     api: ApiConfig = Field(default_factory=ApiConfig)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
+    secrets_manager: SecretsManagerConfig = Field(default_factory=SecretsManagerConfig)
 
     def resolve(self, path: str) -> str:
         """An absolute path or URI; relative paths sit under the project root (the
@@ -793,7 +807,13 @@ class Config(_Strict):
         return _join(self.resolve(root), query_name)
 
     def secret(self, name: str) -> str | None:
-        return os.environ.get(getattr(self.secrets, name))
+        """The secret `secrets.<name>` names: its environment variable, else (when
+        secrets_manager.secret_id is set) the same key of that Secrets Manager secret."""
+        variable = getattr(self.secrets, name)
+        value = os.environ.get(variable)
+        if value is None and self.secrets_manager.secret_id:
+            value = _secrets_manager_values(self.secrets_manager).get(variable)
+        return value
 
     def masked(self) -> dict[str, Any]:
         """The resolved configuration with each secret shown as set or unset, never its value."""
@@ -803,6 +823,29 @@ class Config(_Strict):
             for name, env_name in self.secrets.model_dump().items()
         }
         return shown
+
+
+@functools.cache
+def _secrets_manager_values(settings: SecretsManagerConfig) -> dict[str, str]:
+    """The secret's JSON object, read once per process. Errors are one line that names the
+    secret, never its content."""
+    import boto3  # type: ignore[import-untyped]
+    from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+
+    try:
+        client = boto3.client("secretsmanager", region_name=settings.region, endpoint_url=settings.endpoint_url)
+        text = client.get_secret_value(SecretId=settings.secret_id)["SecretString"]
+    except (BotoCoreError, ClientError, KeyError) as error:
+        raise ConfigError(f"secrets_manager.secret_id: cannot read {settings.secret_id}: "
+                          f"{type(error).__name__}") from None
+    try:
+        values = json.loads(text)
+    except ValueError:
+        values = None
+    if not isinstance(values, dict) or not all(isinstance(value, str) for value in values.values()):
+        raise ConfigError(f"secrets_manager.secret_id: {settings.secret_id} must hold a JSON object of "
+                          "variable name -> string value")
+    return values
 
 
 def _join(base: str, child: str) -> str:

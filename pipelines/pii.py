@@ -105,9 +105,10 @@ def new_key_material(key_id: str = "dev1") -> dict[str, str]:
 
 
 def load_keys(config: Config) -> PiiKeys:
-    """Keys from the environment; locally, from the dev keys file when the variables are unset."""
+    """Keys from the environment (or secrets_manager, see Config.secret); locally, from the
+    dev keys file when they are unset."""
     keyring_var, hmac_var = config.secrets.pii_encryption_key, config.secrets.pii_hmac_key
-    keyring_text, hmac_text = os.environ.get(keyring_var), os.environ.get(hmac_var)
+    keyring_text, hmac_text = config.secret("pii_encryption_key"), config.secret("pii_hmac_key")
     if (keyring_text is None or hmac_text is None) and config.pii.dev_keys_file:
         material = _dev_key_material(Path(config.under_root(config.pii.dev_keys_file)))
         keyring_text = keyring_text or material["encryption_keyring"]

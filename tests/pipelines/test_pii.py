@@ -83,7 +83,7 @@ def test_missing_key_outside_local_names_the_variable(monkeypatch, tmp_path):
     monkeypatch.delenv("TAILOR_PII_ENCRYPTION_KEY", raising=False)
     monkeypatch.delenv("TAILOR_PII_HMAC_KEY", raising=False)
     with pytest.raises(ConfigError, match="environment variable TAILOR_PII_ENCRYPTION_KEY is not set"):
-        pii.load_keys(load_config("emr", [f"storage.root={tmp_path}"]))
+        pii.load_keys(load_config("databricks", [f"storage.root={tmp_path}"]))
 
 
 def test_local_dev_keys_are_generated_once_and_private(monkeypatch, tmp_path):
