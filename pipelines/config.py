@@ -10,12 +10,12 @@ No pyspark import here: the API and the producers load config without Spark.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import math
 import os
 import re
+import threading
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -825,21 +825,38 @@ class Config(_Strict):
         return shown
 
 
-@functools.cache
+_SECRETS_LOCK = threading.Lock()
+_secrets_read: dict[SecretsManagerConfig, dict[str, str]] = {}
+
+
 def _secrets_manager_values(settings: SecretsManagerConfig) -> dict[str, str]:
-    """The secret's JSON object, read once per process. Errors are one line that names the
-    secret, never its content."""
+    """The secret's JSON object, read once per process (restart after rotating it, as for
+    environment variables), under a lock: the API's threads may ask at once. Errors are
+    one line that names the secret and AWS's error code, never its content."""
+    with _SECRETS_LOCK:
+        if settings not in _secrets_read:
+            _secrets_read[settings] = _read_secret(settings)
+        return _secrets_read[settings]
+
+
+def _read_secret(settings: SecretsManagerConfig) -> dict[str, str]:
     import boto3  # type: ignore[import-untyped]
     from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
+    where = f"secrets_manager.secret_id: cannot read {settings.secret_id}"
     try:
-        client = boto3.client("secretsmanager", region_name=settings.region, endpoint_url=settings.endpoint_url)
-        text = client.get_secret_value(SecretId=settings.secret_id)["SecretString"]
-    except (BotoCoreError, ClientError, KeyError) as error:
-        raise ConfigError(f"secrets_manager.secret_id: cannot read {settings.secret_id}: "
-                          f"{type(error).__name__}") from None
+        # A session of its own: boto3's shared default session is not safe across threads.
+        client = boto3.session.Session().client("secretsmanager", region_name=settings.region,
+                                                endpoint_url=settings.endpoint_url)
+        reply = client.get_secret_value(SecretId=settings.secret_id)
+    except ClientError as error:
+        raise ConfigError(f"{where}: {error.response.get('Error', {}).get('Code', 'ClientError')}") from None
+    except BotoCoreError as error:
+        raise ConfigError(f"{where}: {type(error).__name__}") from None
+    if "SecretString" not in reply:
+        raise ConfigError(f"{where}: it is stored as binary; store the JSON object as a string")
     try:
-        values = json.loads(text)
+        values = json.loads(reply["SecretString"])
     except ValueError:
         values = None
     if not isinstance(values, dict) or not all(isinstance(value, str) for value in values.values()):

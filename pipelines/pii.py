@@ -114,14 +114,17 @@ def load_keys(config: Config) -> PiiKeys:
         keyring_text = keyring_text or material["encryption_keyring"]
         hmac_text = hmac_text or material["hmac_key"]
     if not keyring_text:
-        raise _unset(keyring_var)
+        raise _unset(keyring_var, config)
     if not hmac_text:
-        raise _unset(hmac_var)
+        raise _unset(hmac_var, config)
     return PiiKeys(parse_keyring(keyring_text, keyring_var), parse_hmac_key(hmac_text, hmac_var))
 
 
-def _unset(variable: str) -> ConfigError:
-    return ConfigError(f"environment variable {variable} is not set; it holds a PII key (see README, 'Personal data')")
+def _unset(variable: str, config: Config) -> ConfigError:
+    secret = config.secrets_manager.secret_id
+    elsewhere = f" nor in the Secrets Manager secret {secret}" if secret else ""
+    return ConfigError(f"environment variable {variable} is not set{elsewhere}; it holds a PII key "
+                       "(see README, 'Personal data')")
 
 
 def _dev_key_material(path: Path) -> dict[str, str]:

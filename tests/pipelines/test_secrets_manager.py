@@ -10,7 +10,7 @@ import json
 import boto3
 import pytest
 
-from pipelines.config import _secrets_manager_values, load_config
+from pipelines.config import _secrets_read, load_config
 from pipelines.errors import ConfigError
 from pipelines.pii import load_keys
 
@@ -25,7 +25,7 @@ def secrets_client(moto_server):
 
 
 def _config(moto_server: str, secret_id: str):
-    _secrets_manager_values.cache_clear()
+    _secrets_read.clear()
     return load_config("emr", [f"secrets_manager.secret_id={secret_id}", "secrets_manager.region=eu-west-1",
                                f"secrets_manager.endpoint_url={moto_server}"])
 
@@ -46,7 +46,8 @@ def test_pii_keys_come_from_the_secret_when_the_environment_has_none(moto_server
 def test_a_key_missing_from_the_secret_is_the_unset_variable_error(moto_server, secrets_client, monkeypatch):
     secrets_client.create_secret(Name="tailor/test-partial", SecretString=json.dumps({"TAILOR_PII_HMAC_KEY": HMAC}))
     monkeypatch.delenv("TAILOR_PII_ENCRYPTION_KEY", raising=False)
-    with pytest.raises(ConfigError, match="environment variable TAILOR_PII_ENCRYPTION_KEY is not set"):
+    with pytest.raises(ConfigError, match="environment variable TAILOR_PII_ENCRYPTION_KEY is not set nor in the "
+                                          "Secrets Manager secret tailor/test-partial"):
         load_keys(_config(moto_server, "tailor/test-partial"))
 
 
@@ -56,6 +57,9 @@ def test_an_unreadable_or_malformed_secret_is_one_line_naming_it(moto_server, se
         load_keys(_config(moto_server, "tailor/does-not-exist"))
     assert str(missing.value) == ("secrets_manager.secret_id: cannot read tailor/does-not-exist: "
                                   "ResourceNotFoundException")
+    secrets_client.create_secret(Name="tailor/test-binary", SecretBinary=b"\x00\x01")
+    with pytest.raises(ConfigError, match="tailor/test-binary: it is stored as binary"):
+        load_keys(_config(moto_server, "tailor/test-binary"))
     secrets_client.create_secret(Name="tailor/test-bad", SecretString='["not", "an object", "s3cr3t"]')
     with pytest.raises(ConfigError) as malformed:
         load_keys(_config(moto_server, "tailor/test-bad"))
