@@ -52,12 +52,17 @@ QUARANTINE = StructType([
     StructField("replay_outcome", StringType(), True),
 ])
 
-INGEST_METRICS = StructType([
+# Which batch of which streaming query a metrics row is about.
+_STREAMING_BATCH = [
     StructField("query_name", StringType(), False),
     StructField("query_id", StringType(), False),
     StructField("run_id", StringType(), False),
     StructField("batch_id", LongType(), False),
     StructField("batch_timestamp", TimestampType(), False),
+]
+
+INGEST_METRICS = StructType([
+    *_STREAMING_BATCH,
     StructField("input_rows", LongType(), False),
     StructField("valid_rows", LongType(), False),
     StructField("quarantined_rows", LongType(), False),
@@ -382,11 +387,7 @@ HOLDOUT_ASSIGNMENTS = StructType([
 # plots its throughput and batch duration; state size and watermark lag are kept for queries
 # with state (none of Tailor's own today).
 STREAMING_PROGRESS = StructType([
-    StructField("query_name", StringType(), False),
-    StructField("query_id", StringType(), False),
-    StructField("run_id", StringType(), False),
-    StructField("batch_id", LongType(), False),
-    StructField("batch_timestamp", TimestampType(), False),
+    *_STREAMING_BATCH,
     StructField("input_rows", LongType(), False),
     StructField("input_rows_per_second", DoubleType(), False),
     StructField("processed_rows_per_second", DoubleType(), False),

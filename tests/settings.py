@@ -25,3 +25,9 @@ SPARK_TEST_SETTINGS = (
     "spark.conf.spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=512m "
     "-XX:+UseParallelGC",
 )
+
+
+def job_args(root, *extra: str) -> list[str]:
+    """A job's argv over storage.root `root`, with the settings above."""
+    settings = [arg for setting in SPARK_TEST_SETTINGS for arg in ("--set", setting)]
+    return ["--set", f"storage.root={root}", *settings, *extra]

@@ -68,20 +68,11 @@ def gather_quality(spark: SparkSession, config: Config) -> list[dict[str, Any]]:
 
 def gather_models(config: Config) -> list[dict[str, Any]]:
     """Every registered version's test metrics (train logs test.<model>.<metric>)."""
-    from pathlib import Path
+    from pipelines.recommend.tracking import existing_store_client
 
-    from mlflow import MlflowClient
-
-    from pipelines.recommend.tracking import quiet_mlflow
-
-    uri = config.mlflow.tracking_uri
-    if uri is None:
-        database = Path(config.under_root("mlflow")) / "mlflow.db"
-        if not database.exists():
-            return []
-        uri = f"sqlite:///{database}"
-    quiet_mlflow()
-    client = MlflowClient(tracking_uri=uri)
+    client = existing_store_client(config)
+    if client is None:
+        return []
     name = config.mlflow.registered_model
     versions = client.search_model_versions(f"name = '{name}'")
     found = []

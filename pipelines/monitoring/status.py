@@ -150,19 +150,13 @@ def validation_status(spark: SparkSession, config: Config) -> dict[str, Any] | N
 def model_status(config: Config) -> dict[str, Any] | None:
     """The registered model's champion: version, when registered, its test metrics (train
     logs each model's as test.<model>.<metric>). None without a store or champion."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from pipelines.recommend.tracking import CHAMPION, quiet_mlflow
+    from pipelines.recommend.tracking import CHAMPION, existing_store_client
 
-    uri = config.mlflow.tracking_uri
-    if uri is None:
-        database = Path(config.under_root("mlflow")) / "mlflow.db"
-        if not database.exists():  # reading must not create an empty store
-            return None
-        uri = f"sqlite:///{database}"
-    quiet_mlflow()
-    client = MlflowClient(tracking_uri=uri)
+    client = existing_store_client(config)
+    if client is None:
+        return None
     name = config.mlflow.registered_model
     try:
         version = client.get_model_version_by_alias(name, CHAMPION)

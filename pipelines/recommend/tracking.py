@@ -34,6 +34,21 @@ def tracking_uri(config: Config) -> str:
     return f"sqlite:///{root}/mlflow.db"
 
 
+def existing_store_client(config: Config) -> Any | None:
+    """An MlflowClient on the configured store, for reading: None when the store is the
+    local SQLite default and does not exist yet (a reader must not create an empty one)."""
+    from mlflow import MlflowClient
+
+    uri = config.mlflow.tracking_uri
+    if uri is None:
+        database = Path(config.under_root("mlflow")) / "mlflow.db"
+        if not database.exists():
+            return None
+        uri = f"sqlite:///{database}"
+    quiet_mlflow()
+    return MlflowClient(tracking_uri=uri)
+
+
 def use_experiment(config: Config) -> str:
     """Point MLflow at the configured store and experiment (created on first use, with its
     artifacts beside a local store); returns the experiment's id."""

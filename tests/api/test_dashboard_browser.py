@@ -20,16 +20,11 @@ from pipelines.recommend.tracking import use_experiment
 from pipelines.schemas import INGEST_METRICS, QUALITY_RESULTS, STREAMING_PROGRESS
 from pipelines.services.kafka_broker import free_port
 from tests.api.conftest import headers
-from tests.settings import SPARK_TEST_SETTINGS
+from tests.settings import job_args
 
 pytestmark = pytest.mark.slow
 PLOTS = ("throughput", "freshness", "quarantine", "quality", "models", "api")
 START = datetime(2026, 11, 28, 9, 0)
-
-
-def _args(root: Path, *extra: str) -> list[str]:
-    settings = [arg for setting in SPARK_TEST_SETTINGS for arg in ("--set", setting)]
-    return ["--set", f"storage.root={root}", *settings, *extra]
 
 
 def _write(spark, config, name: str, schema, rows: list[tuple]) -> None:
@@ -86,11 +81,11 @@ def test_every_plot_draws_in_a_real_browser(spark, tmp_path, api_metrics_url, br
     root = tmp_path / "world"
     config = load_config("local", [f"storage.root={root}"])
     _record_a_world(spark, config)
-    assert maintain.main(_args(root, "--skip-vacuum")) == 0  # a job run, recorded
+    assert maintain.main(job_args(root, "--skip-vacuum")) == 0  # a job run, recorded
     capsys.readouterr()
     page = root / "dashboard" / "index.html"
 
-    assert dashboard.main(_args(root, "--api-metrics", api_metrics_url)) == 0
+    assert dashboard.main(job_args(root, "--api-metrics", api_metrics_url)) == 0
     assert capsys.readouterr().out.strip() == f"dashboard: {page}"
 
     _open(browser, page)
@@ -115,7 +110,7 @@ def test_with_nothing_recorded_each_panel_says_what_is_missing(spark, tmp_path, 
     from selenium.webdriver.common.by import By
 
     root = tmp_path / "empty"
-    assert dashboard.main(_args(root, "--api-metrics", f"http://127.0.0.1:{free_port()}/metrics")) == 0
+    assert dashboard.main(job_args(root, "--api-metrics", f"http://127.0.0.1:{free_port()}/metrics")) == 0
     _open(browser, root / "dashboard" / "index.html")
     assert browser.find_elements(By.CSS_SELECTOR, "figure") == []
     empty = {element.get_attribute("id"): element.text for element in browser.find_elements(By.CSS_SELECTOR, "p.empty")}

@@ -11,12 +11,7 @@ from pathlib import Path
 from jobs import check_freshness
 from pipelines.config import CHECKPOINTS, load_config
 from pipelines.schemas import INGEST_METRICS, JOB_RUNS
-from tests.settings import SPARK_TEST_SETTINGS
-
-
-def _args(root: Path, *extra: str) -> list[str]:
-    settings = [arg for setting in SPARK_TEST_SETTINGS for arg in ("--set", setting)]
-    return ["--set", f"storage.root={root}", *settings, *extra]
+from tests.settings import job_args
 
 
 def _checkpoint(folder: Path, batch: int, minutes_ago: float) -> None:
@@ -36,7 +31,7 @@ def _one_line(capsys) -> str:
 
 
 def test_an_empty_root_is_stale_in_one_line(spark, tmp_path, capsys):
-    assert check_freshness.main(_args(tmp_path)) == 1
+    assert check_freshness.main(job_args(tmp_path)) == 1
     line = _one_line(capsys)
     assert line == ("tailor check-freshness: STALE: ingest_events has never committed a batch; merge_profiles has "
                     "never committed a batch; build_features has never committed a batch; nothing has been "
@@ -56,13 +51,13 @@ def test_thresholds_on_batches_publish_and_quarantine(spark, tmp_path, capsys):
     ingest_metrics = config.table("bronze.ingest_metrics").path
     spark.createDataFrame(metrics, INGEST_METRICS).write.format("delta").save(ingest_metrics)
 
-    assert check_freshness.main(_args(tmp_path)) == 0
+    assert check_freshness.main(job_args(tmp_path)) == 0
     line = _one_line(capsys)
     assert line.startswith("tailor check-freshness: ok: ingest_events last batch 5 min ago (limit 15 min); ")
     assert "last publish 0 min ago (limit 26 h)" in line
     assert line.endswith("quarantine rate 1.0% of 1000 records in 24 h (limit 2.0%)")
 
-    assert check_freshness.main(_args(tmp_path, "--set", "monitoring.max_batch_age_minutes.merge_profiles=2",
+    assert check_freshness.main(job_args(tmp_path, "--set", "monitoring.max_batch_age_minutes.merge_profiles=2",
                                       "--set", "monitoring.max_quarantine_rate=0.005")) == 1
     assert _one_line(capsys) == ("tailor check-freshness: STALE: merge_profiles last batch 5 min ago (limit 2 min); "
                                  "quarantine rate 1.0% of 1000 records in 24 h (limit 0.5%)")
@@ -88,5 +83,5 @@ def test_a_publish_is_its_tagged_commit_or_its_job_run_not_any_write(spark, tmp_
                             "succeeded", 0, None)], JOB_RUNS).write.format("delta").save(
         config.table("audit.job_runs").path)
 
-    assert check_freshness.main(_args(tmp_path)) == 1
+    assert check_freshness.main(job_args(tmp_path)) == 1
     assert _one_line(capsys) == "tailor check-freshness: STALE: last publish 30.0 h ago (limit 26 h)"

@@ -3,17 +3,10 @@ with its one-line reason; a read-only command leaves nothing."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from jobs import load_catalog, maintain, status
 from pipelines.config import load_config
 from pipelines.runtime.delta_tables import read_table
-from tests.settings import SPARK_TEST_SETTINGS
-
-
-def _args(root: Path, *extra: str) -> list[str]:
-    settings = [arg for setting in SPARK_TEST_SETTINGS for arg in ("--set", setting)]
-    return ["--set", f"storage.root={root}", *settings, *extra]
+from tests.settings import job_args
 
 
 def test_outcomes_are_recorded_per_run(spark, tmp_path, capsys):
@@ -21,9 +14,9 @@ def test_outcomes_are_recorded_per_run(spark, tmp_path, capsys):
     feed = tmp_path / "feed.csv"
     feed.write_text("sku,name\nA1,Mug\n", encoding="utf-8")
 
-    assert maintain.main(_args(tmp_path, "--skip-vacuum")) == 0
-    assert load_catalog.main(_args(tmp_path, "--feed", str(feed), "--columns", "product_id=item_code")) == 2
-    assert status.main(_args(tmp_path)) == 0
+    assert maintain.main(job_args(tmp_path, "--skip-vacuum")) == 0
+    assert load_catalog.main(job_args(tmp_path, "--feed", str(feed), "--columns", "product_id=item_code")) == 2
+    assert status.main(job_args(tmp_path)) == 0
     capsys.readouterr()
 
     runs = sorted(read_table(spark, config.table("audit.job_runs")).collect(), key=lambda run: run.started_at)

@@ -15,14 +15,9 @@ from delta.tables import DeltaTable
 from jobs import maintain
 from pipelines.config import load_config
 from pipelines.runtime.delta_tables import read_table
-from tests.settings import SPARK_TEST_SETTINGS
+from tests.settings import job_args
 
 SHORT_RETENTION = ("--retention-hours", "0", "--set", "maintenance.allow_short_retention=true")
-
-
-def _args(root: Path, *extra: str) -> list[str]:
-    settings = [arg for setting in SPARK_TEST_SETTINGS for arg in ("--set", setting)]
-    return ["--set", f"storage.root={root}", *settings, *extra]
 
 
 def _append(spark, path: str, rows: list[tuple], ddl: str, partition_by: tuple[str, ...] = ()) -> None:
@@ -76,7 +71,7 @@ def test_maintain_compacts_clusters_bounds_history_and_makes_deletes_final(spark
     (tmp_path / "_checkpoints" / "notes" / "readme.txt").write_text("not a checkpoint", encoding="utf-8")
     assert "u-gone" in _parquet_values(Path(profiles))
 
-    assert maintain.main(_args(tmp_path, *SHORT_RETENTION)) == 0
+    assert maintain.main(job_args(tmp_path, *SHORT_RETENTION)) == 0
 
     printed = capsys.readouterr().out
     assert "silver.profiles" in printed and "files     3 -> 1" in printed and "(clustering added)" in printed
@@ -100,7 +95,7 @@ def test_maintain_compacts_clusters_bounds_history_and_makes_deletes_final(spark
     assert operations == ["VACUUM END", "VACUUM START", "SET TBLPROPERTIES", "OPTIMIZE", *["WRITE"] * 3]
 
     # Once maintained, a second run changes nothing but removes the orphan when asked.
-    assert maintain.main(_args(tmp_path, "--skip-vacuum", "--remove-orphaned-checkpoints")) == 0
+    assert maintain.main(job_args(tmp_path, "--skip-vacuum", "--remove-orphaned-checkpoints")) == 0
     printed = capsys.readouterr().out
     assert "(clustering added)" not in printed and "files     1 -> 1" in printed and "not vacuumed" in printed
     assert f"removed 1 orphaned checkpoint(s): {orphan}" in printed
@@ -124,7 +119,7 @@ def test_a_table_that_fails_does_not_stop_the_others(spark, tmp_path, capsys):
         _append(spark, events, [(f"u-{number}", "gold")], "user_id string, tier string")
     next(Path(products).glob("*.parquet")).unlink()  # a data file lost: OPTIMIZE cannot read it
 
-    assert maintain.main(_args(tmp_path, *SHORT_RETENTION)) == 1
+    assert maintain.main(job_args(tmp_path, *SHORT_RETENTION)) == 1
 
     printed = capsys.readouterr().out
     assert "silver.products  FAILED: " in printed and "maintained 1 table(s), 1 failed" in printed

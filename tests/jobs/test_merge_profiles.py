@@ -18,7 +18,7 @@ from pipelines.config import load_config
 from pipelines.pii import load_keys, subject_hash
 from pipelines.runtime.delta_tables import ensure_table, read_table
 from tests.profile_events import crm, event, person
-from tests.settings import SPARK_TEST_SETTINGS
+from tests.settings import job_args
 
 ZEN = person("u-zen", email="zenobia.quixote@example.org", first_name="Zenobia", last_name="Quixote-Farnsworth",
              phone="+44 20 7946 0999", country="GB", locale="en-GB")
@@ -31,11 +31,6 @@ INTERACTIONS = StructType([StructField("event_id", StringType()), StructField("u
 def _write_lines(folder: Path, name: str, lines: list[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _args(root: Path, *extra: str) -> list[str]:
-    settings = [arg for setting in SPARK_TEST_SETTINGS for arg in ("--set", setting)]
-    return ["--set", f"storage.root={root}", *settings, *extra]
 
 
 def _files_holding(root: Path, needles: tuple[bytes, ...]) -> list[str]:
@@ -78,8 +73,8 @@ def test_changes_land_bad_ones_are_quarantined_and_erasure_is_final(spark, tmp_p
         # Broken JSON that names her: quarantined, and it must go with the erasure.
         '{"event_id": "e-zen-3", "user_id": "u-zen", "payload": {"first_name": "Zenobia"',
     ])
-    assert ingest_events.main(_args(root, "--once")) == 0
-    assert merge_profiles.main(_args(root, "--once")) == 0
+    assert ingest_events.main(job_args(root, "--once")) == 0
+    assert merge_profiles.main(job_args(root, "--once")) == 0
 
     quarantine = read_table(spark, config.table("bronze.quarantine")).where("stream = 'crm'")
     assert sorted((r.error_code, r.error_message) for r in quarantine.collect()) == sorted([
@@ -103,8 +98,8 @@ def test_changes_land_bad_ones_are_quarantined_and_erasure_is_final(spark, tmp_p
 
     _write_lines(landing, "events-2", [json.dumps(event("erasure_request", "u-zen", "2026-11-03T09:00:00Z",
                                                         {"request_id": "r-1", "actor": "subscriber"}, "e-zen-4"))])
-    assert ingest_events.main(_args(root, "--once")) == 0
-    assert merge_profiles.main(_args(root, "--once")) == 0
+    assert ingest_events.main(job_args(root, "--once")) == 0
+    assert merge_profiles.main(job_args(root, "--once")) == 0
 
     for name in ("bronze.events", "bronze.quarantine", "silver.profiles", "silver.profiles_history",
                  "silver.interactions"):
@@ -123,7 +118,7 @@ def test_changes_land_bad_ones_are_quarantined_and_erasure_is_final(spark, tmp_p
 
     # Old table versions still hold her until VACUUM.
     assert _files_holding(root, SECRETS)
-    assert vacuum.main(_args(root, "--retention-hours", "0", "--set", "maintenance.allow_short_retention=true")) == 0
+    assert vacuum.main(job_args(root, "--retention-hours", "0", "--set", "maintenance.allow_short_retention=true")) == 0
     assert _files_holding(root, SECRETS) == []
     # Nothing the jobs (or Spark under them) printed or logged holds her data.
     printed = "".join(capfd.readouterr()) + caplog.text
@@ -134,7 +129,7 @@ def test_changes_land_bad_ones_are_quarantined_and_erasure_is_final(spark, tmp_p
 
 
 def test_vacuum_below_the_safety_margin_needs_an_explicit_setting(tmp_path, capsys):
-    assert vacuum.main(_args(tmp_path, "--retention-hours", "1")) == 2
+    assert vacuum.main(job_args(tmp_path, "--retention-hours", "1")) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("tailor: maintenance.vacuum_retention_hours: 1 is below Delta's 168-hour")
     assert "\n" not in error

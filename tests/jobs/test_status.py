@@ -18,12 +18,7 @@ from pipelines.recommend.tracking import use_experiment
 from pipelines.runtime.delta_tables import ensure_table
 from pipelines.schemas import QUALITY_RESULTS
 from pipelines.serving import open_store
-from tests.settings import SPARK_TEST_SETTINGS
-
-
-def _args(root: Path, *extra: str) -> list[str]:
-    settings = [arg for setting in SPARK_TEST_SETTINGS for arg in ("--set", setting)]
-    return ["--set", f"storage.root={root}", *settings, *extra]
+from tests.settings import job_args
 
 
 def _append(spark, path: str, ids: list[str]) -> None:
@@ -36,7 +31,7 @@ def _table_id(spark, path: str) -> str:
 
 
 def test_status_of_an_empty_root_says_so_and_creates_nothing(spark, tmp_path, capsys):
-    assert status.main(_args(tmp_path)) == 0
+    assert status.main(job_args(tmp_path)) == 0
     printed = capsys.readouterr().out
     assert "ingest_events    not started" in printed
     assert "silver.profiles            not created yet" in printed
@@ -88,7 +83,7 @@ def test_status_reports_batches_lag_validation_champion_and_store(spark, tmp_pat
             "exported:gold.email_content": json.dumps({"table_id": _table_id(spark, content), "version": 0})})
         store.write_batch("suppression", {"u-9": {"reason": "unsubscribed"}})
 
-    assert status.main(_args(tmp_path)) == 0
+    assert status.main(job_args(tmp_path)) == 0
 
     printed = capsys.readouterr().out
     assert "merge_profiles   batch 0 at " in printed
@@ -105,7 +100,7 @@ def test_status_reports_batches_lag_validation_champion_and_store(spark, tmp_pat
     assert "gold.email_content         exported at version 0 of 1 (1 version(s) behind)" in printed
     assert "gold.user_traits           never exported" in printed
 
-    assert status.main(_args(tmp_path, "--format", "json")) == 0
+    assert status.main(job_args(tmp_path, "--format", "json")) == 0
     report = json.loads(capsys.readouterr().out)
     merge = next(query for query in report["queries"] if query["query"] == "merge_profiles")
     assert merge["lag"] == {"source": "bronze.events", "read_through_version": 1, "versions_behind": 1}
