@@ -14,10 +14,10 @@ PYTEST_ARGS ?=
 # two workers use the machine's two cores.
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup jars demo lint test test-fast serve kafka-up kafka-down clean-state clean help
+.PHONY: setup jars demo lint test test-fast bench serve kafka-up kafka-down clean-state clean help
 
 help:
-	@echo "make setup | demo | lint | test | test-fast | kafka-up | kafka-down | clean-state | clean"
+	@echo "make setup | demo | lint | test | test-fast | bench | kafka-up | kafka-down | clean-state | clean"
 
 setup: $(STAMPS)/venv $(STAMPS)/redis jars
 
@@ -85,6 +85,12 @@ test: setup $(STAMPS)/chromium lint
 # the serving stores against a real redis-server and moto).
 test-fast: $(STAMPS)/venv $(STAMPS)/redis
 	$(BIN)/python -m pytest -m "not spark and not kafka and not slow" $(PYTEST_ARGS)
+
+# Every benchmark at its measured size, one at a time (about an hour on 2 cores; not part
+# of make test, which runs each at a tiny size), then the results table in README.
+# BENCH_ARGS="--only merge features" picks some.
+bench: setup
+	$(BIN)/python -m bench.all $(BENCH_ARGS)
 
 # The content API under gunicorn on api.bind (127.0.0.1:8080); keys from TAILOR_API_TOKENS.
 serve: $(STAMPS)/venv

@@ -33,14 +33,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import result, write  # noqa: E402
+from bench.report import result, workspace, write  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.services.redis_server import RedisServer  # noqa: E402
 from pipelines.serving.base import encode  # noqa: E402
 from pipelines.serving.redis_store import RedisStore  # noqa: E402
 from pipelines.serving.sqlite import SqliteStore  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1] / "var" / "bench" / "export"
+ROOT = workspace("export")
 GOAL = "≥ 0.5x the store's own bulk write"
 WORDS = ("regency", "cakestand", "tier", "heart", "holder", "lantern", "vintage", "doormat", "union", "jack",
          "glass", "jar", "pink", "spotty", "bag", "alarm", "clock", "bakelike", "ceramic", "wooden", "frame")
@@ -134,7 +134,7 @@ def bench_sqlite(rows: dict[str, dict[str, Any]], batch: int) -> list[dict[str, 
     return [
         result("export.sqlite_write_json", count / json_s, count / bare_encoded_s, "rows/s",
                f"{GOAL} (sqlite3 executemany of the same JSON text into a plain table, one transaction)",
-               seconds=round(json_s, 2), baseline_seconds=round(bare_encoded_s, 2)),
+               goal_ratio=0.5, seconds=round(json_s, 2), baseline_seconds=round(bare_encoded_s, 2)),
         result("export.sqlite_write_batch", count / store_s, count / bare_s, "rows/s",
                "for information: dicts encoded by the store, against executemany of json.dumps'd rows",
                seconds=round(store_s, 2), baseline_seconds=round(bare_s, 2)),
@@ -187,7 +187,8 @@ def bench_redis(rows: dict[str, dict[str, Any]], batch: int) -> list[dict[str, A
           f"redis-benchmark -P 16 -d {row_bytes}: {baseline:,.0f} SETs/s; with one client (-c 1): "
           f"{one_client:,.0f} SETs/s")
     return [result("export.redis_write_json", count / store_s, baseline, "rows/s",
-                   f"{GOAL} (redis-benchmark -P 16 -t set -d <row bytes>, 50 clients)", seconds=round(store_s, 2),
+                   f"{GOAL} (redis-benchmark -P 16 -t set -d <row bytes>, 50 clients)", goal_ratio=0.5,
+                   seconds=round(store_s, 2),
                    row_bytes=row_bytes, baseline_command=" ".join(command[:1] + command[5:])),
             result("export.redis_write_json_vs_one_client", count / store_s, one_client, "rows/s",
                    "for information: the same with one redis-benchmark client, as the export has one connection",

@@ -1,5 +1,8 @@
 """What every benchmark reports: results as JSON under bench/results/, each a value beside
-the baseline measured in the same run, their ratio, the goal, and the machine."""
+the baseline measured in the same run, their ratio, the goal, and the machine.
+
+TAILOR_BENCH_RESULTS moves the results (the smoke test writes to a temporary folder), and
+TAILOR_BENCH_WORK the tables and files a benchmark builds (default var/bench)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def results_folder() -> Path:
+    return Path(os.environ.get("TAILOR_BENCH_RESULTS") or REPOSITORY / "bench" / "results")
+
+
+def workspace(benchmark: str) -> Path:
+    """The folder a benchmark builds its tables and files in."""
+    return Path(os.environ.get("TAILOR_BENCH_WORK") or REPOSITORY / "var" / "bench").resolve() / benchmark
 
 
 def machine() -> dict[str, Any]:
@@ -25,17 +37,24 @@ def machine() -> dict[str, Any]:
 
 
 def result(name: str, value: float, baseline: float, unit: str, goal: str, higher_is_better: bool = True,
-           **details: Any) -> dict[str, Any]:
+           goal_ratio: float | None = None, **details: Any) -> dict[str, Any]:
     """One measurement: `ratio` is value/baseline when higher is better, else baseline/value,
-    so a ratio above 1 always means better than the baseline."""
+    so a ratio above 1 always means better than the baseline. `goal_ratio` is the least
+    ratio that meets the goal (None: the figure is for information, or the goal is not a
+    ratio and `met` is given in `details`)."""
     ratio = value / baseline if higher_is_better else baseline / value
-    return {"name": name, "value": round(value, 3), "baseline": round(baseline, 3), "unit": unit,
-            "ratio": round(ratio, 3), "goal": goal, **details}
+    measured: dict[str, Any] = {"name": name, "value": round(value, 3), "baseline": round(baseline, 3), "unit": unit,
+                                "ratio": round(ratio, 3), "goal": goal}
+    if goal_ratio is not None:
+        measured["goal_ratio"] = goal_ratio
+        measured["met"] = ratio >= goal_ratio
+    return {**measured, **details}
 
 
 def write(benchmark: str, results: list[dict[str, Any]], **context: Any) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{benchmark}.json"
+    folder = results_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{benchmark}.json"
     document = {"benchmark": benchmark, "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "machine": machine(), **context, "results": results}
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

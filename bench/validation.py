@@ -5,7 +5,8 @@
 Both sides validate the same generated events (with faults) in the same Spark session and
 report the error code of each; the result is the ratio of the UDF's time to the
 expressions' time (higher means the JVM path is that many times faster), plus a check that
-both gave the same codes. Timings are medians of --repeat runs after one warm-up each.
+both gave the same codes. Timings are medians of --repeat runs after one warm-up each;
+results in bench/results/validation.json.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyspark.sql import functions as F  # noqa: E402
 
+from bench.report import result, workspace, write  # noqa: E402
 from bench.timing import timed  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.ingest.validation import validate_events  # noqa: E402
@@ -39,7 +41,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], help="config override, as for tailor")
     args = parser.parse_args()
-    config = load_config("local", ["storage.root=var/bench", *args.set])
+    config = load_config("local", [f"storage.root={workspace('validation')}", *args.set])
     spark = build_spark(config, "bench-validation")
     spark.sparkContext.setLogLevel("ERROR")
 
@@ -63,6 +65,16 @@ def main() -> None:
     print(f"events: {len(lines)}")
     print(f"spark expressions: {jvm_seconds:.2f}s   python udf: {udf_seconds:.2f}s")
     print(f"ratio udf/expressions: {udf_seconds / jvm_seconds:.2f}x   disagreements: {disagreements}")
+    events = len(lines)
+    path = write("validation", [result("validation.expressions_vs_python_udf", events / jvm_seconds,
+                                       events / udf_seconds, "events/s",
+                                       "≥ 1.0x a per-record Python UDF of the same contract, with no disagreement",
+                                       goal_ratio=1.0, seconds=round(jvm_seconds, 2),
+                                       baseline_seconds=round(udf_seconds, 2), disagreements=disagreements)],
+                 events=events)
+    print(f"results: {path}")
+    if disagreements:
+        raise SystemExit(f"{disagreements} events got different error codes from the two paths")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,212 @@
+"""Benchmark: how long after an event is produced to Kafka it is visible downstream.
+
+    .venv/bin/python bench/freshness.py [--rate 10] [--warm-up 30] [--seconds 60]
+
+Starts the local Kafka broker and, in one Spark session, the three streaming jobs with a
+1 s trigger: ingest (Kafka -> bronze.events), merge_profiles (-> silver.profiles) and
+build_features (-> gold.user_features). A producer sends, at a steady --rate per second,
+a CRM create of a new customer (to the CRM topic) and a page view by another new user (to
+the events topic), noting when each was sent. After --warm-up seconds (cold batches, not
+counted) it measures for --seconds, then waits for the stragglers. A row's visibility is
+the commit that first added a data file holding it, read from the table's Delta log
+afterwards, so nothing polls the tables while they are measured. Reported: p50 and p95 of
+(commit time - produce time) per table; goal: silver.profiles p95 <= 2 s on 2 cores. The
+baseline beside each is the trigger interval itself (1 s), the least a 1 s trigger can
+show. Results in bench/results/freshness.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import result, workspace, write  # noqa: E402
+from pipelines.config import load_config  # noqa: E402
+from pipelines.runtime.session import build_spark  # noqa: E402
+
+TRIGGER = "1 second"
+TRIGGER_SECONDS = 1.0
+
+
+def crm_create(number: int, at_ms: int) -> dict:
+    person = {"user_id": f"fresh-crm-{number}", "email": f"fresh{number}@example.com", "first_name": "Fresh",
+              "last_name": None, "phone": None, "country": "GB", "locale": "en-GB", "updated_at": None}
+    return {"before": None, "after": person, "op": "c", "ts_ms": at_ms,
+            "source": {"lsn": 1_000_000 + number, "ts_ms": at_ms, "db": "crm", "schema": "public",
+                       "table": "customers", "connector": "postgresql", "name": "crm"},
+            "transaction": None}
+
+
+def page_view(number: int, at: datetime) -> dict:
+    return {"event_id": f"fresh-view-{number}", "event_type": "page_view", "schema_version": 1,
+            "user_id": f"fresh-web-{number}", "occurred_at": at.isoformat().replace("+00:00", "Z"),
+            "source": "web", "payload": {"url": "https://shop.example/", "session_id": f"s-{number}"}}
+
+
+class Producer(threading.Thread):
+    """Sends one CRM create and one page view every 1/rate seconds until stopped; records
+    each user's send time (epoch seconds)."""
+
+    def __init__(self, bootstrap: str, events_topic: str, crm_topic: str, rate: float):
+        super().__init__(daemon=True)
+        self.bootstrap, self.events_topic, self.crm_topic, self.rate = bootstrap, events_topic, crm_topic, rate
+        self.sent: dict[str, float] = {}
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
+        try:
+            started, number = time.monotonic(), 0
+            while not self.stopping.is_set():
+                delay = started + number / self.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                now = datetime.now(UTC)
+                producer.send(self.crm_topic, json.dumps(crm_create(number, int(now.timestamp() * 1000))).encode())
+                producer.send(self.events_topic, json.dumps(page_view(number, now)).encode())
+                self.sent[f"fresh-crm-{number}"] = self.sent[f"fresh-web-{number}"] = now.timestamp()
+                number += 1
+            producer.flush()
+        except BaseException as error:  # reported by the main thread
+            self.error = error
+        finally:
+            producer.close()
+
+
+def first_visible(spark, table_path: str, prefix: str) -> dict[str, float]:
+    """user_id -> commit time (epoch seconds) of the first commit adding a data file that
+    holds the user, from the table's Delta log."""
+    from pyspark.sql import functions as F
+
+    added: dict[str, float] = {}
+    for commit in sorted(Path(table_path, "_delta_log").glob("*.json")):
+        actions = [json.loads(line) for line in commit.read_text().splitlines() if line.strip()]
+        stamp = next(a["commitInfo"]["timestamp"] for a in actions if "commitInfo" in a) / 1000
+        for action in actions:
+            if "add" in action and action["add"]["path"].endswith(".parquet"):
+                added.setdefault(str(Path(table_path, unquote(action["add"]["path"]))), stamp)
+    if not added:
+        return {}
+    rows = (spark.read.parquet(*added).where(F.col("user_id").startswith(prefix))
+            .select("user_id", F.input_file_name().alias("file")).collect())
+    seen: dict[str, float] = {}
+    for row in rows:
+        stamp = added[unquote(row.file.removeprefix("file://"))]
+        seen[row.user_id] = min(stamp, seen.get(row.user_id, stamp))
+    return seen
+
+
+def _median_batch_seconds(query, since: float) -> float | None:
+    """The median wall time of the query's batches that started after `since` (epoch s)."""
+    durations = [progress.durationMs["triggerExecution"] / 1000 for progress in query.recentProgress
+                 if datetime.fromisoformat(progress.timestamp.replace("Z", "+00:00")).timestamp() >= since
+                 and progress.numInputRows > 0]
+    return round(statistics.median(durations), 2) if durations else None
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=10.0, help="new customers and page views per second")
+    parser.add_argument("--warm-up", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--grace", type=float, default=120.0, help="longest wait for the last rows")
+    parser.add_argument("--set", action="append", default=[], help="config override, as for tailor")
+    args = parser.parse_args()
+
+    from jobs import build_features, ingest_events, merge_profiles
+    from pipelines.features.writes import ensure_feature_tables, load_feature_rules
+    from pipelines.ingest.writes import ensure_bronze_tables
+    from pipelines.pii import load_keys
+    from pipelines.profiles.writes import ensure_profile_tables
+    from pipelines.services.kafka_broker import KafkaBroker, free_port
+
+    root = workspace("freshness")
+    shutil.rmtree(root, ignore_errors=True)
+    broker = KafkaBroker(home=root / "kafka", port=free_port(), controller_port=free_port())
+    broker.start()
+    queries = []
+    try:
+        events_topic, crm_topic = "fresh.events", "fresh.crm"
+        broker.create_topics([events_topic, crm_topic], partitions=2)
+        config = load_config("local", [f"storage.root={root}", "source.type=kafka",
+                                       f"source.kafka.bootstrap_servers={broker.bootstrap_servers}",
+                                       f"source.kafka.events_topic={events_topic}",
+                                       f"source.kafka.crm_topic={crm_topic}", *args.set])
+        spark = build_spark(config, "bench-freshness")
+        spark.sparkContext.setLogLevel("ERROR")
+        keys, rules = load_keys(config), load_feature_rules(config)
+        ensure_bronze_tables(spark, config)
+        ensure_profile_tables(spark, config)
+        ensure_feature_tables(spark, config)
+        queries = [ingest_events.start_query(spark, config, False, TRIGGER),
+                   merge_profiles.start_query(spark, config, keys, False, TRIGGER),
+                   build_features.start_query(spark, config, keys, rules, False, TRIGGER)]
+        producer = Producer(broker.bootstrap_servers, events_topic, crm_topic, args.rate)
+        producer.start()
+        time.sleep(args.warm_up)
+        measured_from = time.time()
+        time.sleep(args.seconds)
+        producer.stopping.set()
+        producer.join()
+        if producer.error:
+            raise producer.error
+        measured = {user: at for user, at in producer.sent.items() if at >= measured_from}
+        tables = {"silver.profiles": ("fresh-crm-", config.table("silver.profiles").path),
+                  "gold.user_features": ("fresh-web-", config.table("gold.user_features").path)}
+        deadline = time.monotonic() + args.grace
+        while True:
+            for query in queries:
+                if query.exception():
+                    raise RuntimeError(f"{query.name} failed: {query.exception()}")
+            visible = {name: first_visible(spark, path, prefix) for name, (prefix, path) in tables.items()}
+            missing = sum(1 for user in measured
+                          if not any(user in seen for seen in visible.values()))
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(5)
+        batch_seconds = {query.name: _median_batch_seconds(query, measured_from) for query in queries}
+    finally:
+        for query in queries:
+            query.stop()
+        broker.stop()
+
+    results = []
+    for name, (prefix, _) in tables.items():
+        lags = [visible[name][user] - at for user, at in measured.items()
+                if user.startswith(prefix) and user in visible[name]]
+        expected = sum(1 for user in measured if user.startswith(prefix))
+        if not lags:
+            raise SystemExit(f"none of the {expected} measured rows reached {name}")
+        p50, p95 = statistics.median(lags), percentile(lags, 0.95)
+        print(f"{name}: {len(lags)}/{expected} rows visible; p50 {p50:.2f} s, p95 {p95:.2f} s")
+        goal = "p95 ≤ 2 s on 2 cores" if name == "silver.profiles" else "for information (no goal set)"
+        results.append(result(f"freshness.{name}.p95", p95, TRIGGER_SECONDS, "seconds", goal,
+                              higher_is_better=False,
+                              goal_ratio=TRIGGER_SECONDS / 2.0 if name == "silver.profiles" else None,
+                              p50_seconds=round(p50, 2), rows=len(lags), rows_missing=expected - len(lags)))
+    print(f"median batch time of each query while measured (s): {batch_seconds}")
+    path = write("freshness", results, rate_per_second=args.rate, trigger=TRIGGER, warm_up_seconds=args.warm_up,
+                 measured_seconds=args.seconds, median_batch_seconds=batch_seconds)
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
