@@ -1,9 +1,9 @@
 """Benchmark: `tailor ingest --once` through the files source and through the local Kafka
 broker, against Spark's own ceiling, `spark.read.json` of the same events written to Delta.
 
-    .venv/bin/python bench/ingest.py [--users 6000] [--set key=value ...]
+    .venv/bin/python bench/ingest.py [--users 18000] [--set key=value ...]
 
-One synthetic world (6,000 users: about 330k events of the generator's mix, with faults) is
+One synthetic world (18,000 users: about 1.1M events of the generator's mix, with faults) is
 written three ways: one large JSON-lines file, files of about 1 MB, and records on a Kafka
 topic (produced before timing starts). Every path, the baseline included, runs twice in the
 same Spark session, each time into a fresh storage root: the first run (cold: the JVM
@@ -30,6 +30,7 @@ from pipelines.runtime.session import build_spark  # noqa: E402
 from pipelines.synthetic.generator import Faults, WorldSpec, generate_world  # noqa: E402
 
 ROOT = workspace("ingest")
+GOAL = "≥ 0.7x spark.read.json → Delta (the ingest issue's first step: 0.5x)"
 ENVELOPE_DDL = ("event_id string, event_type string, schema_version int, user_id string, occurred_at string, "
                 "source string, payload string")
 
@@ -86,7 +87,7 @@ def _cold_then_warm(name: str, overrides: list[str], cold_run: bool = True) -> t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=6000)
+    parser.add_argument("--users", type=int, default=18000)
     parser.add_argument("--skip-kafka", action="store_true", help="measure the files paths only")
     parser.add_argument("--no-cold", action="store_true", help="one run per path, no cold run first (smoke runs)")
     parser.add_argument("--set", action="append", default=[], help="config override, as for tailor")
@@ -120,7 +121,7 @@ def main() -> None:
         print(f"ingest {name}: {seconds:.1f}s warm ({cold:.1f}s cold), {measured[name]:,.0f} events/s "
               f"({measured[name] / baseline_eps:.2f}x); landed {landed} (+ duplicates dropped)")
         results.append(result(f"ingest.{name}", measured[name], baseline_eps, "events/s",
-                              "≥ 0.5x spark.read.json → Delta (project goal 0.7x)", goal_ratio=0.5,
+                              GOAL, goal_ratio=0.7,
                               seconds=round(seconds, 1), cold_seconds=round(cold, 1), events=events))
     results.append(result("ingest.one_large_vs_many_small", measured["files_one_large"], measured["files_many_small"],
                           "events/s", "≥ 1.0x: a large file no slower per event than small ones", goal_ratio=1.0))
@@ -142,7 +143,7 @@ def main() -> None:
             print(f"ingest kafka: {seconds:.1f}s warm ({cold:.1f}s cold), {kafka_eps:,.0f} events/s "
                   f"({kafka_eps / baseline_eps:.2f}x); landed {landed}")
             results.append(result("ingest.kafka", kafka_eps, baseline_eps, "events/s",
-                                  "≥ 0.5x spark.read.json → Delta (project goal 0.7x)", goal_ratio=0.5,
+                                  GOAL, goal_ratio=0.7,
                                   seconds=round(seconds, 1), cold_seconds=round(cold, 1), events=events))
         finally:
             broker.stop()

@@ -6,9 +6,9 @@ silver.profiles is filled with --rows people (Debezium creates of crm.public.cus
 through the ingest validation and merge_profiles' own batch writer), then a batch of
 --changes updates (each to a different existing person, spread over the whole table) goes
 through the same writer, as the streaming job runs it: audit, profiles MERGE, history
-MERGE, duplicates. One untimed batch warms the JVM at the smallest size; then one timed
-batch per size, the table grown between them. Reported: the batch's time at the largest
-size against the smallest (goal: at most 1.3x), and, from the table history, the rows
+MERGE, duplicates. At each size, after the table is grown to it, one untimed batch warms
+up and the median of --repeat timed batches is taken. Reported: the batch's time at the
+largest size against the smallest (goal: at most 1.3x), and, from the table history, the rows
 silver.profiles' MERGE copied (`numTargetRowsCopied`: rows rewritten only because they
 shared a file with a changed row; goal near 0 with deletion vectors). Results in
 bench/results/merge.json.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -101,9 +102,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--changes", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3, help="timed batches per size (the median is reported)")
     parser.add_argument("--set", action="append", default=[], help="config override, as for tailor")
     args = parser.parse_args()
-    sizes = sorted(args.rows)
+    sizes = sorted(set(args.rows))
+    if len(sizes) < 2:
+        parser.error("--rows needs two sizes or more: the goal compares the largest with the smallest")
     root = workspace("merge")
     shutil.rmtree(root, ignore_errors=True)
     config = load_config("local", [f"storage.root={root}", *args.set])
@@ -117,21 +121,32 @@ def main() -> None:
         # over the whole table, as real changes are.
         step = max(1, population // args.changes)
         users = spark.range(args.changes).select(((F.col("id") * step + round_number) % population).alias("u"))
-        return crm_changes(spark, users, "u", 10_000_000 * (round_number + 1), round_number + 1)
+        # The country moves 1 to 7 places along the 8: never back to the one stored.
+        return crm_changes(spark, users, "u", 10_000_000 * (round_number + 1), round_number % 7 + 1)
 
-    measured, filled = [], 0
-    for number, size in enumerate(sizes):
+    measured, filled, round_number = [], 0, 0
+    for size in sizes:
         started = time.perf_counter()
         batches.run(crm_changes(spark, spark.range(filled, size).withColumnRenamed("id", "u"), "c", 0, 0))
         filled = size
         print(f"filled silver.profiles to {read_table(spark, config.table('silver.profiles')).count()} rows "
               f"in {time.perf_counter() - started:.0f} s")
-        if number == 0:
-            batches.run(updates(0, size))  # the warm-up
-        seconds = batches.run(updates(number + 1, size))
+        samples = []
+        for timed_batch in range(args.repeat + 1):  # the first is the warm-up
+            seconds = batches.run(updates(round_number, size))
+            round_number += 1
+            if timed_batch:
+                samples.append(seconds)
+        seconds = statistics.median(samples)
         metrics = batches.last_profiles_merge()
-        measured.append({"rows": size, "seconds": seconds, **metrics})
-        print(f"{args.changes} changes into {size} rows: {seconds:.1f} s; profiles MERGE {metrics}")
+        missing = {"numTargetRowsCopied", "numTargetRowsUpdated"} - set(metrics)
+        if missing:
+            raise SystemExit(f"the profiles MERGE's history lacks {sorted(missing)}: cannot tell the rows rewritten")
+        if metrics["numTargetRowsUpdated"] != args.changes:
+            raise SystemExit(f"the last batch updated {metrics['numTargetRowsUpdated']} profiles, not {args.changes}")
+        measured.append({"rows": size, "seconds": seconds, "samples": [round(x, 2) for x in samples], **metrics})
+        print(f"{args.changes} changes into {size} rows: {seconds:.1f} s (median of {samples}); "
+              f"profiles MERGE {metrics}")
 
     small, large = measured[0], measured[-1]
     results = [result(f"merge.profiles_batch.{large['rows']}_vs_{small['rows']}_rows", large["seconds"],
@@ -139,12 +154,14 @@ def main() -> None:
                       f"at most 1.3x: {args.changes} changes into {large['rows']} rows against {small['rows']}",
                       higher_is_better=False, goal_ratio=round(1 / 1.3, 3), changes=args.changes)]
     for size in measured:
-        copied = size.get("numTargetRowsCopied", 0)
+        copied = size["numTargetRowsCopied"]
         results.append({"name": f"merge.rows_copied.{size['rows']}_rows", "value": copied, "baseline": None,
                         "unit": "rows", "ratio": None,
                         "goal": "near 0 (at most 1% of the changes): deletion vectors mark rows, no rewrite",
                         "met": copied <= args.changes // 100, "seconds": round(size["seconds"], 2),
-                        "profiles_merge_metrics": {k: v for k, v in size.items() if k not in ("rows", "seconds")}})
+                        "samples": size["samples"],
+                        "profiles_merge_metrics": {k: v for k, v in size.items()
+                                                   if k not in ("rows", "seconds", "samples")}})
     path = write("merge", results, sizes=sizes, changes=args.changes)
     print(f"results: {path}")
 

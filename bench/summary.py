@@ -44,7 +44,8 @@ def render(folder: Path) -> str:
     machines = set()
     for document in documents:
         machine = document["machine"]
-        machines.add(f"{machine['cores']} cores, {machine['memory_gib']} GiB, Python {machine['python']}")
+        machines.add(f"{machine['cores']} cores, {machine['memory_gib']} GiB, Python {machine['python']}, "
+                     f"{machine['platform']}")
         for item in document["results"]:
             measure = item["name"].removeprefix(document["benchmark"] + ".")
             lines.append(f"| {document['benchmark']} | {measure} | {_number(item['value'])} | "

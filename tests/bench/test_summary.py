@@ -49,10 +49,21 @@ def test_a_time_that_beats_its_goal_ratio_is_met():
     assert (slower["ratio"], slower["met"]) == (0.714, False)
 
 
-def test_readme_holds_the_table_of_the_committed_results():
+def test_readme_and_summary_hold_the_table_of_the_committed_results():
     readme = summary.README.read_text(encoding="utf-8")
-    assert summary.with_table(readme, summary.render(results_folder())) == readme, (
+    table = summary.render(results_folder())
+    assert summary.with_table(readme, table) == readme, (
         "README.md's benchmark table is out of date: run .venv/bin/python -m bench.summary")
+    assert (results_folder() / "summary.md").read_text(encoding="utf-8") == table
+    assert summary.main(["--check"]) == 0
+
+
+def test_check_fails_when_a_result_changes_without_its_table(tmp_path, monkeypatch, capsys):
+    _document(tmp_path, "merge", [result("merge.batch", 1.2, 1.0, "seconds", "at most 1.3x",
+                                         higher_is_better=False, goal_ratio=0.769)])
+    monkeypatch.setenv("TAILOR_BENCH_RESULTS", str(tmp_path))
+    assert summary.main(["--check"]) == 1
+    assert "run: .venv/bin/python -m bench.summary" in capsys.readouterr().err
 
 
 def test_a_readme_without_the_markers_is_refused():
