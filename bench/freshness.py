@@ -1,6 +1,6 @@
 """Benchmark: how long after an event is produced to Kafka it is visible downstream.
 
-    .venv/bin/python bench/freshness.py [--rate 10] [--warm-up 30] [--seconds 60]
+    .venv/bin/python bench/freshness.py [--rate 10] [--warm-up 90] [--seconds 180]
 
 Starts the local Kafka broker and, in one Spark session, the three streaming jobs with a
 1 s trigger: ingest (Kafka -> bronze.events), merge_profiles (-> silver.profiles) and
@@ -140,7 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=10.0, help="new customers and page views per second")
     parser.add_argument("--warm-up", type=float, default=90.0, help="not counted: several of the slowest batches")
-    parser.add_argument("--seconds", type=float, default=180.0, help="measured: ten or more of the slowest batches")
+    parser.add_argument("--seconds", type=float, default=180.0, help="measured: about five of the slowest batches here")
     parser.add_argument("--grace", type=float, default=300.0, help="longest wait for the queries to go idle")
     parser.add_argument("--set", action="append", default=[], help="config override, as for tailor")
     args = parser.parse_args()

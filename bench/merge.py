@@ -108,6 +108,9 @@ def main() -> None:
     sizes = sorted(set(args.rows))
     if len(sizes) < 2:
         parser.error("--rows needs two sizes or more: the goal compares the largest with the smallest")
+    if (args.repeat + 1) * len(sizes) > sizes[0] // args.changes:
+        parser.error("each batch must change people no earlier batch changed: give fewer --repeat or --changes, "
+                     "or a larger smallest --rows")
     root = workspace("merge")
     shutil.rmtree(root, ignore_errors=True)
     config = load_config("local", [f"storage.root={root}", *args.set])
@@ -135,15 +138,15 @@ def main() -> None:
         for timed_batch in range(args.repeat + 1):  # the first is the warm-up
             seconds = batches.run(updates(round_number, size))
             round_number += 1
+            metrics = batches.last_profiles_merge()
+            missing = {"numTargetRowsCopied", "numTargetRowsUpdated"} - set(metrics)
+            if missing:
+                raise SystemExit(f"the profiles MERGE's history lacks {sorted(missing)}: cannot tell rows rewritten")
+            if metrics["numTargetRowsUpdated"] != args.changes:
+                raise SystemExit(f"a batch updated {metrics['numTargetRowsUpdated']} profiles, not {args.changes}")
             if timed_batch:
                 samples.append(seconds)
         seconds = statistics.median(samples)
-        metrics = batches.last_profiles_merge()
-        missing = {"numTargetRowsCopied", "numTargetRowsUpdated"} - set(metrics)
-        if missing:
-            raise SystemExit(f"the profiles MERGE's history lacks {sorted(missing)}: cannot tell the rows rewritten")
-        if metrics["numTargetRowsUpdated"] != args.changes:
-            raise SystemExit(f"the last batch updated {metrics['numTargetRowsUpdated']} profiles, not {args.changes}")
         measured.append({"rows": size, "seconds": seconds, "samples": [round(x, 2) for x in samples], **metrics})
         print(f"{args.changes} changes into {size} rows: {seconds:.1f} s (median of {samples}); "
               f"profiles MERGE {metrics}")
