@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import summary
 from bench.report import REPOSITORY
 
 # name -> (arguments at the measured size, arguments for the smoke run)
@@ -70,15 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     if not args.smoke:
         failed = run(names, False, env)
-        from bench import summary
-
         summary.main([])
     else:
         with tempfile.TemporaryDirectory(prefix="tailor-bench-smoke-") as folder:
             env.update(TAILOR_BENCH_RESULTS=str(Path(folder) / "results"), TAILOR_BENCH_WORK=str(Path(folder) / "work"))
             failed = run(names, True, env)
-            from bench import summary
-
             written = sorted(path.stem for path in (Path(folder) / "results").glob("*.json"))
             print(summary.render(Path(folder) / "results"))
             missing = [name for name in names if name not in written and name not in failed]

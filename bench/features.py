@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pyspark.sql import DataFrame  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from bench.report import result, workspace, write  # noqa: E402
+from bench.report import raw_records, result, workspace, write  # noqa: E402
 from bench.timing import timed  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.features.transforms import interaction_rows  # noqa: E402
@@ -47,9 +47,7 @@ ID_COLUMNS = ("event_id", "user_id", "session_id", "cart_id", "order_id")
 
 def template_interactions(spark, spec: WorldSpec) -> DataFrame:
     lines = generate_world(spec).events
-    raw = spark.createDataFrame([(line.encode(), "bench", "s", "p", str(n), None) for n, line in enumerate(lines)],
-                                "raw binary, source_kind string, source_stream string, source_partition string, "
-                                "source_offset string, source_timestamp timestamp")
+    raw = raw_records(spark, lines)
     validated = validate_events(raw).transform(add_ingest_columns).persist()
     return interaction_rows(bronze_rows(validated.where(F.col("error_code").isNull()))).localCheckpoint()
 

@@ -35,25 +35,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.report import result, workspace, write  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.runtime.session import build_spark  # noqa: E402
+from tests.profile_events import crm, event, person  # noqa: E402
 
 TRIGGER = "1 second"
 GOAL_SECONDS = 2.0
 COMMIT_FILE = re.compile(r"\d{20}\.json")
 
 
-def crm_create(number: int, at_ms: int) -> dict:
-    person = {"user_id": f"fresh-crm-{number}", "email": f"fresh{number}@example.com", "first_name": "Fresh",
-              "last_name": None, "phone": None, "country": "GB", "locale": "en-GB", "updated_at": None}
-    return {"before": None, "after": person, "op": "c", "ts_ms": at_ms,
-            "source": {"lsn": 1_000_000 + number, "ts_ms": at_ms, "db": "crm", "schema": "public",
-                       "table": "customers", "connector": "postgresql", "name": "crm"},
-            "transaction": None}
+def crm_create(number: int, at: datetime) -> dict:
+    iso = at.isoformat().replace("+00:00", "Z")
+    return crm("c", 1_000_000 + number, iso, after=person(f"fresh-crm-{number}", email=f"fresh{number}@example.com",
+                                                             first_name="Fresh", country="GB", locale="en-GB"))
 
 
 def page_view(number: int, at: datetime) -> dict:
-    return {"event_id": f"fresh-view-{number}", "event_type": "page_view", "schema_version": 1,
-            "user_id": f"fresh-web-{number}", "occurred_at": at.isoformat().replace("+00:00", "Z"),
-            "source": "web", "payload": {"url": "https://shop.example/", "session_id": f"s-{number}"}}
+    return event("page_view", f"fresh-web-{number}", at.isoformat().replace("+00:00", "Z"),
+                 {"url": "https://shop.example/", "session_id": f"s-{number}"}, f"fresh-view-{number}", source="web")
 
 
 class Producer(threading.Thread):
@@ -78,7 +75,7 @@ class Producer(threading.Thread):
                 if delay > 0:
                     time.sleep(delay)
                 now = datetime.now(UTC)
-                producer.send(self.crm_topic, json.dumps(crm_create(number, int(now.timestamp() * 1000))).encode())
+                producer.send(self.crm_topic, json.dumps(crm_create(number, now)).encode())
                 producer.send(self.events_topic, json.dumps(page_view(number, now)).encode())
                 self.sent[f"fresh-crm-{number}"] = self.sent[f"fresh-web-{number}"] = now.timestamp()
                 number += 1
@@ -201,7 +198,6 @@ def main() -> None:
     tables = {"bronze.events": ("fresh-", config.table("bronze.events").path),
               "silver.profiles": ("fresh-crm-", config.table("silver.profiles").path),
               "gold.user_features": ("fresh-web-", config.table("gold.user_features").path)}
-    spark = build_spark(config, "bench-freshness")
     lags: dict[str, list[float]] = {}
     for name, (prefix, path) in tables.items():
         seen = first_visible(spark, path, prefix)

@@ -25,6 +25,13 @@ def workspace(benchmark: str) -> Path:
     return Path(os.environ.get("TAILOR_BENCH_WORK") or REPOSITORY / "var" / "bench").resolve() / benchmark
 
 
+def raw_records(spark, lines: list[str]):
+    """JSON lines as the raw records a source hands to the ingest validation."""
+    return spark.createDataFrame([(line.encode(), "bench", "s", "p", str(n), None) for n, line in enumerate(lines)],
+                                 "raw binary, source_kind string, source_stream string, source_partition string, "
+                                 "source_offset string, source_timestamp timestamp")
+
+
 def machine() -> dict[str, Any]:
     memory_kb = 0
     meminfo = Path("/proc/meminfo")

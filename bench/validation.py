@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyspark.sql import functions as F  # noqa: E402
 
-from bench.report import result, workspace, write  # noqa: E402
+from bench.report import raw_records, result, workspace, write  # noqa: E402
 from bench.timing import timed  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.ingest.validation import validate_events  # noqa: E402
@@ -48,9 +48,7 @@ def main() -> None:
     users = max(10, args.events // 45)
     lines = generate_world(WorldSpec(seed=5, users=users, products=200, days=14,
                                      faults=Faults.parse("all=0.01"))).events[: args.events]
-    raw = spark.createDataFrame([(line.encode(), "bench", "s", "p", str(n), None) for n, line in enumerate(lines)],
-                                "raw binary, source_kind string, source_stream string, source_partition string, "
-                                "source_offset string, source_timestamp timestamp").repartition(2).cache()
+    raw = raw_records(spark, lines).repartition(2).cache()
     raw.count()
 
     expressions = validate_events(raw).select("source_offset", "error_code")
