@@ -7,8 +7,11 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, jsonify
 from flask.typing import ResponseReturnValue
@@ -22,6 +25,12 @@ from api.validation import check_user_id
 from pipelines.config import bundled_conf_dir
 
 bp = Blueprint("admin", __name__)
+# The preview shows catalogue data: no script runs, no form posts, no other site frames it.
+# Images load because a template in conf_dir may show the products' pictures.
+PREVIEW_POLICY = ("default-src 'none'; img-src https: http:; style-src 'unsafe-inline'; base-uri 'none'; "
+                  "form-action 'none'; frame-ancestors 'none'")
+_TABS_AND_NEWLINES = re.compile(r"[\t\n\r]")
+_CONTROLS_AND_SPACE = "".join(chr(code) for code in range(0x21))
 
 
 @bp.delete("/v1/users/<user_id>")
@@ -40,12 +49,35 @@ def erase(user_id: str) -> ResponseReturnValue:
     return jsonify(user_id=user_id, request_id=request_id, status="erasure_requested"), 202
 
 
+def safe_url(value: Any) -> str | None:
+    """`value` if it is an absolute http(s) URL, else None. Product links come from the
+    catalogue feed: a javascript: URL in an href would run in the page. The URL is first
+    cleaned as a browser cleans it (tabs and newlines anywhere, control characters and spaces
+    around it), so " JaVa\\tScript:..." is seen as javascript:."""
+    if not isinstance(value, str):
+        return None
+    url = _TABS_AND_NEWLINES.sub("", value).strip(_CONTROLS_AND_SPACE)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a malformed host, such as an unclosed IPv6 bracket
+        return None
+    return url if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def html_page(html: str, policy: str, status: int = 200) -> Response:
+    response = Response(html, status=status, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = policy
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
 def templates() -> Environment:
     environment: Environment | None = current_app.extensions["tailor"].get("templates")
     if environment is None:
         config = current_app.extensions["tailor"]["config"]
         folders = [str(Path(config.conf_dir) / "templates"), str(bundled_conf_dir() / "templates")]
         environment = Environment(loader=FileSystemLoader(folders), autoescape=select_autoescape(["html"]))
+        environment.filters["safe_url"] = safe_url
         current_app.extensions["tailor"]["templates"] = environment
     return environment
 
@@ -58,4 +90,6 @@ def preview(user_id: str) -> ResponseReturnValue:
     if answer.status != 200 or answer.row is None:
         return error_response(410, "gone", f"no email for this person: {answer.reason}", reason=answer.reason)
     html = templates().get_template("preview_email.html").render(row=answer.row)
-    return Response(html, mimetype="text/html")
+    response = html_page(html, PREVIEW_POLICY)
+    response.headers["Cache-Control"] = "no-store"  # a person's name and products
+    return response

@@ -3,13 +3,15 @@ here, no script from elsewhere: the page works on a host without internet access
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
-from api.admin import templates
+from api.admin import html_page, templates
 from api.openapi import document
 
 bp = Blueprint("docs", __name__)
+DOCS_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+               "frame-ancestors 'none'")
 
 
 @bp.get("/openapi.json")
@@ -21,4 +23,4 @@ def openapi_json() -> ResponseReturnValue:
 def docs_page() -> ResponseReturnValue:
     spec = document(current_app.extensions["tailor"]["config"])
     html = templates().get_template("api_docs.html").render(spec=spec)
-    return Response(html, mimetype="text/html")
+    return html_page(html, DOCS_POLICY)

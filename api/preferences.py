@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from api import consent
-from api.admin import templates
+from api.admin import html_page, templates
 from api.auth import require_scope
 from api.errors import ApiError
 from api.rows import GONE_REASONS
@@ -31,6 +31,7 @@ from pipelines.config import Config
 bp = Blueprint("preferences", __name__)
 _SALT = "tailor-preferences"
 SUBSCRIBER = "subscriber"
+PAGE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
 
 
 def _config() -> Config:
@@ -169,7 +170,7 @@ def page(token: str) -> ResponseReturnValue:
     except ApiError as error:
         html = templates().get_template("preferences.html").render(error=error.message, state=None, topics=(),
                                                                     saved=False)
-        return Response(html, status=error.status, mimetype="text/html")
+        return html_page(html, PAGE_POLICY, error.status)
     saved = False
     if request.method == "POST":
         form = request.form
@@ -185,7 +186,6 @@ def page(token: str) -> ResponseReturnValue:
     g.subscriber_page = True
     html = templates().get_template("preferences.html").render(
         state=current_state(user_id), topics=_config().api.preference_topics, saved=saved, error=None)
-    response = Response(html, mimetype="text/html")
+    response = html_page(html, PAGE_POLICY)
     response.headers["Cache-Control"] = "no-store"
-    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
     return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -22,16 +23,39 @@ def check_user_id(user_id: Any, where: str = "user_id") -> str:
     return user_id
 
 
-def json_body() -> dict[str, Any]:
-    """The request's JSON object, or 400/415 with a JSON error."""
-    if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "send a JSON body with Content-Type: application/json")
+def body_bytes() -> bytes:
+    """The request body, or 413 when it is over MAX_CONTENT_LENGTH.
+
+    A chunked body has no Content-Length. gunicorn de-chunks it and says the stream ends
+    (wsgi.input_terminated); Werkzeug would then stop reading at the limit and hand over the
+    first `limit` bytes as the whole body. So such a body is read here, one byte past the
+    limit, to tell a body at the limit from a longer one."""
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
     if limit is not None and (request.content_length or 0) > limit:
         raise ApiError(413, "body_too_large", f"the body is over {limit} bytes")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "bad_json", "the body is not valid JSON")
+    if limit is None or request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+        return request.get_data(cache=True)
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = request.input_stream.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise ApiError(413, "body_too_large", f"the body is over {limit} bytes")
+    return b"".join(chunks)
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object, or 400/413/415 with a JSON error."""
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "send a JSON body with Content-Type: application/json")
+    try:
+        body = json.loads(body_bytes())
+    except ValueError:  # UnicodeDecodeError is one too
+        raise ApiError(400, "bad_json", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_json", "the body must be a JSON object")
     return body

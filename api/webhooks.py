@@ -42,7 +42,7 @@ from api import consent
 from api.errors import ApiError
 from api.rows import GONE_REASONS
 from api.store import holder
-from api.validation import USER_ID_PATTERN
+from api.validation import USER_ID_PATTERN, body_bytes
 from pipelines.config import Config
 from pipelines.contracts import validate_event
 from pipelines.serving import SUPPRESSION, StoreUnavailable
@@ -223,10 +223,7 @@ PROVIDERS = {"generic": (_verify_generic, _generic_events), "sendgrid": (_verify
 @bp.post("/v1/webhooks/<provider>")
 def receive(provider: str) -> ResponseReturnValue:
     secret = _secret(provider)
-    limit = current_app.config.get("MAX_CONTENT_LENGTH")
-    if limit is not None and (request.content_length or 0) > limit:
-        raise ApiError(413, "body_too_large", f"the body is over {limit} bytes")
-    body = request.get_data(cache=True)
+    body = body_bytes()
     verify, parse = PROVIDERS[provider]
     replay = _replay_key(provider, verify(secret, body), body)
     if _seen_before(replay):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from api import create_app
 from pipelines.config import Config, load_config
@@ -41,6 +43,14 @@ WEBHOOK_SECRET = "test-webhook-secret-not-a-secret"
 
 def headers(key_id: str) -> dict[str, str]:
     return {"X-Api-Key": KEYS[key_id][0]}
+
+
+def post_chunked(client: FlaskClient, path: str, body: bytes | io.BytesIO, headers: dict[str, str]) -> TestResponse:
+    """POST `body` as gunicorn hands a chunked request over: de-chunked, no Content-Length,
+    the stream marked as ending (wsgi.input_terminated)."""
+    stream = body if isinstance(body, io.BytesIO) else io.BytesIO(body)
+    return client.post(path, headers={**headers, "Transfer-Encoding": "chunked"}, input_stream=stream,
+                       environ_overrides={"wsgi.input_terminated": True})
 
 
 @pytest.fixture(autouse=True)

@@ -3,10 +3,11 @@ ETags and the JSON errors. Expected rows are written out here or in data.json by
 
 from __future__ import annotations
 
+import io
 import json
 
 from pipelines.serving import open_store
-from tests.api.conftest import DATA, headers
+from tests.api.conftest import DATA, headers, post_chunked
 
 READER = headers("reader")
 GLOBAL_DEFAULT_HERO = {"offer_id": "welcome", "headline": "New this week", "url": None}
@@ -126,3 +127,21 @@ def test_bad_requests_get_a_4xx_with_a_json_error(client):
     for response, status, code in cases:
         assert (response.status_code, response.get_json()["error"]) == (status, code), response.get_json()
         assert response.get_json()["message"]
+
+
+def test_a_chunked_body_is_read_up_to_the_limit_and_413_past_it(make_app):
+    client = make_app("api.max_body_bytes=1024").test_client()
+    json_headers = {**READER, "Content-Type": "application/json"}
+    at_limit = b'{"user_ids": ["u-ada"]' + b" " * 1001 + b"}"
+    assert len(at_limit) == 1024
+    read = post_chunked(client, "/v1/content:batchGet", at_limit, json_headers)
+    assert read.status_code == 200
+    assert [row["user_id"] for row in read.get_json()["rows"]] == ["u-ada"]
+    too_large = {"error": "body_too_large", "message": "the body is over 1024 bytes"}
+    # One byte over: cut at the limit it would still be valid JSON, and be served.
+    over = post_chunked(client, "/v1/content:batchGet", at_limit + b" ", json_headers)
+    assert (over.status_code, over.get_json()) == (413, too_large)
+    endless = io.BytesIO(b'{"user_ids": ["u-ada"], "pad": "' + b"x" * 300_000 + b'"}')
+    huge = post_chunked(client, "/v1/content:batchGet", endless, json_headers)
+    assert (huge.status_code, huge.get_json()) == (413, too_large)
+    assert endless.tell() == 1025  # the limit and one byte, no more

@@ -27,9 +27,13 @@ def test_openapi_document_is_31_and_lists_every_route(app: Flask, client):
 
 
 def test_docs_page_lists_the_endpoints(client):
-    page = client.get("/docs").get_data(as_text=True)
+    response = client.get("/docs")
+    page = response.get_data(as_text=True)
     assert "<code>/v1/content:batchGet</code>" in page
     assert "<code>X-Api-Key</code>" in page
+    assert response.headers["Content-Security-Policy"] == (
+        "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_api_conforms_to_its_openapi_document(make_app):

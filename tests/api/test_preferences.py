@@ -136,6 +136,10 @@ def test_html_page_shows_and_saves_choices(app, client):
     bad = client.get("/preferences/not-a-token")
     assert bad.status_code == 403
     assert "this link is not valid" in bad.get_data(as_text=True)
+    for response in (page, saved, bad):
+        assert response.headers["Content-Security-Policy"] == (
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_erasure_suppresses_at_once_and_emits_an_event(store_app):

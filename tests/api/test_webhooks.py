@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.api.conftest import WEBHOOK_SECRET, headers
+from tests.api.conftest import WEBHOOK_SECRET, headers, post_chunked
 from tests.api.test_preferences import audit_lines, landed_events
 
 READER = headers("reader")
@@ -87,6 +87,17 @@ def test_bad_signature_stale_and_replayed_requests_are_refused(client):
     upper = {**fresh, "X-Tailor-Signature": f"{stamp},v1={digest[3:].upper()}"}
     assert client.post("/v1/webhooks/generic", data=body, headers=upper).status_code == 409
     assert client.get("/v1/content/u-hal", headers=READER).status_code == 200  # the tampered body changed nothing
+
+
+def test_a_chunked_webhook_is_verified_over_its_whole_body(make_app):
+    client = make_app("api.max_body_bytes=1024").test_client()
+    body = json.dumps(GENERIC).encode().ljust(1024)  # 638 bytes and spaces
+    response = post_chunked(client, "/v1/webhooks/generic", body, signed(body))
+    assert (response.status_code, response.get_json()) == (200, {"accepted": 4, "ignored": 0, "suppressed": 2})
+    over = body + b" "
+    refused = post_chunked(client, "/v1/webhooks/generic", over, signed(over))
+    assert (refused.status_code, refused.get_json()) == (
+        413, {"error": "body_too_large", "message": "the body is over 1024 bytes"})
 
 
 def test_bad_bodies_and_unknown_providers_are_4xx(client):
