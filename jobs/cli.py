@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("jobs.serve", "run the content API under gunicorn (settings: api.* in config)"),
     "status": ("jobs.status", "where every job and table stands: batches, lag, versions, validation, model, store"),
     "check-freshness": ("jobs.check_freshness", "exit 1 with one line when a query, the publish or quarantine is off"),
+    "report": ("jobs.report", "report quality: the data quality audit report (HTML): duplicates, completeness, trend"),
     "dashboard": ("jobs.dashboard", "write the static HTML dashboard: throughput, freshness, quality, model, API"),
     "maintain": ("jobs.maintain", "daily: compact and cluster tables, bound their history, purge and VACUUM"),
     "vacuum": ("jobs.vacuum", "purge deleted rows and old files (erasure made final), retention from config"),

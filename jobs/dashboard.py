@@ -12,11 +12,10 @@ Default path: monitoring.dashboard_path under storage.root.
 from __future__ import annotations
 
 import argparse
-import posixpath
 
 from jobs._common import config_from, entry_point, parser_for
 from pipelines.monitoring.dashboard import gather, render_dashboard
-from pipelines.runtime.filesystems import filesystem
+from pipelines.runtime.filesystems import write_text
 from pipelines.runtime.session import build_spark
 
 
@@ -35,11 +34,7 @@ def main(argv=None) -> int:
     path = args.output or config.under_root(config.monitoring.dashboard_path)
     spark = build_spark(config, "dashboard")
     page = render_dashboard(gather(spark, config, args.api_metrics), config.recommend.k)
-    fs, target = filesystem(path)
-    if posixpath.dirname(target):
-        fs.create_dir(posixpath.dirname(target), recursive=True)
-    with fs.open_output_stream(target) as out:
-        out.write(page.encode("utf-8"))
+    write_text(path, page)
     print(f"dashboard: {path}")
     return 0
 

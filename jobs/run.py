@@ -6,10 +6,11 @@
 
 Steps, in flow order: generate, load-catalog, ingest, merge-profiles, build-features,
 validate, train, score, publish, fetch (start the content API, fetch three users' rows over
-HTTP, stop it). Each streaming job runs availableNow (`--once`). A failed step is retried
---retries times (default 1), then the run stops; every step's status and time land in
-<storage.root>/_run/last_run.json, and `--resume` starts again at the step that failed.
-`--from STEP` runs that step and every one after it; `--only STEP` just the ones named.
+HTTP, stop it), dashboard, report (the data quality audit report). Each streaming job runs
+availableNow (`--once`). A failed step is retried --retries times (default 1), then the run
+stops; every step's status and time land in <storage.root>/_run/last_run.json, and
+`--resume` starts again at the step that failed. `--from STEP` runs that step and every one
+after it; `--only STEP` just the ones named.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from jobs import (
     load_catalog,
     merge_profiles,
     publish_content,
+    report,
     score_recommendations,
     train_recommender,
     validate,
@@ -81,6 +83,9 @@ STEPS: list[Step] = [
     Step("fetch", lambda args, config, common: fetch_over_http(config, common)),
     Step("dashboard", lambda args, config, common: dashboard.main(
         [*common, "--api-metrics", api_metrics_file(config).resolve().as_uri()])),
+    # Idle days are counted back from the end of the generated weeks, as the features are.
+    Step("report", lambda args, config, common: report.main([*common, "quality", *_world_end_arg(config)]),
+         "audit.quality_report"),
 ]
 STEP_NAMES = [step.name for step in STEPS]
 
@@ -407,6 +412,7 @@ def landed_summary(config) -> str:
         f"serving store: {config.serving.type}",
         f"tables under {config.under_root('')}; `tailor status` shows where each job stands",
         f"dashboard: {Path(config.under_root(config.monitoring.dashboard_path)).resolve()}",
+        f"quality report: {Path(config.under_root(config.quality.report_path)).resolve()}",
     ]
     return "\n".join(lines)
 

@@ -69,6 +69,7 @@ TABLES = (
     "silver.duplicate_profiles",
     "audit.log",
     "audit.quality_results",
+    "audit.quality_report",
     "audit.streaming_progress",
     "audit.job_runs",
 )
@@ -693,6 +694,11 @@ class QualityConfig(_Strict):
     gate: Literal["enforce", "off"] = Field(description="train and publish refuse inputs that failed a critical "
                                                         "expectation at the version they read")
     require_validation: bool = Field(description="the gate also refuses an input version never validated")
+    stale_profile_days: int = Field(
+        default=180, gt=0, description="tailor report quality: a profile with no change and no behaviour for this "
+                                       "many days or more is stale")
+    report_path: str = Field(
+        default="quality/report.html", description="tailor report quality writes here; relative to storage.root")
 
 
 class SecretsConfig(_Strict):

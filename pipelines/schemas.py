@@ -410,6 +410,16 @@ JOB_RUNS = StructType([
     StructField("error", StringType(), True),               # the one-line message, or the exception's class
 ])
 
+# One row per headline number of each `tailor report quality` (metric: profiles,
+# completeness.country, segment_share.loyal, ...): the next report's "since the last report".
+QUALITY_REPORT = StructType([
+    StructField("report_id", StringType(), False),
+    StructField("reported_at", TimestampType(), False),
+    StructField("as_of", TimestampType(), False),           # what freshness and idle days were measured against
+    StructField("metric", StringType(), False),
+    StructField("value", DoubleType(), False),
+])
+
 QUALITY_RESULTS = StructType([
     StructField("run_id", StringType(), False),
     StructField("run_at", TimestampType(), False),

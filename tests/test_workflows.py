@@ -96,11 +96,12 @@ def _is_daily(quartz_cron: str) -> bool:
 
 def test_maintenance_runs_daily_on_both_platforms(bundle, emr):
     maintenance = bundle["files"]["resources/maintenance.yml"]["resources"]["jobs"]["tailor_maintenance"]
-    assert [task["python_wheel_task"]["parameters"][0] for task in maintenance["tasks"]] == ["maintain"]
+    assert [task["python_wheel_task"]["parameters"][:2] for task in maintenance["tasks"]] == [
+        ["report", "quality"], ["maintain", "--env"]]
     assert _is_daily(maintenance["schedule"]["quartz_cron_expression"])
     batch = bundle["files"]["resources/batch.yml"]["resources"]["jobs"]["tailor_batch"]
     assert _is_daily(batch["schedule"]["quartz_cron_expression"])
-    assert _chain(_emr_tasks(emr), "maintenance-steps.json") == ["maintain"]
+    assert _chain(_emr_tasks(emr), "maintenance-steps.json") == ["report", "maintain"]
 
 
 def _configs(bundle, target: str) -> dict[str, Config]:
@@ -207,6 +208,10 @@ BROKEN_BUNDLES = {
     "a pin other than the lock's": (
         lambda b: _task(b, "tailor_batch/validate")["libraries"][1]["pypi"].update(package="great-expectations==1.0.0"),
         "is not requirements.lock's great-expectations==1.24.1"),
+    "train runs whatever validate did": (
+        lambda b: _task(b, "tailor_batch/train").update(run_if="ALL_DONE"), "so a failed validate stops train"),
+    "maintenance held back by a failed report": (
+        lambda b: _task(b, "tailor_maintenance/maintain").pop("run_if"), "needs run_if ALL_DONE"),
     "unknown entry point": (
         lambda b: _task(b, "tailor_batch/score")["python_wheel_task"].update(entry_point="tailor-cli"),
         "entry_point 'tailor-cli' is not a console script"),
@@ -256,6 +261,9 @@ BROKEN_EMR = {
         lambda e: _step(e, "batch-steps.json/tailor validate").update(ActionOnFailure="CONTINUE"),
         "must be ActionOnFailure CANCEL_AND_WAIT"),
     "out of order": (_swap_train_and_validate, "validate runs after train"),
+    "a failed report cancels maintenance": (
+        lambda e: _step(e, "maintenance-steps.json/tailor report quality").update(ActionOnFailure="CANCEL_AND_WAIT"),
+        "report must be ActionOnFailure CONTINUE"),
     "a stream holding the step queue": (
         lambda e: _replace(_args(e, "streaming-steps.json/tailor merge-profiles"), f"{WAIT}=false", f"{WAIT}=true"),
         "a stream started on a schedule must end"),

@@ -44,6 +44,9 @@ EMR_DIR = ROOT / "deploy" / "emr"
 BOUNDED_OPTIONS = ("once", "refresh_windows")
 # validate's failed critical expectations must stop these (README, Data quality: quality.gate).
 GATED_BY_VALIDATE = ("train", "publish")
+# Commands that read the tables and record what they saw: their failure must not hold back
+# the tasks after them (Databricks run_if ALL_DONE, EMR ActionOnFailure CONTINUE).
+OBSERVERS = ("report",)
 PAUSE_STATUSES = ("PAUSED", "UNPAUSED")
 # Databricks: a continuous job takes no retry policy (it retries with exponential backoff).
 RETRY_SETTINGS = ("max_retries", "min_retry_interval_millis", "retry_on_timeout")
@@ -311,6 +314,7 @@ def bundle_problems(bundle: dict[str, Any], target: str) -> list[str]:
     locked = locked_versions()
     parsed: list[tuple[Task, argparse.Namespace]] = []
     jobs: dict[str, tuple[str, dict, list[tuple[Task, dict]]]] = {}
+    command_by_key = {(task.job, task.name): task.command for task, _, _, _ in tasks}
     for task, file, job, spec in tasks:
         jobs.setdefault(task.job, (file, job, []))[2].append((task, spec))
         wheel_task = spec.get("python_wheel_task")
@@ -339,6 +343,13 @@ def bundle_problems(bundle: dict[str, Any], target: str) -> list[str]:
         if not (spec.get("job_cluster_key") in clusters or "new_cluster" in spec or "existing_cluster_id" in spec):
             problems.append(f"{task.where}: runs on no cluster of its job (job_cluster_key "
                             f"'{spec.get('job_cluster_key')}')")
+        if task.command in GATED_BY_VALIDATE and spec.get("run_if", "ALL_SUCCESS") != "ALL_SUCCESS":
+            problems.append(f"{task.where}: run_if must be ALL_SUCCESS, so a failed validate stops {task.command}")
+        observed = [parent.get("task_key") for parent in spec.get("depends_on") or []
+                    if command_by_key.get((task.job, parent.get("task_key"))) in OBSERVERS]
+        if observed and spec.get("run_if") != "ALL_DONE":
+            problems.append(f"{task.where}: runs after {', '.join(observed)}, whose failure must not hold it "
+                            f"back: needs run_if ALL_DONE")
         if task.continuous and spec.get("depends_on"):
             problems.append(f"{task.where}: a continuous job takes no task dependencies")
         if task.continuous:
@@ -504,14 +515,19 @@ def emr_problems(emr: dict[str, Any]) -> list[str]:
 def _step_order_problems(file: str, entries: list[tuple[Task, dict]]) -> list[str]:
     """Steps run one at a time in file order (StepConcurrencyLevel 1). A stream is submitted
     without waiting (it never ends, and would hold the queue); every other step waits, and
-    a failed one cancels the steps after it, so the batch chain keeps its order and gates."""
+    a failed one cancels the steps after it, so the batch chain keeps its order and gates;
+    but an observer's (OBSERVERS) failure lets the steps after it run."""
     problems = []
     finishing = [(task, step) for task, step in entries if not task.continuous]
     for task, step in entries:
         if task.continuous and step.get("ActionOnFailure") != "CONTINUE":
             problems.append(f"{task.where}: a stream submitted without waiting must be ActionOnFailure CONTINUE")
     for task, step in finishing[:-1]:
-        if step.get("ActionOnFailure") != "CANCEL_AND_WAIT":
+        if task.command in OBSERVERS:
+            if step.get("ActionOnFailure") != "CONTINUE":
+                problems.append(f"{task.where}: {task.command} must be ActionOnFailure CONTINUE, so its failure "
+                                f"does not cancel the steps after it")
+        elif step.get("ActionOnFailure") != "CANCEL_AND_WAIT":
             problems.append(f"{task.where}: must be ActionOnFailure CANCEL_AND_WAIT, so its failure stops "
                             f"the steps after it")
     order = [(task.name, task.command, [previous.name] if previous else [])

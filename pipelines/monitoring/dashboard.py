@@ -8,7 +8,6 @@ rows; render_dashboard turns rows into HTML and needs neither Spark nor a networ
 from __future__ import annotations
 
 import html
-import io
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,13 +19,11 @@ from pyspark.sql import functions as F
 
 from pipelines.config import Config
 from pipelines.monitoring.freshness import Check, freshness_checks
+from pipelines.monitoring.plots import DATA, checks_table, new_figure, page, panel, svg, time_series
 from pipelines.monitoring.status import utc_from_micros
 from pipelines.runtime.delta_tables import read_table, table_exists
 
 MAX_POINTS = 2000  # per series: the newest batches; a page, not an archive
-# The SVG id prefix of every artist that draws data (a line, a bar), so a test can tell a
-# plot that drew its data from one that drew only its axes.
-_DATA = "data"
 
 
 @dataclass
@@ -151,38 +148,6 @@ def gather(spark: SparkSession, config: Config, api_metrics_url: str | None = No
 
 # -- rendering (pure) --------------------------------------------------------------------
 
-def _svg(figure: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
-    plt.close(figure)
-    text = buffer.getvalue()
-    return text[text.index("<svg"):]
-
-
-def _figure(title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7.5, 3.2))
-    axes.set_title(title, fontsize=11, loc="left")
-    axes.grid(True, alpha=0.3)
-    return figure, axes
-
-
-def _time_series(title: str, series: dict[str, tuple[list, list]], ylabel: str) -> str:
-    figure, axes = _figure(title)
-    for label, (times, values) in sorted(series.items()):
-        axes.plot(times, values, marker="o", markersize=3, linewidth=1.2, label=label, gid=_DATA)
-    axes.set_ylabel(ylabel)
-    axes.legend(fontsize=8, loc="upper left")
-    figure.autofmt_xdate()
-    return _svg(figure)
-
-
 def _by_query(rows: list[dict[str, Any]], column: str) -> dict[str, tuple[list, list]]:
     series: dict[str, tuple[list, list]] = {}
     for row in rows:
@@ -194,19 +159,13 @@ def _by_query(rows: list[dict[str, Any]], column: str) -> dict[str, tuple[list, 
     return series
 
 
-def _panel(panel_id: str, title: str, svg: str | None, empty: str, note: str = "") -> str:
-    body = (f'<figure class="plot" id="{panel_id}">{svg}<figcaption>{html.escape(note)}</figcaption></figure>'
-            if svg else f'<p class="empty" id="{panel_id}">{html.escape(empty)}</p>')
-    return f"<section><h2>{html.escape(title)}</h2>{body}</section>"
-
-
 def _throughput(data: DashboardData) -> str | None:
     if not data.progress:
         return None
     series = {f"{name} in": values for name, values in _by_query(data.progress, "input_rows_per_second").items()}
     series.update({f"{name} processed": values
                    for name, values in _by_query(data.progress, "processed_rows_per_second").items()})
-    return _time_series("Rows per second, per batch", series, "rows/s")
+    return time_series("Rows per second, per batch", series, "rows/s")
 
 
 def _freshness(data: DashboardData) -> str | None:
@@ -215,7 +174,7 @@ def _freshness(data: DashboardData) -> str | None:
     lags = [(row["at"], row["max_event_time_lag_s"]) for row in data.ingest if row["max_event_time_lag_s"] is not None]
     if lags:
         series["ingest event-time lag"] = ([at for at, _ in lags], [lag for _, lag in lags])
-    return _time_series("Batch duration and event-time lag", series, "seconds") if series else None
+    return time_series("Batch duration and event-time lag", series, "seconds") if series else None
 
 
 def _quarantine(data: DashboardData) -> str | None:
@@ -223,27 +182,27 @@ def _quarantine(data: DashboardData) -> str | None:
     if not rows:
         return None
     rates = [100 * row["quarantined_rows"] / row["input_rows"] for row in rows]
-    return _time_series("Quarantined share of each ingest batch", {"quarantine": ([r["at"] for r in rows], rates)},
+    return time_series("Quarantined share of each ingest batch", {"quarantine": ([r["at"] for r in rows], rates)},
                         "% of records")
 
 
 def _quality(data: DashboardData) -> str | None:
     if not data.quality:
         return None
-    figure, axes = _figure("Expectations per validation run")
+    figure, axes = new_figure("Expectations per validation run")
     labels = [row["at"].strftime("%m-%d %H:%M") for row in data.quality]
     positions = range(len(labels))
     passed = [row["passed"] for row in data.quality]
     warnings = [row["warnings_failed"] for row in data.quality]
     critical = [row["critical_failed"] for row in data.quality]
-    axes.bar(positions, passed, color="#4c9a2a", label="passed", gid=_DATA)
-    axes.bar(positions, warnings, bottom=passed, color="#e0a800", label="warning failed", gid=_DATA)
+    axes.bar(positions, passed, color="#4c9a2a", label="passed", gid=DATA)
+    axes.bar(positions, warnings, bottom=passed, color="#e0a800", label="warning failed", gid=DATA)
     axes.bar(positions, critical, bottom=[p + w for p, w in zip(passed, warnings, strict=True)], color="#c0392b",
-             label="critical failed", gid=_DATA)
+             label="critical failed", gid=DATA)
     axes.set_xticks(list(positions), labels, rotation=30, fontsize=8)
     axes.set_ylabel("expectations")
     axes.legend(fontsize=8)
-    return _svg(figure)
+    return svg(figure)
 
 
 def _models(data: DashboardData, k: int) -> str | None:
@@ -257,13 +216,13 @@ def _models(data: DashboardData, k: int) -> str | None:
                 values.append(value)
     if not series:
         return None
-    figure, axes = _figure(f"Test NDCG@{k} per registered version (the blend against its baselines)")
+    figure, axes = new_figure(f"Test NDCG@{k} per registered version (the blend against its baselines)")
     for model, (versions, values) in sorted(series.items()):
-        axes.plot(versions, values, marker="o", linewidth=1.2, label=model, gid=_DATA)
+        axes.plot(versions, values, marker="o", linewidth=1.2, label=model, gid=DATA)
     axes.set_xlabel("model version")
     axes.set_xticks(sorted({version["version"] for version in data.models}))
     axes.legend(fontsize=8)
-    return _svg(figure)
+    return svg(figure)
 
 
 def _api(data: DashboardData) -> str | None:
@@ -275,31 +234,19 @@ def _api(data: DashboardData) -> str | None:
     routes = sorted(data.api["latency_s"])
     positions = range(len(routes))
     latency.barh([p - 0.2 for p in positions], [1000 * data.api["latency_s"][r]["p50"] for r in routes],
-                 height=0.4, label="p50", gid=_DATA)
+                 height=0.4, label="p50", gid=DATA)
     latency.barh([p + 0.2 for p in positions], [1000 * data.api["latency_s"][r]["p95"] for r in routes],
-                 height=0.4, label="p95", gid=_DATA)
+                 height=0.4, label="p95", gid=DATA)
     latency.set_yticks(list(positions), routes, fontsize=7)
     latency.set_xlabel("ms (bucket upper bound)")
     latency.set_title("Latency per route", fontsize=11, loc="left")
     latency.legend(fontsize=8)
     reasons = sorted(data.api["fallbacks_by_reason"])
     fallbacks.bar(range(len(reasons)), [data.api["fallbacks_by_reason"][r] for r in reasons], color="#e0a800",
-                  gid=_DATA)
+                  gid=DATA)
     fallbacks.set_xticks(list(range(len(reasons))), reasons, rotation=30, fontsize=8)
     fallbacks.set_title("Fallback rows served, by reason", fontsize=11, loc="left")
-    return _svg(figure)
-
-
-_STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:64em;color:#222}
-h1{font-size:1.5em}h2{font-size:1.1em;margin-top:1.6em}table{border-collapse:collapse;font-size:.85em}
-td,th{border-bottom:1px solid #ddd;padding:.25em .6em;text-align:left}.ok{color:#2e7d32}.bad{color:#c0392b}
-figure{margin:0}figure svg{max-width:100%;height:auto}.empty{color:#777;font-style:italic}"""
-
-
-def _checks_html(checks: list[Check]) -> str:
-    rows = "".join(f'<tr><td class="{"ok" if check.ok else "bad"}">{"ok" if check.ok else "STALE"}</td>'
-                   f"<td>{html.escape(check.text)}</td></tr>" for check in checks)
-    return f'<section><h2>Freshness</h2><table id="checks">{rows}</table></section>'
+    return svg(figure)
 
 
 def _runs_html(runs: list[dict[str, Any]]) -> str:
@@ -317,18 +264,16 @@ def render_dashboard(data: DashboardData, k: int) -> str:
     api_empty = data.api_error or ("no API metrics URL configured (monitoring.api_metrics_url or --api-metrics)"
                                    if data.api is None else "the API has served no content request yet")
     sections = [
-        _checks_html(data.checks),
-        _panel("throughput", "Throughput", _throughput(data), "no streaming batch recorded yet"),
-        _panel("freshness", "Batch duration and lag", _freshness(data), "no streaming batch recorded yet"),
-        _panel("quarantine", "Quarantine rate", _quarantine(data), "no ingest batch recorded yet"),
-        _panel("quality", "Data quality", _quality(data), "no validation run yet"),
-        _panel("models", "Model metrics across versions", _models(data, k),
+        checks_table(data.checks),
+        panel("throughput", "Throughput", _throughput(data), "no streaming batch recorded yet"),
+        panel("freshness", "Batch duration and lag", _freshness(data), "no streaming batch recorded yet"),
+        panel("quarantine", "Quarantine rate", _quarantine(data), "no ingest batch recorded yet"),
+        panel("quality", "Data quality", _quality(data), "no validation run yet"),
+        panel("models", "Model metrics across versions", _models(data, k),
                data.models_error or "no registered model version yet"),
-        _panel("api", "Content API", _api(data), api_empty,
+        panel("api", "Content API", _api(data), api_empty,
                "from /metrics since the API started" if data.api else ""),
         _runs_html(data.job_runs),
     ]
     stamp = data.generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Tailor dashboard</title>"
-            f"<style>{_STYLE}</style></head><body><h1>Tailor ({html.escape(data.env)})</h1>"
-            f"<p>generated {stamp}</p>{''.join(sections)}</body></html>\n")
+    return page("Tailor dashboard", f"Tailor ({data.env})", stamp, sections)

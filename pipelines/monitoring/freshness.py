@@ -68,20 +68,28 @@ def publish_check(spark: SparkSession, config: Config, now: datetime) -> Check:
     return Check("publish", age <= timedelta(hours=limit), f"last publish {_minutes(age)} ago (limit {limit:g} h)")
 
 
-def quarantine_check(spark: SparkSession, config: Config, now: datetime) -> Check:
+def quarantine_totals(spark: SparkSession, config: Config, now: datetime) -> tuple[int, int] | None:
+    """(records read, records quarantined) by ingest over the last monitoring.window_hours;
+    None before the first ingest."""
     table = config.table("bronze.ingest_metrics")
-    window = config.monitoring.window_hours
-    limit = config.monitoring.max_quarantine_rate
-    since = int((now - timedelta(hours=window)).timestamp() * 1_000_000)
     if not table_exists(spark, table):
-        return Check("quarantine", True, f"no records ingested in {window:g} h")
+        return None
+    since = int((now - timedelta(hours=config.monitoring.window_hours)).timestamp() * 1_000_000)
     totals = (read_table(spark, table).where(F.unix_micros("batch_timestamp") >= since)
               .agg(F.sum("input_rows").alias("input"), F.sum("quarantined_rows").alias("quarantined")).first())
-    if not totals.input:
+    return totals.input or 0, totals.quarantined or 0
+
+
+def quarantine_check(spark: SparkSession, config: Config, now: datetime) -> Check:
+    window = config.monitoring.window_hours
+    limit = config.monitoring.max_quarantine_rate
+    totals = quarantine_totals(spark, config, now)
+    if not totals or not totals[0]:
         return Check("quarantine", True, f"no records ingested in {window:g} h")
-    rate = totals.quarantined / totals.input
+    read, quarantined = totals
+    rate = quarantined / read
     return Check("quarantine", rate <= limit,
-                 f"quarantine rate {rate:.1%} of {totals.input} records in {window:g} h (limit {limit:.1%})")
+                 f"quarantine rate {rate:.1%} of {read} records in {window:g} h (limit {limit:.1%})")
 
 
 def freshness_checks(spark: SparkSession, config: Config, now: datetime | None = None) -> list[Check]:

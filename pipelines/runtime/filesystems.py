@@ -12,3 +12,14 @@ def filesystem(uri: str) -> tuple[Any, str]:
     if "://" in uri and not uri.startswith("file://"):
         return fs.FileSystem.from_uri(uri)
     return fs.LocalFileSystem(), uri.removeprefix("file://")
+
+
+def write_text(uri: str, text: str) -> None:
+    """Write a whole file (a report, a page) to a local path or a URI, creating its folder."""
+    import posixpath
+
+    fs, target = filesystem(uri)
+    if posixpath.dirname(target):
+        fs.create_dir(posixpath.dirname(target), recursive=True)
+    with fs.open_output_stream(target) as out:
+        out.write(text.encode("utf-8"))

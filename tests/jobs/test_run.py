@@ -163,6 +163,13 @@ def test_the_demo_runs_every_step_and_fetches_rows_over_http(tmp_path, monkeypat
     assert f"dashboard: {tmp_path / 'dashboard' / 'index.html'}" in out
     # The fetch's requests reached the dashboard through the API's /metrics.
     assert '<figure class="plot" id="api">' in page and '<figure class="plot" id="throughput">' in page
+    # The audit report renders with the demo's tables: every section drew from them.
+    report = (tmp_path / "quality" / "report.html").read_text(encoding="utf-8")
+    assert f"quality report: {tmp_path / 'quality' / 'report.html'}" in out
+    for plot in ("completeness", "idle", "quarantine", "segments"):
+        assert f'<figure class="plot" id="{plot}">' in report, plot
+    assert '<p id="duplicates">no email is shared by two profiles' in report  # the generator's emails are unique
+    assert not re.search(r"u-\d+", report), "a user id on the report"
     # The notebooks run top to bottom on the demo's tables (each asserts it found data).
     monkeypatch.setenv("TAILOR_STORAGE_ROOT", str(tmp_path))
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
