@@ -72,8 +72,9 @@ def _variant_name(point: dict[str, float]) -> str:
     return ",".join(f"{name}={value:g}" for name, value in point.items()) or "configured"
 
 
-def train(spark, config: Config, as_of: datetime | None) -> dict:
-    """The whole training run; returns what it logged and decided, for the caller to print."""
+def train(spark, config: Config, as_of: datetime | None, version: int | None = None) -> dict:
+    """The whole training run over silver.interactions at `version` (default: the current
+    one); returns what it logged and decided, for the caller to print."""
     import mlflow
     from pyspark.ml import PipelineModel
     from pyspark.sql import functions as F
@@ -92,12 +93,15 @@ def train(spark, config: Config, as_of: datetime | None) -> dict:
         record_decision,
         use_experiment,
     )
-    from pipelines.runtime.delta_tables import read_table
+    from pipelines.runtime.delta_tables import read_table_at
 
     settings = config.recommend
     started = time.monotonic()
-    version = _table_version(spark, config, "silver.interactions")
-    history = from_interactions(read_table(spark, config.table("silver.interactions")), settings.event_weights)
+    if version is None:
+        version = _table_version(spark, config, "silver.interactions")
+    # Read at the version the gate checked: a commit landing meanwhile waits for the next run.
+    history = from_interactions(read_table_at(spark, config.table("silver.interactions"), version),
+                                settings.event_weights)
     if as_of is not None:
         history = history.where(F.col("occurred_at") <= F.lit(as_of))
     history = history.cache()
@@ -185,6 +189,7 @@ def train(spark, config: Config, as_of: datetime | None) -> dict:
 def main(argv=None) -> int:
     from expectations.runner import gate_refusals
     from pipelines.recommend.tracking import tracking_uri
+    from pipelines.runtime.delta_tables import table_version
     from pipelines.runtime.session import build_spark
 
     setup_logging()
@@ -194,12 +199,13 @@ def main(argv=None) -> int:
     _check(config)
     tracking_uri(config)  # an unusable store fails now, not after the training
     spark = build_spark(config, "train_recommender")
-    refusals = gate_refusals(spark, config, ("silver.interactions",))
+    version = table_version(spark, config.table("silver.interactions"))
+    refusals = gate_refusals(spark, config, ("silver.interactions",), {"silver.interactions": version})
     if refusals:
         # The champion stays where it is: a model trained on data that failed its checks
         # must not replace it.
         raise TailorError(f"refusing to train: {'; '.join(refusals)} (tailor validate; quality.gate)")
-    result = train(spark, config, as_of)
+    result = train(spark, config, as_of, version)
     print(json.dumps(result, sort_keys=True), flush=True)
     print(f"mlflow run {result['run_id']}", file=sys.stderr)
     return 0

@@ -11,10 +11,10 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from jobs.train_recommender import main
+from jobs.train_recommender import main, train
 from pipelines.config import load_config
 from pipelines.recommend.tracking import champion_decision, tracking_uri
-from pipelines.runtime.delta_tables import ensure_table
+from pipelines.runtime.delta_tables import delta_table, ensure_table, table_version
 from pipelines.schemas import INTERACTIONS
 from tests.expectations.helpers import record_failure
 from tests.jobs.recommend_helpers import START, write_interactions
@@ -134,3 +134,16 @@ def test_train_refuses_interactions_that_failed_a_critical_expectation(spark, tm
                      "silver.interactions.event_id_unique failed (tailor validate; quality.gate)")
     mlflow.set_tracking_uri(tracking_uri(config))
     assert MlflowClient().search_registered_models() == []
+
+
+def test_train_reads_the_version_the_gate_checked_not_a_later_one(spark, tmp_path):
+    config = load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS, *OVERRIDES])
+    write_interactions(spark, config)
+    table = config.table("silver.interactions")
+    checked = table_version(spark, table)
+    delta_table(spark, table).delete()  # a commit landing after the gate: it empties the table
+    result = train(spark, config, None, checked)
+    mlflow.set_tracking_uri(tracking_uri(config))
+    params = MlflowClient().get_run(result["run_id"]).data.params
+    assert params["input.silver.interactions.version"] == str(checked)
+    assert params["as_of"] == (START + timedelta(days=56)).isoformat()  # the checked version's last purchase
