@@ -146,6 +146,23 @@ def validate(spark: SparkSession, config: Config, datasets: tuple[str, ...], mod
     return run_id, results
 
 
+def refusals_on_checking(spark: SparkSession, config: Config, datasets: tuple[str, ...],
+                         run_at: datetime) -> list[str]:
+    """Validate `datasets` at their current versions now, for a job about to hand them on
+    (publish, before it exports what it just built): why it must not, one line per failed
+    critical expectation; empty to go ahead. The results land in audit.quality_results
+    like any run's. dry_run records and never refuses; disabled, or quality.gate off,
+    checks nothing."""
+    mode = config.quality.mode
+    if mode == "disabled" or config.quality.gate == "off":
+        return []
+    _, results = validate(spark, config, datasets, mode, run_at, run_at, build_docs=False)
+    if mode != "enabled":
+        return []
+    return sorted(f"{result.dataset} version {result.table_version}: {result.expectation} failed"
+                  for result in results if result.severity == "critical" and not result.success)
+
+
 def docs_index(config: Config) -> str:
     return config.under_root("quality/gx/uncommitted/data_docs/local_site/index.html")
 

@@ -12,9 +12,11 @@ commit. Holds the holdout group in gold.holdout_assignments (holdout.share of pe
 a stable hash of holdout.salt and the user id). Offer rules (publish.offers_file) are
 checked before Spark starts; a malformed one stops the job, naming it.
 
-Then exports what changed since the store's last export (serving.type), from the
-tables' Change Data Feed; --full-export rebuilds the store under a new generation and
-swaps it in at once; --no-export leaves the store alone.
+Then checks the gold.email_content it built (the expectations/gold_email_content.py suite:
+a failed critical expectation stops here, and the store keeps the last good content), and
+exports what changed since the store's last export (serving.type), from the tables'
+Change Data Feed; --full-export rebuilds the store under a new generation and swaps it in
+at once; --no-export leaves the store alone.
 """
 
 from __future__ import annotations
@@ -156,6 +158,7 @@ def main(argv=None) -> int:
                           "publish keys the everyone-default rows by that name")
     offers = load_offers(config.conf_file(config.publish.offers_file), segment_names)
 
+    from expectations.runner import refusals_on_checking
     from pipelines.publish.export import export
     from pipelines.runtime.session import build_spark
     from pipelines.serving import StoreUnavailable, open_store
@@ -164,6 +167,12 @@ def main(argv=None) -> int:
     spark = build_spark(config, "publish_content")
     summary = publish(spark, config, offers, segment_names, segment_rules.default_segment, datetime.now(UTC))
     if not args.no_export:
+        # The rows just built are checked before the email tool can fetch them: a failed
+        # critical expectation leaves the store serving the last good content.
+        refusals = refusals_on_checking(spark, config, ("gold.email_content",), datetime.now(UTC))
+        if refusals:
+            raise TailorError(f"refusing to export: {'; '.join(refusals)}; the tables are published, the serving "
+                              "store keeps the last good content (quality.gate)")
         try:
             with open_store(config) as store:
                 summary["export"] = export(spark, config, store, full=args.full_export)

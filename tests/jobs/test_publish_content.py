@@ -243,3 +243,27 @@ def test_publish_refuses_inputs_that_failed_a_critical_expectation(spark, tmp_pa
                    "failed; the serving store keeps the last good content (tailor validate; quality.gate)")
     assert not (tmp_path / "gold" / "email_content").exists()
     assert not (tmp_path / "serving").exists()
+
+
+def test_content_that_fails_its_checks_is_published_but_never_exported(spark, tmp_path, capsys):
+    config = load_config("local", _overrides(tmp_path))
+    _seed(spark, config)
+    first = _publish(tmp_path, capsys)
+    before = _store_contents(config)
+    assert [product["product_id"] for product in before["content"]["ada"]["products"]] == ["p2", "p1"]
+
+    # The catalogue feed withdraws every product: the rows built now name none.
+    delta_table(spark, config.table("silver.products")).update(set={"active": "false"})
+    assert publish_main(_argv(tmp_path)) == 2
+    content = config.table("gold.email_content")
+    version = delta_table(spark, content).history(1).first().version
+    assert capsys.readouterr().err.strip() == (
+        f"tailor: refusing to export: gold.email_content version {version}: gold.email_content.products_present "
+        "failed; the tables are published, the serving store keeps the last good content (quality.gate)")
+    assert read_table(spark, content).where("user_id = 'ada'").first().products == []
+    # The store still serves the first publish, product for product.
+    assert _store_contents(config) == before and before["content"]["ada"]["content_version"] == \
+        first["content_version"]
+    # dry_run records the failure and exports.
+    assert publish_main(_argv(tmp_path, "quality.mode=dry_run")) == 0
+    assert _store_contents(config)["content"]["ada"]["products"] == []
