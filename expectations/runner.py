@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +23,7 @@ from pyspark.sql import functions as F
 from expectations import DATASETS, Batch, module_for
 from pipelines.config import Config
 from pipelines.runtime.delta_tables import ensure_table, read_table, save, table_exists, table_version
+from pipelines.runtime.filesystems import copy_tree, is_remote
 from pipelines.schemas import QUALITY_RESULTS
 
 log = logging.getLogger("tailor.quality")
@@ -77,11 +82,32 @@ def _previous(spark: SparkSession, config: Config, versions: dict[str, int | Non
     return previous
 
 
-def _context(config: Config) -> Any:
+@contextmanager
+def _project(config: Config, keep: bool) -> Iterator[str]:
+    """The folder the Great Expectations project lives in: <storage.root>/quality. Its file
+    context writes through this machine's file system only, so on an object store
+    (storage.root s3://...) it works in a local copy: the project's gx/ folder is brought
+    down first and, when `keep`, sent back after, Data Docs site and the results it is
+    built from included."""
+    folder = config.under_root("quality")
+    if not is_remote(folder):
+        yield folder
+        return
+    local = tempfile.mkdtemp(prefix="tailor-gx-")
+    try:
+        copy_tree(f"{folder}/gx", f"{local}/gx")
+        yield local
+        if keep:
+            copy_tree(f"{local}/gx", f"{folder}/gx")
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def _context(project_root: str) -> Any:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    context = gx.get_context(mode="file", project_root_dir=config.under_root("quality"))
+    context = gx.get_context(mode="file", project_root_dir=project_root)
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     return context
 
@@ -130,13 +156,16 @@ def validate(spark: SparkSession, config: Config, datasets: tuple[str, ...], mod
     run_id = uuid.uuid4().hex
     versions: dict[str, int | None] = {}
     read, previous = _reader(spark, config, versions), _previous(spark, config, versions)
-    context = _context(config)
     results: list[Result] = []
-    for dataset in datasets:
-        for batch in module_for(dataset).batches(read, config, previous, as_of):
-            for check, result in _run_batch(context, batch, build_docs):
-                results.append(Result(dataset, versions.get(dataset), check.name, result.expectation_config.type,
-                                      check.severity, bool(result.success), _observed(result)))
+    # Only a run that builds the Data Docs has anything to keep on a remote root.
+    with _project(config, keep=build_docs) as project_root:
+        context = _context(project_root)
+        for dataset in datasets:
+            for batch in module_for(dataset).batches(read, config, previous, as_of):
+                for check, result in _run_batch(context, batch, build_docs):
+                    results.append(Result(dataset, versions.get(dataset), check.name,
+                                          result.expectation_config.type, check.severity, bool(result.success),
+                                          _observed(result)))
     if results:
         table = config.table("audit.quality_results")
         ensure_table(spark, table, QUALITY_RESULTS)
