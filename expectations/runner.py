@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -151,13 +151,16 @@ def _observed(result: Any) -> str | None:
 
 
 def validate(spark: SparkSession, config: Config, datasets: tuple[str, ...], mode: str, as_of: datetime,
-             run_at: datetime, build_docs: bool = True) -> tuple[str, list[Result]]:
-    """Run the suites of `datasets`; append every result to audit.quality_results."""
+             run_at: datetime, build_docs: bool = True,
+             pinned: dict[str, int | None] | None = None) -> tuple[str, list[Result]]:
+    """Run the suites of `datasets` over each table at its `pinned` version (default: the
+    current one); append every result to audit.quality_results."""
     run_id = uuid.uuid4().hex
-    versions: dict[str, int | None] = {}
+    versions: dict[str, int | None] = dict(pinned or {})
     read, previous = _reader(spark, config, versions), _previous(spark, config, versions)
     results: list[Result] = []
-    # Only a run that builds the Data Docs has anything to keep on a remote root.
+    # Only a run that builds the Data Docs has anything to keep on a remote root; the
+    # results are recorded before the project is copied back, so a failed copy loses none.
     with _project(config, keep=build_docs) as project_root:
         context = _context(project_root)
         for dataset in datasets:
@@ -166,30 +169,13 @@ def validate(spark: SparkSession, config: Config, datasets: tuple[str, ...], mod
                     results.append(Result(dataset, versions.get(dataset), check.name,
                                           result.expectation_config.type, check.severity, bool(result.success),
                                           _observed(result)))
-    if results:
-        table = config.table("audit.quality_results")
-        ensure_table(spark, table, QUALITY_RESULTS)
-        rows = [(run_id, run_at, mode, r.dataset, r.table_version, r.expectation, r.expectation_type, r.severity,
-                 r.success, r.observed_value) for r in results]
-        save(spark.createDataFrame(rows, QUALITY_RESULTS).write.format("delta").mode("append"), table)
+        if results:
+            table = config.table("audit.quality_results")
+            ensure_table(spark, table, QUALITY_RESULTS)
+            rows = [(run_id, run_at, mode, r.dataset, r.table_version, r.expectation, r.expectation_type,
+                     r.severity, r.success, r.observed_value) for r in results]
+            save(spark.createDataFrame(rows, QUALITY_RESULTS).write.format("delta").mode("append"), table)
     return run_id, results
-
-
-def refusals_on_checking(spark: SparkSession, config: Config, datasets: tuple[str, ...],
-                         run_at: datetime) -> list[str]:
-    """Validate `datasets` at their current versions now, for a job about to hand them on
-    (publish, before it exports what it just built): why it must not, one line per failed
-    critical expectation; empty to go ahead. The results land in audit.quality_results
-    like any run's. dry_run records and never refuses; disabled, or quality.gate off,
-    checks nothing."""
-    mode = config.quality.mode
-    if mode == "disabled" or config.quality.gate == "off":
-        return []
-    _, results = validate(spark, config, datasets, mode, run_at, run_at, build_docs=False)
-    if mode != "enabled":
-        return []
-    return sorted(f"{result.dataset} version {result.table_version}: {result.expectation} failed"
-                  for result in results if result.severity == "critical" and not result.success)
 
 
 def docs_index(config: Config) -> str:
@@ -198,29 +184,42 @@ def docs_index(config: Config) -> str:
 
 def gate_refusals(spark: SparkSession, config: Config, datasets: tuple[str, ...],
                   versions: dict[str, int | None] | None = None) -> list[str]:
-    """Why the job must not read these tables: each critical expectation that failed in
-    the latest enabled run over the version it is about to read (`versions`, which the
-    job then reads with versionAsOf; default: the current one), or, with
-    quality.require_validation, a version never validated. Empty: go ahead."""
+    """Why the job must not read these tables: each critical expectation that failed over
+    the version it is about to read (`versions`, which the job then reads with versionAsOf;
+    default: the current one). The streams commit all the time and score writes after the
+    daily validate, so the version a job reads has often never been checked: such a
+    version is validated on the spot (quality.mode), its results recorded like any run's.
+    A dry_run check never refuses, but with quality.require_validation the version counts
+    as never validated. Empty: go ahead."""
     if config.quality.gate == "off":
         return []
     ref = config.table("audit.quality_results")
     recorded = read_table(spark, ref).where(F.col("mode") == "enabled") if table_exists(spark, ref) else None
-    refusals = []
-    for dataset in datasets:
-        if dataset not in DATASETS:
-            continue
-        version = versions[dataset] if versions is not None and dataset in versions else \
-            _version(spark, config, dataset)
+    pinned = {dataset: versions[dataset] if versions is not None and dataset in versions
+              else _version(spark, config, dataset) for dataset in datasets if dataset in DATASETS}
+    refusals, unchecked = [], []
+    for dataset, version in pinned.items():
         if version is None:
             continue
         rows = [] if recorded is None else (
             recorded.where((F.col("dataset") == dataset) & (F.col("table_version") == version))
             .groupBy("expectation", "severity").agg(F.max_by("success", "run_at").alias("success")).collect())
         if not rows:
-            if config.quality.require_validation:
-                refusals.append(f"{dataset} version {version} was never validated (tailor validate)")
-            continue
+            unchecked.append(dataset)
         refusals += [f"{dataset} version {version}: {row.expectation} failed" for row in rows
                      if row.severity == "critical" and not row.success]
+    mode = config.quality.mode
+    if unchecked and mode != "disabled":
+        now = datetime.now(UTC)
+        # Every pinned version, so a suite that looks into another table (recommendations
+        # into the catalogue) sees what the job will read.
+        _, results = validate(spark, config, tuple(unchecked), mode, now, now, build_docs=False,
+                              pinned={**(versions or {}), **pinned})
+        if mode == "enabled":
+            refusals += [f"{result.dataset} version {result.table_version}: {result.expectation} failed"
+                         for result in results if result.severity == "critical" and not result.success]
+            unchecked = []
+    if config.quality.require_validation:
+        refusals += [f"{dataset} version {pinned[dataset]} was never validated (tailor validate)"
+                     for dataset in unchecked]
     return sorted(refusals)

@@ -158,8 +158,9 @@ def main(argv=None) -> int:
                           "publish keys the everyone-default rows by that name")
     offers = load_offers(config.conf_file(config.publish.offers_file), segment_names)
 
-    from expectations.runner import refusals_on_checking
+    from expectations.runner import gate_refusals
     from pipelines.publish.export import export
+    from pipelines.runtime.delta_tables import table_version
     from pipelines.runtime.session import build_spark
     from pipelines.serving import StoreUnavailable, open_store
 
@@ -169,7 +170,8 @@ def main(argv=None) -> int:
     if not args.no_export:
         # The rows just built are checked before the email tool can fetch them: a failed
         # critical expectation leaves the store serving the last good content.
-        refusals = refusals_on_checking(spark, config, ("gold.email_content",), datetime.now(UTC))
+        content = {"gold.email_content": table_version(spark, config.table("gold.email_content"))}
+        refusals = gate_refusals(spark, config, tuple(content), content)
         if refusals:
             raise TailorError(f"refusing to export: {'; '.join(refusals)}; the tables are published, the serving "
                               "store keeps the last good content (quality.gate)")

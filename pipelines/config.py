@@ -693,12 +693,19 @@ class QualityConfig(_Strict):
         default_factory=dict, description="dataset -> columns whose null share is compared with the previous run")
     gate: Literal["enforce", "off"] = Field(description="train and publish refuse inputs that failed a critical "
                                                         "expectation at the version they read")
-    require_validation: bool = Field(description="the gate also refuses an input version never validated")
+    require_validation: bool = Field(description="the gate also refuses an input version no enabled run checked "
+                                                 "(under mode dry_run; enabled checks it on the spot)")
     stale_profile_days: int = Field(
         default=180, gt=0, description="tailor report quality: a profile with no change and no behaviour for this "
                                        "many days or more is stale")
     report_path: str = Field(
         default="quality/report.html", description="tailor report quality writes here; relative to storage.root")
+
+    @field_validator("gate", mode="before")
+    @classmethod
+    def _off_as_yaml_reads_it(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted `off` as false: `gate: off` means what it says.
+        return "off" if value is False else value
 
 
 class SecretsConfig(_Strict):

@@ -106,6 +106,54 @@ def test_each_critical_expectation_fails_on_bad_data_and_passes_on_good(spark, t
     ]
 
 
+def _keyless_world(spark, config):
+    """Every keyed table with a missing key, the gold ones a repeated one too (the bad world
+    repeats the others'), otherwise good; bronze.events holds only an event from a bad
+    clock, so no event time can be believed."""
+    _write(spark, config, "bronze.events", [("e1", AS_OF + timedelta(days=30))],
+           "event_id string, occurred_at timestamp")
+    _write(spark, config, "bronze.ingest_metrics", [(RECENT, 100, 0)],
+           "batch_timestamp timestamp, input_rows long, quarantined_rows long")
+    _write(spark, config, "silver.profiles", [(None, "h1", "GB", "en-GB"), ("u2", "h2", "DE", "de-DE")],
+           "user_id string, email_hash string, country string, locale string")
+    _write(spark, config, "silver.products", [(None, "Mug", 5.0, "https://x.test/p1", True),
+                                              ("p1", "Candle", 7.5, "https://x.test/p2", True)],
+           "product_id string, title string, price double, url string, active boolean")
+    _write(spark, config, "silver.interactions", [(None, "u1"), ("e2", "u2")], "event_id string, user_id string")
+    _write(spark, config, "gold.user_features",
+           [("u1", "vip", 9), ("u1", "general", 9), (None, "loyal", 9), ("u4", "new", 9)],
+           "user_id string, primary_segment string, best_send_hour int")
+    _write(spark, config, "gold.recommendations", [("u1", [("p1",)]), ("u1", [("p1",)]), (None, [])],
+           f"user_id string, items {ITEMS}")
+    _write(spark, config, "gold.email_content", [("u1", "published", ("Hi",), [("p1",)]),
+                                                 ("u1", "published", ("Hi",), [("p1",)]),
+                                                 (None, "suppressed", None, None)],
+           f"user_id string, status string, greeting struct<text:string>, products {ITEMS}")
+
+
+def test_missing_and_repeated_keys_fail_by_name_in_every_table(spark, tmp_path):
+    config = load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS])
+    _keyless_world(spark, config)
+    _, results = validate(spark, config, DATASETS, "enabled", AS_OF, AS_OF, build_docs=False)
+    assert {(r.expectation, r.severity) for r in results if not r.success} == {
+        ("bronze.events.freshness_known", "critical"),
+        ("silver.profiles.user_id_not_null", "critical"),
+        ("silver.products.product_id_not_null", "critical"),
+        ("silver.interactions.event_id_not_null", "critical"),
+        ("gold.user_features.user_id_not_null", "critical"), ("gold.user_features.user_id_unique", "critical"),
+        ("gold.recommendations.user_id_not_null", "critical"), ("gold.recommendations.user_id_unique", "critical"),
+        ("gold.email_content.user_id_not_null", "critical"), ("gold.email_content.user_id_unique", "critical"),
+    }
+
+
+def test_an_empty_features_table_holds_no_segment_above_the_cap(spark, tmp_path):
+    config = load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS])
+    _write(spark, config, "gold.user_features", [], "user_id string, primary_segment string, best_send_hour int")
+    _, results = validate(spark, config, ("gold.user_features",), "enabled", AS_OF, AS_OF, build_docs=False)
+    assert [r.expectation for r in results if not r.success] == []
+    assert "gold.user_features.segment_share" in {r.expectation for r in results}
+
+
 def test_validate_exits_non_zero_naming_each_failure_and_dry_run_never_fails(spark, tmp_path, capsys):
     argv = ["--set", f"storage.root={tmp_path}", *[part for s in SPARK_TEST_SETTINGS for part in ("--set", s)],
             "--as-of", AS_OF.isoformat(), "--dataset", "gold.email_content", "--dataset", "gold.user_features"]
@@ -115,8 +163,10 @@ def test_validate_exits_non_zero_naming_each_failure_and_dry_run_never_fails(spa
     assert validate_main([*argv, "--mode", "dry_run"]) == 0
     captured = capsys.readouterr()
     assert '"critical_failed": ["gold.email_content.greeting_present"' in captured.out
-    # A dry run's results do not count: the gate has nothing for these versions.
-    assert gate_refusals(spark, config, ("gold.email_content",)) == []
+    # A dry run's results do not count: the gate checks these versions itself, and refuses.
+    assert gate_refusals(spark, config, ("gold.email_content",)) == [
+        "gold.email_content version 0: gold.email_content.greeting_present failed",
+        "gold.email_content version 0: gold.email_content.products_present failed"]
 
     assert validate_main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -264,6 +264,25 @@ def test_content_that_fails_its_checks_is_published_but_never_exported(spark, tm
     # The store still serves the first publish, product for product.
     assert _store_contents(config) == before and before["content"]["ada"]["content_version"] == \
         first["content_version"]
-    # dry_run records the failure and exports.
-    assert publish_main(_argv(tmp_path, "quality.mode=dry_run")) == 0
+    # The failure is recorded for that version: a rerun refuses again, until the gate is turned off.
+    assert publish_main(_argv(tmp_path)) == 2
+    assert "gold.email_content.products_present failed" in capsys.readouterr().err
+    assert publish_main(_argv(tmp_path, "quality.gate=off")) == 0
     assert _store_contents(config)["content"]["ada"]["products"] == []
+
+
+def test_an_input_version_never_validated_is_checked_by_publish_itself(spark, tmp_path, capsys):
+    config = load_config("local", _overrides(tmp_path))
+    _seed(spark, config)
+    _publish(tmp_path, capsys)
+    before = _store_contents(config)
+    # score runs after the day's validate: its new version names a product the catalogue lacks.
+    _append(spark, config, "gold.recommendations", RECOMMENDATIONS,
+            [("cy", [("p-gone", 1, 0.5, "popular_in_segment")], None, "recs", "3", T)], cdf=True)
+    version = delta_table(spark, config.table("gold.recommendations")).history(1).first().version
+    assert publish_main(_argv(tmp_path)) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"tailor: refusing to publish: gold.recommendations version {version}: "
+        "gold.recommendations.products_known_and_active failed; the serving store keeps the last good content "
+        "(tailor validate; quality.gate)")
+    assert _store_contents(config) == before

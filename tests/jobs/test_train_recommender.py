@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from jobs.train_recommender import main, train
 from pipelines.config import load_config
 from pipelines.recommend.tracking import champion_decision, tracking_uri
-from pipelines.runtime.delta_tables import delta_table, ensure_table, table_version
+from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table, table_version
 from pipelines.schemas import INTERACTIONS
 from tests.expectations.helpers import record_failure
 from tests.jobs.recommend_helpers import START, write_interactions
@@ -87,6 +87,17 @@ def test_train_logs_the_grid_registers_the_model_and_moves_the_champion_only_for
     assert str(client.get_model_version_by_alias("recs", "champion").version) == "1"
     tag = client.get_model_version("recs", "2").tags["champion_decision"]
     assert tag.startswith("not champion: ndcg@3 ") and "version 1's" in tag and "by more than 1" in tag, tag
+
+    # A streamed commit repeats an event after the day's validate: train checks that version
+    # itself, refuses it, and the champion stays where it was.
+    table = config.table("silver.interactions")
+    read_table(spark, table).limit(1).write.format("delta").mode("append").save(table.path)
+    assert main(_argv(tmp_path)) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"tailor: refusing to train: silver.interactions version {table_version(spark, table)}: "
+        "silver.interactions.event_id_unique failed (tailor validate; quality.gate)")
+    assert str(client.get_model_version_by_alias("recs", "champion").version) == "1"
+    assert len(client.search_model_versions("name = 'recs'")) == 2
 
 
 @pytest.mark.parametrize(("new", "champion", "margin", "moved"), [

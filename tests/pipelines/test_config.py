@@ -214,3 +214,10 @@ def test_emr_commits_through_the_dynamodb_log_store_of_the_same_delta_release():
     assert packages["io.delta:delta-storage-s3-dynamodb"] == base["io.delta:delta-spark_4.1_2.13"]
     # Local runs and Databricks keep their own log stores.
     assert not any("logStore" in key for key in spark_conf(load_config("databricks")))
+
+
+def test_an_unquoted_off_turns_the_quality_gate_off():
+    # YAML 1.1 reads `off` as false; `quality.gate: off` must still mean off, and true stays an error.
+    assert load_config("local", ["quality.gate=off"]).quality.gate == "off"
+    with pytest.raises(ConfigError, match=r"quality.gate: input should be 'enforce' or 'off' \(got True\)"):
+        load_config("local", ["quality.gate=true"])
