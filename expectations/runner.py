@@ -189,6 +189,8 @@ def gate_refusals(spark: SparkSession, config: Config, datasets: tuple[str, ...]
     default: the current one). The streams commit all the time and score writes after the
     daily validate, so the version a job reads has often never been checked: such a
     version is validated on the spot (quality.mode), its results recorded like any run's.
+    So is one whose recorded results miss a check the suite holds now, and one whose
+    suite reads another table (the result named only its own table's version).
     A dry_run check never refuses, but with quality.require_validation the version counts
     as never validated. Empty: go ahead."""
     if config.quality.gate == "off":
@@ -201,11 +203,17 @@ def gate_refusals(spark: SparkSession, config: Config, datasets: tuple[str, ...]
     for dataset, version in pinned.items():
         if version is None:
             continue
+        checks, others = _suite_shape(spark, config, dataset, {**(versions or {}), **pinned})
+        if others:
+            # A result names its own table's version only: whatever it said about another
+            # table (recommendations against the catalogue) may be stale.
+            unchecked.append(dataset)
+            continue
         rows = [] if recorded is None else (
             recorded.where((F.col("dataset") == dataset) & (F.col("table_version") == version))
             .groupBy("expectation", "severity").agg(F.max_by("success", "run_at").alias("success")).collect())
-        if not rows:
-            unchecked.append(dataset)
+        if not checks <= {row.expectation for row in rows}:
+            unchecked.append(dataset)  # never checked, or not by every check the suite holds now
         refusals += [f"{dataset} version {version}: {row.expectation} failed" for row in rows
                      if row.severity == "critical" and not row.success]
     mode = config.quality.mode
@@ -222,4 +230,17 @@ def gate_refusals(spark: SparkSession, config: Config, datasets: tuple[str, ...]
     if config.quality.require_validation:
         refusals += [f"{dataset} version {pinned[dataset]} was never validated (tailor validate)"
                      for dataset in unchecked]
-    return sorted(refusals)
+    return sorted(set(refusals))
+
+
+def _suite_shape(spark: SparkSession, config: Config, dataset: str,
+                 versions: dict[str, int | None]) -> tuple[set[str], set[str]]:
+    """(the names of the checks the dataset's suite holds now, the other tables it reads),
+    from its batches as built lazily, without running them."""
+    reader, read_names = _reader(spark, config, dict(versions)), set()
+
+    def read(name: str) -> DataFrame | None:
+        read_names.add(name)
+        return reader(name)
+    batches = module_for(dataset).batches(read, config, lambda _: None, datetime.now(UTC))
+    return {check.name for batch in batches for check in batch.checks}, read_names - {dataset}

@@ -694,7 +694,7 @@ class QualityConfig(_Strict):
     gate: Literal["enforce", "off"] = Field(description="train and publish refuse inputs that failed a critical "
                                                         "expectation at the version they read")
     require_validation: bool = Field(description="the gate also refuses an input version no enabled run checked "
-                                                 "(under mode dry_run; enabled checks it on the spot)")
+                                                 "(under mode dry_run or disabled; enabled checks it on the spot)")
     stale_profile_days: int = Field(
         default=180, gt=0, description="tailor report quality: a profile with no change and no behaviour for this "
                                        "many days or more is stale")

@@ -5,6 +5,7 @@ what failed at the version a job is about to read; dry runs never count."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from expectations import DATASETS
 from expectations.runner import docs_index, gate_refusals, validate
 from jobs.validate import main as validate_main
 from pipelines.config import load_config
+from tests.expectations.helpers import record_failure
 from tests.settings import SPARK_TEST_SETTINGS
 
 AS_OF = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -187,3 +189,47 @@ def test_an_unknown_watched_column_is_named(spark, tmp_path):
     _good_world(spark, config)
     with pytest.raises(ValueError, match="quality.watched_columns.silver.profiles: 'contry' is not a column"):
         validate(spark, config, ("silver.profiles",), "enabled", AS_OF, AS_OF, build_docs=False)
+
+
+def _config(tmp_path, *extra):
+    return load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS, *extra])
+
+
+def _modes(spark, config) -> list[str]:
+    return sorted({row.mode for row in spark.read.format("delta").load(
+        config.table("audit.quality_results").path).collect()})
+
+
+def test_a_pass_over_another_tables_old_version_or_fewer_checks_does_not_count(spark, tmp_path):
+    config = _config(tmp_path)
+    _good_world(spark, config)
+    validate(spark, config, DATASETS, "enabled", AS_OF, AS_OF, build_docs=False)
+    # The catalogue withdraws p1 after the recommendations passed: their version is the same,
+    # but what they were checked against is not.
+    _write(spark, config, "silver.products", [("p1", "Mug", 5.0, "https://x.test/p1", False)],
+           "product_id string, title string, price double, url string, active boolean")
+    assert gate_refusals(spark, config, ("gold.recommendations",)) == [
+        "gold.recommendations version 0: gold.recommendations.products_known_and_active failed"]
+
+    # One passing row for a version is not a check of it by the whole suite.
+    _write(spark, config, "silver.interactions", [("e1", "u1"), ("e1", "u2")], "event_id string, user_id string")
+    record_failure(spark, config, "silver.interactions", "silver.interactions.user_id_not_null", success=True)
+    assert gate_refusals(spark, config, ("silver.interactions",)) == [
+        "silver.interactions version 1: silver.interactions.event_id_unique failed"]
+
+
+@pytest.mark.parametrize(("mode", "required", "refused", "recorded"), [
+    ("dry_run", False, [], ["dry_run"]),
+    ("dry_run", True, ["silver.interactions version 0 was never validated (tailor validate)"], ["dry_run"]),
+    ("disabled", False, [], None),
+    ("disabled", True, ["silver.interactions version 0 was never validated (tailor validate)"], None),
+])
+def test_the_gate_in_each_mode_over_a_version_never_checked(spark, tmp_path, mode, required, refused, recorded):
+    config = _config(tmp_path, f"quality.mode={mode}", f"quality.require_validation={str(required).lower()}")
+    _write(spark, config, "silver.interactions", [("e1", "u1"), ("e1", "u2")], "event_id string, user_id string")
+    assert gate_refusals(spark, config, ("silver.interactions",)) == refused
+    if recorded is None:
+        assert not Path(config.table("audit.quality_results").path).exists()
+    else:
+        assert _modes(spark, config) == recorded
+    assert gate_refusals(spark, _config(tmp_path, "quality.gate=off"), ("silver.interactions",)) == []
