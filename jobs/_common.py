@@ -27,6 +27,16 @@ def common_options() -> argparse.ArgumentParser:
     return parent
 
 
+def utc_time(text: str) -> datetime:
+    """An argparse type: an ISO-8601 date or time as a UTC moment (a time without a zone is
+    read as UTC)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 date or time") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def parser_for(prog: str, description: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=prog, description=description, parents=[common_options()],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -17,16 +17,15 @@ idle days are counted back from (default: now).
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 
-from jobs._common import config_from, entry_point, parser_for
+from jobs._common import config_from, entry_point, parser_for, utc_time
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = parser_for("tailor report", __doc__.split("\n\n")[0])
     parser.add_argument("kind", choices=("quality",), help="the report to write")
     parser.add_argument("--output", default=None, help="where to write the page (default: quality.report_path)")
-    parser.add_argument("--as-of", type=datetime.fromisoformat, default=None,
+    parser.add_argument("--as-of", type=utc_time, default=None,
                         help="ISO-8601 time freshness and idle days are measured against (default: now)")
     parser.add_argument("--no-record", action="store_true",
                         help="a one-off look: keep nothing in audit.quality_report, so the next report does "
@@ -42,12 +41,9 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     config = config_from(args)
-    as_of = args.as_of
-    if as_of is not None:
-        as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
     path = args.output or config.under_root(config.quality.report_path)
     spark = build_spark(config, "report")
-    data = gather(spark, config, as_of)
+    data = gather(spark, config, args.as_of)
     metrics = headline_metrics(data)
     write_text(path, render_quality_report(data, metrics))
     if not args.no_record:

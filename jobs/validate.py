@@ -20,7 +20,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from jobs._common import config_from, entry_point, parser_for, setup_logging
+from jobs._common import config_from, entry_point, parser_for, setup_logging, utc_time
 
 log = logging.getLogger("tailor.validate")
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a dataset to check (repeatable; default: all)")
     parser.add_argument("--mode", choices=("enabled", "dry_run", "disabled"), default=None,
                         help="default: quality.mode")
-    parser.add_argument("--as-of", type=datetime.fromisoformat, default=None,
+    parser.add_argument("--as-of", type=utc_time, default=None,
                         help="ISO-8601 time freshness is measured against (default: now)")
     return parser
 
@@ -54,8 +54,6 @@ def main(argv=None) -> int:
 
     now = datetime.now(UTC)
     as_of = args.as_of or now
-    if as_of.tzinfo is None:
-        as_of = as_of.replace(tzinfo=UTC)
     for noisy in ("great_expectations", "py.warnings"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     spark = build_spark(config, "validate")

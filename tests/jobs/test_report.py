@@ -90,3 +90,10 @@ def test_an_unknown_report_is_refused_by_name(tmp_path, capsys):
         report.main(job_args(tmp_path, "quailty"))
     assert stopped.value.code == 2
     assert "invalid choice: 'quailty'" in capsys.readouterr().err
+
+
+def test_an_as_of_that_is_no_time_is_refused_by_name(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        report.main(job_args(tmp_path, "quality", "--as-of", "yesterday"))
+    assert stopped.value.code == 2
+    assert "argument --as-of: 'yesterday' is not an ISO-8601 date or time" in capsys.readouterr().err

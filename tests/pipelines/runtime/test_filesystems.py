@@ -43,10 +43,10 @@ def test_a_folder_goes_to_the_store_and_comes_back_byte_for_byte(s3, tmp_path):
     (source / "a" / "b").mkdir(parents=True)
     (source / "top.json").write_bytes(b'{"x": 1}')
     (source / "a" / "b" / "deep.html").write_bytes(b"<p>deep</p>")
-    assert copy_tree(str(source), f"s3://{BUCKET}/root/out")
-    assert _keys(s3, "root/out/") == {"root/out/top.json": b'{"x": 1}', "root/out/a/b/deep.html": b"<p>deep</p>"}
+    assert copy_tree(str(source), f"s3://{BUCKET}/state/out")
+    assert _keys(s3, "state/out/") == {"state/out/top.json": b'{"x": 1}', "state/out/a/b/deep.html": b"<p>deep</p>"}
     back = tmp_path / "back"
-    assert copy_tree(f"s3://{BUCKET}/root/out", str(back))
+    assert copy_tree(f"s3://{BUCKET}/state/out", str(back))
     assert (back / "top.json").read_bytes() == b'{"x": 1}'
     assert (back / "a" / "b" / "deep.html").read_bytes() == b"<p>deep</p>"
 
@@ -54,8 +54,8 @@ def test_a_folder_goes_to_the_store_and_comes_back_byte_for_byte(s3, tmp_path):
 def test_a_missing_folder_copies_nothing(s3, tmp_path):
     assert copy_tree(f"s3://{BUCKET}/nothing-here", str(tmp_path / "into")) is False
     assert not (tmp_path / "into").exists()
-    assert copy_tree(str(tmp_path / "absent"), f"s3://{BUCKET}/root/absent") is False
-    assert _keys(s3, "root/") == {}
+    assert copy_tree(str(tmp_path / "absent"), f"s3://{BUCKET}/state/absent") is False
+    assert _keys(s3, "state/") == {}
 
 
 def test_the_expectations_project_on_a_remote_root_is_brought_down_and_kept(s3):
