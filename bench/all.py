@@ -41,16 +41,22 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
 SPARK_BENCHMARKS = ("ingest", "validation", "freshness", "merge", "features", "scoring")
 
 
+def arguments_for(name: str, smoke: bool) -> list[str]:
+    """A benchmark's command-line arguments: at the measured size, or the smoke run's."""
+    measured, tiny = BENCHMARKS[name]
+    arguments = list(tiny if smoke else measured)
+    if smoke and name in SPARK_BENCHMARKS:
+        from tests.settings import SPARK_TEST_SETTINGS
+
+        arguments += [arg for setting in SPARK_TEST_SETTINGS for arg in ("--set", setting)]
+    return arguments
+
+
 def run(names: list[str], smoke: bool, env: dict[str, str]) -> list[str]:
     """Run the benchmarks; returns the names of those that failed."""
     failed = []
     for name in names:
-        measured, tiny = BENCHMARKS[name]
-        arguments = list(tiny if smoke else measured)
-        if smoke and name in SPARK_BENCHMARKS:
-            from tests.settings import SPARK_TEST_SETTINGS
-
-            arguments += [arg for setting in SPARK_TEST_SETTINGS for arg in ("--set", setting)]
+        arguments = arguments_for(name, smoke)
         started = time.monotonic()
         print(f"== bench/{name}.py {' '.join(arguments)}", flush=True)
         code = subprocess.run([sys.executable, str(REPOSITORY / "bench" / f"{name}.py"), *arguments],
