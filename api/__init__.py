@@ -46,6 +46,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.api.trusted_proxies)  # type: ignore[method-assign]
     app.extensions.setdefault("tailor", {})["config"] = config
+    # The pipeline's HMAC key: audit lines name a person by its keyed subject_hash. Only that
+    # key: the API decrypts nothing, so it never holds the key to every stored email. A
+    # missing key stops the start-up with one line naming the variable.
+    from pipelines.pii import load_hmac_key
+
+    app.extensions["tailor"]["pii_hmac_key"] = load_hmac_key(config)
 
     from api import auth, errors, limits, logs, metrics, rows, store
 

@@ -68,6 +68,9 @@ def html_page(html: str, policy: str, status: int = 200) -> Response:
     response = Response(html, status=status, mimetype="text/html")
     response.headers["Content-Security-Policy"] = policy
     response.headers["X-Content-Type-Options"] = "nosniff"
+    # Every page the API serves says frame-ancestors 'none' in its policy; this says it to
+    # browsers that predate it.
+    response.headers["X-Frame-Options"] = "DENY"
     return response
 
 

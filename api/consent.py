@@ -4,15 +4,22 @@ honours it; then an event back into the pipeline (the events source: the files l
 folder locally, Kafka or Kinesis in production), validated against the contract before
 it is written; then an audit line.
 
-The audit lines (JSON lines under <storage.root>/audit/api/) name the person by a
-SHA-256 of their user id, never in clear text (DESIGN.md: the audit keeps that an
-erasure happened, not who it was about); the pipeline's own audit.log gets the full
-record when merge_profiles applies the event.
+Every store call of a request that changes something (PUT, POST, DELETE), its reads
+included, goes through the consent lane (api/store.py): api.store_write_timeout_ms and no
+circuit breaker, so a store too busy for a 50 ms content read still saves an
+unsubscribe. A request that only looks (GET) takes the read lane.
+
+The audit lines (JSON lines under <storage.root>/audit/api/) name the person by
+`subject_hash`: the pipeline's keyed hash (pipelines/pii.py, HMAC-SHA256 under the key in
+the variable secrets.pii_hmac_key names), never in clear text and never by a plain hash,
+which anyone holding the list of user ids could reverse (DESIGN.md: the audit keeps that
+an erasure happened, not who it was about). It is the same value as audit.log's
+subject_hash for the same person, so the two can be joined; the pipeline's own audit.log
+gets the full record when merge_profiles applies the event.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import logging
@@ -22,13 +29,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flask import current_app, g
+from flask import current_app, g, request
 
 from api.errors import ApiError
 from api.rows import ContentCache
 from api.store import holder
 from pipelines.config import Config
 from pipelines.contracts import validate_event
+from pipelines.pii import subject_hash_under
 from pipelines.serving import PREFERENCES, SUPPRESSION, StoreUnavailable
 
 log = logging.getLogger("tailor.api.consent")
@@ -41,7 +49,9 @@ def now_iso() -> str:
 
 
 def user_ref(user_id: str) -> str:
-    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
+    """The pipeline's subject_hash of `user_id`, under the PII HMAC key loaded at start-up."""
+    hmac_key: bytes = current_app.extensions["tailor"]["pii_hmac_key"]
+    return subject_hash_under(hmac_key, user_id)
 
 
 def _config() -> Config:
@@ -50,15 +60,25 @@ def _config() -> Config:
 
 
 def _store_call(call: Any) -> Any:
+    """A request that changes something (PUT, POST, DELETE) waits on the consent lane; one
+    that only looks (a subscriber opening the page, a mail client's link scanner) takes the
+    read lane, with its short timeout and breaker, so a hung store cannot hold a worker's
+    threads for page views while content reads queue behind them."""
+    reading = request.method in ("GET", "HEAD")
     try:
-        return holder().guarded(call)
+        return holder().guarded(call) if reading else holder().consent(call)
     except StoreUnavailable:
-        raise ApiError(503, "store_unavailable", "the change could not be saved; try again",
-                       headers={"Retry-After": "1"}) from None
+        message = "the store cannot answer; try again" if reading else "the change could not be saved; try again"
+        raise ApiError(503, "store_unavailable", message, headers={"Retry-After": "1"}) from None
 
 
 def read_suppression(user_id: str) -> dict[str, Any] | None:
     found: dict[str, Any] | None = _store_call(lambda store: store.read(SUPPRESSION, user_id))
+    return found
+
+
+def read_suppressions(user_ids: list[str]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = _store_call(lambda store: store.read_many(SUPPRESSION, user_ids))
     return found
 
 
@@ -165,7 +185,7 @@ def emit(events: list[dict[str, Any]]) -> None:
 
 
 def audit(action: str, user_id: str, actor: str, before: Any = None, after: Any = None) -> None:
-    entry = {"at": now_iso(), "action": action, "user_ref": user_ref(user_id), "actor": actor,
+    entry = {"at": now_iso(), "action": action, "subject_hash": user_ref(user_id), "actor": actor,
              "before": before, "after": after, "request_id": g.get("request_id")}
     config = _config()
     folder = config.under_root("audit/api")

@@ -17,8 +17,8 @@ log = logging.getLogger("tailor.api")
 
 # Werkzeug's exception -> our code, for the statuses the API gives without raising ApiError.
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-          405: "method_not_allowed", 406: "not_acceptable", 410: "gone", 413: "body_too_large",
-          415: "unsupported_media_type", 429: "rate_limited"}
+          405: "method_not_allowed", 406: "not_acceptable", 410: "gone", 411: "length_required",
+          413: "body_too_large", 415: "unsupported_media_type", 429: "rate_limited"}
 
 
 class ApiError(Exception):

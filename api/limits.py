@@ -54,9 +54,14 @@ def init_app(app: Flask, config: Config, scoped_blueprints: dict[str, list[Bluep
     counts against that scope's limit, per caller. Register the blueprints first."""
     if config.serving.type == "redis":
         app.config.setdefault("RATELIMIT_STORAGE_URI", config.serving.redis.url)
+        # The store's read timeout: a Redis that hangs must not hold every request at the
+        # limiter (the error is swallowed and counting falls back to memory, as below).
+        seconds = config.api.store_timeout_ms / 1000
+        options: dict[str, object] = {"socket_timeout": seconds, "socket_connect_timeout": seconds}
         password = config.secret("redis_password")
         if password:
-            app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"password": password})
+            options["password"] = password
+        app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", options)
         app.config.setdefault("RATELIMIT_KEY_PREFIX", f"{config.serving.redis.key_prefix}:ratelimit")
     else:
         app.config.setdefault("RATELIMIT_STORAGE_URI", "tailor-memory://")

@@ -1,6 +1,12 @@
 """Prometheus metrics (prometheus-client), one registry per app so that tests can build
-many apps. Under gunicorn each worker keeps its own counters; set
-PROMETHEUS_MULTIPROC_DIR to have `/metrics` add them up across workers."""
+many apps.
+
+Under `tailor serve` (gunicorn, several worker processes) PROMETHEUS_MULTIPROC_DIR is set
+before any worker starts (jobs/serve.py): prometheus-client then keeps every value in a
+file per process in that directory, and `/metrics`, whichever worker answers, adds up
+every process's files (MultiProcessCollector), the workers that have exited included.
+Without the variable (tests, a single process) the app's own registry is served. The
+variable is read once, when prometheus_client is imported: set it before that."""
 
 from __future__ import annotations
 

@@ -96,6 +96,9 @@ def document(config: Config) -> dict[str, Any]:
     token_errors = {"400": _error("a bad change"), "403": _error("invalid_token or token_expired"),
                     "429": _error("over the per-address limit", RETRY_AFTER),
                     "503": _error("the store or the events source is unavailable; retry", RETRY_AFTER)}
+    # Every operation with a body: over api.max_body_bytes, or chunked where the server cannot find its end.
+    body_errors = {"411": _error("a chunked body the server cannot read to its end: send a Content-Length"),
+                   "413": _error(f"body over {api.max_body_bytes} bytes")}
     paths: dict[str, Any] = {
         "/healthz": {"get": {"summary": "the process answers", "responses": {
             "200": _json({"type": "object", "required": ["status"], "properties": {
@@ -140,7 +143,7 @@ def document(config: Config) -> dict[str, Any]:
                                                                        "reason": {"type": "string"}}}},
                     "not_found": {"type": "array", "items": {"type": "string"}}}}, "rows in the order asked"),
                 "400": _error("bad JSON, bad ids, or more than the batch limit"),
-                "413": _error("body over the size limit"), "415": _error("not JSON")})}},
+                **body_errors, "415": _error("not JSON")})}},
         "/v1/users/{user_id}/traits": {"get": {
             "summary": "segments and features, no PII", "security": keyed, "parameters": [_user_id()],
             "responses": _keyed({"200": _json(_ref("Traits"), "the traits"), "400": _error("a bad user id"),
@@ -177,16 +180,16 @@ def document(config: Config) -> dict[str, Any]:
             "put": {"summary": "change them", "parameters": [_token()],
                     "requestBody": {"required": True, "content": {JSON: {"schema": preferences_change}}},
                     "responses": {"200": _json(preferences_state, "the new choices"),
-                                  "413": _error("body over the size limit"), "415": _error("not JSON"),
-                                  **token_errors}}},
+                                  **body_errors, "415": _error("not JSON"), **token_errors}}},
         "/v1/unsubscribe/{token}": {"post": {
             "summary": "RFC 8058 one-click unsubscribe (the List-Unsubscribe URI)", "parameters": [_token()],
-            "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+            "requestBody": {"required": True, "content": {media: {"schema": {
                 "type": "object", "required": ["List-Unsubscribe"],
-                "properties": {"List-Unsubscribe": {"const": "One-Click"}}}}}},
+                "properties": {"List-Unsubscribe": {"const": "One-Click"}}}}
+                for media in ("application/x-www-form-urlencoded", "multipart/form-data")}},
             "responses": {"200": _json({"type": "object", "properties": {"user_id": {"type": "string"},
                                                                          "subscribed": {"const": False}}},
-                                       "unsubscribed"), **token_errors}}},
+                                       "unsubscribed"), **body_errors, **token_errors}}},
         "/preferences/{token}": {
             "get": {"summary": "the preference centre page", "parameters": [_token()],
                     "responses": {"200": _html("the page"), "403": _html("an invalid or expired link"),
@@ -199,7 +202,7 @@ def document(config: Config) -> dict[str, Any]:
                              "topics": {"type": "array", "items": {"type": "string"}},
                              "frequency": {"type": "string"}}}}}},
                      "responses": {"200": _html("the page, saved"), "403": _html("an invalid or expired link"),
-                                   "413": _error("body over the size limit"),
+                                   **body_errors,
                                    "429": _error("over the per-address limit", RETRY_AFTER),
                                    "503": _error("store or events source unavailable", RETRY_AFTER)}}},
         "/v1/webhooks/{provider}": {"post": {
@@ -217,7 +220,7 @@ def document(config: Config) -> dict[str, Any]:
                           "400": _error("bad JSON or a bad event"),
                           "401": _error("bad_signature or stale_webhook"), "404": _error("unknown provider"),
                           "409": _error("replayed: this signed request was received before"),
-                          "413": _error("body over the size limit"),
+                          **body_errors,
                           "429": _error("over the per-address limit", RETRY_AFTER),
                           "503": _error("not configured, or the store or events source is unavailable",
                                         RETRY_AFTER)}}},

@@ -25,13 +25,16 @@ from api.admin import html_page, templates
 from api.auth import require_scope
 from api.errors import ApiError
 from api.rows import GONE_REASONS
-from api.validation import check_user_id, json_body
+from api.validation import check_user_id, form_body, json_body
 from pipelines.config import Config
 
 bp = Blueprint("preferences", __name__)
 _SALT = "tailor-preferences"
 SUBSCRIBER = "subscriber"
-PAGE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
+# No script, no other origin, and no other site may frame the page: a framed unsubscribe
+# button is a clickjacking target (X-Frame-Options: DENY too, for browsers without CSP 2).
+PAGE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; " \
+              "frame-ancestors 'none'"
 
 
 def _config() -> Config:
@@ -155,9 +158,11 @@ def put_preferences(token: str) -> ResponseReturnValue:
 
 @bp.post("/v1/unsubscribe/<token>")
 def one_click_unsubscribe(token: str) -> ResponseReturnValue:
-    """RFC 8058: the mail client POSTs `List-Unsubscribe=One-Click` as a form, no cookies, no redirects."""
+    """RFC 8058: the mail client POSTs `List-Unsubscribe=One-Click` as a form (multipart or
+    urlencoded), no cookies, no redirects. The body is read within api.max_body_bytes."""
+    form = form_body()  # before any store call: a body over the limit costs nothing
     user_id = user_of(token)
-    if request.form.get("List-Unsubscribe") != "One-Click":
+    if form.get("List-Unsubscribe") != "One-Click":
         raise ApiError(400, "bad_request", "expected the form body List-Unsubscribe=One-Click (RFC 8058)")
     apply_change(user_id, {"subscribed": False}, SUBSCRIBER)
     return jsonify(user_id=user_id, subscribed=False)
@@ -173,7 +178,7 @@ def page(token: str) -> ResponseReturnValue:
         return html_page(html, PAGE_POLICY, error.status)
     saved = False
     if request.method == "POST":
-        form = request.form
+        form = form_body()
         # Only an explicit choice changes the subscription: a form without it leaves it as it is.
         choice = {"yes": True, "no": False}.get(form.get("subscribed", ""))
         change: dict[str, Any] = {} if choice is None else {"subscribed": choice}

@@ -7,10 +7,18 @@ opening one per request would cost a TCP connect to Redis or DynamoDB every time
 request that saw the store fail drops its thread's store at teardown, so the next one
 reconnects.
 
-Every call goes through `guarded()`: a short timeout (api.store_timeout_ms, given to the
-store's own client: Redis' socket timeout, botocore's connect and read timeouts,
-SQLite's busy timeout) and one circuit breaker per process, so that while the store is
-down requests fall back at once instead of each waiting for its timeout.
+Two lanes, each with its own store per thread:
+
+- reads (content, traits, readiness, the fallback rows) go through `guarded()`: a short
+  timeout (api.store_timeout_ms, given to the store's own client: Redis' socket timeout,
+  botocore's connect and read timeouts, SQLite's busy timeout) and one circuit breaker
+  per process, so that while the store is down requests fall back at once instead of
+  each waiting for its timeout;
+- consent (unsubscribe, preference changes, erasure, suppression from webhooks: their
+  reads and their writes) goes through `consent()`: api.store_write_timeout_ms (default
+  2 s) and no breaker. A store busy with an export may be too slow for a content read,
+  which then falls back, but an unsubscribe must still be saved, and an open circuit
+  must not refuse it.
 """
 
 from __future__ import annotations
@@ -80,25 +88,37 @@ def api_config(app: Flask | None = None) -> Config:
     return config
 
 
-def with_store_timeout(config: Config) -> Config:
-    """`config` with every store client's timeout set to api.store_timeout_ms."""
-    seconds = config.api.store_timeout_ms / 1000
+READ, CONSENT = "read", "consent"
+# A throttled consent write is retried a few times with backoff (DynamoDB's unprocessed
+# items: about 0.35 s in all); a throttled read is not, it falls back.
+_CONSENT_DYNAMODB_RETRIES = 3
+
+
+def _timeout_ms(config: Config, lane: str) -> int:
+    return config.api.store_write_timeout_ms if lane == CONSENT else config.api.store_timeout_ms
+
+
+def with_store_timeout(config: Config, lane: str = READ) -> Config:
+    """`config` with every store client's timeout set to the lane's: api.store_timeout_ms
+    for reads, api.store_write_timeout_ms for consent."""
+    milliseconds = _timeout_ms(config, lane)
     serving = config.serving
     serving = serving.model_copy(update={
-        "redis": serving.redis.model_copy(update={"socket_timeout_s": seconds}),
-        "sqlite": serving.sqlite.model_copy(update={"busy_timeout_ms": config.api.store_timeout_ms}),
-        # A throttled batch is not retried with backoff inside a request: it falls back.
-        "dynamodb": serving.dynamodb.model_copy(update={"max_retries": 0}),
+        "redis": serving.redis.model_copy(update={"socket_timeout_s": milliseconds / 1000}),
+        "sqlite": serving.sqlite.model_copy(update={"busy_timeout_ms": milliseconds}),
+        # A throttled read batch is not retried with backoff inside a request: it falls back.
+        "dynamodb": serving.dynamodb.model_copy(
+            update={"max_retries": _CONSENT_DYNAMODB_RETRIES if lane == CONSENT else 0}),
     })
     return config.model_copy(update={"serving": serving})
 
 
-def _open(config: Config) -> ServingStore:
+def _open(config: Config, lane: str) -> ServingStore:
     cls = store_class(config.serving.type)
     if config.serving.type == "dynamodb":
         from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
 
-        seconds = config.api.store_timeout_ms / 1000
+        seconds = _timeout_ms(config, lane) / 1000
         client_config = BotoConfig(connect_timeout=seconds, read_timeout=seconds,
                                    retries={"max_attempts": 1, "mode": "standard"})
         return cls(config, client_config=client_config)  # type: ignore[call-arg]
@@ -106,36 +126,39 @@ def _open(config: Config) -> ServingStore:
 
 
 class StoreHolder:
-    """Per app: the store config, the breaker, and each thread's open store."""
+    """Per app: each lane's store config, the read lane's breaker, and each thread's open stores."""
 
     def __init__(self, config: Config) -> None:
-        self.config = with_store_timeout(config)
+        self.configs = {READ: with_store_timeout(config, READ), CONSENT: with_store_timeout(config, CONSENT)}
+        self.config = self.configs[READ]
         settings = config.api.circuit_breaker
         self.breaker = CircuitBreaker(settings.failure_threshold, settings.reset_timeout_s)
         self._local = threading.local()
         self._all: list[ServingStore] = []
         self._lock = threading.Lock()
 
-    def thread_store(self) -> ServingStore:
-        store: ServingStore | None = getattr(self._local, "store", None)
+    def thread_store(self, lane: str = READ) -> ServingStore:
+        store: ServingStore | None = getattr(self._local, lane, None)
         if store is None:
-            store = _open(self.config)
-            self._local.store = store
+            store = _open(self.configs[lane], lane)
+            setattr(self._local, lane, store)
             with self._lock:
                 self._all.append(store)
         return store
 
-    def drop_thread_store(self) -> None:
-        store: ServingStore | None = getattr(self._local, "store", None)
-        self._local.store = None
-        if store is not None:
-            with self._lock:
-                if store in self._all:
-                    self._all.remove(store)
-            try:
-                store.close()
-            except Exception:  # noqa: BLE001 - a broken connection may fail to close too
-                pass
+    def drop_thread_store(self, lane: str | None = None) -> None:
+        """Close this thread's store of `lane` (of both lanes when None)."""
+        for name in (READ, CONSENT) if lane is None else (lane,):
+            store: ServingStore | None = getattr(self._local, name, None)
+            setattr(self._local, name, None)
+            if store is not None:
+                with self._lock:
+                    if store in self._all:
+                        self._all.remove(store)
+                try:
+                    store.close()
+                except Exception:  # noqa: BLE001 - a broken connection may fail to close too
+                    pass
 
     def close_all(self) -> None:
         with self._lock:
@@ -147,11 +170,12 @@ class StoreHolder:
                 pass
 
     def guarded(self, call: Callable[[ServingStore], T]) -> T:
-        """`call(store)` behind the breaker; StoreUnavailable (CircuitOpen included) when
-        the store cannot answer, and the thread's store is dropped at teardown."""
+        """A read: `call(store)` behind the breaker, with the short timeout; StoreUnavailable
+        (CircuitOpen included) when the store cannot answer, and the thread's store is
+        dropped at teardown."""
         self.breaker.before_call()
         try:
-            result = call(self.thread_store())
+            result = call(self.thread_store(READ))
         except StoreUnavailable:
             self.breaker.failed()
             g.store_failed = True
@@ -164,6 +188,20 @@ class StoreHolder:
             raise StoreUnavailable(f"serving store: {type(error).__name__}") from None
         self.breaker.succeeded()
         return result
+
+    def consent(self, call: Callable[[ServingStore], T]) -> T:
+        """A consent read or write: `call(store)` on the thread's consent store, which waits
+        up to api.store_write_timeout_ms; never refused by the read lane's open circuit, and
+        its outcome does not move the breaker. StoreUnavailable when the store cannot
+        answer even so; the thread's consent store is dropped at teardown."""
+        try:
+            return call(self.thread_store(CONSENT))
+        except StoreUnavailable:
+            g.consent_store_failed = True
+            raise
+        except Exception as error:  # noqa: BLE001 - as guarded(): any client failure is an outage to the caller
+            g.consent_store_failed = True
+            raise StoreUnavailable(f"serving store: {type(error).__name__}") from None
 
 
 def holder(app: Flask | None = None) -> StoreHolder:
@@ -179,7 +217,9 @@ def get_store() -> ServingStore:
 
 def close_store(_error: BaseException | None = None) -> None:
     if g.pop("store_failed", False):
-        holder().drop_thread_store()
+        holder().drop_thread_store(READ)
+    if g.pop("consent_store_failed", False):
+        holder().drop_thread_store(CONSENT)
 
 
 @click.command("load-rows")

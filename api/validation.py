@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from typing import Any
 
-from flask import current_app, request
+from flask import current_app, g, request
+from werkzeug.datastructures import MultiDict
 
 from api.errors import ApiError
 
@@ -23,29 +25,66 @@ def check_user_id(user_id: Any, where: str = "user_id") -> str:
     return user_id
 
 
-def body_bytes() -> bytes:
-    """The request body, or 413 when it is over MAX_CONTENT_LENGTH.
+def _chunked() -> bool:
+    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
 
-    A chunked body has no Content-Length. gunicorn de-chunks it and says the stream ends
-    (wsgi.input_terminated); Werkzeug would then stop reading at the limit and hand over the
-    first `limit` bytes as the whole body. So such a body is read here, one byte past the
-    limit, to tell a body at the limit from a longer one."""
+
+def body_bytes() -> bytes:
+    """The request body, read at most once: 413 when it is over MAX_CONTENT_LENGTH, 411
+    when it is chunked and the server cannot say where it ends.
+
+    A chunked body has no Content-Length. gunicorn (and Werkzeug's own server) de-chunk it
+    and say the stream ends (wsgi.input_terminated); Werkzeug would then stop reading at
+    the limit and hand over the first `limit` bytes as the whole body. So such a body is
+    read here, one byte past the limit, to tell a body at the limit from a longer one. A
+    server that does not set wsgi.input_terminated gives no safe way to find the end of a
+    chunked body, and Werkzeug would read it as empty: 411, so the client sends it again
+    with a Content-Length, rather than a body taken for empty."""
+    if "tailor_body" in g:
+        body: bytes = g.tailor_body
+        return body
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
     if limit is not None and (request.content_length or 0) > limit:
         raise ApiError(413, "body_too_large", f"the body is over {limit} bytes")
-    if limit is None or request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
-        return request.get_data(cache=True)
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = request.input_stream.read(limit + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    if size > limit:
-        raise ApiError(413, "body_too_large", f"the body is over {limit} bytes")
-    return b"".join(chunks)
+    if request.content_length is not None:
+        body = request.get_data(cache=True)
+    elif not request.environ.get("wsgi.input_terminated"):
+        if _chunked():
+            raise ApiError(411, "length_required", "this server cannot read a chunked body to its end: send the "
+                           "body with a Content-Length")
+        body = b""  # no length and no chunks: no body (what Werkzeug reads too)
+    else:
+        chunks: list[bytes] = []
+        size = 0
+        while limit is None or size <= limit:
+            chunk = request.input_stream.read(65536 if limit is None else limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if limit is not None and size > limit:
+            raise ApiError(413, "body_too_large", f"the body is over {limit} bytes")
+        body = b"".join(chunks)
+    g.tailor_body = body
+    return body
+
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def form_body() -> MultiDict[str, str]:
+    """The request's form fields (urlencoded or multipart, as RFC 8058 allows both), parsed
+    from `body_bytes()`: the same 411 and 413 as a JSON body, never a form cut short at the
+    limit. Any other content type gives an empty form. Use this, never `request.form`."""
+    if request.mimetype not in FORM_TYPES:
+        return MultiDict()
+    data = body_bytes()
+    parser = request.make_form_data_parser()
+    _, form, files = parser.parse(io.BytesIO(data), request.mimetype, len(data), request.mimetype_params)
+    for _, stored in files.items(multi=True):  # no view takes files: drop any a multipart body carried
+        stored.close()
+    fields: MultiDict[str, str] = form
+    return fields
 
 
 def json_body() -> dict[str, Any]:

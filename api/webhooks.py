@@ -26,6 +26,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import time
@@ -41,11 +42,11 @@ from flask.typing import ResponseReturnValue
 from api import consent
 from api.errors import ApiError
 from api.rows import GONE_REASONS
-from api.store import holder
 from api.validation import USER_ID_PATTERN, body_bytes
 from pipelines.config import Config
 from pipelines.contracts import validate_event
-from pipelines.serving import SUPPRESSION, StoreUnavailable
+
+log = logging.getLogger("tailor.api.webhooks")
 
 bp = Blueprint("webhooks", __name__)
 
@@ -93,14 +94,27 @@ def _replay_key(provider: str, timestamp: str, body: bytes) -> str:
 
 
 def _seen_before(key: str) -> bool:
+    """Asked of the rate limiter's storage (Redis when Redis is the store), whose client
+    times out like a store read: a storage that cannot answer is a 503 the sender retries,
+    never a 500, and nothing has been done yet."""
     limiter = current_app.extensions["tailor"]["limiter"]
-    return bool(limiter.storage.get(key))
+    try:
+        return bool(limiter.storage.get(key))
+    except Exception as error:  # noqa: BLE001 - any storage client failure is an outage to the sender
+        log.warning("webhook replay check failed: %s", type(error).__name__)
+        raise ApiError(503, "store_unavailable", "the delivery could not be checked; try again",
+                       headers={"Retry-After": "1"}) from None
 
 
 def _remember(key: str) -> None:
-    """Recorded once the events are written: a sender that retries after a 503 is heard."""
+    """Recorded once the events are written: a sender that retries after a 503 is heard.
+    Failing to record it does not fail the delivery, whose changes are made: the sender
+    would send it again and its events would arrive twice."""
     limiter = current_app.extensions["tailor"]["limiter"]
-    limiter.storage.incr(key, 2 * _config().api.webhook_tolerance_s)
+    try:
+        limiter.storage.incr(key, 2 * _config().api.webhook_tolerance_s)
+    except Exception as error:  # noqa: BLE001 - as above
+        log.warning("webhook delivery not recorded against replays: %s", type(error).__name__)
 
 
 def _verify_generic(secret: str, body: bytes) -> str:
@@ -243,10 +257,7 @@ def receive(provider: str) -> ResponseReturnValue:
             raise ApiError(400, "bad_event", f"event {position}: {problem.code}: {problem.message}")
     suppress = {event["user_id"]: reason for event, reason in mapped if reason is not None}
     if suppress:
-        try:
-            existing = holder().guarded(lambda store: store.read_many(SUPPRESSION, list(suppress)))
-        except StoreUnavailable:
-            raise ApiError(503, "store_unavailable", "try again", headers={"Retry-After": "1"}) from None
+        existing = consent.read_suppressions(list(suppress))
         for user_id, reason in suppress.items():
             before = existing.get(user_id, {}).get("reason")
             if before in GONE_REASONS:

@@ -595,7 +595,8 @@ class RedisServingConfig(_Strict):
     url: str = Field(description="redis://host:port/db; a password comes from secrets.redis_password, never here")
     key_prefix: str = Field(min_length=1, description="every key starts with this: one prefix per environment")
     socket_timeout_s: float = Field(
-        default=0.5, gt=0, description="seconds a connect or call waits; the API uses api.store_timeout_ms instead")
+        default=0.5, gt=0, description="seconds a connect or call waits; the API uses api.store_timeout_ms "
+        "(reads) and api.store_write_timeout_ms (consent) instead")
 
 
 class DynamoDbServingConfig(_Strict):
@@ -638,7 +639,11 @@ class ApiConfig(_Strict):
     cache_ttl_s: float = Field(default=30.0, ge=0, description="in-process cache of content rows; 0: off")
     cache_max_entries: int = Field(default=50_000, ge=1, description="content rows the in-process cache holds")
     defaults_refresh_s: float = Field(default=60.0, gt=0, description="fallback rows are read again this often")
-    store_timeout_ms: int = Field(default=50, ge=1, description="each store call gives up after this")
+    store_timeout_ms: int = Field(default=50, ge=1, description="each store read gives up after this "
+                                  "(content, traits, readiness; behind the circuit breaker)")
+    store_write_timeout_ms: int = Field(
+        default=2000, ge=1, le=20_000, description="consent store calls (unsubscribe, preference changes, erasure, "
+        "suppression from webhooks) wait this long, without the circuit breaker; below gunicorn's 30 s worker timeout")
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     rate_limit: dict[str, str] = Field(
         default_factory=lambda: {"content:read": "60000 per minute", "traits:read": "6000 per minute",

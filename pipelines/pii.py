@@ -120,6 +120,17 @@ def load_keys(config: Config) -> PiiKeys:
     return PiiKeys(parse_keyring(keyring_text, keyring_var), parse_hmac_key(hmac_text, hmac_var))
 
 
+def load_hmac_key(config: Config) -> bytes:
+    """The HMAC key alone, as load_keys finds it: for a process that hashes ids but never
+    decrypts (the content API), which then need not hold the key to every stored email."""
+    hmac_var, hmac_text = config.secrets.pii_hmac_key, config.secret("pii_hmac_key")
+    if hmac_text is None and config.pii.dev_keys_file:
+        hmac_text = _dev_key_material(Path(config.under_root(config.pii.dev_keys_file)))["hmac_key"]
+    if not hmac_text:
+        raise _unset(hmac_var, config)
+    return parse_hmac_key(hmac_text, hmac_var)
+
+
 def _unset(variable: str, config: Config) -> ConfigError:
     secret = config.secrets_manager.secret_id
     elsewhere = f" nor in the Secrets Manager secret {secret}" if secret else ""
@@ -154,8 +165,12 @@ def email_hash(keys: PiiKeys, address: str) -> str:
 
 
 def subject_hash(keys: PiiKeys, user_id: str) -> str:
+    return subject_hash_under(keys.hmac_key, user_id)
+
+
+def subject_hash_under(hmac_key: bytes, user_id: str) -> str:
     # A prefix keeps a user_id hash from ever equalling an email hash.
-    return keyed_hash(keys.hmac_key, "user:" + user_id)
+    return keyed_hash(hmac_key, "user:" + user_id)
 
 
 def encrypt(keys: PiiKeys, plaintext: str) -> tuple[bytes, str]:

@@ -138,8 +138,44 @@ def test_html_page_shows_and_saves_choices(app, client):
     assert "this link is not valid" in bad.get_data(as_text=True)
     for response in (page, saved, bad):
         assert response.headers["Content-Security-Policy"] == (
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; "
+            "frame-ancestors 'none'")
         assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["X-Frame-Options"] == "DENY"
+
+
+def csp_directives(header: str) -> dict[str, list[str]]:
+    """A Content-Security-Policy header as a browser splits it: directive -> its sources."""
+    directives: dict[str, list[str]] = {}
+    for part in header.split(";"):
+        words = part.split()
+        if words:
+            directives.setdefault(words[0].lower(), words[1:])  # a repeated directive is ignored
+    return directives
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("valid_token", [True, False])
+def test_no_site_may_frame_the_preference_page(client, method, valid_token):
+    """Clickjacking: the unsubscribe page inside another site's invisible frame. Every answer
+    of the page (a good link or a bad one, shown or saved) forbids framing, by CSP
+    frame-ancestors and by X-Frame-Options for browsers that predate it."""
+    token = token_for(client, "u-ada") if valid_token else "not-a-token"
+    response = client.open(f"/preferences/{token}", method=method, data={"topics": ["offers"]}
+                           if method == "POST" else None)
+    assert response.status_code == (200 if valid_token else 403)
+    directives = csp_directives(response.headers["Content-Security-Policy"])
+    assert directives["frame-ancestors"] == ["'none'"]
+    assert directives["default-src"] == ["'none'"]
+    assert "script-src" not in directives  # no script at all: default-src 'none' covers it
+    assert response.headers.getlist("X-Frame-Options") == ["DENY"]
+
+
+def test_the_preview_page_may_not_be_framed_either(client):
+    response = client.get("/v1/preview/u-ada", headers=headers("ops"))
+    assert response.status_code == 200
+    assert csp_directives(response.headers["Content-Security-Policy"])["frame-ancestors"] == ["'none'"]
+    assert response.headers["X-Frame-Options"] == "DENY"
 
 
 def test_erasure_suppresses_at_once_and_emits_an_event(store_app):

@@ -52,3 +52,32 @@ def test_a_tampered_link_shows_an_error_page(served, browser):
 
     browser.get(f"{served}/preferences/not-a-real-token")
     assert browser.find_element(By.ID, "error").text == "this link is not valid"
+
+
+def test_another_site_cannot_frame_the_preference_page(client, served, browser, tmp_path):
+    """Clickjacking, in the browser: a page of another origin (a local file) frames the
+    preference page and, as a control, /healthz (which nothing forbids framing). The
+    control's frame shows its JSON; the preference page's frame shows none of the page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    token = client.get("/v1/users/u-ada/preference-link", headers=headers("prefs")).get_json()["token"]
+    framing = tmp_path / "framing.html"
+    framing.write_text(
+        "<!doctype html><title>framing</title><script>let loaded = 0;</script>"
+        f'<iframe id="control" src="{served}/healthz" onload="loaded += 1"></iframe>'
+        f'<iframe id="victim" src="{served}/preferences/{token}" onload="loaded += 1"></iframe>',
+        encoding="utf-8")
+    browser.get(framing.as_uri())
+    WebDriverWait(browser, 20).until(lambda driver: driver.execute_script("return loaded") == 2)
+    browser.implicitly_wait(0)  # an absent element is the expected answer below: no waiting for it
+
+    browser.switch_to.frame(browser.find_element(By.ID, "control"))
+    assert '"status":"ok"' in browser.find_element(By.TAG_NAME, "body").text.replace(" ", "")
+    browser.switch_to.default_content()
+
+    browser.switch_to.frame(browser.find_element(By.ID, "victim"))
+    assert browser.find_elements(By.ID, "topic-offers") == []
+    assert browser.find_elements(By.ID, "subscribed-no") == []
+    assert browser.find_elements(By.ID, "save") == []
+    browser.switch_to.default_content()

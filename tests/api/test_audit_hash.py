@@ -1,0 +1,112 @@
+"""The API's audit lines name a person by the pipeline's keyed subject_hash (HMAC-SHA256 of
+"user:<user_id>" under the key in TAILOR_PII_HMAC_KEY), not by a plain SHA-256 that
+anyone holding the list of user ids could reverse; the same value audit.log holds for the
+same person. The expected values are computed here from the key, by hand."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+import pytest
+
+from api import create_app
+from pipelines.config import load_config
+from pipelines.errors import ConfigError
+from pipelines.pii import load_keys, subject_hash
+from tests.api.conftest import headers
+from tests.api.test_preferences import audit_lines, token_for
+from tests.api.test_webhooks import signed
+
+HMAC_KEY = bytes(range(32))  # test values, not secrets
+ENCRYPTION_KEYRING = "t1:" + base64.b64encode(bytes(range(32, 64))).decode()
+
+
+def by_hand(key: bytes, user_id: str) -> str:
+    return hmac.new(key, b"user:" + user_id.encode(), hashlib.sha256).hexdigest()
+
+
+@pytest.fixture
+def keyed(monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TAILOR_PII_HMAC_KEY", base64.b64encode(HMAC_KEY).decode())
+    monkeypatch.setenv("TAILOR_PII_ENCRYPTION_KEY", ENCRYPTION_KEYRING)
+
+
+def test_every_audit_line_names_the_person_by_the_keyed_hash(keyed, make_app):
+    app = make_app()
+    client = app.test_client()
+    token = token_for(client, "u-ada")
+    assert client.post(f"/v1/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    body = json.dumps({"events": [{"id": "c1", "type": "complaint", "user_id": "u-bob",
+                                   "occurred_at": "2026-11-28T10:00:00Z", "campaign_id": "c-1"}]}).encode()
+    assert client.post("/v1/webhooks/generic", data=body, headers=signed(body)).status_code == 200
+    assert client.delete("/v1/users/u-hal", headers=headers("ops")).status_code == 202
+
+    entries = audit_lines(app)
+    assert [(entry["action"], entry["subject_hash"]) for entry in entries] == [
+        ("preferences_changed", by_hand(HMAC_KEY, "u-ada")),
+        ("suppressed_by_esp", by_hand(HMAC_KEY, "u-bob")),
+        ("erasure_requested", by_hand(HMAC_KEY, "u-hal")),
+    ]
+    text = json.dumps(entries)
+    for user_id in ("u-ada", "u-bob", "u-hal"):
+        assert user_id not in text
+        assert hashlib.sha256(user_id.encode()).hexdigest() not in text  # the old, unkeyed reference
+    assert all("user_ref" not in entry for entry in entries)
+
+
+def test_the_api_and_the_pipeline_hash_a_person_alike(keyed, make_app):
+    """merge_profiles writes audit.log's subject_hash with pipelines.pii under load_keys(config):
+    the API's line for the same person carries the same value, so the two can be joined."""
+    app = make_app()
+    client = app.test_client()
+    assert client.delete("/v1/users/u-ada", headers=headers("ops")).status_code == 202
+    config = app.extensions["tailor"]["config"]
+    assert audit_lines(app)[0]["subject_hash"] == subject_hash(load_keys(config), "u-ada")
+
+
+def test_locally_the_api_uses_the_pipelines_generated_dev_keys(make_app, monkeypatch):
+    """Without the key variables, conf/local.yaml's pii.dev_keys_file (generated once, shared
+    with the pipeline's jobs under storage.root) holds the key."""
+    monkeypatch.delenv("TAILOR_PII_HMAC_KEY", raising=False)
+    monkeypatch.delenv("TAILOR_PII_ENCRYPTION_KEY", raising=False)
+    app = make_app()
+    config = app.extensions["tailor"]["config"]
+    client = app.test_client()
+    assert client.delete("/v1/users/u-ada", headers=headers("ops")).status_code == 202
+    material = json.loads(Path(config.under_root(config.pii.dev_keys_file)).read_text(encoding="utf-8"))
+    assert audit_lines(app)[0]["subject_hash"] == by_hand(base64.b64decode(material["hmac_key"]), "u-ada")
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("not base64!", "TAILOR_PII_HMAC_KEY is not valid base64"),
+    (base64.b64encode(b"short").decode(), "TAILOR_PII_HMAC_KEY must hold at least 32 bytes (base64), got 5"),
+])
+def test_a_bad_hmac_key_stops_the_app_with_one_line(keyed, monkeypatch, tmp_path, value, problem):
+    monkeypatch.setenv("TAILOR_PII_HMAC_KEY", value)
+    config = load_config("local", [f"storage.root={tmp_path}"])
+    with pytest.raises(ConfigError) as raised:
+        create_app({"TESTING": True, "TAILOR_CONFIG": config})
+    assert str(raised.value) == problem  # one line, naming the variable, never quoting its value
+
+
+def test_no_key_and_no_dev_keys_file_stops_the_app(monkeypatch, tmp_path):
+    monkeypatch.delenv("TAILOR_PII_HMAC_KEY", raising=False)
+    monkeypatch.setenv("TAILOR_PII_ENCRYPTION_KEY", ENCRYPTION_KEYRING)
+    config = load_config("local", [f"storage.root={tmp_path}", "pii.dev_keys_file=null"])
+    with pytest.raises(ConfigError, match=r"^environment variable TAILOR_PII_HMAC_KEY is not set; "):
+        create_app({"TESTING": True, "TAILOR_CONFIG": config})
+
+
+def test_the_api_needs_the_hmac_key_only_never_the_encryption_key(monkeypatch, tmp_path):
+    """It hashes ids and decrypts nothing: a web host without the key to every stored email
+    starts, and hashes as the pipeline does."""
+    monkeypatch.setenv("TAILOR_PII_HMAC_KEY", base64.b64encode(HMAC_KEY).decode())
+    monkeypatch.delenv("TAILOR_PII_ENCRYPTION_KEY", raising=False)
+    config = load_config("local", [f"storage.root={tmp_path}", "pii.dev_keys_file=null"])
+    app = create_app({"TESTING": True, "TAILOR_CONFIG": config})
+    assert app.extensions["tailor"]["pii_hmac_key"] == HMAC_KEY
+    assert not (tmp_path / "secrets").exists()  # no dev keys were generated either
