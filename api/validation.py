@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from flask import current_app, g, request
+from flask import current_app, request
 from werkzeug.datastructures import MultiDict
 
 from api.errors import ApiError
@@ -40,8 +40,9 @@ def body_bytes() -> bytes:
     server that does not set wsgi.input_terminated gives no safe way to find the end of a
     chunked body, and Werkzeug would read it as empty: 411, so the client sends it again
     with a Content-Length, rather than a body taken for empty."""
-    if "tailor_body" in g:
-        body: bytes = g.tailor_body
+    # Kept with the request, not on g: an outer app context can outlive several requests.
+    if "tailor.body" in request.environ:
+        body: bytes = request.environ["tailor.body"]
         return body
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
     if limit is not None and (request.content_length or 0) > limit:
@@ -65,7 +66,7 @@ def body_bytes() -> bytes:
         if limit is not None and size > limit:
             raise ApiError(413, "body_too_large", f"the body is over {limit} bytes")
         body = b"".join(chunks)
-    g.tailor_body = body
+    request.environ["tailor.body"] = body
     return body
 
 

@@ -253,9 +253,11 @@ def test_metrics_add_up_across_two_gunicorn_workers(tmp_path):
 def test_tailor_serve_makes_its_own_metrics_folder_and_removes_it(tmp_path):
     env = {name: value for name, value in os.environ.items() if name != "PROMETHEUS_MULTIPROC_DIR"}
     process, port = start_serving(tmp_path, workers=2, env=env, stderr_to=tmp_path / "serve.log")
+    folder = None
     try:
         assert process.stdout is not None
         banner = process.stdout.readline().decode()
+        assert "metrics files in " in banner, banner
         folder = Path(banner.rsplit("metrics files in ", 1)[1].strip())
         assert folder.is_dir() and folder.name.startswith("tailor-metrics-")
         for _ in range(5):
@@ -264,7 +266,7 @@ def test_tailor_serve_makes_its_own_metrics_folder_and_removes_it(tmp_path):
         assert content_reads_in(list(worker_files(folder).values())) == 5
     finally:
         stop(process)
-    assert not folder.exists()
+    assert folder is not None and not folder.exists()
 
 
 def test_the_metrics_folder_is_emptied_of_metric_files_only(tmp_path):
