@@ -26,6 +26,22 @@ from tests.api.test_preferences import token_for
 from tests.api.test_webhooks import signed
 
 READER = headers("reader")
+
+
+@contextmanager
+def paused(url: str, milliseconds: int) -> Iterator[float]:
+    """A real Redis that stops answering clients for `milliseconds` (CLIENT PAUSE), unpaused
+    on leaving; yields when the pause began."""
+    pauser = redis.Redis.from_url(url, socket_timeout=5)
+    paused_at = time.monotonic()
+    pauser.execute_command("CLIENT", "PAUSE", str(milliseconds), "ALL")
+    try:
+        yield paused_at
+    finally:
+        pauser.execute_command("CLIENT", "UNPAUSE")
+        pauser.close()
+
+
 HOLD_S = 0.4  # how long the other connection keeps the write lock
 
 
@@ -165,10 +181,7 @@ def test_a_paused_redis_makes_reads_fall_back_but_an_unsubscribe_still_succeeds(
     assert client.get("/v1/content/u-ada", headers=READER).get_json()["fallback"] is None
     assert client.get(f"/v1/preferences/{token}").get_json()["subscribed"] is True
 
-    pauser = redis.Redis.from_url(url, socket_timeout=5)
-    paused_at = time.monotonic()
-    pauser.execute_command("CLIENT", "PAUSE", "2500", "ALL")
-    try:
+    with paused(url, 2500) as paused_at:
         for _ in range(4):  # past the breaker's threshold: the last ones are refused without a call
             started = time.perf_counter()
             read = client.get("/v1/content/u-ada", headers=READER)
@@ -178,9 +191,6 @@ def test_a_paused_redis_makes_reads_fall_back_but_an_unsubscribe_still_succeeds(
         assert time.monotonic() - paused_at < 2.0, "the reads took too long to test anything"
         unsubscribed = client.post(f"/v1/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
         finished_at = time.monotonic()
-    finally:
-        pauser.execute_command("CLIENT", "UNPAUSE")
-        pauser.close()
     assert unsubscribed.status_code == 200, unsubscribed.get_data(as_text=True)
     assert unsubscribed.get_json() == {"user_id": "u-ada", "subscribed": False}
     assert finished_at - paused_at >= 2.0  # it was answered once Redis was, not refused by the open circuit
@@ -202,15 +212,10 @@ def test_a_paused_redis_holding_the_rate_limit_counters_does_not_hold_content_re
     app = create_app({"TESTING": True, "TAILOR_CONFIG": config})
     client = app.test_client()
     assert client.get("/v1/content/u-ada", headers=READER).status_code == 200  # the counters are in Redis now
-    pauser = redis.Redis.from_url(url, socket_timeout=5)
-    pauser.execute_command("CLIENT", "PAUSE", "3000", "ALL")
-    try:
+    with paused(url, 3000):
         started = time.monotonic()
         read = client.get("/v1/content/u-ada", headers=READER)
         waited = time.monotonic() - started
-    finally:
-        pauser.execute_command("CLIENT", "UNPAUSE")
-        pauser.close()
     assert (read.status_code, read.get_json()["fallback"]) == (200, "store_unavailable")
     assert waited < 1.5, f"the read waited {waited:.1f} s of a 3 s pause"
 
@@ -228,13 +233,8 @@ def test_a_webhook_while_redis_is_paused_is_a_503_to_retry_not_a_500(own_redis, 
     client = app.test_client()
     body = json.dumps({"events": [{"id": "c1", "type": "complaint", "user_id": "u-bob",
                                    "occurred_at": "2026-11-28T10:00:00Z", "campaign_id": "c-1"}]}).encode()
-    pauser = redis.Redis.from_url(url, socket_timeout=5)
-    pauser.execute_command("CLIENT", "PAUSE", "1500", "ALL")
-    try:
+    with paused(url, 1500):
         refused = client.post("/v1/webhooks/generic", data=body, headers=signed(body))
-    finally:
-        pauser.execute_command("CLIENT", "UNPAUSE")
-        pauser.close()
     assert (refused.status_code, refused.get_json()["error"]) == (503, "store_unavailable"), refused.get_data()
     assert refused.headers["Retry-After"] == "1"
     assert client.get("/v1/content/u-bob", headers=READER).status_code == 200  # nothing was suppressed
@@ -255,14 +255,9 @@ def test_looking_at_the_preference_page_while_redis_is_paused_answers_at_once(ow
     app = create_app({"TESTING": True, "TAILOR_CONFIG": config, "RATELIMIT_STORAGE_URI": "memory://"})
     client = app.test_client()
     token = token_for(client, "u-ada")
-    pauser = redis.Redis.from_url(url, socket_timeout=5)
-    pauser.execute_command("CLIENT", "PAUSE", "3000", "ALL")
-    try:
+    with paused(url, 3000):
         started = time.monotonic()
         looked = client.get(f"/v1/preferences/{token}")
         waited = time.monotonic() - started
-    finally:
-        pauser.execute_command("CLIENT", "UNPAUSE")
-        pauser.close()
     assert (looked.status_code, looked.get_json()["error"]) == (503, "store_unavailable")
     assert waited < 1.5, f"a page view waited {waited:.1f} s of a 3 s pause"
