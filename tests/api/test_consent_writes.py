@@ -42,6 +42,18 @@ def paused(url: str, milliseconds: int) -> Iterator[float]:
         pauser.close()
 
 
+def _redis_app(url: str, root, prefix: str, *overrides: str, counters_in_memory: bool = False):  # type: ignore[no-untyped-def]
+    """An app over a seeded Redis store with a 100 ms read timeout. `counters_in_memory`:
+    rate-limit counters in process memory, for a test about the store alone."""
+    config = load_config("local", [f"storage.root={root}", "serving.type=redis", f"serving.redis.url={url}",
+                                   f"serving.redis.key_prefix=test:{prefix}", "api.store_timeout_ms=100", *overrides])
+    seed(config)
+    settings = {"TESTING": True, "TAILOR_CONFIG": config}
+    if counters_in_memory:
+        settings["RATELIMIT_STORAGE_URI"] = "memory://"
+    return create_app(settings)
+
+
 HOLD_S = 0.4  # how long the other connection keeps the write lock
 
 
@@ -169,13 +181,9 @@ def test_with_a_write_timeout_shorter_than_the_lock_the_change_is_refused_not_lo
 
 def test_a_paused_redis_makes_reads_fall_back_but_an_unsubscribe_still_succeeds(own_redis, tmp_path):  # noqa: F811
     _, url = own_redis
-    config = load_config("local", [
-        f"storage.root={tmp_path}", "serving.type=redis", f"serving.redis.url={url}",
-        "serving.redis.key_prefix=test:paused", "api.store_timeout_ms=100", "api.store_write_timeout_ms=6000",
-        "api.circuit_breaker.failure_threshold=3", "api.circuit_breaker.reset_timeout_s=0.5"])
-    seed(config)
-    # Rate-limit counters in memory: this test pauses the Redis that would hold them.
-    app = create_app({"TESTING": True, "TAILOR_CONFIG": config, "RATELIMIT_STORAGE_URI": "memory://"})
+    app = _redis_app(url, tmp_path, "paused", "api.store_write_timeout_ms=6000",
+                     "api.circuit_breaker.failure_threshold=3", "api.circuit_breaker.reset_timeout_s=0.5",
+                     counters_in_memory=True)
     client = app.test_client()
     token = token_for(client, "u-ada")
     assert client.get("/v1/content/u-ada", headers=READER).get_json()["fallback"] is None
@@ -205,11 +213,7 @@ def test_a_paused_redis_holding_the_rate_limit_counters_does_not_hold_content_re
     timeout, so a hung Redis costs a read that timeout (counting falls back to memory),
     not the length of the outage."""
     _, url = own_redis
-    config = load_config("local", [
-        f"storage.root={tmp_path}", "serving.type=redis", f"serving.redis.url={url}",
-        "serving.redis.key_prefix=test:limiter", "api.store_timeout_ms=100"])
-    seed(config)
-    app = create_app({"TESTING": True, "TAILOR_CONFIG": config})
+    app = _redis_app(url, tmp_path, "limiter")
     client = app.test_client()
     assert client.get("/v1/content/u-ada", headers=READER).status_code == 200  # the counters are in Redis now
     with paused(url, 3000):
@@ -225,11 +229,7 @@ def test_a_webhook_while_redis_is_paused_is_a_503_to_retry_not_a_500(own_redis, 
     a Redis that cannot answer gives the sender a 503 with Retry-After and changes nothing;
     once it answers, the same delivery is accepted."""
     _, url = own_redis
-    config = load_config("local", [
-        f"storage.root={tmp_path}", "serving.type=redis", f"serving.redis.url={url}",
-        "serving.redis.key_prefix=test:webhook", "api.store_timeout_ms=100"])
-    seed(config)
-    app = create_app({"TESTING": True, "TAILOR_CONFIG": config})
+    app = _redis_app(url, tmp_path, "webhook")
     client = app.test_client()
     body = json.dumps({"events": [{"id": "c1", "type": "complaint", "user_id": "u-bob",
                                    "occurred_at": "2026-11-28T10:00:00Z", "campaign_id": "c-1"}]}).encode()
@@ -248,11 +248,7 @@ def test_looking_at_the_preference_page_while_redis_is_paused_answers_at_once(ow
     takes the read lane, so it answers 503 within the read timeout instead of holding a
     worker thread for the consent timeout."""
     _, url = own_redis
-    config = load_config("local", [
-        f"storage.root={tmp_path}", "serving.type=redis", f"serving.redis.url={url}",
-        "serving.redis.key_prefix=test:looking", "api.store_timeout_ms=100", "api.store_write_timeout_ms=6000"])
-    seed(config)
-    app = create_app({"TESTING": True, "TAILOR_CONFIG": config, "RATELIMIT_STORAGE_URI": "memory://"})
+    app = _redis_app(url, tmp_path, "looking", "api.store_write_timeout_ms=6000", counters_in_memory=True)
     client = app.test_client()
     token = token_for(client, "u-ada")
     with paused(url, 3000):
