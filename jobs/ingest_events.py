@@ -46,7 +46,7 @@ def _ensure_landing_folders(config: Config) -> None:
 
 def start_query(spark, config: Config, once: bool, trigger_interval: str | None = None):
     checkpoint = config.checkpoint(CHECKPOINTS[QUERY_NAME])
-    flow = (validate_streams(read_raw(spark, config, checkpoint, once))
+    flow = (validate_streams(config.crm.tables)(read_raw(spark, config, checkpoint, once))
             .transform(drop_retried_duplicates(config.ingest.dedup_window))
             .transform(observe_outcome))
     writer = ingest_batch_writer(config.table("bronze.events"), config.table("bronze.quarantine"),

@@ -50,7 +50,7 @@ def replay(spark, config, include_unfixed: bool = False, dry_run: bool = False) 
     candidates = replay_candidates(snapshot, include_unfixed)
     if candidates.isEmpty():
         return Counter()
-    validated = revalidate(candidates)
+    validated = revalidate(candidates, config.crm.tables)
     # Pinned before writing: a cached plan that reads bronze would be recomputed after the
     # append below, and every landed record would then look already_in_bronze.
     outcomes = replay_outcomes(validated, read_table(spark, bronze_ref).select("event_id")) \

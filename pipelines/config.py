@@ -25,7 +25,7 @@ import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
-from pipelines.contracts.events import INTERACTION_EVENT_TYPES
+from pipelines.contracts.events import INTERACTION_EVENT_TYPES, PERSON_FIELDS
 from pipelines.errors import ConfigError
 
 ENVIRONMENTS = ("local", "databricks", "emr")
@@ -284,6 +284,77 @@ class ProfilesConfig(_Strict):
     @classmethod
     def _trackable(cls, columns: tuple[str, ...]) -> tuple[str, ...]:
         return _known_and_distinct(columns, HISTORY_TRACKABLE_COLUMNS, "column", "trackable")
+
+
+# A source column's name, as Debezium writes it: safe inside a JSON path and SQL text.
+_COLUMN_NAME = r"^[A-Za-z_$][A-Za-z0-9_$]{0,127}$"
+# How a column is encoded when a message carries no schema (`crm.tables.<t>.types`).
+CRM_COLUMN_TYPES = ("decimal", "variable_scale_decimal", "date", "timestamp", "micro_timestamp", "nano_timestamp",
+                    "time", "micro_time", "nano_time")
+
+
+class CrmColumnType(_Strict):
+    type: Literal[CRM_COLUMN_TYPES] = Field(description="Debezium's encoding of the column")  # type: ignore[valid-type]
+    scale: int | None = Field(default=None, ge=0, le=38, description="decimal: digits after the point")
+
+    @model_validator(mode="after")
+    def _scale_for_decimals(self) -> CrmColumnType:
+        if (self.type == "decimal") != (self.scale is not None):
+            raise ValueError("scale is set for a decimal, and only for a decimal")
+        return self
+
+
+class CrmTableConfig(_Strict):
+    key: tuple[str, ...] = Field(min_length=1, description="the column(s) whose value is the user id; several are "
+                                                           "joined with ':'")
+    columns: dict[str, str] = Field(description="source column -> profile field; unmapped columns are ignored")
+    deletes_profile: bool = Field(description="a delete of a row deletes the person's profile (a customers table); "
+                                              "false: it only clears the fields this table maps (an addresses table)")
+    types: dict[str, CrmColumnType] = Field(
+        default_factory=dict, description="for messages without Kafka Connect's schema: how a decimal or temporal "
+                                          "column is encoded (with a schema, the schema says)")
+
+    @field_validator("key")
+    @classmethod
+    def _key_names(cls, key: tuple[str, ...]) -> tuple[str, ...]:
+        for name in key:
+            if not re.match(_COLUMN_NAME, name):
+                raise ValueError(f"key column {name!r} is not a column name")
+        return key
+
+    @field_validator("columns")
+    @classmethod
+    def _mapped_fields(cls, columns: dict[str, str]) -> dict[str, str]:
+        for column, field in columns.items():
+            if not re.match(_COLUMN_NAME, column):
+                raise ValueError(f"column {column!r} is not a column name")
+            if field not in PERSON_FIELDS:
+                raise ValueError(f"column {column!r} maps to unknown profile field {field!r}; "
+                                 f"profile fields: {', '.join(PERSON_FIELDS)}")
+        if len(set(columns.values())) != len(columns):
+            raise ValueError("two columns map to the same profile field")
+        return columns
+
+    @model_validator(mode="after")
+    def _types_of_known_columns(self) -> CrmTableConfig:
+        unknown = [column for column in self.types if column not in self.columns and column not in self.key]
+        if unknown:
+            raise ValueError(f"types names {unknown[0]!r}, which is neither a key nor a mapped column")
+        return self
+
+
+class CrmConfig(_Strict):
+    tables: dict[str, CrmTableConfig] = Field(
+        min_length=1, description="CRM source tables that feed profiles, by the name in the change's source.table "
+                                  "(source.collection for MongoDB), or qualified as schema.table or db.table")
+
+    @field_validator("tables")
+    @classmethod
+    def _table_names(cls, tables: dict[str, CrmTableConfig]) -> dict[str, CrmTableConfig]:
+        for name in tables:
+            if not all(re.match(_COLUMN_NAME, part) for part in name.split(".")) or name.count(".") > 2:
+                raise ValueError(f"table {name!r} is not a table name (table, schema.table or db.table)")
+        return tables
 
 
 def _interaction_weights(weights: dict[str, float]) -> dict[str, float]:
@@ -776,6 +847,7 @@ class Config(_Strict):
     services: ServicesConfig
     generator: GeneratorConfig
     catalog: CatalogConfig
+    crm: CrmConfig
     profiles: ProfilesConfig
     features: FeaturesConfig
     pii: PiiConfig = Field(default_factory=PiiConfig)

@@ -69,6 +69,8 @@ INGEST_METRICS = StructType([
     StructField("quarantined_by_code", MapType(StringType(), LongType()), False),
     StructField("duplicate_rows", LongType(), False),
     StructField("tombstones", LongType(), False),
+    StructField("crm_truncates", LongType(), True),        # counted and logged: no profile is deleted
+    StructField("crm_schema_changes", LongType(), True),
     StructField("batch_duration_ms", LongType(), False),
     StructField("max_event_time_lag_s", DoubleType(), True),
     StructField("source_offsets", StringType(), True),
@@ -83,7 +85,7 @@ QUARANTINE_COLUMNS = [field.name for field in QUARANTINE]
 # clock CRM and first-party updates share), then the CRM's log position, then event_id.
 SEQUENCE = StructType([
     StructField("ts_ms", LongType(), True),
-    StructField("lsn", LongType(), True),
+    StructField("position", StringType(), True),   # pipelines.ingest.crm.position_sort: text in log order
     StructField("event_id", StringType(), True),
 ])
 

@@ -10,6 +10,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from pipelines.config import CrmTableConfig
 from pipelines.ingest.transforms import bronze_rows
 from pipelines.ingest.validation import add_ingest_columns, validate_crm_changes, validate_events
 
@@ -47,20 +48,21 @@ def event(event_type: str, user_id: str, at: str, payload: dict[str, Any], event
             "occurred_at": at, "source": source, "payload": payload}
 
 
-def _raw(spark: SparkSession, records: list[Any], stream: str) -> DataFrame:
+def raw_records(spark: SparkSession, records: list[Any], stream: str) -> DataFrame:
     rows = [(None if record is None else json.dumps(record).encode("utf-8"), "files", stream, "f.jsonl",
              str(number), None) for number, record in enumerate(records)]
     return spark.createDataFrame(rows, RAW_SCHEMA)
 
 
-def to_bronze(spark: SparkSession, records: list[dict[str, Any]]) -> DataFrame:
+def to_bronze(spark: SparkSession, records: list[dict[str, Any]],
+              crm_tables: dict[str, CrmTableConfig] | None = None) -> DataFrame:
     """bronze.events rows for `records` (Tailor events and CRM changes, in any mix),
     through the ingest job's own validation; anything invalid fails the test."""
     now = F.lit(NOW.isoformat()).cast("timestamp")
     events = [r for r in records if "event_type" in r]
     changes = [r for r in records if "event_type" not in r]
-    validated = validate_events(_raw(spark, events, "landing/events"), now).unionByName(
-        validate_crm_changes(_raw(spark, changes, "landing/crm"), now))
+    validated = validate_events(raw_records(spark, events, "landing/events"), now).unionByName(
+        validate_crm_changes(raw_records(spark, changes, "landing/crm"), now, crm_tables))
     # Cached first: a filter over the bare plan would inline the whole validation
     # expression a second time, past what Spark's code generator compiles.
     validated = validated.transform(add_ingest_columns).persist()

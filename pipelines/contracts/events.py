@@ -81,6 +81,9 @@ _PERSON = {
     "locale": _nullable(_string(2, 16)),
 }
 
+# What a CRM table's columns can be mapped to (`crm.tables.<table>.columns`).
+PERSON_FIELDS = tuple(_PERSON)
+
 PAYLOADS: dict[str, dict[int, dict[str, Any]]] = {
     "page_view": {
         1: _object({"url": _string(max_length=2048), "session_id": _string()},
@@ -169,8 +172,9 @@ CRM_CUSTOMER_ROW: dict[str, Any] = _object(
     {**_PERSON, "updated_at": _nullable({"type": "integer"})},
 )
 
-# The Debezium change envelope, as Kafka Connect's JSON converter sends it without
-# schemas; with `schemas.enable=true` the same object sits under "payload".
+# A CRM change as bronze keeps it: Debezium's envelope with each row reduced to the user
+# id and the profile fields `crm.tables` maps (pipelines.ingest.crm), and `position`, the
+# change's place in its database's log as text that sorts in log order.
 DEBEZIUM_CHANGE: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -178,6 +182,7 @@ DEBEZIUM_CHANGE: dict[str, Any] = {
         "after": {"anyOf": [CRM_CUSTOMER_ROW, {"type": "null"}]},
         "op": {"type": "string", "enum": list(DEBEZIUM_OPS)},
         "ts_ms": {"type": "integer"},
+        "position": {"type": ["string", "null"]},
         "source": {
             "type": "object",
             "properties": {

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from pipelines.config import CrmTableConfig
 from pipelines.ingest.transforms import is_valid
 from pipelines.ingest.validation import (
     RAW_COLUMNS,
@@ -33,13 +34,14 @@ def replay_candidates(quarantine: DataFrame, include_unfixed: bool) -> DataFrame
     return pending.withColumn("raw", F.coalesce("fixed_raw", "raw"))
 
 
-def revalidate(candidates: DataFrame, now: Column | None = None) -> DataFrame:
+def revalidate(candidates: DataFrame, crm_tables: dict[str, CrmTableConfig],
+               now: Column | None = None) -> DataFrame:
     """The candidates through the ingest validators, with the quarantine_id of each row.
 
     The validators keep only the raw columns, so the id comes back by the coordinates,
     which are unique in the quarantine."""
     events = validate_events(candidates.where(F.col("stream") == "events").select(*RAW_COLUMNS), now)
-    crm = validate_crm_changes(candidates.where(F.col("stream") == "crm").select(*RAW_COLUMNS), now)
+    crm = validate_crm_changes(candidates.where(F.col("stream") == "crm").select(*RAW_COLUMNS), now, crm_tables)
     ids = candidates.select(*SOURCE_COORDINATES, "quarantine_id")
     return add_ingest_columns(events.unionByName(crm)).join(ids, list(SOURCE_COORDINATES), "inner")
 

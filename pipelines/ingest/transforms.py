@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from pipelines.config import CrmTableConfig
 from pipelines.contracts.events import ERROR_CODES
 from pipelines.ingest.validation import SOURCE_COORDINATES, add_ingest_columns, validate_crm_changes, validate_events
 from pipelines.schemas import BRONZE_EVENTS_COLUMNS, QUARANTINE_COLUMNS
@@ -16,13 +17,18 @@ OBSERVED_INPUT = "ingest_input"
 OBSERVED_OUTCOME = "ingest_outcome"
 
 
-def validate_streams(streams: dict[str, DataFrame]) -> DataFrame:
-    return streams["events"].transform(validate_events).unionByName(
-        streams["crm"].transform(validate_crm_changes))
+def validate_streams(crm_tables: dict[str, CrmTableConfig]) -> Callable[[dict[str, DataFrame]], DataFrame]:
+    def transform(streams: dict[str, DataFrame]) -> DataFrame:
+        return streams["events"].transform(validate_events).unionByName(
+            validate_crm_changes(streams["crm"], tables=crm_tables))
+
+    return transform
 
 
 def is_valid() -> Column:
-    return F.col("error_code").isNull() & ~F.col("is_tombstone")
+    """Data that passed validation: not quarantined, and not a control record (a Kafka
+    tombstone, a CRM truncate or schema change)."""
+    return F.col("error_code").isNull() & F.col("control").isNull()
 
 
 def coordinates_key() -> Column:
@@ -65,7 +71,9 @@ def observe_outcome(deduplicated: DataFrame) -> DataFrame:
         F.count(F.lit(1)).alias("rows"),
         F.count_if(is_valid()).alias("valid"),
         F.count_if(F.col("error_code").isNotNull()).alias("quarantined"),
-        F.count_if(F.col("is_tombstone")).alias("tombstones"),
+        F.count_if(F.col("control") == "tombstone").alias("tombstones"),
+        F.count_if(F.col("control") == "truncate").alias("crm_truncates"),
+        F.count_if(F.col("control") == "schema_change").alias("crm_schema_changes"),
         lag.cast("double").alias("max_event_time_lag_s"),
         *counts,
     )

@@ -24,6 +24,7 @@ from typing import Any
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from pipelines.config import CrmTableConfig
 from pipelines.contracts.events import (
     BLANK_PATTERN,
     CONTRACT_VERSION,
@@ -36,6 +37,7 @@ from pipelines.contracts.events import (
     OCCURRED_AT_PATTERN,
     PAYLOADS,
 )
+from pipelines.ingest.crm import CUSTOMERS_TABLE, CrmRows, cleared_row, position_id, position_sort
 
 CRM_EVENT_TYPE = "crm_customer_change"
 
@@ -619,7 +621,7 @@ def _parsed(df: DataFrame, name: str, now: Column | None) -> DataFrame:
 
 OUTPUT_COLUMNS = (
     "event_id", "event_type", "schema_version", "user_id", "occurred_at", "source", "payload",
-    "event_date", *RAW_COLUMNS, "stream", "is_tombstone", "error_code", "error_message",
+    "event_date", *RAW_COLUMNS, "stream", "control", "error_code", "error_message",
 )
 
 
@@ -664,7 +666,7 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
         # The variant's text on both paths: it keeps every digit as sent.
         "payload": "to_json(variant_get(_v, '$.payload', 'variant'))",
         "stream": "'events'",
-        "is_tombstone": "FALSE",
+        "control": "CAST(NULL AS STRING)",
     })
     df = _with_columns(df, {"occurred_at": f"CASE WHEN _occurred_text RLIKE {sql_literal(OCCURRED_AT_PATTERN)} "
                                            "THEN try_to_timestamp(_occurred_text) END",
@@ -705,29 +707,39 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
     return _finish(df, reads, f"CASE WHEN _fast THEN {fast_problem} ELSE {full_problem} END")
 
 
-def _crm_row_checks(row: _Node, where: str) -> list[tuple[str, _Check]]:
-    present = _all(row.present(), f"({row.type_name()} != 'VOID')")
-    user_id = row.child("user_id")
-    return [
-        ("wrong_type", _Check(_all(present, f"NOT {_has_json_type(row, 'object')}"),
-                              _text(f"'{where}' must be an object or null"))),
-        ("wrong_type", _Check(_all(present, _has_json_type(row, "object"), user_id.present(),
-                                   f"NOT {_has_json_type(user_id, 'string')}"),
-                              _text(f"'{where}.user_id' must be string"))),
-    ]
-
-
 _EXPECTED_OPS = sql_literal("'; expected one of " + ", ".join(DEBEZIUM_OPS))
 
 
-def validate_crm_changes(df: DataFrame, now: Column | None = None) -> DataFrame:
-    """Debezium change envelopes (bare, or in Kafka Connect's {"schema","payload"} wrapper)
-    -> the same columns as `validate_events`, as `crm_customer_change` events.
+def _table_index(tables: dict[str, CrmTableConfig]) -> str:
+    """Which configured table a change is of: the first whose name is the source's table
+    (MongoDB: collection), schema.table or db.table."""
+    table = "coalesce(try_variant_get(_v, '$.source.table', 'string'), " \
+            "try_variant_get(_v, '$.source.collection', 'string'))"
+    names = (f"array({table}, concat_ws('.', try_variant_get(_v, '$.source.schema', 'string'), {table}), "
+             f"concat_ws('.', try_variant_get(_v, '$.source.db', 'string'), {table}))")
+    return "CASE " + " ".join(f"WHEN array_contains({names}, {sql_literal(name)}) THEN {index}"
+                              for index, name in enumerate(tables)) + " END"
 
-    A Kafka tombstone (null value after a delete) is flagged `is_tombstone`, not an error.
-    The event_id is the change's identity in the source database, so a redelivered change
-    is a duplicate, not a second change.
+
+def _per_table(tables: dict[str, CrmTableConfig], then: Callable[[int, CrmTableConfig], str]) -> str:
+    return "CASE _table_index " + " ".join(f"WHEN {index} THEN {then(index, table)}"
+                                           for index, table in enumerate(tables.values())) + " END"
+
+
+def validate_crm_changes(df: DataFrame, now: Column | None = None,
+                         tables: dict[str, CrmTableConfig] | None = None) -> DataFrame:
+    """Debezium change envelopes (bare, or in Kafka Connect's {"schema","payload"} wrapper)
+    of the configured CRM `tables` -> the same columns as `validate_events`, as
+    `crm_customer_change` events whose payload is the change in the canonical shape
+    `pipelines.ingest.crm` describes.
+
+    Not data, so neither bronze nor quarantine (`control`): a Kafka tombstone (null value
+    after a delete), a truncate (op t), a schema-change message (ddl, tableChanges). The
+    event_id is the change's identity in the source database (table, log position, op,
+    user), so a redelivered change is a duplicate, and two changes are never one.
     """
+    tables = tables or CUSTOMERS_TABLE
+    rows = CrmRows(tables)
     df = _parsed(df, "_outer", now)
     outer = _Inline("_outer")
     wrapped = _all(_has_json_type(outer, "object"), _has_json_type(outer.child("payload"), "object"),
@@ -736,33 +748,76 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None) -> DataFrame:
                                   "ELSE _outer END"})
     reads = _Reads("_v")
     change = _Path(reads)
-    after, before = change.child("after"), change.child("before")
     df = _with_columns(df, {
         "_op": "try_variant_get(_v, '$.op', 'string')",
-        "user_id": "coalesce(try_variant_get(_v, '$.after.user_id', 'string'), "
-                   "try_variant_get(_v, '$.before.user_id', 'string'))",
         "_source_ts": "try_variant_get(_v, '$.source.ts_ms', 'bigint')",
-        "_sequence": "coalesce(try_variant_get(_v, '$.source.lsn', 'bigint'), "
-                     "try_variant_get(_v, '$.source.ts_ms', 'bigint'))",
         "_db_table": "concat_ws('.', try_variant_get(_v, '$.source.db', 'string'), "
-                     "try_variant_get(_v, '$.source.table', 'string'))",
+                     "coalesce(try_variant_get(_v, '$.source.table', 'string'), "
+                     "try_variant_get(_v, '$.source.collection', 'string')))",
+        "_table_index": _table_index(tables),
+        "_position": position_sort(),
+        "_position_id": position_id(),
+        "control": "CASE WHEN raw IS NULL THEN 'tombstone' WHEN _op = 't' THEN 'truncate' "
+                   "WHEN try_variant_get(_v, '$.op', 'variant') IS NULL "
+                   "AND (try_variant_get(_v, '$.ddl', 'variant') IS NOT NULL "
+                   "OR try_variant_get(_v, '$.tableChanges', 'variant') IS NOT NULL) THEN 'schema_change' END",
+    })
+    for stage in rows.stages():
+        df = _with_columns(df, stage)
+    df = _with_columns(df, {"user_id": _per_table(tables, lambda index, _: (
+        f"coalesce({rows.user_id(index, 'after')}, {rows.user_id(index, 'before')})"))})
+
+    def after(index: int, table: CrmTableConfig) -> str:
+        sent = rows.canonical(index, "after", "user_id")
+        if table.deletes_profile:
+            return sent
+        return f"CASE WHEN _op = 'd' THEN {cleared_row('user_id', table)} ELSE {sent} END"
+
+    # A delete in a table that does not delete the person is an update that clears its fields.
+    keeps_profile = [index for index, table in enumerate(tables.values()) if not table.deletes_profile]
+    canonical_op = f"CASE WHEN _op = 'd' AND {_in('_table_index', keeps_profile)} THEN 'u' ELSE _op END" \
+        if keeps_profile else "_op"
+    df = _with_columns(df, {
+        "_before_json": _per_table(tables, lambda index, _: rows.canonical(index, "before", "user_id")),
+        "_after_json": _per_table(tables, after),
+        "_canonical_op": canonical_op,
     })
     df = _with_columns(df, {
-        "event_id": "CASE WHEN user_id IS NOT NULL AND _sequence IS NOT NULL "
-                    "THEN concat_ws(':', 'crm', _db_table, CAST(_sequence AS STRING), _op, user_id) END",
+        "event_id": "CASE WHEN user_id IS NOT NULL AND _position_id IS NOT NULL "
+                    "THEN concat_ws(':', 'crm', _db_table, _position_id, _op, user_id) END",
         "event_type": sql_literal(CRM_EVENT_TYPE),
         "schema_version": "1",
         "occurred_at": "timestamp_millis(_source_ts)",
         "source": "'crm'",
-        "payload": "to_json(_v)",
+        "payload": "concat('{\"op\":', to_json(CAST(_canonical_op AS VARIANT)), "
+                   "',\"ts_ms\":', coalesce(to_json(try_variant_get(_v, '$.ts_ms', 'variant')), 'null'), "
+                   "',\"source\":', coalesce(to_json(try_variant_get(_v, '$.source', 'variant')), 'null'), "
+                   "',\"position\":', coalesce(to_json(CAST(_position AS VARIANT)), 'null'), "
+                   "',\"before\":', coalesce(_before_json, 'null'), ',\"after\":', coalesce(_after_json, 'null'), "
+                   "'}')",
         "stream": "'crm'",
-        "is_tombstone": "raw IS NULL",
     })
     needs_after = _in("_op", ("c", "r", "u"))
 
     def has_row(row: _Node) -> str:
         return _all(row.present(), f"({row.type_name()} != 'VOID')")
 
+    def row_is_object(side: str) -> tuple[str, _Check]:
+        sent = change.child(side)
+        return ("wrong_type", _Check(_all(has_row(sent), f"NOT {_has_json_type(sent, 'object')}",
+                                          f"(NOT {_has_json_type(sent, 'string')} OR {rows.row(side)} IS NULL)"),
+                                     _text(f"'{side}' must be an object or null")))
+
+    def missing_key(_: int, table: CrmTableConfig) -> str:
+        keys = " + ".join(table.key)
+        return _text(f"change has no key: neither after.{keys} nor before.{keys}")
+
+    undecodable = [("invalid_value", _Check(_all(f"(_table_index = {index})", rows.undecodable(index, side, column)),
+                                            _text(f"'{side}.{column}' cannot be read as "
+                                                  f"{table.types[column].type if column in table.types else 'text'} "
+                                                  "(by its schema or crm.tables types)")))
+                   for index, table in enumerate(tables.values())
+                   for side in CrmRows.SIDES for column in dict.fromkeys((*table.key, *table.columns))]
     checks = (
         _raw_problems(outer)
         + [("missing_field", _Check(f"NOT {change.child('op').present()}", _text("required field 'op' is missing"))),
@@ -770,24 +825,27 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None) -> DataFrame:
                                     _text("required field 'source' is missing"))),
            ("missing_field", _Check(f"NOT {change.child('ts_ms').present()}",
                                     _text("required field 'ts_ms' is missing"))),
-           ("missing_field", _Check(_all(needs_after, f"NOT {has_row(after)}"),
-                                    "format_string('op \\'%s\\' needs \\'after\\'', _op)")),
-           ("missing_field", _Check(_all("(_op = 'd')", f"NOT {has_row(before)}"), _text("op 'd' needs 'before'"))),
-           ("missing_field", _Check("(user_id IS NULL)",
-                                    _text("change has no key: neither after.user_id nor before.user_id"))),
-           ("missing_field", _Check("(_sequence IS NULL)",
-                                    _text("change has no sequence: neither source.lsn nor source.ts_ms")))]
-        + _crm_row_checks(after, "after") + _crm_row_checks(before, "before")
-        + [("wrong_type", _Check(f"NOT {_has_json_type(change.child('op'), 'string')}", _text("'op' must be string"))),
+           ("wrong_type", _Check(f"NOT {_has_json_type(change.child('op'), 'string')}", _text("'op' must be string"))),
            ("wrong_type", _Check(f"NOT {_has_json_type(change.child('source'), 'object')}",
                                  _text("'source' must be object"))),
+           ("invalid_value", _Check("_table_index IS NULL",
+                                    "concat('table \\'', substring(_db_table, 1, 128), '\\' is not in crm.tables')")),
+           ("missing_field", _Check(_all(needs_after, f"NOT {has_row(change.child('after'))}"),
+                                    "format_string('op \\'%s\\' needs \\'after\\'', _op)")),
+           ("missing_field", _Check(_all("(_op = 'd')", f"NOT {has_row(change.child('before'))}"),
+                                    _text("op 'd' needs 'before'"))),
+           row_is_object("after"), row_is_object("before")]
+        + undecodable
+        + [("missing_field", _Check("(user_id IS NULL)", _per_table(tables, missing_key))),
+           ("missing_field", _Check("(_position_id IS NULL)",
+                                    _text("change has no sequence: neither a log position nor source.ts_ms"))),
            ("wrong_type", _Check(f"NOT {_has_json_type(change.child('ts_ms'), 'integer')}",
                                  _text("'ts_ms' must be integer"))),
            ("invalid_value", _Check(f"NOT {_in('_op', DEBEZIUM_OPS)}",
                                     f"concat('unknown op \\'', substring(_op, 1, 8), {_EXPECTED_OPS})")),
            ("bad_timestamp", _Check(_out_of_range("occurred_at"), _text("source.ts_ms is outside the accepted range")))]
     )
-    return _finish(df, reads, f"CASE WHEN raw IS NULL THEN {_NO_PROBLEM} ELSE {first_problem(checks)} END")
+    return _finish(df, reads, f"CASE WHEN control IS NOT NULL THEN {_NO_PROBLEM} ELSE {first_problem(checks)} END")
 
 
 def add_ingest_columns(df: DataFrame) -> DataFrame:

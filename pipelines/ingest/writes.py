@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 
 from pipelines.config import Config, TableRef
 from pipelines.ingest.transforms import bronze_rows, is_valid, quarantine_rows
-from pipelines.runtime.delta_tables import ensure_table
+from pipelines.runtime.delta_tables import add_missing_columns, ensure_table
 from pipelines.runtime.streaming import BatchWriter, append_once
 from pipelines.schemas import BRONZE_EVENTS, INGEST_METRICS, QUARANTINE
 
@@ -23,6 +23,7 @@ def ensure_bronze_tables(spark: SparkSession, config: Config) -> None:
                  properties={"delta.dataSkippingStatsColumns": stats})
     ensure_table(spark, config.table("bronze.quarantine"), QUARANTINE)
     ensure_table(spark, config.table("bronze.ingest_metrics"), INGEST_METRICS)
+    add_missing_columns(spark, config.table("bronze.ingest_metrics"), INGEST_METRICS)
 
 
 def ingest_batch_writer(bronze: TableRef, quarantine: TableRef, app_id: str) -> BatchWriter:

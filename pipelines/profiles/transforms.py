@@ -44,8 +44,12 @@ _PREFERENCE_TYPES = {name: PROFILE_VALUE_TYPES[name].simpleString()
 
 def sequence_column() -> Column:
     is_crm = F.col("event_type") == CRM_EVENT_TYPE
-    lsn = F.when(is_crm, F.try_variant_get(F.col("_v"), "$.source.lsn", "bigint"))
-    return F.struct(F.unix_millis("occurred_at").alias("ts_ms"), lsn.alias("lsn"), F.col("event_id").alias("event_id"))
+    # Bronze rows ingested before `position` existed carry PostgreSQL's lsn only; padded the
+    # same way, they sort with the new ones.
+    legacy = F.lpad(F.try_variant_get(F.col("_v"), "$.source.lsn", "bigint").cast("string"), 20, "0")
+    log_position = F.when(is_crm, F.coalesce(F.try_variant_get(F.col("_v"), "$.position", "string"), legacy))
+    return F.struct(F.unix_millis("occurred_at").alias("ts_ms"), log_position.alias("position"),
+                    F.col("event_id").alias("event_id"))
 
 
 def _present(v: Column, path: str) -> Column:
@@ -187,7 +191,7 @@ def position(sequence: Column) -> Column:
     """A sequence without its event_id. A tombstone keeps only this (a CRM event_id names
     the user), so a change in the same millisecond and log position as a delete counts
     as superseded by it."""
-    return F.struct(sequence["ts_ms"].alias("ts_ms"), sequence["lsn"].alias("lsn"))
+    return F.struct(sequence["ts_ms"].alias("ts_ms"), sequence["position"].alias("position"))
 
 
 def after_deletes(tombstones: DataFrame) -> Callable[[DataFrame], DataFrame]:
@@ -233,7 +237,7 @@ def erasures(latest: DataFrame) -> DataFrame:
 
 def tombstone_rows(gone: DataFrame) -> DataFrame:
     return gone.select("subject_hash", F.struct(
-        F.col("deleted_sequence.ts_ms").alias("ts_ms"), F.col("deleted_sequence.lsn").alias("lsn"),
+        F.col("deleted_sequence.ts_ms").alias("ts_ms"), F.col("deleted_sequence.position").alias("position"),
         F.lit(None).cast("string").alias("event_id")).alias("deleted_sequence"), F.col("deleted_at").alias("erased_at"))
 
 

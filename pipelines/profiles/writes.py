@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.config import Config, TableRef
+from pipelines.errors import EnvironmentProblem
 from pipelines.pii import PiiKeys
 from pipelines.profiles.transforms import (
     after_deletes,
@@ -65,11 +66,42 @@ def ensure_profile_tables(spark: SparkSession, config: Config) -> None:
     ensure_table(spark, config.table("silver.profiles_history"), profiles_history_schema(tracked),
                  properties=_stats_columns(*history_stats))
     ensure_table(spark, config.table("silver.profile_tombstones"), PROFILE_TOMBSTONES)
+    _migrate_tombstone_positions(spark, config.table("silver.profile_tombstones"))
+    _refuse_integer_positions(spark, config.table("silver.profiles"))
     ensure_table(spark, config.table("silver.duplicate_profiles"), DUPLICATE_PROFILES)
     ensure_table(spark, config.table("audit.log"), AUDIT_LOG, properties={
         "delta.appendOnly": "true",
         **_stats_columns("audit_id", "subject_hash", "action", "field", "outcome", "source", "event_ref",
                          "occurred_at", "recorded_at")})
+
+
+def _has_integer_positions(frame: DataFrame, column: str) -> bool:
+    """Written before CRM log positions became text, when PostgreSQL's lsn was the only one."""
+    return "lsn" in frame.schema[column].dataType.fieldNames()
+
+
+def _migrate_tombstone_positions(spark: SparkSession, table: TableRef) -> None:
+    """Erasure tombstones must outlive any upgrade: an old table's lsn becomes the padded
+    text position PostgreSQL changes now carry, in one overwrite."""
+    tombstones = read_table(spark, table)
+    if not _has_integer_positions(tombstones, "deleted_sequence"):
+        return
+    old = F.col("deleted_sequence")
+    migrated = tombstones.withColumn("deleted_sequence", F.struct(
+        old["ts_ms"].alias("ts_ms"), F.lpad(old["lsn"].cast("string"), 20, "0").alias("position"),
+        old["event_id"].alias("event_id")))
+    save(migrated.write.format("delta").mode("overwrite").option("overwriteSchema", "true"), table)
+    log.info("%s: sequences moved from a numeric lsn to a text position", table.layer_name)
+
+
+def _refuse_integer_positions(spark: SparkSession, table: TableRef) -> None:
+    """silver.profiles keeps a sequence per register: rather than rewrite every one in
+    place, say in one line how to rebuild it."""
+    if _has_integer_positions(read_table(spark, table), "_sequence"):
+        raise EnvironmentProblem(
+            f"{table.layer_name} was written by an older Tailor (sequences with a numeric 'lsn'); rebuild it from "
+            "bronze: move silver.profiles, silver.profiles_history and the merge_profiles checkpoint aside "
+            "(keep silver.profile_tombstones), then run tailor merge-profiles")
 
 
 class ProfilesBatchWriter:

@@ -79,7 +79,7 @@ def test_changes_land_bad_ones_are_quarantined_and_erasure_is_final(spark, tmp_p
     quarantine = read_table(spark, config.table("bronze.quarantine")).where("stream = 'crm'")
     assert sorted((r.error_code, r.error_message) for r in quarantine.collect()) == sorted([
         ("missing_field", "change has no key: neither after.user_id nor before.user_id"),
-        ("missing_field", "change has no sequence: neither source.lsn nor source.ts_ms"),
+        ("missing_field", "change has no sequence: neither a log position nor source.ts_ms"),
         ("invalid_value", "unknown op 't'; expected one of c, u, d, r"),
     ])
     profiles = read_table(spark, config.table("silver.profiles"))

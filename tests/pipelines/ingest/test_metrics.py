@@ -17,7 +17,8 @@ FIRST, SECOND = "7d0c1a52-0000-4000-8000-000000000001", "7d0c1a52-0000-4000-8000
 
 
 def _progress(batch_id: int, rows: int, query_id: str = FIRST, name: str = "ingest_events"):
-    outcome = {"rows": rows, "valid": rows - 1, "quarantined": 1, "tombstones": 0, "max_event_time_lag_s": 2.5,
+    outcome = {"rows": rows, "valid": rows - 1, "quarantined": 1, "tombstones": 0, "crm_truncates": 0,
+               "crm_schema_changes": 0, "max_event_time_lag_s": 2.5,
                **{f"quarantined_{code}": 0 for code in ERROR_CODES}, "quarantined_malformed_json": 1}
     observed = {"ingest_input": {"rows": rows + 2}, "ingest_outcome": outcome} if rows else {}
     progress = SimpleNamespace(name=name, id=query_id, runId="run-1", batchId=batch_id,

@@ -150,21 +150,21 @@ def test_crm_changes_bare_wrapped_tombstone_and_bad(spark):
     actual = validate_crm_changes(_raw(spark, records), _now()).select(
         "source_offset", "event_id", "event_type", "user_id",
         F.date_format("occurred_at", "yyyy-MM-dd HH:mm:ss").alias("occurred"),
-        "is_tombstone", "error_code", "error_message")
+        "control", "error_code", "error_message")
     expected = spark.createDataFrame([
-        ("0", "crm:crm.customers:42:c:u-7", "crm_customer_change", "u-7", "2025-11-27 08:00:00", False, None, None),
-        ("1", "crm:crm.customers:43:d:u-7", "crm_customer_change", "u-7", "2025-11-27 08:00:00", False, None, None),
-        ("2", None, "crm_customer_change", None, None, True, None, None),
-        ("3", "crm:crm.customers:42:x:u-7", "crm_customer_change", "u-7", "2025-11-27 08:00:00", False,
+        ("0", "crm:crm.customers:42:c:u-7", "crm_customer_change", "u-7", "2025-11-27 08:00:00", None, None, None),
+        ("1", "crm:crm.customers:43:d:u-7", "crm_customer_change", "u-7", "2025-11-27 08:00:00", None, None, None),
+        ("2", None, "crm_customer_change", None, None, "tombstone", None, None),
+        ("3", "crm:crm.customers:42:x:u-7", "crm_customer_change", "u-7", "2025-11-27 08:00:00", None,
          "invalid_value", "unknown op 'x'; expected one of c, u, d, r"),
-        ("4", None, "crm_customer_change", None, "2025-11-27 08:00:00", False,
+        ("4", None, "crm_customer_change", None, "2025-11-27 08:00:00", None,
          "missing_field", "change has no key: neither after.user_id nor before.user_id"),
-        ("5", None, "crm_customer_change", "u-7", None, False,
-         "missing_field", "change has no sequence: neither source.lsn nor source.ts_ms"),
-        ("6", None, "crm_customer_change", None, "2025-11-27 08:00:00", False,
+        ("5", None, "crm_customer_change", "u-7", None, None,
+         "missing_field", "change has no sequence: neither a log position nor source.ts_ms"),
+        ("6", None, "crm_customer_change", None, "2025-11-27 08:00:00", None,
          "missing_field", "op 'u' needs 'after'"),
     ], "source_offset string, event_id string, event_type string, user_id string, occurred string, "
-       "is_tombstone boolean, error_code string, error_message string")
+       "control string, error_code string, error_message string")
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
 
 
