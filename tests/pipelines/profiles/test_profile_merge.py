@@ -22,13 +22,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pyspark.sql import Row
 from pyspark.sql import functions as F
 
-from pipelines.config import load_config
+from pipelines.config import CrmTableConfig, load_config
 from pipelines.ingest.writes import ensure_bronze_tables
 from pipelines.pii import load_keys
 from pipelines.profiles.writes import ProfilesBatchWriter, ensure_profile_tables
 from pipelines.runtime.delta_tables import read_table
 from pipelines.schemas import BRONZE_EVENTS
-from tests.profile_events import crm, event, person, to_bronze
+from tests.profile_events import crm, event, millis, person, to_bronze
 from tests.settings import SPARK_TEST_SETTINGS
 
 ENCRYPTION_KEY, HMAC_KEY = os.urandom(32), os.urandom(32)
@@ -363,3 +363,52 @@ def test_a_merge_that_loses_a_commit_race_is_retried(spark, bronze_by_name, empt
     assert run.conflicts >= 1
     rows = {r.user_id: (r.country, r.locale) for r in run.table("silver.profiles").collect()}
     assert rows == {"u-1": ("FR", "en-GB"), "u-3": ("GB", "en-IE")}
+
+
+# A CRM as it is: customers keyed by `id`, with its own column names, and an address table
+# keyed by the customer whose delete clears the country and leaves the person. MySQL
+# binlog positions; two updates of Grace commit in the same millisecond.
+CRM_AS_IT_IS = {
+    "customers": CrmTableConfig(key=("id",), columns={"email_address": "email", "given_name": "first_name",
+                                                      "family_name": "last_name"}, deletes_profile=True),
+    "customer_addresses": CrmTableConfig(key=("customer_id",), columns={"country_code": "country"},
+                                         deletes_profile=False),
+}
+GRACE = {"id": 7, "email_address": "grace@example.com", "given_name": "Grace", "family_name": "Hopper",
+         "internal_notes": "not mapped"}
+GRACE_ADDRESS = {"id": 55, "customer_id": 7, "country_code": "US", "street": "not mapped"}
+
+
+def _binlog(table: str, op: str, pos: int, at: str, before=None, after=None) -> dict:
+    return {"before": before, "after": after, "op": op, "ts_ms": millis(at) + 700, "transaction": None,
+            "source": {"version": "2.7.0.Final", "connector": "mysql", "name": "shop", "ts_ms": millis(at),
+                       "snapshot": "false", "db": "shop", "table": table, "server_id": 1, "file": "mysql-bin.000012",
+                       "pos": pos, "row": 0, "thread": 9, "query": None}}
+
+
+CRM_AS_IT_IS_CHANGES = [
+    _binlog("customers", "c", 1000, "2026-11-01T10:00:00Z", after=GRACE),
+    _binlog("customer_addresses", "c", 1400, "2026-11-01T10:05:00Z", after=GRACE_ADDRESS),
+    _binlog("customers", "u", 2000, "2026-11-02T10:00:00Z", before=GRACE,
+            after={**GRACE, "given_name": "Gracie", "family_name": "Murray"}),
+    _binlog("customers", "u", 2300, "2026-11-02T10:00:00Z", before={**GRACE, "given_name": "Gracie",
+                                                                    "family_name": "Murray"},
+            after={**GRACE, "given_name": "Grace M.", "family_name": "Murray"}),
+    _binlog("customer_addresses", "d", 3000, "2026-11-03T10:00:00Z", before=GRACE_ADDRESS),
+]
+
+
+@pytest.mark.parametrize("batches", [[[0, 1, 2, 3, 4]], [[4, 3], [2], [1, 0]]], ids=["in_order", "reversed"])
+def test_crm_tables_as_they_are_feed_one_profile(spark, pii_env, empty_tables, tmp_path, batches):
+    rows = to_bronze(spark, CRM_AS_IT_IS_CHANGES, CRM_AS_IT_IS).collect()
+    assert len({row.event_id for row in rows}) == 5, "two changes in one millisecond are not one"
+    by_position = {json.loads(row.payload)["source"]["pos"]: row for row in rows}
+    positions = [1000, 1400, 2000, 2300, 3000]
+    run = Run(spark, tmp_path, empty_tables)
+    for batch_id, batch in enumerate(batches):
+        run.writer(spark.createDataFrame([by_position[positions[n]] for n in batch], BRONZE_EVENTS), batch_id)
+    expected = spark.createDataFrame([
+        ("7", "grace@example.com", _email_hash("grace@example.com"), None, "Grace M.", "Murray", None, None),
+    ], PERSON_VIEW)
+    assert_df_equality(person_view(spark, run.table("silver.profiles")), expected)
+    assert run.table("silver.profile_tombstones").count() == 0
