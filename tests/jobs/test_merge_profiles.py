@@ -59,12 +59,14 @@ def test_changes_land_bad_ones_are_quarantined_and_erasure_is_final(spark, tmp_p
     no_key = crm("c", 700, "2026-11-02T10:00:00Z", after={"first_name": "Nobody"})
     no_sequence = crm("c", None, "2026-11-02T10:00:00Z", after=person("u-x"))
     del no_sequence["source"]["ts_ms"]
-    unknown_op = {**crm("c", 701, "2026-11-02T10:00:00Z", after=person("u-y")), "op": "t"}
+    unknown_op = {**crm("c", 701, "2026-11-02T10:00:00Z", after=person("u-y")), "op": "x"}
+    # A truncate is counted, not quarantined, and deletes nobody.
+    truncate = {**crm("c", 702, "2026-11-02T11:00:00Z"), "op": "t", "after": None}
     _write_lines(crm_landing, "crm-1", [json.dumps(change) for change in (
         crm("c", 100, "2026-11-01T10:00:00Z", after=ZEN, wrapped=True),
         crm("c", 110, "2026-11-01T11:00:00Z", after=KIT),
         crm("u", 120, "2026-11-01T12:00:00Z", before=KIT, after={**KIT, "country": "FR"}),
-        no_key, no_sequence, unknown_op)])
+        no_key, no_sequence, unknown_op, truncate)])
     _write_lines(landing, "events-1", [
         json.dumps(event("profile_upsert", "u-zen", "2026-11-01T10:30:00Z", {"last_name": "Quixote-Farnsworth"},
                          "e-zen-1", source="web")),
@@ -80,8 +82,10 @@ def test_changes_land_bad_ones_are_quarantined_and_erasure_is_final(spark, tmp_p
     assert sorted((r.error_code, r.error_message) for r in quarantine.collect()) == sorted([
         ("missing_field", "change has no key: neither after.user_id nor before.user_id"),
         ("missing_field", "change has no sequence: neither a log position nor source.ts_ms"),
-        ("invalid_value", "unknown op 't'; expected one of c, u, d, r"),
+        ("invalid_value", "unknown op 'x'; expected one of c, u, d, r"),
     ])
+    metrics = read_table(spark, config.table("bronze.ingest_metrics"))
+    assert metrics.agg(F.sum("crm_truncates"), F.sum("crm_schema_changes")).first() == (1, 0)
     profiles = read_table(spark, config.table("silver.profiles"))
     actual = profiles.select("user_id", "first_name", "last_name", "country",
                              F.col("consent_email_marketing.status").alias("email_consent"))
