@@ -24,7 +24,6 @@ from jobs._common import config_from, entry_point, setup_logging, streaming_pars
 from pipelines.config import CHECKPOINTS, Config
 from pipelines.ingest.writes import ensure_bronze_tables
 from pipelines.pii import PiiKeys, load_keys
-from pipelines.profiles.transforms import PROFILE_EVENT_TYPES
 from pipelines.profiles.writes import ProfilesBatchWriter, ensure_profile_tables
 from pipelines.runtime.progress import run_collecting
 from pipelines.runtime.session import build_spark
@@ -39,11 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def start_query(spark, config: Config, keys: PiiKeys, once: bool, trigger_interval: str | None = None):
-    from pyspark.sql import functions as F
 
     checkpoint = config.checkpoint(CHECKPOINTS[QUERY_NAME])
-    changes = read_bronze_events(spark, config, config.profiles.max_files_per_trigger).where(
-        F.col("event_type").isin(*PROFILE_EVENT_TYPES))
+    # Every event, not only profile changes: the writer purges any event of an erased
+    # person that reaches bronze after the erasure (it applies only the profile changes).
+    changes = read_bronze_events(spark, config, config.profiles.max_files_per_trigger)
     writer = ProfilesBatchWriter(config, keys, checkpoint_app_id(spark, checkpoint, QUERY_NAME))
     return start_foreach_batch(changes, QUERY_NAME, checkpoint, writer, once,
                                trigger_interval or config.profiles.trigger_interval)

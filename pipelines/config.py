@@ -286,8 +286,10 @@ class ProfilesConfig(_Strict):
         return _known_and_distinct(columns, HISTORY_TRACKABLE_COLUMNS, "column", "trackable")
 
 
-# A source column's name, as Debezium writes it: safe inside a JSON path and SQL text.
-_COLUMN_NAME = r"^[A-Za-z_$][A-Za-z0-9_$]{0,127}$"
+# A source column's name, as Debezium writes it (spaces and hyphens allowed): no quotes,
+# backslashes or control characters, so it sits safely in a JSON path and SQL text.
+_COLUMN_NAME = r"^[^\"'\\\x00-\x1f]{1,128}$"
+_TABLE_NAME_PART = r"^[A-Za-z_$][A-Za-z0-9_$]{0,127}$"
 # How a column is encoded when a message carries no schema (`crm.tables.<t>.types`).
 CRM_COLUMN_TYPES = ("decimal", "variable_scale_decimal", "date", "timestamp", "micro_timestamp", "nano_timestamp",
                     "time", "micro_time", "nano_time")
@@ -307,6 +309,10 @@ class CrmColumnType(_Strict):
 class CrmTableConfig(_Strict):
     key: tuple[str, ...] = Field(min_length=1, description="the column(s) whose value is the user id; several are "
                                                            "joined with ':'")
+    row_key: tuple[str, ...] | None = Field(
+        default=None, description="the column(s) naming a row when `key` does not (an address table keyed by the "
+                                  "customer: its own id); in the event id, so two rows at one log position stay two "
+                                  "changes")
     columns: dict[str, str] = Field(description="source column -> profile field; unmapped columns are ignored")
     deletes_profile: bool = Field(description="a delete of a row deletes the person's profile (a customers table); "
                                               "false: it only clears the fields this table maps (an addresses table)")
@@ -314,10 +320,10 @@ class CrmTableConfig(_Strict):
         default_factory=dict, description="for messages without Kafka Connect's schema: how a decimal or temporal "
                                           "column is encoded (with a schema, the schema says)")
 
-    @field_validator("key")
+    @field_validator("key", "row_key")
     @classmethod
-    def _key_names(cls, key: tuple[str, ...]) -> tuple[str, ...]:
-        for name in key:
+    def _key_names(cls, key: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for name in key or ():
             if not re.match(_COLUMN_NAME, name):
                 raise ValueError(f"key column {name!r} is not a column name")
         return key
@@ -335,9 +341,14 @@ class CrmTableConfig(_Strict):
             raise ValueError("two columns map to the same profile field")
         return columns
 
+    @property
+    def read_columns(self) -> tuple[str, ...]:
+        """Every source column a change of this table is read for, each once."""
+        return tuple(dict.fromkeys((*self.key, *(self.row_key or ()), *self.columns)))
+
     @model_validator(mode="after")
     def _types_of_known_columns(self) -> CrmTableConfig:
-        unknown = [column for column in self.types if column not in self.columns and column not in self.key]
+        unknown = [column for column in self.types if column not in self.read_columns]
         if unknown:
             raise ValueError(f"types names {unknown[0]!r}, which is neither a key nor a mapped column")
         return self
@@ -346,14 +357,16 @@ class CrmTableConfig(_Strict):
 class CrmConfig(_Strict):
     tables: dict[str, CrmTableConfig] = Field(
         min_length=1, description="CRM source tables that feed profiles, by the name in the change's source.table "
-                                  "(source.collection for MongoDB), or qualified as schema.table or db.table")
+                                  "(source.collection for MongoDB), or qualified as schema.table, db.table or "
+                                  "db.schema.table")
 
     @field_validator("tables")
     @classmethod
     def _table_names(cls, tables: dict[str, CrmTableConfig]) -> dict[str, CrmTableConfig]:
         for name in tables:
-            if not all(re.match(_COLUMN_NAME, part) for part in name.split(".")) or name.count(".") > 2:
-                raise ValueError(f"table {name!r} is not a table name (table, schema.table or db.table)")
+            if not all(re.match(_TABLE_NAME_PART, part) for part in name.split(".")) or name.count(".") > 2:
+                raise ValueError(f"table {name!r} is not a table name (table, schema.table, db.table or "
+                                 "db.schema.table)")
         return tables
 
 

@@ -69,11 +69,12 @@ INGEST_METRICS = StructType([
     StructField("quarantined_by_code", MapType(StringType(), LongType()), False),
     StructField("duplicate_rows", LongType(), False),
     StructField("tombstones", LongType(), False),
-    StructField("crm_truncates", LongType(), True),        # counted and logged: no profile is deleted
-    StructField("crm_schema_changes", LongType(), True),
     StructField("batch_duration_ms", LongType(), False),
     StructField("max_event_time_lag_s", DoubleType(), True),
     StructField("source_offsets", StringType(), True),
+    # Last: a table from before they existed gains them at its end (add_missing_columns).
+    StructField("crm_truncates", LongType(), True),        # counted and logged: no profile is deleted
+    StructField("crm_schema_changes", LongType(), True),
 ])
 
 BRONZE_EVENTS_COLUMNS = [field.name for field in BRONZE_EVENTS]

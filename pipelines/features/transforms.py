@@ -17,16 +17,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, StringType, StructType
+from pyspark.sql.types import ArrayType, StructType
 
 from pipelines.config import FeaturesConfig
 from pipelines.contracts.events import INTERACTION_EVENT_TYPES
 from pipelines.contracts.spark import union_payload_schema
 from pipelines.features.segments import SegmentRules, assign_segments
-from pipelines.pii import PiiKeys, subject_hash
+from pipelines.pii import PiiKeys
+from pipelines.profiles.transforms import erased_users
 from pipelines.schemas import INTERACTION_ITEM, SEGMENT_OUTPUT_COLUMNS, user_features_schema
 
 HOURS = 24
@@ -91,26 +91,6 @@ def one_row_per_event(interactions: DataFrame) -> DataFrame:
     the user), so a batch run again after a crash keeps the same copy."""
     first = Window.partitionBy("event_id").orderBy("ingested_at", "occurred_at", "user_id")
     return interactions.withColumn("_copy", F.row_number().over(first)).where("_copy = 1").drop("_copy")
-
-
-def erased_users(tombstones: DataFrame, keys: PiiKeys) -> Callable[[DataFrame], DataFrame]:
-    """user_ids -> (user_id, erased_through) for those with an erasure tombstone. The
-    tombstones hold keyed hashes, so each distinct user_id is hashed (an Arrow UDF: Spark
-    has no HMAC, and a key in a Spark expression would show in the query plan)."""
-
-    @F.pandas_udf(StringType())
-    def hashed(user_ids: pd.Series) -> pd.Series:
-        return user_ids.map(lambda user_id: subject_hash(keys, user_id))
-
-    def transform(users: DataFrame) -> DataFrame:
-        erasures = tombstones.select(
-            "subject_hash", F.timestamp_millis(F.col("deleted_sequence.ts_ms")).alias("erased_through"))
-        return (users.select("user_id").distinct()
-                .withColumn("subject_hash", hashed("user_id"))
-                .join(erasures, "subject_hash")
-                .select("user_id", "erased_through"))
-
-    return transform
 
 
 def without_erased(tombstones: DataFrame, keys: PiiKeys) -> Callable[[DataFrame], DataFrame]:

@@ -21,7 +21,6 @@ from pipelines.errors import ConfigError
 from pipelines.features.segments import SegmentRules, load_segment_rules
 from pipelines.features.transforms import (
     COLUMN_CHOICES,
-    erased_users,
     feature_schema,
     one_row_per_event,
     rule_columns,
@@ -30,6 +29,7 @@ from pipelines.features.transforms import (
     without_erased,
 )
 from pipelines.pii import PiiKeys
+from pipelines.profiles.transforms import erased_users
 from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table, retry_on_conflict, table_exists
 from pipelines.runtime.streaming import BatchSteps
 from pipelines.schemas import INTERACTIONS, PRODUCTS, PROFILE_TOMBSTONES

@@ -60,7 +60,7 @@ def _position(kind: str) -> str:
     """Each connector's log position, tried in turn by the fields it has: PostgreSQL `lsn`;
     MySQL binlog `file` + `pos` + `row`; SQL Server `commit_lsn` + `change_lsn` +
     `event_serial_no` (fixed-width hex, so they sort as text); Oracle `commit_scn` + `scn`
-    (+ `ssn`, decimal strings); MongoDB `ord` within its `ts_ms` second. Without any of
+    (decimal strings) + `rs_id` + `ssn`; MongoDB `ord` within its `ts_ms` second. Without any of
     them, the source time. `kind` is "sort" (numbers padded, to sort as text) or "id"."""
     sort = kind == "sort"
     lsn, file, pos, row = (_source("lsn", "bigint"), _source("file", "string"), _source("pos", "bigint"),
@@ -68,6 +68,8 @@ def _position(kind: str) -> str:
     commit_lsn, change_lsn, serial = (_source("commit_lsn", "string"), _source("change_lsn", "string"),
                                       _source("event_serial_no", "bigint"))
     scn, commit_scn, ssn = _source("scn", "string"), _source("commit_scn", "string"), _source("ssn", "bigint")
+    # Many redo records share an SCN: rs_id (fixed-width hex) tells them apart, as LogMiner does.
+    rs_id = f"trim({_source('rs_id', 'string')})"
     order, ts = _source("ord", "bigint"), _source("ts_ms", "bigint")
 
     def joined(*parts: tuple[str, int]) -> str:
@@ -83,9 +85,24 @@ def _position(kind: str) -> str:
             f"WHEN {change_lsn} IS NOT NULL OR {commit_lsn} IS NOT NULL THEN "
             f"{joined((commit_lsn, 0), (change_lsn, 0), (f'coalesce({serial}, 0)', 20))} "
             f"WHEN {scn} IS NOT NULL THEN "
-            f"{joined((f'coalesce({commit_scn}, {scn})', 40), (scn, 40), (f'coalesce({ssn}, 0)', 10))} "
+            f"{joined((f'coalesce({commit_scn}, {scn})', 40), (scn, 40), (rs_id, 0), (f'coalesce({ssn}, 0)', 10))} "
             f"WHEN {order} IS NOT NULL THEN {joined((ts, 20), (order, 10))} "
             f"ELSE {_pad(ts, 20) if sort else f'CAST({ts} AS STRING)'} END")
+
+
+# The source fields bronze keeps: where the change came from and its place in the log.
+# Others can carry row data: MySQL's `query` (include.query) and Oracle's `redo_sql` hold
+# the statement's text, unmapped columns included.
+KEPT_SOURCE_FIELDS = ("version", "connector", "name", "ts_ms", "snapshot", "db", "schema", "table", "collection",
+                      "rs", "lsn", "txId", "sequence", "xmin", "file", "pos", "row", "server_id", "gtid", "thread",
+                      "change_lsn", "commit_lsn", "event_serial_no", "scn", "commit_scn", "rs_id", "ssn",
+                      "redo_thread", "ord")
+
+
+def kept_source() -> str:
+    """The change's `source` as JSON with only KEPT_SOURCE_FIELDS (null ones left out)."""
+    fields = ", ".join(f"'{name}', try_variant_get(_v, '$.source.{name}', 'variant')" for name in KEPT_SOURCE_FIELDS)
+    return f"to_json(named_struct({fields}))"
 
 
 def position_sort() -> str:
@@ -96,46 +113,73 @@ def position_id() -> str:
     return _position("id")
 
 
+def _let(name: str, value: str, body: str) -> str:
+    """`body` with `name` bound to `value`, which is written once. Spark's optimizer inlines
+    a column's expression wherever a later one uses it (a filter pushed down substitutes
+    every alias), so a value used ten times costs ten copies at each level it is nested
+    in; a lambda's variable is one copy whatever the number of uses."""
+    return f"element_at(transform(array({value}), {name} -> {body}), 1)"
+
+
 def signed_decimal(hexed: str) -> str:
     """A big-endian two's-complement integer, as hex text, as DECIMAL(38,0); null past
     MAX_DECIMAL_BYTES or when empty."""
-    size = f"(length({hexed}) DIV 2)"
-    high = f"CASE WHEN length({hexed}) > 16 THEN substr({hexed}, 1, length({hexed}) - 16) ELSE '0' END"
+    size = "(length(h) DIV 2)"
+    high = "CASE WHEN length(h) > 16 THEN substr(h, 1, length(h) - 16) ELSE '0' END"
     unsigned = (f"(CAST(conv({high}, 16, 10) AS DECIMAL(38,0)) * {_TWO_TO_64} "
-                f"+ CAST(conv(right({hexed}, 16), 16, 10) AS DECIMAL(38,0)))")
+                "+ CAST(conv(right(h, 16), 16, 10) AS DECIMAL(38,0)))")
     # 2^(8 x size), for a negative number: one conv up to seven bytes, times 2^64 beyond.
     modulus = (f"CASE WHEN {size} < 8 THEN CAST(conv(concat('1', repeat('0', 2 * {size})), 16, 10) AS DECIMAL(38,0)) "
                f"ELSE CAST(conv(concat('1', repeat('0', 2 * {size} - 16)), 16, 10) AS DECIMAL(38,0)) * {_TWO_TO_64} "
                "END")
-    return (f"CASE WHEN {size} BETWEEN 1 AND {MAX_DECIMAL_BYTES} THEN "
-            f"{unsigned} - CASE WHEN substr({hexed}, 1, 1) >= '8' THEN {modulus} ELSE 0 END END")
+    return _let("h", hexed, f"CASE WHEN {size} BETWEEN 1 AND {MAX_DECIMAL_BYTES} THEN "
+                            f"{unsigned} - CASE WHEN substr(h, 1, 1) >= '8' THEN {modulus} ELSE 0 END END")
 
 
 def scaled_text(unscaled: str, scale: str) -> str:
     """An integer (DECIMAL(38,0)) and a scale as exact decimal text: (1, 2) -> '0.01'."""
-    digits = f"CAST(abs({unscaled}) AS STRING)"
+    digits = "CAST(abs(q.u) AS STRING)"
     # lpad cuts a longer string to the length: pad only up to one digit before the point.
-    padded = f"lpad({digits}, greatest(length({digits}), {scale} + 1), '0')"
-    return (f"CASE WHEN {unscaled} IS NOT NULL AND {scale} IS NOT NULL THEN "
-            f"concat(CASE WHEN {unscaled} < 0 THEN '-' ELSE '' END, "
-            f"CASE WHEN {scale} > 0 THEN concat(substr({padded}, 1, length({padded}) - {scale}), '.', "
-            f"right({padded}, {scale})) ELSE concat({digits}, repeat('0', -{scale})) END) END")
+    padded = f"lpad({digits}, greatest(length({digits}), q.s + 1), '0')"
+    body = ("CASE WHEN q.u IS NOT NULL AND q.s BETWEEN -38 AND 38 THEN "
+            "concat(CASE WHEN q.u < 0 THEN '-' ELSE '' END, "
+            f"CASE WHEN q.s > 0 THEN concat(substr({padded}, 1, length({padded}) - q.s), '.', "
+            f"right({padded}, q.s)) ELSE concat({digits}, repeat('0', -q.s)) END) END")
+    return _let("q", f"named_struct('u', {unscaled}, 's', {scale})", body)
+
+
+def _number_text(number: str) -> str:
+    """A DECIMAL(38,18) as plain text without trailing zeros: 12.340000 -> '12.34'."""
+    plain = f"CAST({number} AS STRING)"
+    return f"CASE WHEN {number} IS NOT NULL THEN regexp_replace(regexp_replace({plain}, '0+$', ''), '\\.$', '') END"
 
 
 def _logical_case(name: str) -> str:
-    return "CASE " + " ".join(f"WHEN {name} = '{logical}' THEN '{decoder}'" for logical, decoder in
-                              LOGICAL_TYPES.items()) + " END"
+    pairs = ", ".join(f"'{logical}', '{decoder}'" for logical, decoder in LOGICAL_TYPES.items())
+    return f"try_element_at(map({pairs}), {name})"
+
+
+# Years 0001-9999 in each unit: timestampadd raises past them (PostgreSQL's infinity arrives
+# as Long.MAX_VALUE), and one such value would stop the stream.
+_CLOCK_RANGE = {"MILLISECOND": (-62135596800000, 253402300799999),
+                "MICROSECOND": (-62135596800000000, 253402300799999999)}
 
 
 def _clock(unit: str, amount: str, with_date: bool, fraction: str) -> str:
-    moment = f"timestampadd({unit}, {amount}, {_EPOCH})"
+    low, high = _CLOCK_RANGE[unit]
+    moment = f"timestampadd({unit}, CASE WHEN {amount} BETWEEN {low} AND {high} THEN {amount} END, {_EPOCH})"
     time_of_day = f"date_format({moment}, 'HH:mm:ss.{fraction}')"
     return f"concat(date_format({moment}, 'yyyy-MM-dd'), 'T', {time_of_day})" if with_date else time_of_day
 
 
 class CrmRows:
-    """Columns over both sides (`before`, `after`) of a change of each configured table,
-    added in stages so each decoded value is computed once.
+    """Columns over both sides (`before`, `after`) of a change of each configured table.
+
+    Each side of each table is one array with an entry per column the table reads (keys,
+    row keys, mapped columns): its profile field, whether it is a key, whether it was sent,
+    sent as null, and its text, decoded. One lambda decodes every column, so the plan
+    holds one decoder per side and table, not one per column: a plan this size is built
+    again for every micro-batch.
 
     `_v` is the change (unwrapped), `_outer` the message (with Kafka Connect's schema when
     it carries one). MongoDB's connector sends a row as a JSON string: it is parsed."""
@@ -149,99 +193,115 @@ class CrmRows:
     def row(side: str) -> str:
         return f"_crm_{side}"
 
-    def _name(self, table_index: int, side: str, column: str) -> str:
-        table = list(self.tables.values())[table_index]
-        columns = list(dict.fromkeys((*table.key, *table.columns)))
-        return f"_crm{table_index}_{side}_{columns.index(column)}"
+    @staticmethod
+    def entries(table_index: int, side: str) -> str:
+        return f"_crm{table_index}_{side}"
 
     def stages(self) -> list[dict[str, str]]:
-        rows, values, encodings, texts = {}, {}, {}, {}
+        rows, fields, entries = {}, {}, {}
         for side in self.SIDES:
             sent = f"try_variant_get(_v, '$.{side}', 'variant')"
-            rows[self.row(side)] = (f"CASE WHEN schema_of_variant({sent}) = 'STRING' "
-                                    f"THEN try_parse_json(try_variant_get({sent}, '$', 'string')) ELSE {sent} END")
+            rows[self.row(side)] = _let("r", sent, "CASE WHEN schema_of_variant(r) = 'STRING' "
+                                                   "THEN try_parse_json(try_variant_get(r, '$', 'string')) ELSE r END")
             rows[f"_crm_{side}_schema"] = (
                 "try_variant_get(try_element_at(filter(try_variant_get(_outer, '$.schema.fields', 'array<variant>'), "
                 f"f -> try_variant_get(f, '$.field', 'string') = '{side}'), 1), '$.fields', 'array<variant>')")
+            fields[f"_crm_{side}_fields"] = f"try_variant_get({self.row(side)}, '$', 'map<string,variant>')"
         for index, table in enumerate(self.tables.values()):
             for side in self.SIDES:
-                for column in dict.fromkeys((*table.key, *table.columns)):
-                    name = self._name(index, side, column)
-                    value = f"try_variant_get({self.row(side)}, '$.{column}', 'variant')"
-                    field = (f"try_element_at(filter(_crm_{side}_schema, "
-                             f"g -> try_variant_get(g, '$.field', 'string') = '{column}'), 1)")
-                    configured: CrmColumnType | None = table.types.get(column)
-                    configured_type = sql_text(configured.type if configured else None)
-                    configured_scale = configured.scale if configured and configured.scale is not None else "NULL"
-                    logical = _logical_case(f"try_variant_get({field}, '$.name', 'string')")
-                    values[name] = value
-                    values[f"{name}_decoder"] = f"coalesce({logical}, {configured_type})"
-                    values[f"{name}_scale"] = (f"coalesce(try_variant_get({field}, '$.parameters.scale', 'int'), "
-                                               f"CAST({configured_scale} AS INT))")
-                    encodings[f"{name}_unscaled"] = signed_decimal(
-                        f"hex(try_to_binary(CASE {name}_decoder "
-                        f"WHEN 'decimal' THEN try_variant_get({name}, '$', 'string') "
-                        f"WHEN 'variable_scale_decimal' THEN try_variant_get({name}, '$.value', 'string') END, "
-                        "'base64'))")
-                    encodings[f"{name}_scale"] = (f"CASE {name}_decoder WHEN 'variable_scale_decimal' "
-                                                  f"THEN try_variant_get({name}, '$.scale', 'int') "
-                                                  f"ELSE {name}_scale END")
-                    texts[f"{name}_text"] = self._decoded(name)
-        return [rows, values, encodings, texts]
-
-    @staticmethod
-    def _decoded(name: str) -> str:
-        """The value as text, by its decoder (null: as sent; MongoDB's {"$oid": ...} and
-        {"$numberLong": ...} as their text)."""
-        as_long = f"try_variant_get({name}, '$', 'bigint')"
-        nanos_as_micros = f"{as_long} DIV 1000"
-        return (f"CASE {name}_decoder "
-                f"WHEN 'decimal' THEN {scaled_text(f'{name}_unscaled', f'{name}_scale')} "
-                f"WHEN 'variable_scale_decimal' THEN {scaled_text(f'{name}_unscaled', f'{name}_scale')} "
-                f"WHEN 'date' THEN CAST(date_from_unix_date(try_variant_get({name}, '$', 'int')) AS STRING) "
-                f"WHEN 'timestamp' THEN {_clock('MILLISECOND', as_long, True, 'SSS')} "
-                f"WHEN 'micro_timestamp' THEN {_clock('MICROSECOND', as_long, True, 'SSSSSS')} "
-                f"WHEN 'nano_timestamp' THEN {_clock('MICROSECOND', nanos_as_micros, True, 'SSSSSS')} "
-                f"WHEN 'time' THEN {_clock('MILLISECOND', as_long, False, 'SSS')} "
-                f"WHEN 'micro_time' THEN {_clock('MICROSECOND', as_long, False, 'SSSSSS')} "
-                f"WHEN 'nano_time' THEN {_clock('MICROSECOND', nanos_as_micros, False, 'SSSSSS')} "
-                f"ELSE coalesce(try_variant_get({name}, '$[\"$oid\"]', 'string'), "
-                f"try_variant_get({name}, '$[\"$numberLong\"]', 'string'), try_variant_get({name}, '$', 'string')) END")
-
-    def text(self, table_index: int, side: str, column: str) -> str:
-        return f"{self._name(table_index, side, column)}_text"
-
-    def present(self, table_index: int, side: str, column: str) -> str:
-        return f"({self._name(table_index, side, column)} IS NOT NULL)"
-
-    def is_null(self, table_index: int, side: str, column: str) -> str:
-        return f"coalesce(is_variant_null({self._name(table_index, side, column)}), FALSE)"
+                entries[self.entries(index, side)] = f"transform(array({_columns_read(table)}), m -> {_read(side)})"
+        return [rows, fields, entries]
 
     def exists(self, side: str) -> str:
         return f"({self.row(side)} IS NOT NULL AND NOT coalesce(is_variant_null({self.row(side)}), FALSE))"
 
-    def undecodable(self, table_index: int, side: str, column: str) -> str:
-        """A value is sent, not null, and its decoding gives nothing."""
-        return (f"({self.present(table_index, side, column)} AND NOT {self.is_null(table_index, side, column)} "
-                f"AND {self.text(table_index, side, column)} IS NULL)")
+    def undecodable(self, table_index: int, side: str) -> tuple[str, str]:
+        """(a value is sent, not null, and its decoding gives nothing; the message naming
+        the first such column)."""
+        failed = f"filter({self.entries(table_index, side)}, e -> e.present AND NOT e.is_null AND e.text IS NULL)"
+        first = f"element_at({failed}, 1)"
+        message = (f"format_string('\\'{side}.%s\\' cannot be read as %s (by its schema or crm.tables types)', "
+                   f"substring({first}.c, 1, 128), {first}.type)")
+        return f"(size({failed}) > 0)", message
+
+    def _joined(self, table_index: int, side: str, flag: str) -> str:
+        """The values of the entries flagged `flag` (k: key, rk: row key) joined with ':',
+        when the row has them all."""
+        chosen = f"filter({self.entries(table_index, side)}, e -> e.{flag})"
+        return (f"CASE WHEN {self.exists(side)} AND forall({chosen}, e -> e.text IS NOT NULL) "
+                f"THEN array_join(transform({chosen}, e -> e.text), ':') END")
 
     def user_id(self, table_index: int, side: str) -> str:
-        keys = list(self.tables.values())[table_index].key
-        texts = [self.text(table_index, side, key) for key in keys]
-        every = " AND ".join(f"{text} IS NOT NULL" for text in texts)
-        return f"CASE WHEN {self.exists(side)} AND {every} THEN concat_ws(':', {', '.join(texts)}) END"
+        return self._joined(table_index, side, "k")
+
+    def row_key(self, table_index: int, side: str) -> str:
+        return self._joined(table_index, side, "rk")
 
     def canonical(self, table_index: int, side: str, user_id: str) -> str:
         """The row as JSON text: `user_id` and each mapped column sent, under its profile
         field's name (null for a JSON null); null when the change has no such row."""
-        table = list(self.tables.values())[table_index]
-        fragments = [_field_json("user_id", f"to_json(CAST({user_id} AS VARIANT))")]
-        for column, field in table.columns.items():
-            value = (f"CASE WHEN {self.is_null(table_index, side, column)} THEN 'null' "
-                     f"ELSE to_json(CAST({self.text(table_index, side, column)} AS VARIANT)) END")
-            sent = self.present(table_index, side, column)
-            fragments.append(f"CASE WHEN {sent} THEN {_field_json(field, value)} END")
-        return f"CASE WHEN {self.exists(side)} THEN {_object_json(fragments)} END"
+        sent = (f"transform(filter({self.entries(table_index, side)}, e -> e.f IS NOT NULL AND e.present), "
+                "e -> concat('\"', e.f, '\":', CASE WHEN e.is_null THEN 'null' "
+                "ELSE to_json(CAST(e.text AS VARIANT)) END))")
+        user = f"concat('\"user_id\":', to_json(CAST({user_id} AS VARIANT)))"
+        fields = f"array_join(concat(array({user}), {sent}), ',')"
+        return f"CASE WHEN {self.exists(side)} THEN concat('{{', {fields}, '}}') END"
+
+
+def _columns_read(table: CrmTableConfig) -> str:
+    """Each column the table reads, as a struct of what the decoding lambda needs."""
+    keys, row_keys = set(table.key), set(table.row_key or ())
+    entries = []
+    for column in table.read_columns:
+        configured: CrmColumnType | None = table.types.get(column)
+        scale = configured.scale if configured and configured.scale is not None else "NULL"
+        entries.append(f"named_struct('c', '{column}', 'f', {sql_text(table.columns.get(column))}, "
+                       f"'k', {str(column in keys).upper()}, 'rk', {str(column in row_keys).upper()}, "
+                       f"'t', {sql_text(configured.type if configured else None)}, 's', CAST({scale} AS INT))")
+    return ", ".join(entries)
+
+
+def _read(side: str) -> str:
+    """The decoding lambda's body for entry `m`: the entry with `present`, `is_null`,
+    `type` and `text`. Its value comes from the row's map, its logical type from the
+    message's schema when there is one, else from `crm.tables` types."""
+    value = f"try_element_at(_crm_{side}_fields, m.c)"
+    schema_field = f"try_element_at(filter(_crm_{side}_schema, g -> try_variant_get(g, '$.field', 'string') = m.c), 1)"
+    found = f"named_struct('v', {value}, 'sf', {schema_field})"
+    logical = _logical_case("try_variant_get(x.sf, '$.name', 'string')")
+    typed = (f"named_struct('v', x.v, 'd', coalesce({logical}, m.t), "
+             "'sc', coalesce(try_variant_get(x.sf, '$.parameters.scale', 'int'), m.s))")
+    # decimal.format=NUMERIC sends a JSON number: read as a number, never as base64.
+    is_text = "schema_of_variant(y.v) = 'STRING'"
+    base64 = (f"CASE y.d WHEN 'decimal' THEN CASE WHEN {is_text} THEN try_variant_get(y.v, '$', 'string') END "
+              "WHEN 'variable_scale_decimal' THEN try_variant_get(y.v, '$.value', 'string') END")
+    unscaled = signed_decimal(f"hex(try_to_binary({base64}, 'base64'))")
+    scale = "CASE y.d WHEN 'variable_scale_decimal' THEN try_variant_get(y.v, '$.scale', 'int') ELSE y.sc END"
+    number = f"CASE WHEN y.d = 'decimal' AND NOT {is_text} THEN try_variant_get(y.v, '$', 'decimal(38,18)') END"
+    decoded = f"named_struct('v', y.v, 'd', y.d, 'u', {unscaled}, 's', {scale}, 'n', {number})"
+    entry = ("named_struct('c', m.c, 'f', m.f, 'k', m.k, 'rk', m.rk, 'type', coalesce(z.d, 'text'), "
+             "'present', z.v IS NOT NULL, 'is_null', coalesce(is_variant_null(z.v), FALSE), "
+             f"'text', {_decoded('z')})")
+    return _let("x", found, _let("y", typed, _let("z", decoded, entry)))
+
+
+def _decoded(var: str) -> str:
+    """`var`'s value (v) as text by its decoder (d; null: as sent, and MongoDB's
+    {"$oid": ...} and {"$numberLong": ...} as their text), with u, s, n for decimals."""
+    as_long = f"try_variant_get({var}.v, '$', 'bigint')"
+    nanos_as_micros = f"{as_long} DIV 1000"
+    return (f"CASE {var}.d "
+            f"WHEN 'decimal' THEN coalesce({_number_text(f'{var}.n')}, {scaled_text(f'{var}.u', f'{var}.s')}) "
+            f"WHEN 'variable_scale_decimal' THEN {scaled_text(f'{var}.u', f'{var}.s')} "
+            f"WHEN 'date' THEN CAST(date_from_unix_date(try_variant_get({var}.v, '$', 'int')) AS STRING) "
+            f"WHEN 'timestamp' THEN {_clock('MILLISECOND', as_long, True, 'SSS')} "
+            f"WHEN 'micro_timestamp' THEN {_clock('MICROSECOND', as_long, True, 'SSSSSS')} "
+            f"WHEN 'nano_timestamp' THEN {_clock('MICROSECOND', nanos_as_micros, True, 'SSSSSS')} "
+            f"WHEN 'time' THEN {_clock('MILLISECOND', as_long, False, 'SSS')} "
+            f"WHEN 'micro_time' THEN {_clock('MICROSECOND', as_long, False, 'SSSSSS')} "
+            f"WHEN 'nano_time' THEN {_clock('MICROSECOND', nanos_as_micros, False, 'SSSSSS')} "
+            f"ELSE coalesce(try_variant_get({var}.v, '$[\"$oid\"]', 'string'), "
+            f"try_variant_get({var}.v, '$[\"$numberLong\"]', 'string'), try_variant_get({var}.v, '$', 'string')) END")
 
 
 def sql_text(value: str | None) -> str:

@@ -53,8 +53,9 @@ def replay_outcomes(validated: DataFrame, bronze_event_ids: DataFrame) -> DataFr
     it is marked, not landed twice."""
     known = bronze_event_ids.select(F.col("event_id").alias("_known_id")).distinct()
     joined = validated.join(known, validated.event_id == known._known_id, "left")
-    outcome = (F.when(~is_valid(), F.concat(F.lit("still_invalid:"), F.col("error_code"), F.lit(": "),
-                                            F.col("error_message")))
+    outcome = (F.when(F.col("control").isNotNull(), F.concat(F.lit("not_data:"), F.col("control")))
+               .when(~is_valid(), F.concat(F.lit("still_invalid:"), F.col("error_code"), F.lit(": "),
+                                           F.col("error_message")))
                .when(F.col("_known_id").isNotNull(), F.lit("already_in_bronze"))
                .otherwise(F.lit("landed")))
     return joined.withColumn("replay_outcome", outcome).drop("_known_id")

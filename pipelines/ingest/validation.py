@@ -37,7 +37,7 @@ from pipelines.contracts.events import (
     OCCURRED_AT_PATTERN,
     PAYLOADS,
 )
-from pipelines.ingest.crm import CUSTOMERS_TABLE, CrmRows, cleared_row, position_id, position_sort
+from pipelines.ingest.crm import CUSTOMERS_TABLE, CrmRows, cleared_row, kept_source, position_id, position_sort
 
 CRM_EVENT_TYPE = "crm_customer_change"
 
@@ -712,11 +712,12 @@ _EXPECTED_OPS = sql_literal("'; expected one of " + ", ".join(DEBEZIUM_OPS))
 
 def _table_index(tables: dict[str, CrmTableConfig]) -> str:
     """Which configured table a change is of: the first whose name is the source's table
-    (MongoDB: collection), schema.table or db.table."""
+    (MongoDB: collection), schema.table, db.table or db.schema.table."""
     table = "coalesce(try_variant_get(_v, '$.source.table', 'string'), " \
             "try_variant_get(_v, '$.source.collection', 'string'))"
-    names = (f"array({table}, concat_ws('.', try_variant_get(_v, '$.source.schema', 'string'), {table}), "
-             f"concat_ws('.', try_variant_get(_v, '$.source.db', 'string'), {table}))")
+    schema, db = "try_variant_get(_v, '$.source.schema', 'string')", "try_variant_get(_v, '$.source.db', 'string')"
+    names = (f"array({table}, concat_ws('.', {schema}, {table}), concat_ws('.', {db}, {table}), "
+             f"concat_ws('.', {db}, {schema}, {table}))")
     return "CASE " + " ".join(f"WHEN array_contains({names}, {sql_literal(name)}) THEN {index}"
                               for index, name in enumerate(tables)) + " END"
 
@@ -764,8 +765,13 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None,
     })
     for stage in rows.stages():
         df = _with_columns(df, stage)
-    df = _with_columns(df, {"user_id": _per_table(tables, lambda index, _: (
-        f"coalesce({rows.user_id(index, 'after')}, {rows.user_id(index, 'before')})"))})
+    df = _with_columns(df, {
+        "user_id": _per_table(tables, lambda index, _: (
+            f"coalesce({rows.user_id(index, 'after')}, {rows.user_id(index, 'before')})")),
+        "_row_key": _per_table(tables, lambda index, table: (
+            f"coalesce({rows.row_key(index, 'after')}, {rows.row_key(index, 'before')})" if table.row_key
+            else "CAST(NULL AS STRING)")),
+    })
 
     def after(index: int, table: CrmTableConfig) -> str:
         sent = rows.canonical(index, "after", "user_id")
@@ -783,18 +789,21 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None,
         "_canonical_op": canonical_op,
     })
     df = _with_columns(df, {
+        # concat_ws leaves out a null row key: tables without one keep the ids they had.
         "event_id": "CASE WHEN user_id IS NOT NULL AND _position_id IS NOT NULL "
-                    "THEN concat_ws(':', 'crm', _db_table, _position_id, _op, user_id) END",
+                    "THEN concat_ws(':', 'crm', _db_table, _position_id, _op, user_id, _row_key) END",
         "event_type": sql_literal(CRM_EVENT_TYPE),
         "schema_version": "1",
-        "occurred_at": "timestamp_millis(_source_ts)",
+        # Years 0001-9999: timestamp_millis raises past them, and one such change would stop the stream.
+        "occurred_at": "timestamp_millis(CASE WHEN _source_ts BETWEEN -62135596800000 AND 253402300799999 "
+                       "THEN _source_ts END)",
         "source": "'crm'",
         "payload": "concat('{\"op\":', to_json(CAST(_canonical_op AS VARIANT)), "
                    "',\"ts_ms\":', coalesce(to_json(try_variant_get(_v, '$.ts_ms', 'variant')), 'null'), "
-                   "',\"source\":', coalesce(to_json(try_variant_get(_v, '$.source', 'variant')), 'null'), "
+                   f"',\"source\":', {kept_source()}, "
                    "',\"position\":', coalesce(to_json(CAST(_position AS VARIANT)), 'null'), "
                    "',\"before\":', coalesce(_before_json, 'null'), ',\"after\":', coalesce(_after_json, 'null'), "
-                   "'}')",
+                   "CASE WHEN _op = 'd' AND _canonical_op = 'u' THEN ',\"clears_fields\":true' ELSE '' END, '}')",
         "stream": "'crm'",
     })
     needs_after = _in("_op", ("c", "r", "u"))
@@ -812,12 +821,11 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None,
         keys = " + ".join(table.key)
         return _text(f"change has no key: neither after.{keys} nor before.{keys}")
 
-    undecodable = [("invalid_value", _Check(_all(f"(_table_index = {index})", rows.undecodable(index, side, column)),
-                                            _text(f"'{side}.{column}' cannot be read as "
-                                                  f"{table.types[column].type if column in table.types else 'text'} "
-                                                  "(by its schema or crm.tables types)")))
-                   for index, table in enumerate(tables.values())
-                   for side in CrmRows.SIDES for column in dict.fromkeys((*table.key, *table.columns))]
+    def undecodable(index: int, side: str) -> tuple[str, _Check]:
+        failed, message = rows.undecodable(index, side)
+        return "invalid_value", _Check(_all(f"(_table_index = {index})", failed), message)
+
+    undecodable_values = [undecodable(index, side) for index in range(len(tables)) for side in CrmRows.SIDES]
     checks = (
         _raw_problems(outer)
         + [("missing_field", _Check(f"NOT {change.child('op').present()}", _text("required field 'op' is missing"))),
@@ -835,15 +843,17 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None,
            ("missing_field", _Check(_all("(_op = 'd')", f"NOT {has_row(change.child('before'))}"),
                                     _text("op 'd' needs 'before'"))),
            row_is_object("after"), row_is_object("before")]
-        + undecodable
+        + undecodable_values
         + [("missing_field", _Check("(user_id IS NULL)", _per_table(tables, missing_key))),
            ("missing_field", _Check("(_position_id IS NULL)",
                                     _text("change has no sequence: neither a log position nor source.ts_ms"))),
+           ("missing_field", _Check("(_source_ts IS NULL)", _text("required field 'source.ts_ms' is missing"))),
            ("wrong_type", _Check(f"NOT {_has_json_type(change.child('ts_ms'), 'integer')}",
                                  _text("'ts_ms' must be integer"))),
            ("invalid_value", _Check(f"NOT {_in('_op', DEBEZIUM_OPS)}",
                                     f"concat('unknown op \\'', substring(_op, 1, 8), {_EXPECTED_OPS})")),
-           ("bad_timestamp", _Check(_out_of_range("occurred_at"), _text("source.ts_ms is outside the accepted range")))]
+           ("bad_timestamp", _Check(f"(occurred_at IS NULL OR {_out_of_range('occurred_at')})",
+                                    _text("source.ts_ms is outside the accepted range")))]
     )
     return _finish(df, reads, f"CASE WHEN control IS NOT NULL THEN {_NO_PROBLEM} ELSE {first_problem(checks)} END")
 

@@ -105,7 +105,11 @@ def change_rows(ignore_null_updates: bool) -> Callable[[DataFrame], DataFrame]:
               .withColumn("_op", F.when(F.col("event_type") == CRM_EVENT_TYPE,
                                         F.try_variant_get(v, "$.op", "string")))
               .withColumn("seq", sequence_column())
-              .withColumn("is_delete", (F.col("event_type") == "erasure_request") | (F.col("_op") == "d")))
+              .withColumn("is_delete", (F.col("event_type") == "erasure_request") | (F.col("_op") == "d"))
+              # A row deleted from a table that does not delete the person (an address):
+              # it clears fields of a profile and never creates one.
+              .withColumn("only_clears", (F.col("event_type") == CRM_EVENT_TYPE)
+                          & F.coalesce(F.try_variant_get(v, "$.clears_fields", "boolean"), F.lit(False))))
         for name in ("email", "phone"):
             df = (df.withColumn(f"_{name}_set", _person_field_set(name, ignore_null_updates))
                   .withColumn(f"_{name}", F.when(F.col(f"_{name}_set"), _person_field_value(name))))
@@ -220,7 +224,9 @@ def latest_per_user(changes: DataFrame) -> DataFrame:
     aggregates = [F.first("subject_hash").alias("subject_hash"),
                   F.max("batch_delete").alias("delete_seq"),
                   F.max(F.when(sets_register, F.col("seq"))).alias("max_seq"),
-                  F.min(F.when(sets_register, F.col("occurred_at"))).alias("first_seen")]
+                  F.min(F.when(sets_register, F.col("occurred_at"))).alias("first_seen"),
+                  # null when the batch only deletes the user
+                  F.max(F.when(~F.col("is_delete"), ~F.col("only_clears"))).alias("can_create")]
     aggregates += [F.max(name).alias(name) for name in REGISTERS]
     for purpose in CONSENT_PURPOSES:
         aggregates += [F.max(f"_granted_{purpose}").alias(f"_granted_{purpose}"),
@@ -233,6 +239,55 @@ def erasures(latest: DataFrame) -> DataFrame:
     return (latest.where(F.col("delete_seq").isNotNull())
             .select("user_id", "subject_hash", F.col("delete_seq").alias("deleted_sequence"),
                     F.timestamp_millis(F.col("delete_seq.ts_ms")).alias("deleted_at")))
+
+
+def erased_users(tombstones: DataFrame, keys: PiiKeys) -> Callable[[DataFrame], DataFrame]:
+    """user_ids -> (user_id, erased_through) for those with an erasure tombstone. The
+    tombstones hold keyed hashes, so each distinct user_id is hashed (an Arrow UDF: Spark
+    has no HMAC, and a key in a Spark expression would show in the query plan)."""
+
+    @F.pandas_udf(StringType())
+    def hashed(user_ids: pd.Series) -> pd.Series:
+        return user_ids.map(lambda user_id: subject_hash(keys, user_id))
+
+    def transform(users: DataFrame) -> DataFrame:
+        erasures = tombstones.select(
+            "subject_hash", F.timestamp_millis(F.col("deleted_sequence.ts_ms")).alias("erased_through"))
+        return (users.select("user_id").distinct()
+                .withColumn("subject_hash", hashed("user_id"))
+                .join(erasures, "subject_hash")
+                .select("user_id", "erased_through"))
+
+    return transform
+
+
+def stragglers(erased: DataFrame) -> Callable[[DataFrame], DataFrame]:
+    """bronze.events rows of erased people that occurred at or before their erasure and
+    reached bronze after it was applied (a phone syncing events it kept offline): the keys
+    a purge needs, (event_date, event_id, user_id). `erased` is erased_users' output."""
+
+    def transform(events: DataFrame) -> DataFrame:
+        return (events.join(F.broadcast(erased), "user_id")
+                .where(F.col("occurred_at") <= F.col("erased_through"))
+                .select("event_date", "event_id", "user_id").distinct())
+
+    return transform
+
+
+def _json_values_of(name: str) -> list[Column]:
+    """Every `"name": "text"` and `"name": 123` in a record's text, read with regular
+    expressions: a quarantined record need not parse."""
+    text = F.col("raw").cast("string")
+    quoted = F.regexp_extract_all(text, F.lit(f'"{name}"\\s*:\\s*"([^"\\\\]{{1,256}})"'), F.lit(1))
+    number = F.regexp_extract_all(text, F.lit(f'"{name}"\\s*:\\s*(-?[0-9]{{1,38}})[^0-9.eE]'), F.lit(1))
+    return [quoted, number]
+
+
+def named_user_ids(key_columns: tuple[str, ...]) -> Column:
+    """The user ids a raw record names: its `user_id` fields and, for CRM changes, the
+    values of single-column keys (`crm.tables`); an array, maybe empty."""
+    names = dict.fromkeys(("user_id", *key_columns))
+    return F.array_distinct(F.flatten(F.array(*[values for name in names for values in _json_values_of(name)])))
 
 
 def tombstone_rows(gone: DataFrame) -> DataFrame:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -22,15 +23,18 @@ from pipelines.profiles.transforms import (
     audit_rows,
     change_rows,
     duplicate_groups,
+    erased_users,
     erasures,
     history_versions,
     latest_per_user,
+    named_user_ids,
     position,
     profile_delete_condition,
     profile_insert_values,
     profile_update_condition,
     profile_update_set,
     protect_pii,
+    stragglers,
     tombstone_rows,
 )
 from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table, save, table_exists
@@ -104,6 +108,30 @@ def _refuse_integer_positions(spark: SparkSession, table: TableRef) -> None:
             "(keep silver.profile_tombstones), then run tailor merge-profiles")
 
 
+def purge_quarantined_erased(spark: SparkSession, config: Config, keys: PiiKeys, tombstones: DataFrame,
+                             since: datetime | None = None) -> int:
+    """Delete quarantined records (ingested at or after `since`; all when None) that name
+    an erased person, found by the keyed hash of each user id their bytes name. Returns
+    how many went. Any such record goes, whenever it occurred: like the erasure's own
+    purge, which finds them by their text."""
+    quarantine = config.table("bronze.quarantine")
+    if not table_exists(spark, quarantine):
+        return 0
+    candidates = read_table(spark, quarantine)
+    if since is not None:
+        candidates = candidates.where(F.col("ingested_at") >= F.lit(since))
+    single_keys = tuple(table.key[0] for table in config.crm.tables.values() if len(table.key) == 1)
+    named = candidates.select("quarantine_id", F.explode(named_user_ids(single_keys)).alias("user_id"))
+    doomed = (named.join(erased_users(tombstones, keys)(named), "user_id")
+              .select("quarantine_id").distinct().localCheckpoint())
+    found = doomed.count()
+    if found:
+        (delta_table(spark, quarantine).alias("t").merge(doomed.alias("s"), "t.quarantine_id = s.quarantine_id")
+         .whenMatchedDelete().execute())
+        log.info("purged %d quarantined record(s) naming erased people", found)
+    return found
+
+
 class ProfilesBatchWriter:
     """foreachBatch function of merge_profiles."""
 
@@ -120,6 +148,8 @@ class ProfilesBatchWriter:
         spark = batch.sparkSession
         settings = self.config.profiles
         tombstones = read_table(spark, self.table("silver.profile_tombstones"))
+        if not tombstones.isEmpty():
+            self._purge_stragglers(spark, batch, tombstones, batch_id)
         # Each input of the writes is checkpointed before the first write: a lazy plan
         # would re-read tables the batch itself changes (the tombstones it adds would
         # hide its own erasures; the profiles it merges would hide the old email hashes),
@@ -133,6 +163,18 @@ class ProfilesBatchWriter:
         latest = latest_per_user(changes).localCheckpoint()
         stored = read_table(spark, self.table("silver.profiles")).join(
             latest.select("user_id"), "user_id", "left_semi").localCheckpoint()
+        # Clearing the fields of someone with no profile, or of someone this batch deletes (an
+        # address deleted along with its customer), creates nobody: those changes are dropped.
+        has_profile = stored.select("user_id", F.lit(True).alias("_has_profile"))
+        nobody = (latest.join(has_profile, "user_id", "left")
+                  .where(~F.col("can_create") & (F.col("_has_profile").isNull() | F.col("delete_seq").isNotNull()))
+                  .select("user_id", F.lit(True).alias("_nobody")).localCheckpoint())
+        if not nobody.isEmpty():
+            changes = (changes.join(nobody, "user_id", "left").where(~(F.col("only_clears") & F.col("_nobody")))
+                       .drop("_nobody").localCheckpoint())
+            if changes.isEmpty():
+                return
+            latest = latest_per_user(changes).localCheckpoint()
         self.steps.run(spark, "audit", batch_id,
                     lambda: save(audit_rows(changes, stored).write.format("delta").mode("append"),
                                  self.table("audit.log")))
@@ -202,6 +244,28 @@ class ProfilesBatchWriter:
          .whenMatchedUpdateAll(condition=position(F.col("s.deleted_sequence")) > position(F.col("t.deleted_sequence")))
          .whenNotMatchedInsertAll()
          .execute())
+
+    def _purge_stragglers(self, spark: SparkSession, batch: DataFrame, tombstones: DataFrame, batch_id: int) -> None:
+        """Events of erased people that occurred before their erasure but reached bronze
+        after it (a phone syncing offline events) go from bronze.events in this batch, the
+        one that drops them; quarantined records of this batch's ingest runs that name an
+        erased person go too. Nothing of theirs stays in clear text until the next erasure."""
+        keys_only = batch.select("user_id", "event_id", "event_date", "occurred_at", "ingested_at").localCheckpoint()
+        erased = erased_users(tombstones, self.keys)(keys_only).localCheckpoint()
+        if not erased.isEmpty():
+            late = stragglers(erased)(keys_only).localCheckpoint()
+            dates = ", ".join(f"DATE'{row.event_date}'" for row in late.select("event_date").distinct().collect())
+            if dates:
+                self.steps.run(spark, "erase.stragglers", batch_id, lambda: (
+                    delta_table(spark, self.table("bronze.events")).alias("t")
+                    .merge(late.alias("s"), f"t.event_date IN ({dates}) AND t.event_date = s.event_date "
+                                            "AND t.event_id = s.event_id AND t.user_id = s.user_id")
+                    .whenMatchedDelete().execute()))
+                log.info("batch %d purged %d straggling event(s) of erased people", batch_id, late.count())
+        first_ingest = keys_only.agg(F.min("ingested_at")).first()[0]
+        if first_ingest is not None:
+            self.steps.run(spark, "erase.quarantine_stragglers", batch_id, lambda: purge_quarantined_erased(
+                spark, self.config, self.keys, tombstones, since=first_ingest))
 
     def _purge(self, spark: SparkSession, gone: DataFrame, batch_id: int) -> None:
         """Remove erased people's rows from every table that holds rows about a person.

@@ -38,7 +38,7 @@ def _record_a_world(spark, config) -> None:
         for query in ("ingest_events", "merge_profiles") for batch in range(4)])
     _write(spark, config, "bronze.ingest_metrics", INGEST_METRICS, [
         ("ingest_events", "q-1", "r-1", batch, START + timedelta(minutes=batch), 1000, 990 - batch, 10 + batch,
-         {ERROR_CODES[0]: 10 + batch}, 0, 0, 1500, 2.0 + batch, None) for batch in range(4)])
+         {ERROR_CODES[0]: 10 + batch}, 0, 0, 1500, 2.0 + batch, None, 0, 0) for batch in range(4)])
     _write(spark, config, "audit.quality_results", QUALITY_RESULTS, [
         (run, START + timedelta(hours=hour), "enabled", "silver.profiles", 1, f"check-{n}",
          "expect_column_values_to_not_be_null", "critical" if n == 0 else "warning", not (run == "b" and n < 2), None)

@@ -46,8 +46,9 @@ def test_thresholds_on_batches_publish_and_quarantine(spark, tmp_path, capsys):
         "userMetadata", json.dumps({"tailor_publish": 1})).save(config.table("gold.email_content").path)
     recent = datetime.utcnow() - timedelta(hours=1)
     old = datetime.utcnow() - timedelta(hours=30)  # outside the 24-hour window: not counted
-    metrics = [("ingest_events", "q", "r", 1, recent, 1000, 990, 10, {"malformed_json": 10}, 0, 0, 100, 1.0, None),
-               ("ingest_events", "q", "r", 0, old, 100, 0, 100, {"malformed_json": 100}, 0, 0, 100, 1.0, None)]
+    metrics = [("ingest_events", "q", "r", 1, recent, 1000, 990, 10, {"malformed_json": 10}, 0, 0, 100, 1.0, None, 0,
+                0),
+               ("ingest_events", "q", "r", 0, old, 100, 0, 100, {"malformed_json": 100}, 0, 0, 100, 1.0, None, 0, 0)]
     ingest_metrics = config.table("bronze.ingest_metrics").path
     spark.createDataFrame(metrics, INGEST_METRICS).write.format("delta").save(ingest_metrics)
 

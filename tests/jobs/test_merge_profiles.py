@@ -120,6 +120,26 @@ def test_changes_land_bad_ones_are_quarantined_and_erasure_is_final(spark, tmp_p
     assert [(r.subject_hash, r.source, r.actor) for r in erasure] == [
         (subject_hash(load_keys(config), "u-zen"), "preference_centre", "subscriber")]
 
+    # Stragglers: her phone syncs events it kept offline, which occurred before the erasure
+    # and reach bronze after it, one of them broken. They go in the batch that sees them. A
+    # page view after the erasure belongs to a new life of the id and stays.
+    _write_lines(landing, "events-3", [
+        json.dumps(event("profile_upsert", "u-zen", "2026-11-02T08:00:00Z", {"first_name": "Zenobia"}, "e-zen-5",
+                         source="app")),
+        json.dumps(event("page_view", "u-zen", "2026-11-02T08:01:00Z",
+                         {"url": "https://shop.example/for/Zenobia", "session_id": "s-9"}, "e-zen-6", source="app")),
+        '{"event_id": "e-zen-7", "user_id": "u-zen", "payload": {"last_name": "Quixote-Farnsworth"',
+        json.dumps(event("page_view", "u-zen", "2026-11-04T10:00:00Z", {"url": "https://shop.example/", "session_id":
+                         "s-10"}, "e-zen-8", source="web")),
+    ])
+    assert ingest_events.main(job_args(root, "--once")) == 0
+    assert merge_profiles.main(job_args(root, "--once")) == 0
+    bronze = read_table(spark, config.table("bronze.events")).where("user_id = 'u-zen'")
+    assert [r.event_id for r in bronze.collect()] == ["e-zen-8"]
+    quarantine = read_table(spark, config.table("bronze.quarantine"))
+    assert quarantine.where(F.instr(F.col("raw").cast("string"), "u-zen") > 0).count() == 0
+    assert read_table(spark, config.table("silver.profiles")).select("user_id").collect() == [("u-kit",)]
+
     # Old table versions still hold her until VACUUM.
     assert _files_holding(root, SECRETS)
     assert vacuum.main(job_args(root, "--retention-hours", "0", "--set", "maintenance.allow_short_retention=true")) == 0

@@ -16,7 +16,8 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from pipelines.config import CrmColumnType, CrmTableConfig
-from pipelines.ingest.crm import scaled_text, signed_decimal
+from pipelines.ingest.crm import KEPT_SOURCE_FIELDS, scaled_text, signed_decimal
+from pipelines.ingest.replay import replay_outcomes
 from pipelines.ingest.validation import validate_crm_changes
 from tests.profile_events import NOW, raw_records
 
@@ -24,11 +25,13 @@ TABLES = {
     # MongoDB's db.collection first: a bare "customers" would match it too.
     "shop.customers": CrmTableConfig(key=("_id",), columns={"email": "email", "first_name": "first_name"},
                                      deletes_profile=True),
+    # Three parts, so only SQL Server's testDB.dbo.customers: it maps the email alone.
+    "testDB.dbo.customers": CrmTableConfig(key=("id",), columns={"email": "email"}, deletes_profile=True),
     "customers": CrmTableConfig(key=("id",), columns={"email": "email", "first_name": "first_name",
                                                       "last_name": "last_name"}, deletes_profile=True),
     "CUSTOMERS": CrmTableConfig(key=("ID",), columns={"EMAIL": "email", "FIRST_NAME": "first_name"},
                                 deletes_profile=True),
-    "customer_addresses": CrmTableConfig(key=("customer_id",), columns={"country_code": "country"},
+    "customer_addresses": CrmTableConfig(key=("customer_id",), row_key=("id",), columns={"country_code": "country"},
                                          deletes_profile=False, types={"customer_id": CrmColumnType(
                                              type="decimal", scale=0)}),
 }
@@ -81,6 +84,8 @@ ANNE_MYSQL = {"id": 1004, "first_name": "Anne", "last_name": "Kretchmar", "email
 # Two updates of one customer committed in the same millisecond (MySQL's binlog time has
 # whole seconds): two changes, ordered by their binlog position.
 MYSQL_FIRST = _mysql("u", 484, 0, ANNE_MYSQL, {**ANNE_MYSQL, "first_name": "Anne Marie"})
+# With include.query on, the statement's text rides along: bronze must not keep it.
+MYSQL_FIRST["source"]["query"] = "UPDATE customers SET first_name='Anne Marie', notes='not mapped' WHERE id=1004"
 MYSQL_SECOND = _mysql("u", 1310, 0, {**ANNE_MYSQL, "first_name": "Anne Marie"}, {**ANNE_MYSQL, "first_name": "Annie"})
 
 SQLSERVER = {
@@ -98,7 +103,8 @@ ORACLE = _wrapped({
     "after": {"ID": {"scale": 0, "value": _decimal_base64(1006)}, "FIRST_NAME": "Ada", "LAST_NAME": "Byron",
               "EMAIL": "ada@example.org"},
     "source": {"version": "2.7.0.Final", "connector": "oracle", "name": "server1", "ts_ms": AT, "txId": "6.28.807",
-               "scn": "2122185", "commit_scn": "2122186", "ssn": 0, "redo_thread": 1, "user_name": "DEBEZIUM",
+               "scn": "2122185", "commit_scn": "2122186", "rs_id": " 0x000012.000034d5.0010 ", "ssn": 0,
+               "redo_thread": 1, "user_name": "DEBEZIUM", "redo_sql": "insert into CUSTOMERS values ('Ada')",
                "snapshot": "false", "db": "ORCLPDB1", "schema": "DEBEZIUM", "table": "CUSTOMERS"},
     "op": "c", "ts_ms": AT + 100, "transaction": None,
 }, [{"type": "struct", "optional": False, "name": "io.debezium.data.VariableScaleDecimal", "version": 1,
@@ -138,26 +144,31 @@ def test_every_connector_gives_its_table_key_as_the_user_and_only_the_mapped_col
         "crm:postgres.customers:24023128:c:1001",
         "crm:inventory.customers:mysql-bin.000003:484:0:u:1004",
         "crm:testDB.customers:00000027:00000758:0005:00000027:00000758:0003:1:c:1005",
-        "crm:ORCLPDB1.CUSTOMERS:2122186:2122185:0:c:1006",
+        "crm:ORCLPDB1.CUSTOMERS:2122186:2122185:0x000012.000034d5.0010:0:c:1006",
         "crm:shop.customers:1764230400000:31:c:1007",
-        "crm:inventory.customer_addresses:mysql-bin.000003:2048:0:d:1004",
+        "crm:inventory.customer_addresses:mysql-bin.000003:2048:0:d:1004:9",
     ]
     payloads = [json.loads(rows[n].payload) for n in range(6)]
     assert [(p["op"], p["before"], p["after"]) for p in payloads] == [
         ("c", None, {"user_id": "1001", "email": "annek@noanswer.org", "first_name": "Anne", "last_name": "Kretchmar"}),
         ("u", {"user_id": "1004", "email": "annek@noanswer.org", "first_name": "Anne", "last_name": "Kretchmar"},
          {"user_id": "1004", "email": "annek@noanswer.org", "first_name": "Anne Marie", "last_name": "Kretchmar"}),
-        ("c", None, {"user_id": "1005", "email": "john.doe@example.org", "first_name": "john", "last_name": "doe"}),
+        ("c", None, {"user_id": "1005", "email": "john.doe@example.org"}),
         ("c", None, {"user_id": "1006", "email": "ada@example.org", "first_name": "Ada"}),
         ("c", None, {"user_id": "1007", "email": "grace@example.org", "first_name": "Grace"}),
         # Not a profile delete: an update that clears what the address table maps.
         ("u", {"user_id": "1004", "country": "FR"}, {"user_id": "1004", "country": None}),
     ]
+    assert [p.get("clears_fields") for p in payloads] == [None] * 5 + [True]
+    # Only the source's place and log position: no statement text, no unmapped column.
+    for payload in payloads:
+        assert set(payload["source"]) <= set(KEPT_SOURCE_FIELDS)
+        assert "not mapped" not in json.dumps(payload) and "Ada')" not in json.dumps(payload)
     assert [p["position"] for p in payloads] == [
         "00000000000024023128",
         "mysql-bin.000003/00000000000000000484/0000000000",
         "00000027:00000758:0005/00000027:00000758:0003/00000000000000000001",
-        f"{2122186:040d}/{2122185:040d}/0000000000",
+        f"{2122186:040d}/{2122185:040d}/0x000012.000034d5.0010/0000000000",
         "00000001764230400000/0000000031",
         "mysql-bin.000003/00000000000000002048/0000000000",
     ]
@@ -179,6 +190,9 @@ LOG_ORDER = [
      {"commit_lsn": "00000027:00000758:0005", "change_lsn": "00000027:00000758:0003", "event_serial_no": 2}),
     ({"commit_lsn": "00000027:00000758:0005", "change_lsn": "00000027:00000758:0003", "event_serial_no": 2},
      {"commit_lsn": "00000027:00000a10:0002", "change_lsn": "00000027:00000a10:0001", "event_serial_no": 1}),
+    # Oracle: redo records sharing an SCN, told apart by rs_id.
+    ({"scn": "1000", "commit_scn": "1002", "rs_id": " 0x000012.000034d5.0010 "},
+     {"scn": "1000", "commit_scn": "1002", "rs_id": " 0x000012.000034d5.0011 "}),
     # Oracle SCNs are decimal strings: 999 before 1000, which text order alone gets wrong.
     ({"scn": "999", "commit_scn": "999"}, {"scn": "1000", "commit_scn": "1000"}),
     ({"scn": "1000", "commit_scn": "1002", "ssn": 0}, {"scn": "1001", "commit_scn": "1002", "ssn": 1}),
@@ -225,6 +239,28 @@ def test_truncates_and_schema_changes_are_control_records_and_an_unknown_table_i
     assert_df_equality(actual, expected)
 
 
+def test_two_addresses_of_one_customer_in_one_snapshot_are_two_changes(spark):
+    def snapshot_read(address):
+        read = _mysql("r", 154, 0, None, address)
+        read["source"].update(table="customer_addresses", snapshot="true")
+        return read
+
+    home, work = {**ADDRESS, "id": 9}, {**ADDRESS, "id": 10, "country_code": "DE"}
+    # decimal.format=NUMERIC: the configured decimal key arrives as a JSON number.
+    numeric = {**snapshot_read({**ADDRESS, "id": 11}), "after": {**ADDRESS, "id": 11, "customer_id": 1004}}
+    rows = _validated(spark, [snapshot_read(home), snapshot_read(work), numeric])
+    assert [(rows[n].error_code, rows[n].user_id) for n in range(3)] == [(None, "1004")] * 3
+    assert [rows[n].event_id for n in range(3)] == [
+        f"crm:inventory.customer_addresses:mysql-bin.000003:154:0:r:1004:{address}" for address in (9, 10, 11)]
+
+
+def test_a_replayed_truncate_is_not_data(spark):
+    truncate = {"op": "t", "ts_ms": AT, "source": {**MYSQL_FIRST["source"]}}
+    validated = validate_crm_changes(raw_records(spark, [truncate], "landing/crm"), None, TABLES)
+    outcome = replay_outcomes(validated, spark.createDataFrame([], "event_id string"))
+    assert [row.replay_outcome for row in outcome.collect()] == ["not_data:truncate"]
+
+
 def test_kafka_connect_decimals_decode_exactly(spark):
     random.seed(7)
     cases = [(1, 2), (-1, 0), (-128, 0), (127, 3), (10**20 + 7, 4), (-(2**63), 0), (2**63, 1), (-(2**100), 5)]
@@ -249,6 +285,8 @@ def test_debezium_temporal_columns_decode_to_iso_text(spark):
         "t": ("io.debezium.time.Time", of_day // 1000, "14:05:07.123"),
         "tu": ("io.debezium.time.MicroTime", of_day, "14:05:07.123456"),
         "kd": ("org.apache.kafka.connect.data.Date", 0, "1970-01-01"),
+        # PostgreSQL's infinity: no value (the change has no key then), not a stopped stream.
+        "inf": ("io.debezium.time.MicroTimestamp", 9223372036854775807, None),
     }
     tables = {"people": CrmTableConfig(key=("id",), columns={}, deletes_profile=True)}
     results = {}

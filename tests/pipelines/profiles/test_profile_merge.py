@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from pipelines.config import CrmTableConfig, load_config
 from pipelines.ingest.writes import ensure_bronze_tables
 from pipelines.pii import load_keys
+from pipelines.profiles.transforms import named_user_ids
 from pipelines.profiles.writes import ProfilesBatchWriter, ensure_profile_tables
 from pipelines.runtime.delta_tables import read_table
 from pipelines.schemas import BRONZE_EVENTS
@@ -413,3 +414,39 @@ def test_crm_tables_as_they_are_feed_one_profile(spark, pii_env, empty_tables, t
     ], PERSON_VIEW)
     assert_df_equality(person_view(spark, run.table("silver.profiles")), expected)
     assert run.table("silver.profile_tombstones").count() == 0
+
+
+def test_the_user_ids_a_broken_record_names_are_found(spark):
+    records = ['{"user_id": "u-1", "payload": {"first_name": "Ann',           # cut short
+               '{"before": {"id": 42, "email": "a"}, "after": {"id" : 42}}',   # a CRM key column
+               '{"user_id":"u-2"} {"user_id": "u-3", "id": "x"}',              # trailing data
+               '{"user_id": null, "id": 4.5, "payload": {}}',                  # no id
+               "not JSON at all"]
+    frame = spark.createDataFrame([(record.encode(),) for record in records], "raw binary")
+    found = [sorted(row[0]) for row in frame.select(named_user_ids(("id",))).collect()]
+    assert found == [["u-1"], ["42"], ["u-2", "u-3", "x"], [], []]
+
+
+def test_an_address_deleted_with_its_customer_leaves_no_one_behind(spark, pii_env, empty_tables, tmp_path):
+    """ON DELETE CASCADE: the customer's delete, then the address's, at a later log position
+    in the same millisecond; in one batch for Ivy, in the next batch for Hal."""
+    hal, hal_address = {**GRACE, "id": 8}, {**GRACE_ADDRESS, "id": 56, "customer_id": 8}
+    ivy, ivy_address = {**GRACE, "id": 9}, {**GRACE_ADDRESS, "id": 57, "customer_id": 9}
+    changes = [
+        _binlog("customers", "c", 100, "2026-11-01T10:00:00Z", after=hal),
+        _binlog("customer_addresses", "c", 110, "2026-11-01T10:00:00Z", after=hal_address),
+        _binlog("customers", "c", 120, "2026-11-01T10:00:00Z", after=ivy),
+        _binlog("customer_addresses", "c", 130, "2026-11-01T10:00:00Z", after=ivy_address),
+        _binlog("customers", "d", 200, "2026-11-02T10:00:00Z", before=hal),
+        _binlog("customers", "d", 210, "2026-11-02T10:00:00Z", before=ivy),
+        _binlog("customer_addresses", "d", 220, "2026-11-02T10:00:00Z", before=ivy_address),
+        _binlog("customer_addresses", "d", 230, "2026-11-02T10:00:00Z", before=hal_address),
+    ]
+    rows = to_bronze(spark, changes, CRM_AS_IT_IS).collect()
+    by_position = {json.loads(row.payload)["source"]["pos"]: row for row in rows}
+    run = Run(spark, tmp_path, empty_tables)
+    for batch_id, positions in enumerate([[100, 110, 120, 130], [200, 210, 220], [230]]):
+        run.writer(spark.createDataFrame([by_position[p] for p in positions], BRONZE_EVENTS), batch_id)
+    assert run.table("silver.profiles").count() == 0
+    assert run.table("silver.profiles_history").count() == 0
+    assert run.table("silver.profile_tombstones").count() == 2
