@@ -105,7 +105,8 @@ def change_rows(ignore_null_updates: bool) -> Callable[[DataFrame], DataFrame]:
               .withColumn("_op", F.when(F.col("event_type") == CRM_EVENT_TYPE,
                                         F.try_variant_get(v, "$.op", "string")))
               .withColumn("seq", sequence_column())
-              .withColumn("is_delete", (F.col("event_type") == "erasure_request") | (F.col("_op") == "d"))
+              .withColumn("is_delete", (F.col("event_type") == "erasure_request")
+                          | F.coalesce(F.col("_op") == "d", F.lit(False)))
               # A row deleted from a table that does not delete the person (an address):
               # it clears fields of a profile and never creates one.
               .withColumn("only_clears", (F.col("event_type") == CRM_EVENT_TYPE)
@@ -253,7 +254,8 @@ def erased_users(tombstones: DataFrame, keys: PiiKeys) -> Callable[[DataFrame], 
     def transform(users: DataFrame) -> DataFrame:
         erasures = tombstones.select(
             "subject_hash", F.timestamp_millis(F.col("deleted_sequence.ts_ms")).alias("erased_through"))
-        return (users.select("user_id").distinct()
+        # Catalogue events name no one: a null id must never reach the hash.
+        return (users.select("user_id").where(F.col("user_id").isNotNull()).distinct()
                 .withColumn("subject_hash", hashed("user_id"))
                 .join(erasures, "subject_hash")
                 .select("user_id", "erased_through"))
@@ -278,8 +280,9 @@ def _json_values_of(name: str) -> list[Column]:
     """Every `"name": "text"` and `"name": 123` in a record's text, read with regular
     expressions: a quarantined record need not parse."""
     text = F.col("raw").cast("string")
-    quoted = F.regexp_extract_all(text, F.lit(f'"{name}"\\s*:\\s*"([^"\\\\]{{1,256}})"'), F.lit(1))
-    number = F.regexp_extract_all(text, F.lit(f'"{name}"\\s*:\\s*(-?[0-9]{{1,38}})[^0-9.eE]'), F.lit(1))
+    literal = f"\\Q{name}\\E"  # a column name may hold $, ( or +: quoted, it matches itself
+    quoted = F.regexp_extract_all(text, F.lit(f'"{literal}"\\s*:\\s*"([^"\\\\]{{1,256}})"'), F.lit(1))
+    number = F.regexp_extract_all(text, F.lit(f'"{literal}"\\s*:\\s*(-?[0-9]{{1,38}})(?![0-9.eE])'), F.lit(1))
     return [quoted, number]
 
 

@@ -170,7 +170,8 @@ class ProfilesBatchWriter:
                   .where(~F.col("can_create") & (F.col("_has_profile").isNull() | F.col("delete_seq").isNotNull()))
                   .select("user_id", F.lit(True).alias("_nobody")).localCheckpoint())
         if not nobody.isEmpty():
-            changes = (changes.join(nobody, "user_id", "left").where(~(F.col("only_clears") & F.col("_nobody")))
+            doomed = F.col("only_clears") & F.coalesce(F.col("_nobody"), F.lit(False))
+            changes = (changes.join(nobody, "user_id", "left").where(~doomed)
                        .drop("_nobody").localCheckpoint())
             if changes.isEmpty():
                 return
@@ -248,24 +249,26 @@ class ProfilesBatchWriter:
     def _purge_stragglers(self, spark: SparkSession, batch: DataFrame, tombstones: DataFrame, batch_id: int) -> None:
         """Events of erased people that occurred before their erasure but reached bronze
         after it (a phone syncing offline events) go from bronze.events in this batch, the
-        one that drops them; quarantined records of this batch's ingest runs that name an
-        erased person go too. Nothing of theirs stays in clear text until the next erasure."""
-        keys_only = batch.select("user_id", "event_id", "event_date", "occurred_at", "ingested_at").localCheckpoint()
-        erased = erased_users(tombstones, self.keys)(keys_only).localCheckpoint()
-        if not erased.isEmpty():
-            late = stragglers(erased)(keys_only).localCheckpoint()
-            dates = ", ".join(f"DATE'{row.event_date}'" for row in late.select("event_date").distinct().collect())
-            if dates:
-                self.steps.run(spark, "erase.stragglers", batch_id, lambda: (
-                    delta_table(spark, self.table("bronze.events")).alias("t")
-                    .merge(late.alias("s"), f"t.event_date IN ({dates}) AND t.event_date = s.event_date "
-                                            "AND t.event_id = s.event_id AND t.user_id = s.user_id")
-                    .whenMatchedDelete().execute()))
-                log.info("batch %d purged %d straggling event(s) of erased people", batch_id, late.count())
-        first_ingest = keys_only.agg(F.min("ingested_at")).first()[0]
-        if first_ingest is not None:
-            self.steps.run(spark, "erase.quarantine_stragglers", batch_id, lambda: purge_quarantined_erased(
-                spark, self.config, self.keys, tombstones, since=first_ingest))
+        one that drops them; when it holds one, quarantined records of its ingest runs that
+        name an erased person go too (tailor vacuum sweeps the rest)."""
+        # One pass over the batch in the common case (no erased person in it): the users,
+        # hashed and matched to the tombstones.
+        erased = erased_users(tombstones, self.keys)(batch).localCheckpoint()
+        if erased.isEmpty():
+            return
+        late = stragglers(erased)(batch).localCheckpoint()
+        dates = ", ".join(f"DATE'{row.event_date}'" for row in late.select("event_date").distinct().collect())
+        if dates:
+            self.steps.run(spark, "erase.stragglers", batch_id, lambda: (
+                delta_table(spark, self.table("bronze.events")).alias("t")
+                .merge(late.alias("s"), f"t.event_date IN ({dates}) AND t.event_date = s.event_date "
+                                        "AND t.event_id = s.event_id AND t.user_id = s.user_id")
+                .whenMatchedDelete().execute()))
+            log.info("batch %d purged %d straggling event(s) of erased people", batch_id, late.count())
+        # A broken record from the same syncing device was quarantined by the same ingest runs.
+        first_ingest = batch.agg(F.min("ingested_at")).first()[0]
+        self.steps.run(spark, "erase.quarantine_stragglers", batch_id, lambda: purge_quarantined_erased(
+            spark, self.config, self.keys, tombstones, since=first_ingest))
 
     def _purge(self, spark: SparkSession, gone: DataFrame, batch_id: int) -> None:
         """Remove erased people's rows from every table that holds rows about a person.

@@ -129,6 +129,11 @@ def test_changes_land_bad_ones_are_quarantined_and_erasure_is_final(spark, tmp_p
         json.dumps(event("page_view", "u-zen", "2026-11-02T08:01:00Z",
                          {"url": "https://shop.example/for/Zenobia", "session_id": "s-9"}, "e-zen-6", source="app")),
         '{"event_id": "e-zen-7", "user_id": "u-zen", "payload": {"last_name": "Quixote-Farnsworth"',
+        # A catalogue event names no one: it must pass the check for erased people.
+        json.dumps({"event_id": "p-1", "event_type": "product_upsert", "schema_version": 1,
+                    "occurred_at": "2026-11-02T08:02:00Z", "source": "catalog",
+                    "payload": {"product_id": "p-1", "title": "Kettle", "category": "kitchen", "price": 20.0,
+                                "currency": "EUR"}}),
         json.dumps(event("page_view", "u-zen", "2026-11-04T10:00:00Z", {"url": "https://shop.example/", "session_id":
                          "s-10"}, "e-zen-8", source="web")),
     ])

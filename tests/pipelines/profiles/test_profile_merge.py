@@ -429,24 +429,38 @@ def test_the_user_ids_a_broken_record_names_are_found(spark):
 
 def test_an_address_deleted_with_its_customer_leaves_no_one_behind(spark, pii_env, empty_tables, tmp_path):
     """ON DELETE CASCADE: the customer's delete, then the address's, at a later log position
-    in the same millisecond; in one batch for Ivy, in the next batch for Hal."""
+    in the same millisecond; in one batch for Ivy, in the next batch for Hal. In Ivy's batch,
+    Ann (who stays) only moves out, and Joy, new, signs up on the web with an address
+    removed at once: both keep their profile, without a country."""
     hal, hal_address = {**GRACE, "id": 8}, {**GRACE_ADDRESS, "id": 56, "customer_id": 8}
     ivy, ivy_address = {**GRACE, "id": 9}, {**GRACE_ADDRESS, "id": 57, "customer_id": 9}
+    ann, ann_address = {**GRACE, "id": 10, "email_address": "ann@example.com", "given_name": "Ann"}, \
+        {**GRACE_ADDRESS, "id": 58, "customer_id": 10}
+    joy_address = {**GRACE_ADDRESS, "id": 59, "customer_id": 11}
     changes = [
         _binlog("customers", "c", 100, "2026-11-01T10:00:00Z", after=hal),
         _binlog("customer_addresses", "c", 110, "2026-11-01T10:00:00Z", after=hal_address),
         _binlog("customers", "c", 120, "2026-11-01T10:00:00Z", after=ivy),
         _binlog("customer_addresses", "c", 130, "2026-11-01T10:00:00Z", after=ivy_address),
+        _binlog("customers", "c", 140, "2026-11-01T10:00:00Z", after=ann),
+        _binlog("customer_addresses", "c", 150, "2026-11-01T10:00:00Z", after=ann_address),
         _binlog("customers", "d", 200, "2026-11-02T10:00:00Z", before=hal),
         _binlog("customers", "d", 210, "2026-11-02T10:00:00Z", before=ivy),
         _binlog("customer_addresses", "d", 220, "2026-11-02T10:00:00Z", before=ivy_address),
         _binlog("customer_addresses", "d", 230, "2026-11-02T10:00:00Z", before=hal_address),
+        _binlog("customer_addresses", "d", 240, "2026-11-02T10:00:00Z", before=ann_address),
+        event("profile_upsert", "11", "2026-11-02T09:00:00Z", {"first_name": "Joy"}, "e-joy", source="web"),
+        _binlog("customer_addresses", "d", 250, "2026-11-02T10:00:00Z", before=joy_address),
     ]
     rows = to_bronze(spark, changes, CRM_AS_IT_IS).collect()
-    by_position = {json.loads(row.payload)["source"]["pos"]: row for row in rows}
+    by_position = {json.loads(row.payload).get("source", {}).get("pos", row.event_id): row for row in rows}
     run = Run(spark, tmp_path, empty_tables)
-    for batch_id, positions in enumerate([[100, 110, 120, 130], [200, 210, 220], [230]]):
+    for batch_id, positions in enumerate([[100, 110, 120, 130, 140, 150], [200, 210, 220, 240, "e-joy", 250],
+                                          [230]]):
         run.writer(spark.createDataFrame([by_position[p] for p in positions], BRONZE_EVENTS), batch_id)
-    assert run.table("silver.profiles").count() == 0
-    assert run.table("silver.profiles_history").count() == 0
+    expected = spark.createDataFrame([
+        ("10", "ann@example.com", _email_hash("ann@example.com"), None, "Ann", "Hopper", None, None),
+        ("11", None, None, None, "Joy", None, None, None),
+    ], PERSON_VIEW)
+    assert_df_equality(person_view(spark, run.table("silver.profiles")), expected, ignore_row_order=True)
     assert run.table("silver.profile_tombstones").count() == 2
