@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import reduce
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -22,7 +23,14 @@ from pyspark.sql import functions as F
 
 from expectations import DATASETS, Batch, module_for
 from pipelines.config import Config
-from pipelines.runtime.delta_tables import ensure_table, read_table, save, table_exists, table_version
+from pipelines.runtime.delta_tables import (
+    add_missing_columns,
+    ensure_table,
+    read_table,
+    save,
+    table_exists,
+    table_version,
+)
 from pipelines.runtime.filesystems import copy_tree, is_remote
 from pipelines.schemas import QUALITY_RESULTS
 
@@ -38,6 +46,7 @@ class Result:
     severity: str
     success: bool
     observed_value: str | None
+    input_versions: dict[str, int | None] | None = None
 
 
 def _version(spark: SparkSession, config: Config, name: str) -> int | None:
@@ -164,16 +173,24 @@ def validate(spark: SparkSession, config: Config, datasets: tuple[str, ...], mod
     with _project(config, keep=build_docs) as project_root:
         context = _context(project_root)
         for dataset in datasets:
-            for batch in module_for(dataset).batches(read, config, previous, as_of):
+            read_by_suite: set[str] = set()
+
+            def tracked(name: str, read_by_suite=read_by_suite) -> DataFrame | None:
+                read_by_suite.add(name)
+                return read(name)
+            batches = module_for(dataset).batches(tracked, config, previous, as_of)
+            inputs = {name: versions.get(name) for name in sorted(read_by_suite - {dataset})} or None
+            for batch in batches:
                 for check, result in _run_batch(context, batch, build_docs):
                     results.append(Result(dataset, versions.get(dataset), check.name,
                                           result.expectation_config.type, check.severity, bool(result.success),
-                                          _observed(result)))
+                                          _observed(result), inputs))
         if results:
             table = config.table("audit.quality_results")
             ensure_table(spark, table, QUALITY_RESULTS)
+            add_missing_columns(spark, table, QUALITY_RESULTS)
             rows = [(run_id, run_at, mode, r.dataset, r.table_version, r.expectation, r.expectation_type,
-                     r.severity, r.success, r.observed_value) for r in results]
+                     r.severity, r.success, r.observed_value, r.input_versions) for r in results]
             save(spark.createDataFrame(rows, QUALITY_RESULTS).write.format("delta").mode("append"), table)
     return run_id, results
 
@@ -190,28 +207,42 @@ def gate_refusals(spark: SparkSession, config: Config, datasets: tuple[str, ...]
     daily validate, so the version a job reads has often never been checked: such a
     version is validated on the spot (quality.mode), its results recorded like any run's.
     So is one whose recorded results miss a check the suite holds now, and one whose
-    suite reads another table (the result named only its own table's version).
+    suite reads another table that has moved since (a result records the versions of the
+    other tables it read: recommendations pass against one version of the catalogue).
     A dry_run check never refuses, but with quality.require_validation the version counts
     as never validated. Empty: go ahead."""
     if config.quality.gate == "off":
         return []
     ref = config.table("audit.quality_results")
     recorded = read_table(spark, ref).where(F.col("mode") == "enabled") if table_exists(spark, ref) else None
+    if recorded is not None and "input_versions" not in recorded.columns:
+        recorded = recorded.withColumn("input_versions", F.lit(None).cast("map<string,bigint>"))
     pinned = {dataset: versions[dataset] if versions is not None and dataset in versions
               else _version(spark, config, dataset) for dataset in datasets if dataset in DATASETS}
     refusals, unchecked = [], []
-    for dataset, version in pinned.items():
-        if version is None:
-            continue
-        checks, others = _suite_shape(spark, config, dataset, {**(versions or {}), **pinned})
-        if others:
-            # A result names its own table's version only: whatever it said about another
-            # table (recommendations against the catalogue) may be stale.
-            unchecked.append(dataset)
-            continue
-        rows = [] if recorded is None else (
-            recorded.where((F.col("dataset") == dataset) & (F.col("table_version") == version))
-            .groupBy("expectation", "severity").agg(F.max_by("success", "run_at").alias("success")).collect())
+    shapes = {dataset: _suite_shape(spark, config, dataset, {**(versions or {}), **pinned})
+              for dataset, version in pinned.items() if version is not None}
+    # One read of the recorded results for every pinned version (each query of the table
+    # costs a Spark job, and publish pins five tables). A result counts only if the other
+    # tables its suite read (the catalogue, for recommendations) were at the versions the
+    # suite reads now.
+    wanted = []
+    for dataset, (_, others) in shapes.items():
+        condition = (F.col("dataset") == dataset) & (F.col("table_version") == pinned[dataset])
+        for other, other_version in others.items():
+            read_at = F.col("input_versions")[other]
+            # A result recorded before the column existed has no map: it never counts here.
+            condition &= (F.map_contains_key("input_versions", F.lit(other))
+                          & (read_at.isNull() if other_version is None else read_at == other_version))
+        wanted.append(condition)
+    latest: dict[str, list[Any]] = {dataset: [] for dataset in shapes}
+    if recorded is not None and wanted:
+        for row in (recorded.where(reduce(lambda left, right: left | right, wanted))
+                    .groupBy("dataset", "expectation", "severity")
+                    .agg(F.max_by("success", "run_at").alias("success")).collect()):
+            latest[row.dataset].append(row)
+    for dataset, (checks, _) in shapes.items():
+        version, rows = pinned[dataset], latest[dataset]
         if not checks <= {row.expectation for row in rows}:
             unchecked.append(dataset)  # never checked, or not by every check the suite holds now
         refusals += [f"{dataset} version {version}: {row.expectation} failed" for row in rows
@@ -234,13 +265,16 @@ def gate_refusals(spark: SparkSession, config: Config, datasets: tuple[str, ...]
 
 
 def _suite_shape(spark: SparkSession, config: Config, dataset: str,
-                 versions: dict[str, int | None]) -> tuple[set[str], set[str]]:
-    """(the names of the checks the dataset's suite holds now, the other tables it reads),
-    from its batches as built lazily, without running them."""
-    reader, read_names = _reader(spark, config, dict(versions)), set()
+                 versions: dict[str, int | None]) -> tuple[set[str], dict[str, int | None]]:
+    """(the names of the checks the dataset's suite holds now, the other tables it reads
+    with the versions it would read), from its batches as built lazily, without running
+    them."""
+    read_versions = dict(versions)
+    reader, read_names = _reader(spark, config, read_versions), set()
 
     def read(name: str) -> DataFrame | None:
         read_names.add(name)
         return reader(name)
     batches = module_for(dataset).batches(read, config, lambda _: None, datetime.now(UTC))
-    return {check.name for batch in batches for check in batch.checks}, read_names - {dataset}
+    return ({check.name for batch in batches for check in batch.checks},
+            {name: read_versions.get(name) for name in sorted(read_names - {dataset})})

@@ -434,4 +434,7 @@ QUALITY_RESULTS = StructType([
     StructField("severity", StringType(), False),           # critical | warning
     StructField("success", BooleanType(), False),
     StructField("observed_value", StringType(), True),      # JSON: what the expectation measured
+    # The other tables the suite read (the catalogue, for recommendations), at the versions
+    # it read them: a result holds only while they stay at those versions.
+    StructField("input_versions", MapType(StringType(), LongType()), True),
 ])

@@ -41,7 +41,8 @@ def _record_a_world(spark, config) -> None:
          {ERROR_CODES[0]: 10 + batch}, 0, 0, 1500, 2.0 + batch, None, 0, 0) for batch in range(4)])
     _write(spark, config, "audit.quality_results", QUALITY_RESULTS, [
         (run, START + timedelta(hours=hour), "enabled", "silver.profiles", 1, f"check-{n}",
-         "expect_column_values_to_not_be_null", "critical" if n == 0 else "warning", not (run == "b" and n < 2), None)
+         "expect_column_values_to_not_be_null", "critical" if n == 0 else "warning", not (run == "b" and n < 2), None,
+         None)
         for hour, run in ((1, "a"), (2, "b")) for n in range(5)])
     with mlflow.start_run(experiment_id=use_experiment(config)) as first:
         mlflow.log_metrics({"test.blend.ndcg_at_10": 0.21, "test.popular.ndcg_at_10": 0.12})

@@ -14,6 +14,6 @@ def record_failure(spark, config, dataset: str, expectation: str, success: bool 
     table = config.table("audit.quality_results")
     ensure_table(spark, table, QUALITY_RESULTS)
     row = ("run-1", datetime.now(UTC), "enabled", dataset, version, expectation, "expect_column_values_to_be_unique",
-           "critical", success, '{"unexpected_count": 1}')
+           "critical", success, '{"unexpected_count": 1}', None)
     spark.createDataFrame([row], QUALITY_RESULTS).write.format("delta").mode("append").save(table.path)
     return version

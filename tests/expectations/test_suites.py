@@ -200,16 +200,26 @@ def _modes(spark, config) -> list[str]:
         config.table("audit.quality_results").path).collect()})
 
 
+def _runs(spark, config) -> int:
+    results = spark.read.format("delta").load(config.table("audit.quality_results").path)
+    return results.select("run_id").distinct().count()
+
+
 def test_a_pass_over_another_tables_old_version_or_fewer_checks_does_not_count(spark, tmp_path):
     config = _config(tmp_path)
     _good_world(spark, config)
     validate(spark, config, DATASETS, "enabled", AS_OF, AS_OF, build_docs=False)
+    # At the versions the pass read (the recommendations' and the catalogue's), it counts:
+    # the gate runs nothing again.
+    assert gate_refusals(spark, config, ("gold.recommendations",)) == []
+    assert _runs(spark, config) == 1
     # The catalogue withdraws p1 after the recommendations passed: their version is the same,
     # but what they were checked against is not.
     _write(spark, config, "silver.products", [("p1", "Mug", 5.0, "https://x.test/p1", False)],
            "product_id string, title string, price double, url string, active boolean")
     assert gate_refusals(spark, config, ("gold.recommendations",)) == [
         "gold.recommendations version 0: gold.recommendations.products_known_and_active failed"]
+    assert _runs(spark, config) == 2
 
     # One passing row for a version is not a check of it by the whole suite.
     _write(spark, config, "silver.interactions", [("e1", "u1"), ("e1", "u2")], "event_id string, user_id string")
@@ -233,3 +243,25 @@ def test_the_gate_in_each_mode_over_a_version_never_checked(spark, tmp_path, mod
     else:
         assert _modes(spark, config) == recorded
     assert gate_refusals(spark, _config(tmp_path, "quality.gate=off"), ("silver.interactions",)) == []
+
+
+def test_results_recorded_before_input_versions_existed_are_kept_and_checked_again(spark, tmp_path):
+    """An audit.quality_results table from before the column: its rows stay, the gate reads
+    it, and a suite reading another table is checked again (the old row names no catalogue
+    version); the new run's rows carry the column."""
+    from pyspark.sql.types import StructType
+
+    from pipelines.schemas import QUALITY_RESULTS
+
+    config = _config(tmp_path)
+    _good_world(spark, config)
+    old_schema = StructType([field for field in QUALITY_RESULTS if field.name != "input_versions"])
+    spark.createDataFrame([("run-old", AS_OF, "enabled", "gold.recommendations", 0,
+                            "gold.recommendations.products_known_and_active", "expect_column_values_to_be_in_set",
+                            "critical", False, None)], old_schema).write.format("delta").save(
+        config.table("audit.quality_results").path)
+    assert gate_refusals(spark, config, ("gold.recommendations",)) == []
+    results = spark.read.format("delta").load(config.table("audit.quality_results").path)
+    recorded = results.collect()
+    assert [row.input_versions for row in recorded if row.run_id == "run-old"] == [None]
+    assert {str(row.input_versions) for row in recorded if row.run_id != "run-old"} == {"{'silver.products': 0}"}

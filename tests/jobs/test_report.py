@@ -41,7 +41,7 @@ def _world(spark, config) -> None:
                           QUARANTINE).write.format("delta").save(config.table("bronze.quarantine").path)
     observed = json.dumps({"unexpected_count": 2, "partial_unexpected_list": ["u-secret-1"]})
     spark.createDataFrame([("run-1", now, "enabled", "silver.profiles", 0, "silver.profiles.user_id_unique",
-                            "expect_column_values_to_be_unique", "critical", False, observed)],
+                            "expect_column_values_to_be_unique", "critical", False, observed, None)],
                           QUALITY_RESULTS).write.format("delta").save(config.table("audit.quality_results").path)
 
 

@@ -42,7 +42,7 @@ def test_status_of_an_empty_root_says_so_and_creates_nothing(spark, tmp_path, ca
 
 def _quality_row(run_id: str, at: str, expectation: str, severity: str, success: bool) -> tuple:
     return (run_id, datetime.fromisoformat(at), "enabled", "silver.profiles", 4, expectation,
-            "expect_column_values_to_be_unique", severity, success, None)
+            "expect_column_values_to_be_unique", severity, success, None, None)
 
 
 def test_status_reports_batches_lag_validation_champion_and_store(spark, tmp_path, capsys):
