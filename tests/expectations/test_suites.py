@@ -210,16 +210,22 @@ def test_a_pass_over_another_tables_old_version_or_fewer_checks_does_not_count(s
     _good_world(spark, config)
     validate(spark, config, DATASETS, "enabled", AS_OF, AS_OF, build_docs=False)
     # At the versions the pass read (the recommendations' and the catalogue's), it counts:
-    # the gate runs nothing again.
+    # the gate runs nothing again, for one table or several.
     assert gate_refusals(spark, config, ("gold.recommendations",)) == []
+    assert gate_refusals(spark, config, ("silver.profiles", "gold.recommendations", "gold.email_content")) == []
     assert _runs(spark, config) == 1
+    # Freshness is measured against the time of the run, so a recorded pass never counts:
+    # bronze.events is checked again (with a bound the wall clock cannot break).
+    assert gate_refusals(spark, _config(tmp_path, "quality.max_freshness_lag_hours=1000000"),
+                         ("bronze.events",)) == []
+    assert _runs(spark, config) == 2
     # The catalogue withdraws p1 after the recommendations passed: their version is the same,
     # but what they were checked against is not.
     _write(spark, config, "silver.products", [("p1", "Mug", 5.0, "https://x.test/p1", False)],
            "product_id string, title string, price double, url string, active boolean")
     assert gate_refusals(spark, config, ("gold.recommendations",)) == [
         "gold.recommendations version 0: gold.recommendations.products_known_and_active failed"]
-    assert _runs(spark, config) == 2
+    assert _runs(spark, config) == 3
 
     # One passing row for a version is not a check of it by the whole suite.
     _write(spark, config, "silver.interactions", [("e1", "u1"), ("e1", "u2")], "event_id string, user_id string")
