@@ -20,7 +20,6 @@ from pathlib import Path
 
 from jobs._common import config_from, entry_point, setup_logging, streaming_parser
 from pipelines.config import CHECKPOINTS, Config
-from pipelines.ingest.metrics import ingest_metrics_collector
 from pipelines.ingest.transforms import drop_retried_duplicates, observe_outcome, validate_streams
 from pipelines.ingest.writes import ensure_bronze_tables, ingest_batch_writer
 from pipelines.runtime.progress import run_collecting
@@ -49,8 +48,8 @@ def start_query(spark, config: Config, once: bool, trigger_interval: str | None 
     flow = (validate_streams(config.crm.tables)(read_raw(spark, config, checkpoint, once))
             .transform(drop_retried_duplicates(config.ingest.dedup_window))
             .transform(observe_outcome))
-    writer = ingest_batch_writer(config.table("bronze.events"), config.table("bronze.quarantine"),
-                                 checkpoint_app_id(spark, checkpoint, QUERY_NAME))
+    writer = ingest_batch_writer(spark, QUERY_NAME, config.table("bronze.events"), config.table("bronze.quarantine"),
+                                 config.table("bronze.ingest_metrics"), checkpoint_app_id(spark, checkpoint, QUERY_NAME))
     return start_foreach_batch(flow, QUERY_NAME, checkpoint, writer, once,
                                trigger_interval or config.ingest.trigger_interval,
                                native_available_now=SOURCES[config.source.type].native_available_now)
@@ -60,9 +59,7 @@ def run(config: Config, once: bool, trigger_interval: str | None = None) -> int:
     spark = build_spark(config, QUERY_NAME)
     ensure_bronze_tables(spark, config)
     _ensure_landing_folders(config)
-    collector = ingest_metrics_collector(QUERY_NAME)
-    run_collecting(spark, config, QUERY_NAME, lambda: start_query(spark, config, once, trigger_interval),
-                   extra=((collector, config.table("bronze.ingest_metrics")),))
+    run_collecting(spark, config, QUERY_NAME, lambda: start_query(spark, config, once, trigger_interval))
     return 0
 
 

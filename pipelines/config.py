@@ -213,8 +213,8 @@ class IngestConfig(_Strict):
     trigger_interval: str = Field(pattern=_DURATION, description="processing-time trigger, e.g. '30 seconds'")
     dedup_window: str = Field(pattern=_DURATION, description="how long an event_id is remembered for dropping retries")
     metrics_flush_seconds: float = Field(
-        gt=0, description="seconds between writes of every streaming job's batch metrics (audit.streaming_progress; "
-                          "ingest also bronze.ingest_metrics); once more when a job stops")
+        gt=0, description="seconds between writes of every streaming job's progress (audit.streaming_progress); "
+                          "once more when a job stops")
     fail_on_data_loss: bool = Field(
         default=True, description="Kafka offsets aged out before they were read stop the query; false: skipped")
 

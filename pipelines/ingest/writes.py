@@ -1,15 +1,19 @@
 """Ingest's writes: the bronze tables, and the foreachBatch writer that lands each
-micro-batch in bronze.events and bronze.quarantine exactly once."""
+micro-batch in bronze.events and bronze.quarantine, and its counts in
+bronze.ingest_metrics, exactly once."""
 
 from __future__ import annotations
+
+import time
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.config import Config, TableRef
+from pipelines.ingest.metrics import metrics_row
 from pipelines.ingest.transforms import bronze_rows, is_valid, quarantine_rows
 from pipelines.runtime.delta_tables import add_missing_columns, ensure_table
-from pipelines.runtime.streaming import BatchWriter, append_once
+from pipelines.runtime.streaming import BatchWriter, append_once, running_batch
 from pipelines.schemas import BRONZE_EVENTS, INGEST_METRICS, QUARANTINE
 
 
@@ -26,8 +30,14 @@ def ensure_bronze_tables(spark: SparkSession, config: Config) -> None:
     add_missing_columns(spark, config.table("bronze.ingest_metrics"), INGEST_METRICS)
 
 
-def ingest_batch_writer(bronze: TableRef, quarantine: TableRef, app_id: str) -> BatchWriter:
+def ingest_batch_writer(spark: SparkSession, query_name: str, bronze: TableRef, quarantine: TableRef,
+                        metrics: TableRef, app_id: str) -> BatchWriter:
+    """The batch's rows go to bronze and quarantine, then its counts to the metrics table,
+    each an idempotent append: a batch replayed after a crash adds only what its cut-short
+    run had not committed, and counts the same rows (same input, same dedup state)."""
+
     def write(batch: DataFrame, batch_id: int) -> None:
+        started = time.monotonic()
         # The batch is cached for two writes and read back once each: compressing the cache
         # cost about a fifth of the batch's time. Set on the query's own session.
         batch.sparkSession.conf.set("spark.sql.inMemoryColumnarStorage.compressed", "false")
@@ -41,6 +51,11 @@ def ingest_batch_writer(bronze: TableRef, quarantine: TableRef, app_id: str) -> 
                 append_once(bronze_rows(batch), bronze, app_id, batch_id)
             if quarantined:
                 append_once(quarantine_rows(batch), quarantine, app_id, batch_id)
+            # The aggregate above computed every row, so the observed counts are complete.
+            row = metrics_row(query_name, running_batch(spark, query_name, batch_id),
+                              int((time.monotonic() - started) * 1000))
+            if row is not None:
+                append_once(spark.createDataFrame([row], INGEST_METRICS), metrics, f"{app_id}.metrics", batch_id)
         finally:
             batch.unpersist()
 

@@ -129,14 +129,14 @@ def progress_collector(query_name: str) -> BatchMetricsCollector:
     return BatchMetricsCollector(query_name, progress_row, STREAMING_PROGRESS, "tailor.progress")
 
 
-def run_collecting(spark: SparkSession, config: Config, name: str, start: Callable[[], RunningQuery],
-                   extra: tuple[tuple[BatchMetricsCollector, TableRef], ...] = ()) -> None:
+def run_collecting(spark: SparkSession, config: Config, name: str, start: Callable[[], RunningQuery]) -> None:
     """Start a streaming query and wait for it, storing each batch's progress in
-    audit.streaming_progress (and `extra` collectors' rows in theirs) every
-    ingest.metrics_flush_seconds and once more when it stops."""
+    audit.streaming_progress every ingest.metrics_flush_seconds and once more when it stops.
+    (Progress is for watching: a crash loses what was not yet flushed. What must survive
+    a crash, such as ingest's counts, is written by the batch itself.)"""
     progress = config.table("audit.streaming_progress")
     ensure_table(spark, progress, STREAMING_PROGRESS)
-    sinks = ((progress_collector(name), progress), *extra)
+    sinks = ((progress_collector(name), progress),)
     for collector, _ in sinks:
         spark.streams.addListener(collector)
 

@@ -9,12 +9,15 @@ ids from 0 again) gets a new app id, so its batches are never mistaken for old o
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -207,6 +210,51 @@ def await_query(query: RunningQuery, name: str, on_tick: Callable[[], None] | No
         raise TailorError(f"query {name} failed: {str(query.exception()).splitlines()[0][:500]}{details}")
     ran = last_batch_ran(query)
     log.info("query %s stopped after batch %s", name, "none" if ran is None else ran)
+
+
+@dataclass(frozen=True)
+class BatchFacts:
+    """What the engine knows of the micro-batch a foreachBatch function is writing."""
+
+    query_id: str
+    run_id: str
+    batch_id: int
+    batch_timestamp: datetime            # the batch's trigger time, as its offset log recorded it
+    observed: dict[str, dict[str, Any]]  # each `DataFrame.observe` name -> its values
+    source_offsets: list[str | None]     # each source's end offset for the batch, as JSON
+
+
+def running_batch(spark: SparkSession, query_name: str, batch_id: int) -> BatchFacts:
+    """The facts of batch `batch_id` of the running query `query_name`, read from inside its
+    foreachBatch function once an action has computed every partition of the batch.
+
+    PySpark hands observed metrics out only in progress events, which Spark posts after
+    the batch has committed: a crash between the two loses them. The running query's own
+    execution holds the same values as soon as the batch has been computed, so a batch
+    can write them itself. `spark` is the session that started the query (foreachBatch
+    passes a batch on a child session, which does not list it). Classic Spark only: these
+    are the JVM's query objects, which Spark Connect does not expose."""
+    matches = [query for query in spark.streams.active if query.name == query_name]
+    if len(matches) != 1:
+        raise TailorError(f"query {query_name}: {len(matches)} running queries have that name, expected one")
+    query = matches[0]
+    engine = query._jsq.streamingQuery()
+    execution = engine.lastExecution()
+    if execution is None or execution.currentBatchId() != batch_id:
+        raise TailorError(f"query {query_name}: batch {batch_id} is not the batch being written")
+    metrics = execution.observedMetrics()
+    names = metrics.keys().iterator()
+    observed: dict[str, dict[str, Any]] = {}
+    while names.hasNext():
+        name = names.next()
+        observed[name] = json.loads(metrics.apply(name).json())
+    offsets = engine.offsetLog().get(batch_id).get().offsets()
+    return BatchFacts(
+        query_id=str(query.id), run_id=str(query.runId), batch_id=batch_id,
+        batch_timestamp=datetime.fromtimestamp(execution.offsetSeqMetadata().batchTimestampMs() / 1000, UTC),
+        observed=observed,
+        source_offsets=[offsets.apply(i).get().json() if offsets.apply(i).isDefined() else None
+                        for i in range(offsets.size())])
 
 
 def last_batch_ran(query: StreamingQuery | RunningQuery) -> int | None:

@@ -1,4 +1,5 @@
-"""SIGKILL the running ingest job mid-stream, restart it, and lose or duplicate nothing."""
+"""SIGKILL the running ingest job mid-stream, restart it, and lose or duplicate nothing:
+not an event, and not a batch's counts in bronze.ingest_metrics."""
 
 import os
 import signal
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 
 from pipelines.config import load_config
 from pipelines.synthetic.generator import Faults, WorldSpec, generate_world
@@ -24,9 +26,15 @@ def _commits(table_path: str) -> int:
     return len(list(log.glob("*.json"))) if log.exists() else 0
 
 
-def test_sigkill_mid_stream_then_restart_reconciles(spark, tmp_path):
+def _rows(spark, table_path: str) -> int:
+    return spark.read.format("delta").load(table_path).count()
+
+
+def test_sigkill_mid_batch_then_restart_reconciles_events_and_metrics(spark, tmp_path):
+    # Progress is flushed only when the job stops, which a SIGKILL never lets it do: the
+    # metrics of the batches committed before the kill must be in the table by then.
     overrides = [f"storage.root={tmp_path}", "source.files.max_files_per_trigger=1",
-                 "ingest.metrics_flush_seconds=1", *SPARK_TEST_SETTINGS]
+                 "ingest.metrics_flush_seconds=3600", *SPARK_TEST_SETTINGS]
     config = load_config("local", overrides)
     world = generate_world(WorldSpec(seed=61, users=40, products=20, days=4,
                                      faults=Faults.parse("duplicate=0.03,malformed_json=0.01")))
@@ -44,17 +52,21 @@ def test_sigkill_mid_stream_then_restart_reconciles(spark, tmp_path):
     bronze_path = config.table("bronze.events").path
     deadline = time.monotonic() + 240
     try:
-        # Table creation is commit 0; kill once the first of twelve batches has landed.
-        while _commits(bronze_path) < 2 and time.monotonic() < deadline and job.poll() is None:
-            time.sleep(0.2)
+        # Table creation is commit 0. Kill the moment the second batch's bronze commit
+        # appears: inside that batch, before its quarantine and metrics writes.
+        while _commits(bronze_path) < 3 and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.01)
         assert job.poll() is None, (tmp_path / "ingest.log").read_text()[-3000:]
-        assert _commits(bronze_path) >= 2, "the job made no progress"
+        assert _commits(bronze_path) >= 3, "the job made no progress"
     finally:
         os.killpg(job.pid, signal.SIGKILL)
         job.wait()
         log_file.close()
     committed_before_restart = _commits(bronze_path) - 1
     assert committed_before_restart < len(batches), "the kill came after the job had finished"
+    # Every batch committed to bronze has its counts stored, but the one the kill cut short.
+    metrics_path = config.table("bronze.ingest_metrics").path
+    assert _rows(spark, metrics_path) == committed_before_restart - 1, "the kill did not land inside a batch"
 
     # The restart takes the remaining files in one batch: maxFilesPerTrigger only shapes new batches.
     restart_command = [sys.executable, "-m", "jobs.cli", "ingest", "--once"]
@@ -73,9 +85,14 @@ def test_sigkill_mid_stream_then_restart_reconciles(spark, tmp_path):
                    quarantine.select("source_partition", "source_offset").collect()]
     assert len(quarantined) == len(set(quarantined)) == sum(codes.values())
     assert len(world.events) == len(rows) + len(quarantined) + duplicates
-    # Both runs' metrics land in one table; no batch is in it twice.
+    # Both runs' metrics land in one table; no batch is in it twice, and they add up to
+    # what landed: every line read once, as bronze, quarantine or a duplicate.
     stored = [(r.query_id, r.batch_id) for r in metrics.select("query_id", "batch_id").collect()]
     assert stored and len(stored) == len(set(stored))
+    totals = metrics.agg(*[F.sum(name).alias(name) for name in
+                           ("input_rows", "valid_rows", "quarantined_rows", "duplicate_rows")]).first()
+    assert (totals.input_rows, totals.valid_rows, totals.quarantined_rows, totals.duplicate_rows) == (
+        len(world.events), len(rows), len(quarantined), duplicates)
 
 
 def test_sigterm_stops_the_continuous_job_cleanly(tmp_path):
