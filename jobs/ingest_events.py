@@ -48,8 +48,9 @@ def start_query(spark, config: Config, once: bool, trigger_interval: str | None 
     flow = (validate_streams(config.crm.tables)(read_raw(spark, config, checkpoint, once))
             .transform(drop_retried_duplicates(config.ingest.dedup_window))
             .transform(observe_outcome))
-    writer = ingest_batch_writer(spark, QUERY_NAME, config.table("bronze.events"), config.table("bronze.quarantine"),
-                                 config.table("bronze.ingest_metrics"), checkpoint_app_id(spark, checkpoint, QUERY_NAME))
+    writer = ingest_batch_writer(spark, QUERY_NAME, config.table("bronze.events"),
+                                 config.table("bronze.quarantine"), config.table("bronze.ingest_metrics"),
+                                 checkpoint_app_id(spark, checkpoint, QUERY_NAME))
     return start_foreach_batch(flow, QUERY_NAME, checkpoint, writer, once,
                                trigger_interval or config.ingest.trigger_interval,
                                native_available_now=SOURCES[config.source.type].native_available_now)
