@@ -22,6 +22,7 @@ from jobs._common import config_from, entry_point, setup_logging, streaming_pars
 from pipelines.config import CHECKPOINTS, Config
 from pipelines.ingest.transforms import drop_retried_duplicates, observe_outcome, validate_streams
 from pipelines.ingest.writes import ensure_bronze_tables, ingest_batch_writer
+from pipelines.pii import dedup_salt, load_hmac_key
 from pipelines.runtime.progress import run_collecting
 from pipelines.runtime.session import build_spark
 from pipelines.runtime.streaming import checkpoint_app_id, start_foreach_batch
@@ -46,7 +47,7 @@ def _ensure_landing_folders(config: Config) -> None:
 def start_query(spark, config: Config, once: bool, trigger_interval: str | None = None):
     checkpoint = config.checkpoint(CHECKPOINTS[QUERY_NAME])
     flow = (validate_streams(config.crm.tables)(read_raw(spark, config, checkpoint, once))
-            .transform(drop_retried_duplicates(config.ingest.dedup_window))
+            .transform(drop_retried_duplicates(config.ingest.dedup_window, dedup_salt(load_hmac_key(config))))
             .transform(observe_outcome))
     writer = ingest_batch_writer(spark, QUERY_NAME, config.table("bronze.events"),
                                  config.table("bronze.quarantine"), config.table("bronze.ingest_metrics"),

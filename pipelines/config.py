@@ -175,6 +175,9 @@ class FilesSourceConfig(_Strict):
         default=256 * 1024 * 1024, ge=1,
         description="new files per batch up to about this many bytes (at least one file); a backlog "
                     "becomes several batches, each cached once for its two writes")
+    clean_source: Literal["off", "delete"] = Field(
+        default="off", description="delete: remove each landed file once the batch that read it has committed "
+                                   "(as Spark's cleanSource); needed for an erasure to reach the landing folders")
 
 
 class KafkaSourceConfig(_Strict):

@@ -160,6 +160,19 @@ def keyed_hash(key: bytes, text: str) -> str:
     return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+DEDUP_SALT_PREFIX = "tailor-dedup-salt:"
+# Spark replaces what matches this in every plan it prints (explain, the UI, event logs).
+DEDUP_SALT_REDACTION = DEDUP_SALT_PREFIX + "[0-9a-f]{64}"
+
+
+def dedup_salt(hmac_key: bytes) -> str:
+    """The salt of ingest's dedup keys: derived from the HMAC key, never the key itself.
+    It is a literal in the ingest query's plan, which Spark redacts when printing it; one
+    that leaks lets its holder test a guessed event_id against the dedup state, and
+    nothing else."""
+    return DEDUP_SALT_PREFIX + keyed_hash(hmac_key, "ingest dedup key")
+
+
 def email_hash(keys: PiiKeys, address: str) -> str:
     return keyed_hash(keys.hmac_key, normalize_email(address))
 

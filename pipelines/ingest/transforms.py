@@ -36,14 +36,18 @@ def coordinates_key() -> Column:
     return F.concat_ws("|", *SOURCE_COORDINATES)
 
 
-def dedup_key() -> Column:
+def dedup_key(salt: str) -> Column:
     """A valid event is known by its event_id; anything else by its source coordinates,
-    so a broken record is never mistaken for a retry of another."""
-    return F.when(is_valid(), F.concat(F.lit("e|"), F.col("event_id"))).otherwise(
+    so a broken record is never mistaken for a retry of another. Kept in the dedup state
+    as a salted SHA-256: a CRM event_id names the person, and the state must not hold it
+    after an erasure (a keyed hash in the JVM, where an HMAC per record in Python would
+    cost the ingest its speed; `pii.dedup_salt` says why the salt may sit in the plan)."""
+    key = F.when(is_valid(), F.concat(F.lit("e|"), F.col("event_id"))).otherwise(
         F.concat(F.lit("c|"), coordinates_key()))
+    return F.sha2(F.concat(F.lit(salt), key), 256)
 
 
-def drop_retried_duplicates(dedup_window: str) -> Callable[[DataFrame], DataFrame]:
+def drop_retried_duplicates(dedup_window: str, salt: str) -> Callable[[DataFrame], DataFrame]:
     """Drop records whose event_id was seen within `dedup_window` of ingest time.
 
     The watermark is on ingest time, not event time: retries arrive close together in
@@ -55,7 +59,7 @@ def drop_retried_duplicates(dedup_window: str) -> Callable[[DataFrame], DataFram
                 # Only the quarantine keeps a record's bytes: the rest need not travel
                 # through the dedup's shuffle and the batch's cache.
                 .withColumn("raw", F.when(F.col("error_code").isNotNull(), F.col("raw")))
-                .withColumn("_dedup_key", dedup_key())
+                .withColumn("_dedup_key", dedup_key(salt))
                 .withWatermark("ingested_at", dedup_window)
                 .dropDuplicatesWithinWatermark(["_dedup_key"])
                 .drop("_dedup_key"))

@@ -10,6 +10,8 @@ Per table, in this order:
                                      log checkpoint
   REORG TABLE ... APPLY (PURGE)      rewrites files that carry deletion vectors
   VACUUM ... RETAIN n HOURS          removes files no version newer than n hours needs
+  a log checkpoint                   deletes the expired commits now (their file
+                                     statistics name the rows the files held)
 
 A Delta DELETE or MERGE leaves the old data files in place (time travel reads them), and
 with deletion vectors it does not even rewrite the file that held the deleted rows, only
@@ -37,6 +39,7 @@ log = logging.getLogger("tailor.maintenance")
 DELTA_SAFETY_HOURS = 168
 _RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 _LOG_RETENTION = "delta.logRetentionDuration"
+_DELETED_FILE_RETENTION = "delta.deletedFileRetentionDuration"
 ORPHAN_IDLE_HOURS = 24.0
 
 
@@ -57,6 +60,10 @@ def vacuum_retention(config: Config, retention_hours: float | None = None) -> fl
     """The retention a vacuum runs with; one below Delta's safety margin only when config
     allows it. Checked before Spark starts."""
     hours = config.maintenance.vacuum_retention_hours if retention_hours is None else retention_hours
+    if hours > config.maintenance.log_retention_days * 24:
+        raise ConfigError(
+            f"maintenance.log_retention_days: {config.maintenance.log_retention_days} days is shorter than the "
+            f"vacuum retention of {hours:g} hours; Delta keeps a table's history at least as long as its files")
     if hours < DELTA_SAFETY_HOURS and not config.maintenance.allow_short_retention:
         raise ConfigError(
             f"maintenance.vacuum_retention_hours: {hours:g} is below Delta's {DELTA_SAFETY_HOURS}-hour "
@@ -75,7 +82,20 @@ def _purge_and_vacuum(spark: SparkSession, config: Config, name: str, hours: flo
     retry_on_conflict(lambda: spark.sql(f"REORG TABLE {sql_name(table)} APPLY (PURGE)"),
                       f"purge {name}", config.maintenance.conflict_retries)
     delta_table(spark, table).vacuum(hours)
+    _expire_old_commits(spark, config, name, hours)
     log.info("vacuumed %s (retention %g hours)", name, hours)
+
+
+def _expire_old_commits(spark: SparkSession, config: Config, name: str, vacuum_hours: float) -> None:
+    """Write a log checkpoint now, which makes Delta delete the commits (and their .crc
+    files) older than delta.logRetentionDuration that the checkpoint covers. The commits
+    of a file's `add` hold the min/max of its columns, so until they go, a user id that
+    was the smallest or largest in a file outlives the file. Delta counts the retention
+    from the start of the day, so a commit goes one to two days after it expires."""
+    detail = _detail(spark, config, name)
+    _bound_history(spark, config, name, dict(detail.properties or {}), vacuum_hours)
+    delta_log = spark._jvm.org.apache.spark.sql.delta.DeltaLog  # type: ignore[union-attr]
+    delta_log.forTable(spark._jsparkSession, detail.location).checkpoint()
 
 
 def vacuum_all(spark: SparkSession, config: Config, retention_hours: float | None = None) -> list[str]:
@@ -108,10 +128,17 @@ def _cluster(spark: SparkSession, config: Config, name: str, current: tuple[str,
     return True
 
 
-def _bound_history(spark: SparkSession, config: Config, name: str, properties: dict[str, str]) -> None:
-    retention = f"interval {config.maintenance.log_retention_days} days"
-    if properties.get(_LOG_RETENTION) != retention:
-        spark.sql(f"ALTER TABLE {sql_name(config.table(name))} SET TBLPROPERTIES ('{_LOG_RETENTION}' = '{retention}')")
+def _bound_history(spark: SparkSession, config: Config, name: str, properties: dict[str, str],
+                   vacuum_hours: float | None = None) -> None:
+    """Set delta.logRetentionDuration, and with vacuum_hours delta.deletedFileRetentionDuration
+    (how long a checkpoint remembers removed files; Delta wants it at most the former)."""
+    wanted = {_LOG_RETENTION: f"interval {config.maintenance.log_retention_days} days"}
+    if vacuum_hours is not None:
+        wanted[_DELETED_FILE_RETENTION] = f"interval {round(vacuum_hours * 3600)} seconds"
+    changed = {key: value for key, value in wanted.items() if properties.get(key) != value}
+    if changed:
+        settings = ", ".join(f"'{key}' = '{value}'" for key, value in changed.items())
+        spark.sql(f"ALTER TABLE {sql_name(config.table(name))} SET TBLPROPERTIES ({settings})")
 
 
 def maintain_table(spark: SparkSession, config: Config, name: str, vacuum_hours: float | None) -> TableUpkeep:
@@ -126,7 +153,7 @@ def maintain_table(spark: SparkSession, config: Config, name: str, vacuum_hours:
     full = " FULL" if added and current else ""
     retry_on_conflict(lambda: spark.sql(f"OPTIMIZE {sql_name(config.table(name))}{full}").collect(),
                       f"OPTIMIZE {name}", config.maintenance.conflict_retries)
-    _bound_history(spark, config, name, dict(detail.properties or {}))
+    _bound_history(spark, config, name, dict(detail.properties or {}), vacuum_hours)
     if vacuum_hours is not None:
         _purge_and_vacuum(spark, config, name, vacuum_hours)
     after = _detail(spark, config, name)

@@ -14,10 +14,12 @@ from pathlib import Path
 
 from pipelines.config import Config
 from pipelines.errors import EnvironmentProblem
+from pipelines.pii import DEDUP_SALT_REDACTION
 from pipelines.runtime.preflight import require_java
 
 log = logging.getLogger("tailor.spark")
 _jvm_log: str | None = None
+_REDACTION_KEY = "spark.sql.redaction.string.regex"
 _DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -60,6 +62,9 @@ def spark_conf(config: Config, app_name: str | None = None) -> dict[str, str]:
     elif jars.mode == "packages":
         conf["spark.jars.packages"] = ",".join(jars.packages)
     conf.update(config.spark.conf)
+    # Plans printed by Spark never show ingest's dedup salt (see pii.dedup_salt).
+    redaction = conf.get(_REDACTION_KEY)
+    conf[_REDACTION_KEY] = f"({redaction})|({DEDUP_SALT_REDACTION})" if redaction else DEDUP_SALT_REDACTION
     log_to = log_file(config, app_name)
     if log_to and config.spark.log4j_config:
         # Read when the driver JVM starts: pyspark hands these to spark-submit.

@@ -56,6 +56,7 @@ _LOG_SUFFIX = ".json"
 # files, not one per batch ever admitted (as Spark's file source compacts its own log).
 COMPACT_EVERY = 100
 _SNAPSHOT_SUFFIX = ".snapshot"
+_CLEANED_MARKER = "cleaned.json"
 _LOG_NAME = re.compile(r"(?P<tmp>\.)?(?P<number>\d{20})(?P<kind>\.json|\.snapshot)(?(tmp)\.tmp)")
 
 
@@ -209,6 +210,7 @@ class FilesStreamReader(DataSourceStreamReader):
         # A run-once query takes what had landed when it started, in batches of the caps
         # above, and stops there: the folder is listed once.
         self.available_now = options.get("available_now", "false") == "true"
+        self.delete_read_files = options.get("clean_source", "off") == "delete"
         self._landed_at_start: set[str] | None = None
         self._files: list[LandedFile] | None = None
         self._known: set[str] = set()
@@ -352,7 +354,33 @@ class FilesStreamReader(DataSourceStreamReader):
                     names=["raw", "source_partition", "source_offset", "source_timestamp"])
 
     def commit(self, end: dict) -> None:
-        pass
+        """Spark calls this once the batches through `end` have committed: with
+        clean_source=delete, their files are no longer needed, even for a replay."""
+        if not self.delete_read_files:
+            return
+        from pyarrow import fs as pafs
+
+        done = self._read_marker()
+        upto = int(end["files"])
+        if upto <= done:
+            return
+        for landed in self._admitted()[done:upto]:
+            fs, path = filesystem(landed.path)
+            if fs.get_file_info(path).type == pafs.FileType.File:
+                fs.delete_file(path)
+        fs, log = filesystem(self.log_path)
+        _write_json(fs, posixpath.join(log, _CLEANED_MARKER), {"files": upto})
+
+    def _read_marker(self) -> int:
+        """How many admitted files are deleted already (kept beside the log, so a restart
+        does not try every file ever read again)."""
+        from pyarrow import fs as pafs
+
+        fs, log = filesystem(self.log_path)
+        marker = posixpath.join(log, _CLEANED_MARKER)
+        if fs.get_file_info(marker).type != pafs.FileType.File:
+            return 0
+        return int(_read_json(fs, marker)["files"])
 
 
 class FilesDataSource(DataSource):
@@ -390,7 +418,8 @@ def _read_folder(spark: SparkSession, config: Config, folder_setting: str, strea
               .option("log_path", f"{checkpoint.rstrip('/')}/files_source/{stream}")
               .option("chunk_bytes", str(settings.chunk_bytes))
               .option("max_split_bytes", str(settings.max_split_bytes))
-              .option("min_partitions", str(spark.sparkContext.defaultParallelism)))
+              .option("min_partitions", str(spark.sparkContext.defaultParallelism))
+              .option("clean_source", settings.clean_source))
     if settings.max_files_per_trigger:
         reader = reader.option("max_files_per_trigger", str(settings.max_files_per_trigger))
     if settings.max_bytes_per_trigger:

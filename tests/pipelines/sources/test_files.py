@@ -213,3 +213,37 @@ def test_the_admission_log_is_folded_into_snapshots_and_reads_the_same(tmp_path,
     # is still there, and is skipped.
     (log / f"{2:020d}.json").write_text(json.dumps({"first": 2, "files": [[str(folder / names[2]), 2, 3000]]}))
     assert order(FilesStreamReader(options)) == names
+
+
+def test_clean_source_delete_removes_files_once_their_batches_commit_and_only_then(tmp_path):
+    """As Spark's cleanSource: a file goes when Spark commits the batches through it, a
+    restart does not revisit what is gone, and with the default (off) nothing is deleted."""
+    from pipelines.sources.files import FilesStreamReader
+
+    folder, log = tmp_path / "landing", tmp_path / "log"
+    folder.mkdir()
+    names = ["a.jsonl", "b.jsonl", "c.jsonl"]
+    for number, name in enumerate(names):
+        (folder / name).write_bytes(b"1\n")
+        os.utime(folder / name, ns=(0, (number + 1) * 10**9))
+    options = {"path": str(folder), "log_path": str(log), "max_files_per_trigger": "2", "clean_source": "delete"}
+    reader = FilesStreamReader(options)
+    assert reader.latestOffset() == {"files": 2}
+    assert sorted(path.name for path in folder.iterdir()) == names, "nothing goes before a commit"
+    reader.commit({"files": 2})
+    assert sorted(path.name for path in folder.iterdir()) == ["c.jsonl"]
+
+    restarted = FilesStreamReader(options)
+    assert restarted.latestOffset() == {"files": 3}
+    (folder / "a.jsonl").write_bytes(b"a new file under an old name is not the one read\n")
+    restarted.commit({"files": 2})  # committed again after a restart: nothing more to do
+    restarted.commit({"files": 3})
+    assert sorted(path.name for path in folder.iterdir()) == ["a.jsonl"]
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "a.jsonl").write_bytes(b"1\n")
+    untouched = FilesStreamReader({"path": str(kept), "log_path": str(tmp_path / "log2")})
+    assert untouched.latestOffset() == {"files": 1}
+    untouched.commit({"files": 1})
+    assert [path.name for path in kept.iterdir()] == ["a.jsonl"]
