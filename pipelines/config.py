@@ -604,13 +604,24 @@ class PiiConfig(_Strict):
 
 
 class MaintenanceConfig(_Strict):
-    vacuum_retention_hours: float = Field(ge=0, description="VACUUM keeps files this long after they leave a table")
+    vacuum_retention_hours: float = Field(
+        ge=0, description="VACUUM keeps files this long after they leave a table; also each table's "
+                          "delta.deletedFileRetentionDuration")
     allow_short_retention: bool = Field(
         default=False, description="permit retention below Delta's 168-hour safety check (tests, erasure drills)")
     log_retention_days: int = Field(
-        default=30, ge=1, description="each table's delta.logRetentionDuration: how long its commit history stays")
+        default=30, ge=1, description="each table's delta.logRetentionDuration: how long its commit history stays, "
+                                      "and file statistics that can name an erased person (see README)")
     conflict_retries: int = Field(
         default=5, ge=0, description="retries of an OPTIMIZE or purge that lost a commit race to a running job")
+
+    @model_validator(mode="after")
+    def _history_outlasts_files(self) -> MaintenanceConfig:
+        # Delta refuses a delta.logRetentionDuration shorter than delta.deletedFileRetentionDuration.
+        if self.vacuum_retention_hours > self.log_retention_days * 24:
+            raise ValueError(f"log_retention_days {self.log_retention_days} is shorter than vacuum_retention_hours "
+                             f"{self.vacuum_retention_hours:g}; a table's history must outlast its removed files")
+        return self
 
 
 class MonitoringConfig(_Strict):

@@ -28,6 +28,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from py4j.protocol import Py4JError
 from pyspark.sql import SparkSession
 
 from pipelines.config import CHECKPOINTS, CLUSTERED_BY, TABLES, Config
@@ -60,10 +61,6 @@ def vacuum_retention(config: Config, retention_hours: float | None = None) -> fl
     """The retention a vacuum runs with; one below Delta's safety margin only when config
     allows it. Checked before Spark starts."""
     hours = config.maintenance.vacuum_retention_hours if retention_hours is None else retention_hours
-    if hours > config.maintenance.log_retention_days * 24:
-        raise ConfigError(
-            f"maintenance.log_retention_days: {config.maintenance.log_retention_days} days is shorter than the "
-            f"vacuum retention of {hours:g} hours; Delta keeps a table's history at least as long as its files")
     if hours < DELTA_SAFETY_HOURS and not config.maintenance.allow_short_retention:
         raise ConfigError(
             f"maintenance.vacuum_retention_hours: {hours:g} is below Delta's {DELTA_SAFETY_HOURS}-hour "
@@ -82,20 +79,26 @@ def _purge_and_vacuum(spark: SparkSession, config: Config, name: str, hours: flo
     retry_on_conflict(lambda: spark.sql(f"REORG TABLE {sql_name(table)} APPLY (PURGE)"),
                       f"purge {name}", config.maintenance.conflict_retries)
     delta_table(spark, table).vacuum(hours)
-    _expire_old_commits(spark, config, name, hours)
+    _expire_old_commits(spark, config, name)
     log.info("vacuumed %s (retention %g hours)", name, hours)
 
 
-def _expire_old_commits(spark: SparkSession, config: Config, name: str, vacuum_hours: float) -> None:
+def _expire_old_commits(spark: SparkSession, config: Config, name: str) -> None:
     """Write a log checkpoint now, which makes Delta delete the commits (and their .crc
-    files) older than delta.logRetentionDuration that the checkpoint covers. The commits
-    of a file's `add` hold the min/max of its columns, so until they go, a user id that
-    was the smallest or largest in a file outlives the file. Delta counts the retention
-    from the start of the day, so a commit goes one to two days after it expires."""
+    files) older than delta.logRetentionDuration, up to the newest checkpoint older than
+    that. The commits of a file's `add` hold the min/max of its columns, so until they go,
+    a user id that was the smallest or largest in a file outlives the file. Delta counts
+    the retention from midnight (UTC). Best effort: open-source Delta only (Databricks
+    ships Delta under other class names, and checkpoints and cleans up on its own); the
+    next checkpoint Delta writes after a commit does the same, only later."""
     detail = _detail(spark, config, name)
-    _bound_history(spark, config, name, dict(detail.properties or {}), vacuum_hours)
-    delta_log = spark._jvm.org.apache.spark.sql.delta.DeltaLog  # type: ignore[union-attr]
-    delta_log.forTable(spark._jsparkSession, detail.location).checkpoint()
+    _bound_history(spark, config, name, dict(detail.properties or {}))
+    try:
+        delta_log = spark._jvm.org.apache.spark.sql.delta.DeltaLog  # type: ignore[union-attr]
+        delta_log.forTable(spark._jsparkSession, detail.location).checkpoint()
+    except (Py4JError, TypeError) as error:  # TypeError: py4j found no such class here
+        log.warning("%s: no log checkpoint written now (%s); Delta deletes expired commits at its next one",
+                    name, type(error).__name__)
 
 
 def vacuum_all(spark: SparkSession, config: Config, retention_hours: float | None = None) -> list[str]:
@@ -128,13 +131,14 @@ def _cluster(spark: SparkSession, config: Config, name: str, current: tuple[str,
     return True
 
 
-def _bound_history(spark: SparkSession, config: Config, name: str, properties: dict[str, str],
-                   vacuum_hours: float | None = None) -> None:
-    """Set delta.logRetentionDuration, and with vacuum_hours delta.deletedFileRetentionDuration
-    (how long a checkpoint remembers removed files; Delta wants it at most the former)."""
-    wanted = {_LOG_RETENTION: f"interval {config.maintenance.log_retention_days} days"}
-    if vacuum_hours is not None:
-        wanted[_DELETED_FILE_RETENTION] = f"interval {round(vacuum_hours * 3600)} seconds"
+def _bound_history(spark: SparkSession, config: Config, name: str, properties: dict[str, str]) -> None:
+    """Set delta.logRetentionDuration and delta.deletedFileRetentionDuration from config:
+    how long commits stay, and how long a checkpoint remembers removed files (the
+    retention a VACUUM without RETAIN uses; Delta wants it at most the former). From the
+    configured retention, not a one-off `--retention-hours`, which must not become the
+    table's default."""
+    wanted = {_LOG_RETENTION: f"interval {config.maintenance.log_retention_days} days",
+              _DELETED_FILE_RETENTION: f"interval {round(config.maintenance.vacuum_retention_hours * 3600)} seconds"}
     changed = {key: value for key, value in wanted.items() if properties.get(key) != value}
     if changed:
         settings = ", ".join(f"'{key}' = '{value}'" for key, value in changed.items())
@@ -153,7 +157,7 @@ def maintain_table(spark: SparkSession, config: Config, name: str, vacuum_hours:
     full = " FULL" if added and current else ""
     retry_on_conflict(lambda: spark.sql(f"OPTIMIZE {sql_name(config.table(name))}{full}").collect(),
                       f"OPTIMIZE {name}", config.maintenance.conflict_retries)
-    _bound_history(spark, config, name, dict(detail.properties or {}), vacuum_hours)
+    _bound_history(spark, config, name, dict(detail.properties or {}))
     if vacuum_hours is not None:
         _purge_and_vacuum(spark, config, name, vacuum_hours)
     after = _detail(spark, config, name)

@@ -211,6 +211,11 @@ class FilesStreamReader(DataSourceStreamReader):
         # above, and stops there: the folder is listed once.
         self.available_now = options.get("available_now", "false") == "true"
         self.delete_read_files = options.get("clean_source", "off") == "delete"
+        # Which of the query's sources this is, named in its offsets; and the query's
+        # checkpoint, whose offset log says what its last committed batch read.
+        self.stream = options.get("stream", "")
+        self.checkpoint = options.get("checkpoint")
+        self._caught_up = False
         self._landed_at_start: set[str] | None = None
         self._files: list[LandedFile] | None = None
         self._known: set[str] = set()
@@ -299,10 +304,16 @@ class FilesStreamReader(DataSourceStreamReader):
             found.append(LandedFile(path, int(info.size), int(info.mtime_ns // 1_000_000)))
         return sorted(found, key=lambda landed: (landed.mtime_ms, landed.path))
 
+    def _offset(self, files: int) -> dict:
+        return {"files": files, "stream": self.stream} if self.stream else {"files": files}
+
     def initialOffset(self) -> dict:
-        return {"files": 0}
+        return self._offset(0)
 
     def latestOffset(self) -> dict:
+        if not self._caught_up:
+            self._caught_up = True
+            self._catch_up_cleaning()
         self._admitted()
         landed = self._listing()
         if self.available_now:
@@ -314,7 +325,7 @@ class FilesStreamReader(DataSourceStreamReader):
         # A batch takes what was admitted and not yet read, so capping admission caps it.
         if new:
             self._admit(new)
-        return {"files": len(self._admitted())}
+        return self._offset(len(self._admitted()))
 
     def _within_caps(self, new: list[LandedFile]) -> list[LandedFile]:
         """The first of `new` up to max_files_per_trigger and max_bytes_per_trigger; at
@@ -354,8 +365,9 @@ class FilesStreamReader(DataSourceStreamReader):
                     names=["raw", "source_partition", "source_offset", "source_timestamp"])
 
     def commit(self, end: dict) -> None:
-        """Spark calls this once the batches through `end` have committed: with
-        clean_source=delete, their files are no longer needed, even for a replay."""
+        """Spark calls this once the batches through `end` have committed (when it plans
+        the next batch): with clean_source=delete, their files are no longer needed, even
+        for a replay."""
         if not self.delete_read_files:
             return
         from pyarrow import fs as pafs
@@ -366,10 +378,38 @@ class FilesStreamReader(DataSourceStreamReader):
             return
         for landed in self._admitted()[done:upto]:
             fs, path = filesystem(landed.path)
-            if fs.get_file_info(path).type == pafs.FileType.File:
+            info = fs.get_file_info(path)
+            # A file landed again under the same name is another file: it stays.
+            if info.type == pafs.FileType.File and (int(info.size), int(info.mtime_ns // 1_000_000)) == (
+                    landed.size, landed.mtime_ms):
                 fs.delete_file(path)
         fs, log = filesystem(self.log_path)
         _write_json(fs, posixpath.join(log, _CLEANED_MARKER), {"files": upto})
+
+    def _catch_up_cleaning(self) -> None:
+        """Delete what the query's last committed batch read. Spark calls `commit` only when
+        it plans a next batch, so a job that stopped after its last batch (SIGTERM, --once,
+        a quiet feed) would otherwise keep those files until new ones land. The batch's
+        end offset for this stream is in the checkpoint's offset log."""
+        from pyarrow import fs as pafs
+
+        if not (self.delete_read_files and self.checkpoint):
+            return
+        fs, root = filesystem(self.checkpoint)
+        committed = [int(info.base_name) for info in fs.get_file_info(
+            pafs.FileSelector(posixpath.join(root, "commits"), allow_not_found=True))
+            if info.type == pafs.FileType.File and info.base_name.isdigit()]
+        if not committed:
+            return
+        offsets = posixpath.join(root, "offsets", str(max(committed)))
+        if fs.get_file_info(offsets).type != pafs.FileType.File:
+            return
+        with fs.open_input_stream(offsets) as stream:
+            lines = bytes(stream.read()).decode("utf-8").splitlines()
+        for line in lines[2:]:  # a version line, the batch's metadata, then one offset per source
+            offset = json.loads(line) if line.strip().startswith("{") else {}
+            if offset.get("stream") == self.stream:
+                self.commit(offset)
 
     def _read_marker(self) -> int:
         """How many admitted files are deleted already (kept beside the log, so a restart
@@ -419,7 +459,9 @@ def _read_folder(spark: SparkSession, config: Config, folder_setting: str, strea
               .option("chunk_bytes", str(settings.chunk_bytes))
               .option("max_split_bytes", str(settings.max_split_bytes))
               .option("min_partitions", str(spark.sparkContext.defaultParallelism))
-              .option("clean_source", settings.clean_source))
+              .option("clean_source", settings.clean_source)
+              .option("stream", stream)
+              .option("checkpoint", checkpoint))
     if settings.max_files_per_trigger:
         reader = reader.option("max_files_per_trigger", str(settings.max_files_per_trigger))
     if settings.max_bytes_per_trigger:

@@ -26,6 +26,25 @@ def _commits(table_path: str) -> int:
     return len(list(log.glob("*.json"))) if log.exists() else 0
 
 
+# `tailor ...`, with the bronze append of batch 1 followed by SIGKILL to the job's process
+# group (the driver and its JVM), as a crash at that instant would leave things.
+KILLED_AFTER_SECOND_BRONZE_COMMIT = """
+import os, signal, sys
+import pipelines.ingest.writes as writes
+from jobs.cli import main
+
+append = writes.append_once
+
+def append_then_die(frame, table, app_id, version):
+    append(frame, table, app_id, version)
+    if table.layer_name == "bronze.events" and version == 1:
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+writes.append_once = append_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def _rows(spark, table_path: str) -> int:
     return spark.read.format("delta").load(table_path).count()
 
@@ -43,27 +62,24 @@ def test_sigkill_mid_batch_then_restart_reconciles_events_and_metrics(spark, tmp
     for number, batch in enumerate(batches):
         write_jsonl(events_dir, f"events-{number:02d}", batch)
 
-    command = [sys.executable, "-m", "jobs.cli", "ingest", "--trigger-interval", "1 second"]
+    # The job kills itself, and its JVM with it, right after the second batch's bronze
+    # commit: inside that batch, before its quarantine and metrics writes.
+    command = [sys.executable, "-c", KILLED_AFTER_SECOND_BRONZE_COMMIT, "ingest", "--trigger-interval", "1 second"]
     for override in overrides:
         command += ["--set", override]
-    log_file = open(tmp_path / "ingest.log", "w")
-    job = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
-                           start_new_session=True, env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    with open(tmp_path / "ingest.log", "w") as log_file:
+        job = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+                               start_new_session=True, env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+        try:
+            job.wait(timeout=240)
+        finally:
+            if job.poll() is None:
+                os.killpg(job.pid, signal.SIGKILL)
+                job.wait()
+    assert job.returncode == -signal.SIGKILL, (tmp_path / "ingest.log").read_text()[-3000:]
     bronze_path = config.table("bronze.events").path
-    deadline = time.monotonic() + 240
-    try:
-        # Table creation is commit 0. Kill the moment the second batch's bronze commit
-        # appears: inside that batch, before its quarantine and metrics writes.
-        while _commits(bronze_path) < 3 and time.monotonic() < deadline and job.poll() is None:
-            time.sleep(0.01)
-        assert job.poll() is None, (tmp_path / "ingest.log").read_text()[-3000:]
-        assert _commits(bronze_path) >= 3, "the job made no progress"
-    finally:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
-        log_file.close()
-    committed_before_restart = _commits(bronze_path) - 1
-    assert committed_before_restart < len(batches), "the kill came after the job had finished"
+    committed_before_restart = _commits(bronze_path) - 1  # commit 0 created the table
+    assert committed_before_restart == 2
     # Every batch committed to bronze has its counts stored, but the one the kill cut short.
     metrics_path = config.table("bronze.ingest_metrics").path
     assert _rows(spark, metrics_path) == committed_before_restart - 1, "the kill did not land inside a batch"

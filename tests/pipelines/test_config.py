@@ -192,6 +192,9 @@ def test_unknown_history_column_is_named():
     ("features.trigger_interval=2 fortnights", "features.trigger_interval: String should match pattern"),
     # Removed: build-features keeps late events (an old config naming it is told so).
     ("features.watermark=2 days", "features.watermark: unknown key"),
+    # Delta refuses a table history shorter than its removed files' retention.
+    ("maintenance.log_retention_days=6",
+     "maintenance: log_retention_days 6 is shorter than vacuum_retention_hours 168; a table's history must outlast"),
 ])
 def test_feature_settings_are_checked_and_named(override, message):
     with pytest.raises(ConfigError) as error:

@@ -217,7 +217,8 @@ def test_the_admission_log_is_folded_into_snapshots_and_reads_the_same(tmp_path,
 
 def test_clean_source_delete_removes_files_once_their_batches_commit_and_only_then(tmp_path):
     """As Spark's cleanSource: a file goes when Spark commits the batches through it, a
-    restart does not revisit what is gone, and with the default (off) nothing is deleted."""
+    file landed again under a read file's name is not the file read and stays, and with
+    the default (off) nothing is deleted."""
     from pipelines.sources.files import FilesStreamReader
 
     folder, log = tmp_path / "landing", tmp_path / "log"
@@ -226,19 +227,20 @@ def test_clean_source_delete_removes_files_once_their_batches_commit_and_only_th
     for number, name in enumerate(names):
         (folder / name).write_bytes(b"1\n")
         os.utime(folder / name, ns=(0, (number + 1) * 10**9))
-    options = {"path": str(folder), "log_path": str(log), "max_files_per_trigger": "2", "clean_source": "delete"}
+    options = {"path": str(folder), "log_path": str(log), "max_files_per_trigger": "2", "clean_source": "delete",
+               "stream": "events"}
     reader = FilesStreamReader(options)
-    assert reader.latestOffset() == {"files": 2}
+    assert reader.latestOffset() == {"files": 2, "stream": "events"}
     assert sorted(path.name for path in folder.iterdir()) == names, "nothing goes before a commit"
-    reader.commit({"files": 2})
+    reader.commit({"files": 2, "stream": "events"})
     assert sorted(path.name for path in folder.iterdir()) == ["c.jsonl"]
 
     restarted = FilesStreamReader(options)
-    assert restarted.latestOffset() == {"files": 3}
-    (folder / "a.jsonl").write_bytes(b"a new file under an old name is not the one read\n")
-    restarted.commit({"files": 2})  # committed again after a restart: nothing more to do
-    restarted.commit({"files": 3})
-    assert sorted(path.name for path in folder.iterdir()) == ["a.jsonl"]
+    assert restarted.latestOffset() == {"files": 3, "stream": "events"}
+    (folder / "c.jsonl").write_bytes(b"a new file under the name of one admitted, not yet deleted\n")
+    restarted.commit({"files": 2, "stream": "events"})  # committed again after a restart: nothing to do
+    restarted.commit({"files": 3, "stream": "events"})
+    assert sorted(path.name for path in folder.iterdir()) == ["c.jsonl"]
 
     kept = tmp_path / "kept"
     kept.mkdir()
@@ -247,3 +249,32 @@ def test_clean_source_delete_removes_files_once_their_batches_commit_and_only_th
     assert untouched.latestOffset() == {"files": 1}
     untouched.commit({"files": 1})
     assert [path.name for path in kept.iterdir()] == ["a.jsonl"]
+
+
+def test_clean_source_delete_catches_up_at_start_with_what_the_last_committed_batch_read(tmp_path):
+    """Spark commits a batch's offsets to its source only when it plans the next batch: a
+    job that stopped after its last batch has never been told. The next start reads the
+    checkpoint's offset log and deletes what its last committed batch read, this stream's."""
+    from pipelines.sources.files import FilesStreamReader
+
+    folder, checkpoint = tmp_path / "landing", tmp_path / "checkpoint"
+    folder.mkdir()
+    for number, name in enumerate(("x.jsonl", "y.jsonl", "z.jsonl")):
+        (folder / name).write_bytes(b"1\n")
+        os.utime(folder / name, ns=(0, (number + 1) * 10**9))
+    options = {"path": str(folder), "log_path": str(checkpoint / "files_source" / "events"),
+               "max_files_per_trigger": "2", "clean_source": "delete", "stream": "events",
+               "checkpoint": str(checkpoint)}
+    assert FilesStreamReader(options).latestOffset() == {"files": 2, "stream": "events"}
+    # Spark ran and committed batch 0 over those two files, then the job stopped.
+    (checkpoint / "offsets").mkdir()
+    (checkpoint / "commits").mkdir()
+    (checkpoint / "offsets" / "0").write_text('v1\n{"batchWatermarkMs":0}\n{"files": 7, "stream": "crm"}\n'
+                                             '{"files": 2, "stream": "events"}\n')
+    (checkpoint / "commits" / "0").write_text('v1\n{"nextBatchWatermarkMs":0}\n')
+    # A batch planned but not committed: its files may be read again, and stay.
+    (checkpoint / "offsets" / "1").write_text('v1\n{"batchWatermarkMs":0}\n{"files": 7, "stream": "crm"}\n'
+                                             '{"files": 3, "stream": "events"}\n')
+    restarted = FilesStreamReader(options)
+    assert restarted.latestOffset() == {"files": 3, "stream": "events"}
+    assert sorted(path.name for path in folder.iterdir()) == ["z.jsonl"]
