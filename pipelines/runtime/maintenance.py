@@ -7,7 +7,8 @@ Per table, in this order:
                                      clusters the files not yet clustered (FULL: all of
                                      them, after the keys changed)
   delta.logRetentionDuration         Delta deletes commits older than this at its next
-                                     log checkpoint
+                                     log checkpoint (and delta.deletedFileRetentionDuration,
+                                     the vacuum retention, which it must not exceed)
   REORG TABLE ... APPLY (PURGE)      rewrites files that carry deletion vectors
   VACUUM ... RETAIN n HOURS          removes files no version newer than n hours needs
   a log checkpoint                   deletes the expired commits now (their file

@@ -216,6 +216,7 @@ class FilesStreamReader(DataSourceStreamReader):
         self.stream = options.get("stream", "")
         self.checkpoint = options.get("checkpoint")
         self._caught_up = False
+        self._cleaned: int | None = None
         self._landed_at_start: set[str] | None = None
         self._files: list[LandedFile] | None = None
         self._known: set[str] = set()
@@ -385,6 +386,7 @@ class FilesStreamReader(DataSourceStreamReader):
                 fs.delete_file(path)
         fs, log = filesystem(self.log_path)
         _write_json(fs, posixpath.join(log, _CLEANED_MARKER), {"files": upto})
+        self._cleaned = upto
 
     def _catch_up_cleaning(self) -> None:
         """Delete what the query's last committed batch read. Spark calls `commit` only when
@@ -412,15 +414,16 @@ class FilesStreamReader(DataSourceStreamReader):
                 self.commit(offset)
 
     def _read_marker(self) -> int:
-        """How many admitted files are deleted already (kept beside the log, so a restart
-        does not try every file ever read again)."""
+        """How many admitted files are deleted already: kept beside the log, so a restart
+        does not try every file ever read again; read once per reader, as the log is."""
         from pyarrow import fs as pafs
 
-        fs, log = filesystem(self.log_path)
-        marker = posixpath.join(log, _CLEANED_MARKER)
-        if fs.get_file_info(marker).type != pafs.FileType.File:
-            return 0
-        return int(_read_json(fs, marker)["files"])
+        if self._cleaned is None:
+            fs, log = filesystem(self.log_path)
+            marker = posixpath.join(log, _CLEANED_MARKER)
+            exists = fs.get_file_info(marker).type == pafs.FileType.File
+            self._cleaned = int(_read_json(fs, marker)["files"]) if exists else 0
+        return self._cleaned
 
 
 class FilesDataSource(DataSource):
