@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType, TimestampType
@@ -68,6 +69,9 @@ def _age_table_logs(root: Path, days: float) -> None:
             os.utime(path, (modified, modified))
 
 
+# Six job runs and two vacuums: 3 to 4 minutes here, and past the suite's 600 s default
+# on a machine slowed threefold (seen once on a clean clone).
+@pytest.mark.timeout(1200)
 def test_changes_land_bad_ones_are_quarantined_and_erasure_is_final(spark, tmp_path, monkeypatch, capfd, caplog):
     caplog.set_level(logging.INFO)
     monkeypatch.delenv("TAILOR_PII_ENCRYPTION_KEY", raising=False)  # the local dev keys file is used
