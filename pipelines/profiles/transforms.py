@@ -194,9 +194,16 @@ def _sets_any(registers) -> Column:
 
 def position(sequence: Column) -> Column:
     """A sequence without its event_id. A tombstone keeps only this (a CRM event_id names
-    the user), so a change in the same millisecond and log position as a delete counts
-    as superseded by it."""
+    the user), so a delete is compared by it everywhere, not only against tombstones."""
     return F.struct(sequence["ts_ms"].alias("ts_ms"), sequence["position"].alias("position"))
+
+
+def deleted_by(sequence: Column, delete: Column) -> Column:
+    """Whether the delete at `delete` supersedes the change at `sequence`: the one order
+    is (time, position, change before delete, event_id), so a delete wins a tie with a
+    change at the same time and position, whichever event_id is larger and whether the
+    two arrive in one micro-batch or in two. Null when either is null."""
+    return position(sequence) <= position(delete)
 
 
 def after_deletes(tombstones: DataFrame) -> Callable[[DataFrame], DataFrame]:
@@ -210,7 +217,7 @@ def after_deletes(tombstones: DataFrame) -> Callable[[DataFrame], DataFrame]:
         return (changes.join(stored, "subject_hash", "left")
                 .where(F.col("_stored_delete").isNull() | (position(F.col("seq")) > F.col("_stored_delete")))
                 .withColumn("batch_delete", F.max(F.when(F.col("is_delete"), F.col("seq"))).over(by_user))
-                .where(F.col("batch_delete").isNull() | (F.col("seq") > F.col("batch_delete"))
+                .where(F.col("batch_delete").isNull() | ~deleted_by(F.col("seq"), F.col("batch_delete"))
                        | (F.col("is_delete") & (F.col("seq") == F.col("batch_delete"))))
                 .drop("_stored_delete"))
 
@@ -308,14 +315,13 @@ def _newer(register: str) -> Column:
 
 def _cleared(register: str) -> Column:
     """A delete in this batch is newer than the change that set the stored register."""
-    return F.coalesce(F.col("s.delete_seq").isNotNull()
-                      & (F.col(f"t._field_sequences.{register}") < F.col("s.delete_seq")), F.lit(False))
+    return F.coalesce(deleted_by(F.col(f"t._field_sequences.{register}"), F.col("s.delete_seq")), F.lit(False))
 
 
 def _wiped() -> Column:
     """The batch's delete is newer than every stored register: nothing stored survives."""
     return F.coalesce(F.col("s.delete_seq").isNotNull()
-                      & (F.col("t._sequence").isNull() | (F.col("t._sequence") < F.col("s.delete_seq"))),
+                      & (F.col("t._sequence").isNull() | deleted_by(F.col("t._sequence"), F.col("s.delete_seq"))),
                       F.lit(False))
 
 
@@ -332,8 +338,14 @@ def _consent_value(register: str, purpose: str, target: bool) -> Column:
     def pick(field: str) -> Column:
         return F.when(newer, new[field]).when(cleared, F.lit(None)).otherwise(old[field])
 
+    # A grant or revocation at or before the batch's delete goes with it, even when a later
+    # change keeps the register: grants and revocations carry no log position, so their
+    # time alone places them (at or before a delete in the same millisecond).
+    delete_time = F.timestamp_millis(F.col("s.delete_seq.ts_ms"))
+
     def latest(field: str, incoming: Column) -> Column:
-        return F.when(cleared, incoming).otherwise(F.greatest(old[field], incoming))
+        erased = cleared | F.coalesce(old[field] <= delete_time, F.lit(False))
+        return F.when(erased, incoming).otherwise(F.greatest(old[field], incoming))
 
     status = pick("status")
     return F.when(status.isNotNull(), F.struct(
@@ -419,14 +431,17 @@ def history_versions(tracked: tuple[str, ...]) -> Callable[[DataFrame, DataFrame
                           F.struct(F.col(f"{register}.seq").alias("seq"), F.col(f"{register}.{column}").alias("value")))
 
         def from_version(column: str) -> Column:
-            return F.when(F.col(f"_field_sequences.{column}").isNotNull(),
-                          F.struct(F.col(f"_field_sequences.{column}").alias("seq"), F.col(column).alias("value")))
+            setter = F.col(f"_field_sequences.{column}")
+            # A version after this batch's delete may carry a value it inherited from before it.
+            survives = setter.isNotNull() & ~F.coalesce(deleted_by(setter, F.col("_delete")), F.lit(False))
+            return F.when(survives, F.struct(setter.alias("seq"), F.col(column).alias("value")))
 
         touching = _sets_any([_HISTORY_REGISTER.get(column, column) for column in tracked])
         points = changes.where(touching).select("user_id", F.col("seq").alias("point"),
                                                 *[from_change(c).alias(c) for c in tracked])
-        points = points.unionByName(stored.select("user_id", F.col("_sequence").alias("point"),
-                                                  *[from_version(c).alias(c) for c in tracked]))
+        deletes = changes.groupBy("user_id").agg(F.max("batch_delete").alias("_delete"))
+        points = points.unionByName(stored.join(deletes, "user_id", "left").select(
+            "user_id", F.col("_sequence").alias("point"), *[from_version(c).alias(c) for c in tracked]))
         so_far = Window.partitionBy("user_id").orderBy("point").rowsBetween(Window.unboundedPreceding, 0)
         states = (points.select("user_id", "point", *[F.max(c).over(so_far).alias(c) for c in tracked])
                   .groupBy("user_id", "point").agg(*[F.max(c).alias(c) for c in tracked]))

@@ -22,6 +22,7 @@ from pipelines.profiles.transforms import (
     after_deletes,
     audit_rows,
     change_rows,
+    deleted_by,
     duplicate_groups,
     erased_users,
     erasures,
@@ -278,7 +279,8 @@ class ProfilesBatchWriter:
         VACUUM never removes."""
         self.steps.run(spark, "erase.history", batch_id, lambda: (
             delta_table(spark, self.table("silver.profiles_history")).alias("t")
-            .merge(gone.alias("s"), "t.user_id = s.user_id AND t._sequence < s.deleted_sequence")
+            .merge(gone.alias("s"), (F.col("t.user_id") == F.col("s.user_id"))
+                   & deleted_by(F.col("t._sequence"), F.col("s.deleted_sequence")))
             .whenMatchedDelete()
             .execute()))
         for name, event_time in PERSON_TABLES:
