@@ -30,8 +30,8 @@ from bench.report import REPOSITORY
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "ingest": ([], ["--users", "40", "--no-cold"]),
     "validation": ([], ["--events", "300", "--repeat", "1"]),
-    "freshness": ([], ["--rate", "2", "--warm-up", "5", "--seconds", "4"]),
-    "merge": ([], ["--rows", "300", "600", "--changes", "30", "--repeat", "1"]),
+    "freshness": ([], ["--rate", "2", "--warm-up", "3", "--seconds", "3"]),
+    "merge": ([], ["--rows", "300", "600", "--changes", "30", "--repeat", "1", "--no-warm-up"]),
     "features": ([], ["--users", "30", "60", "--repeat", "1"]),
     "scoring": ([], ["--users", "200", "--items", "50", "--per-user", "5"]),
     "export": ([], ["--rows", "300", "--batch", "100"]),

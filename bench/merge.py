@@ -7,7 +7,7 @@ through the ingest validation and merge_profiles' own batch writer), then a batc
 --changes updates (each to a different existing person, spread over the whole table) goes
 through the same writer, as the streaming job runs it: audit, profiles MERGE, history
 MERGE, duplicates. At each size, after the table is grown to it, one untimed batch warms
-up and the median of --repeat timed batches is taken. Reported: the batch's time at the
+up (unless --no-warm-up) and the median of --repeat timed batches is taken. Reported: the batch's time at the
 largest size against the smallest (goal: at most 1.3x), and, from the table history, the rows
 silver.profiles' MERGE copied (`numTargetRowsCopied`: rows rewritten only because they
 shared a file with a changed row; goal near 0 with deletion vectors). Results in
@@ -105,12 +105,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--changes", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3, help="timed batches per size (the median is reported)")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                        help="time every batch, with no untimed one first (smoke runs)")
     parser.add_argument("--set", action="append", default=[], help="config override, as for tailor")
     args = parser.parse_args()
     sizes = sorted(set(args.rows))
     if len(sizes) < 2:
         parser.error("--rows needs two sizes or more: the goal compares the largest with the smallest")
-    if (args.repeat + 1) * len(sizes) > sizes[0] // args.changes:
+    warm_up = 1 if args.warm_up else 0
+    if (args.repeat + warm_up) * len(sizes) > sizes[0] // args.changes:
         parser.error("each batch must change people no earlier batch changed: give fewer --repeat or --changes, "
                      "or a larger smallest --rows")
     root = workspace("merge")
@@ -137,7 +140,7 @@ def main() -> None:
         print(f"filled silver.profiles to {read_table(spark, config.table('silver.profiles')).count()} rows "
               f"in {time.perf_counter() - started:.0f} s")
         samples = []
-        for timed_batch in range(args.repeat + 1):  # the first is the warm-up
+        for batch_number in range(args.repeat + warm_up):  # with a warm-up, the first
             seconds = batches.run(updates(round_number, size))
             round_number += 1
             metrics = batches.last_profiles_merge()
@@ -146,7 +149,7 @@ def main() -> None:
                 raise SystemExit(f"the profiles MERGE's history lacks {sorted(missing)}: cannot tell rows rewritten")
             if metrics["numTargetRowsUpdated"] != args.changes:
                 raise SystemExit(f"a batch updated {metrics['numTargetRowsUpdated']} profiles, not {args.changes}")
-            if timed_batch:
+            if batch_number >= warm_up:
                 samples.append(seconds)
         seconds = statistics.median(samples)
         measured.append({"rows": size, "seconds": seconds, "samples": [round(x, 2) for x in samples], **metrics})
