@@ -195,7 +195,8 @@ def _sets_any(registers) -> Column:
 def position(sequence: Column) -> Column:
     """A sequence without its event_id. A tombstone keeps only this (a CRM event_id names
     the user), so a delete is compared by it everywhere, not only against tombstones."""
-    return F.struct(sequence["ts_ms"].alias("ts_ms"), sequence["position"].alias("position"))
+    return F.when(sequence.isNotNull(),
+                  F.struct(sequence["ts_ms"].alias("ts_ms"), sequence["position"].alias("position")))
 
 
 def deleted_by(sequence: Column, delete: Column) -> Column:
@@ -204,6 +205,21 @@ def deleted_by(sequence: Column, delete: Column) -> Column:
     change at the same time and position, whichever event_id is larger and whether the
     two arrive in one micro-batch or in two. Null when either is null."""
     return position(sequence) <= position(delete)
+
+
+def stored_position(event_type: Column, payload: Column) -> Column:
+    """A bronze.events row's CRM log position, read from its payload text (null for a
+    first-party event), as sequence_column gives it."""
+    legacy = F.lpad(F.get_json_object(payload, "$.source.lsn"), 20, "0")
+    return F.when(event_type == CRM_EVENT_TYPE, F.coalesce(F.get_json_object(payload, "$.position"), legacy))
+
+
+def event_erased(occurred_at: Column, log_position: Column, delete: Column) -> Column:
+    """Whether a stored event (its time and, for a CRM change, its log position) is at or
+    before `delete`: deleted_by for a row that keeps no sequence. Times compare by the
+    millisecond, as sequences do, so an event stamped in the delete's millisecond but
+    after it by a few microseconds still goes."""
+    return F.struct(F.unix_millis(occurred_at).alias("ts_ms"), log_position.alias("position")) <= position(delete)
 
 
 def after_deletes(tombstones: DataFrame) -> Callable[[DataFrame], DataFrame]:
@@ -250,7 +266,9 @@ def erasures(latest: DataFrame) -> DataFrame:
 
 
 def erased_users(tombstones: DataFrame, keys: PiiKeys) -> Callable[[DataFrame], DataFrame]:
-    """user_ids -> (user_id, erased_through) for those with an erasure tombstone. The
+    """user_ids -> (user_id, erased_through, erased_position) for those with an erasure
+    tombstone: the end of the delete's millisecond (an event at or before it is erased,
+    as sequences compare by the millisecond) and its position, for event_erased. The
     tombstones hold keyed hashes, so each distinct user_id is hashed (an Arrow UDF: Spark
     has no HMAC, and a key in a Spark expression would show in the query plan)."""
 
@@ -259,13 +277,14 @@ def erased_users(tombstones: DataFrame, keys: PiiKeys) -> Callable[[DataFrame], 
         return user_ids.map(lambda user_id: subject_hash(keys, user_id))
 
     def transform(users: DataFrame) -> DataFrame:
-        erasures = tombstones.select(
-            "subject_hash", F.timestamp_millis(F.col("deleted_sequence.ts_ms")).alias("erased_through"))
+        end_of_millisecond = F.timestamp_micros(F.col("deleted_sequence.ts_ms") * 1000 + 999)
+        erasures = tombstones.select("subject_hash", end_of_millisecond.alias("erased_through"),
+                                     position(F.col("deleted_sequence")).alias("erased_position"))
         # Catalogue events name no one: a null id must never reach the hash.
         return (users.select("user_id").where(F.col("user_id").isNotNull()).distinct()
                 .withColumn("subject_hash", hashed("user_id"))
                 .join(erasures, "subject_hash")
-                .select("user_id", "erased_through"))
+                .select("user_id", "erased_through", "erased_position"))
 
     return transform
 
@@ -277,7 +296,8 @@ def stragglers(erased: DataFrame) -> Callable[[DataFrame], DataFrame]:
 
     def transform(events: DataFrame) -> DataFrame:
         return (events.join(F.broadcast(erased), "user_id")
-                .where(F.col("occurred_at") <= F.col("erased_through"))
+                .where(event_erased(F.col("occurred_at"), stored_position(F.col("event_type"), F.col("payload")),
+                                    F.col("erased_position")))
                 .select("event_date", "event_id", "user_id").distinct())
 
     return transform
@@ -325,6 +345,13 @@ def _wiped() -> Column:
                       F.lit(False))
 
 
+def _erased_time(stored: Column) -> Column:
+    """A stored grant or revocation time at or before the batch's delete: it goes with the
+    delete even when a later change keeps the register. Grants and revocations carry no log
+    position, so their millisecond alone places them (at or before a delete in it)."""
+    return F.coalesce(F.unix_millis(stored) <= F.col("s.delete_seq.ts_ms"), F.lit(False))
+
+
 def _consent_value(register: str, purpose: str, target: bool) -> Column:
     new = F.col(f"s.{register}")
     granted, revoked = F.col(f"s._granted_{purpose}"), F.col(f"s._revoked_{purpose}")
@@ -338,13 +365,8 @@ def _consent_value(register: str, purpose: str, target: bool) -> Column:
     def pick(field: str) -> Column:
         return F.when(newer, new[field]).when(cleared, F.lit(None)).otherwise(old[field])
 
-    # A grant or revocation at or before the batch's delete goes with it, even when a later
-    # change keeps the register: grants and revocations carry no log position, so their
-    # time alone places them (at or before a delete in the same millisecond).
-    delete_time = F.timestamp_millis(F.col("s.delete_seq.ts_ms"))
-
     def latest(field: str, incoming: Column) -> Column:
-        erased = cleared | F.coalesce(old[field] <= delete_time, F.lit(False))
+        erased = cleared | _erased_time(old[field])
         return F.when(erased, incoming).otherwise(F.greatest(old[field], incoming))
 
     status = pick("status")
@@ -402,6 +424,7 @@ def profile_update_condition() -> Column:
         for kind, field in (("granted", "granted_at"), ("revoked", "revoked_at")):
             incoming, stored = F.col(f"s._{kind}_{purpose}"), F.col(f"t.consent_{purpose}.{field}")
             conditions.append(incoming.isNotNull() & (stored.isNull() | (incoming > stored)))
+            conditions.append(_erased_time(stored))
     return F.coalesce(F.greatest(*conditions), F.lit(False))
 
 

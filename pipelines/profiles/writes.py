@@ -26,6 +26,7 @@ from pipelines.profiles.transforms import (
     duplicate_groups,
     erased_users,
     erasures,
+    event_erased,
     history_versions,
     latest_per_user,
     named_user_ids,
@@ -35,6 +36,7 @@ from pipelines.profiles.transforms import (
     profile_update_condition,
     profile_update_set,
     protect_pii,
+    stored_position,
     stragglers,
     tombstone_rows,
 )
@@ -56,6 +58,8 @@ log = logging.getLogger("tailor.profiles")
 PERSON_TABLES = (("bronze.events", "occurred_at"), ("silver.interactions", "occurred_at"),
                  ("gold.user_features", None), ("gold.recommendations", None), ("gold.email_content", None),
                  ("gold.user_traits", None), ("gold.holdout_assignments", None))
+# The one that holds CRM changes, whose log position places them against a delete in the same millisecond.
+_CRM_CHANGES_TABLE = "bronze.events"
 
 
 def _stats_columns(*columns: str) -> dict[str, str]:
@@ -287,7 +291,12 @@ class ProfilesBatchWriter:
             table = self.table(name)
             if not table_exists(spark, table):
                 continue
-            condition = "t.user_id = s.user_id" + (f" AND t.{event_time} <= s.deleted_at" if event_time else "")
+            condition = F.col("t.user_id") == F.col("s.user_id")
+            if event_time:
+                log_position = (stored_position(F.col("t.event_type"), F.col("t.payload")) if name == _CRM_CHANGES_TABLE
+                                else F.lit(None).cast("string"))
+                erased = event_erased(F.col(f"t.{event_time}"), log_position, F.col("s.deleted_sequence"))
+                condition = condition & erased
             self.steps.run(spark, f"erase.{name}", batch_id, lambda table=table, condition=condition: (
                 delta_table(spark, table).alias("t").merge(gone.alias("s"), condition).whenMatchedDelete().execute()))
         # A quarantined record cannot be trusted to parse: any that names the user goes.
