@@ -79,7 +79,7 @@ lint: $(STAMPS)/venv
 
 # The browser test of the preference page needs chromium; the demo does not.
 test: setup $(STAMPS)/chromium lint
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The tests that start no Spark job and no broker (config, contracts, PII, generator, CLI, API,
 # the serving stores against a real redis-server and moto).

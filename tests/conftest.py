@@ -33,7 +33,8 @@ for _name, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY"
 
 # The slowest modules, slowest first (pytest --junitxml on 2 cores: 100 to 350 s each).
 # `make test` hands whole modules to its two workers in collection order; starting with these
-# keeps one worker from running a 300-second module alone at the end while the other idles.
+# keeps one worker from running a 300-second module alone at the end while the other idles
+# (with --no-loadscope-reorder, which stops pytest-xdist from ordering by the number of tests).
 SLOWEST_MODULES = (
     "tests/bench/test_smoke.py", "tests/pipelines/profiles/test_profile_merge.py", "tests/jobs/test_publish_content.py",
     "tests/jobs/test_run.py", "tests/jobs/test_merge_profiles.py", "tests/jobs/test_publish_crash.py",
@@ -54,7 +55,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "kafka_broker" in fixtures:
             item.add_marker(pytest.mark.kafka)
     rank = {module: number for number, module in enumerate(SLOWEST_MODULES)}
-    items.sort(key=lambda item: rank.get(Path(str(item.path)).relative_to(ROOT).as_posix(), len(rank)))
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
 @pytest.fixture(scope="session")

@@ -208,10 +208,15 @@ def deleted_by(sequence: Column, delete: Column) -> Column:
 
 
 def stored_position(event_type: Column, payload: Column) -> Column:
-    """A bronze.events row's CRM log position, read from its payload text (null for a
-    first-party event), as sequence_column gives it."""
+    """A bronze.events row's CRM log position, read from its payload text, as
+    sequence_column gives it; null for a first-party event, and for a change that only
+    clears fields (a row deleted from an address table): it can never start a new life of
+    the id, so in its delete's millisecond it goes with the delete, though a cascade writes
+    it at a later log position."""
     legacy = F.lpad(F.get_json_object(payload, "$.source.lsn"), 20, "0")
-    return F.when(event_type == CRM_EVENT_TYPE, F.coalesce(F.get_json_object(payload, "$.position"), legacy))
+    only_clears = F.coalesce(F.get_json_object(payload, "$.clears_fields") == "true", F.lit(False))
+    return F.when((event_type == CRM_EVENT_TYPE) & ~only_clears,
+                  F.coalesce(F.get_json_object(payload, "$.position"), legacy))
 
 
 def event_erased(occurred_at: Column, log_position: Column, delete: Column) -> Column:

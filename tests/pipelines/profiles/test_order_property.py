@@ -13,7 +13,8 @@ written in plain Python from README's rules, not from the Spark code:
 - the newest delete erases everything at or before it; each register then holds the
   newest surviving change that set it;
 - a consent's granted_at / revoked_at are the newest surviving grant / revocation;
-- history has one version per surviving change that set a tracked column.
+- history has one version per surviving change that set a tracked column;
+- bronze.events keeps only the events after the newest delete, by time and log position.
 
 Hypothesis draws each history as one example, and all of them then share one Spark run:
 each has its own user, and micro-batch k holds part k of every history, so the run costs
@@ -48,7 +49,7 @@ from pipelines.config import load_config
 from pipelines.ingest.writes import ensure_bronze_tables
 from pipelines.pii import load_keys
 from pipelines.profiles.writes import ProfilesBatchWriter, ensure_profile_tables
-from pipelines.runtime.delta_tables import read_table
+from pipelines.runtime.delta_tables import read_table, save
 from pipelines.schemas import BRONZE_EVENTS
 from tests.profile_events import crm, event, millis, person, to_bronze
 from tests.settings import SPARK_TEST_SETTINGS
@@ -147,8 +148,15 @@ def expected(history: History) -> dict:
     alive = sorted((c for c in history.changes
                     if not c.deletes and sets(c) and (last_delete is None or key(c) > key(last_delete))), key=key)
     tombstone = None if last_delete is None else (last_delete.millis, _padded(last_delete.lsn))
+
+    def time_and_position(change: Change) -> tuple:  # all a bronze row keeps of its place
+        return (change.millis, -1 if change.lsn is None else change.lsn)
+
+    # An erasure purges bronze of every event at or before it, itself included.
+    bronze = sorted(history.event_id(c) for c in history.changes
+                    if last_delete is None or time_and_position(c) > time_and_position(last_delete))
     if not alive:
-        return {"profile": None, "history": [], "tombstone": tombstone}
+        return {"profile": None, "history": [], "tombstone": tombstone, "bronze": bronze}
 
     def newest(register: str, upto: Change | None = None):
         setters = [c for c in alive if register in sets(c) and (upto is None or key(c) <= key(upto))]
@@ -169,7 +177,7 @@ def expected(history: History) -> dict:
         values = tuple(_email_hash(newest(name, point)) if name == "email" else newest(name, point)
                        for name in TRACKED)
         versions.append((point.millis, valid_to, valid_to is None, *values))
-    return {"profile": profile, "history": sorted(versions, key=repr), "tombstone": tombstone}
+    return {"profile": profile, "history": sorted(versions, key=repr), "tombstone": tombstone, "bronze": bronze}
 
 
 def _padded(lsn: int | None) -> str | None:
@@ -308,15 +316,23 @@ def run_world(spark, empty_tables: Path, root: Path, world: list[History]) -> di
     writer = ProfilesBatchWriter(config, load_keys(config), f"tailor.test.{uuid.uuid4()}")
     records = {(h.user_id, c.number): h.record(c) for h in world for c in h.changes}
     bronze = {row.event_id: row for row in to_bronze(spark, list(records.values())).collect()}
+    landed: set[str] = set()
     for batch_id in range(MAX_BATCHES):
         rows = [bronze[h.event_id(c)] for h in world if batch_id < len(h.batches) for c in h.batches[batch_id]]
         if rows:
-            writer(spark.createDataFrame(rows, BRONZE_EVENTS), batch_id)
+            batch = spark.createDataFrame(rows, BRONZE_EVENTS)
+            # As ingest does: a change is in bronze.events, once, before merge-profiles reads it.
+            first = [event_id for event_id in dict.fromkeys(row.event_id for row in rows) if event_id not in landed]
+            landed.update(first)
+            save(spark.createDataFrame([bronze[event_id] for event_id in first], BRONZE_EVENTS)
+                 .write.format("delta").mode("append"), config.table("bronze.events"))
+            writer(batch, batch_id)
 
     def table(name: str):
         return read_table(spark, config.table(name))
 
-    actual: dict[str, dict] = {h.user_id: {"profile": None, "history": [], "tombstone": None} for h in world}
+    actual: dict[str, dict] = {h.user_id: {"profile": None, "history": [], "tombstone": None, "bronze": []}
+                               for h in world}
     hashes = {_subject_hash(h.user_id): h.user_id for h in world}
     consent = F.col("consent_email_marketing")
     for row in table("silver.profiles").select(
@@ -333,8 +349,11 @@ def run_world(spark, empty_tables: Path, root: Path, world: list[History]) -> di
         actual[row.user_id]["history"].append(tuple(row)[1:])
     for row in table("silver.profile_tombstones").collect():
         actual[hashes[row.subject_hash]]["tombstone"] = (row.deleted_sequence.ts_ms, row.deleted_sequence.position)
+    for row in table("bronze.events").select("user_id", "event_id").collect():
+        actual[row.user_id]["bronze"].append(row.event_id)
     for state in actual.values():
         state["history"].sort(key=repr)
+        state["bronze"].sort()
     return actual
 
 
