@@ -3,10 +3,14 @@ events), and the way to turn them into bronze.events rows: the real validation p
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -18,6 +22,15 @@ RAW_SCHEMA = ("raw binary, source_kind string, source_stream string, source_part
               "source_offset string, source_timestamp timestamp")
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 PERSON_FIELDS = ("email", "first_name", "last_name", "phone", "country", "locale")
+
+
+@contextmanager
+def pii_keys_in_env(key_id: str, encryption_key: bytes, hmac_key: bytes) -> Iterator[None]:
+    """The PII keys the profile writer loads, set in the environment for a module's tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TAILOR_PII_ENCRYPTION_KEY", f"{key_id}:{base64.b64encode(encryption_key).decode()}")
+        patch.setenv("TAILOR_PII_HMAC_KEY", base64.b64encode(hmac_key).decode())
+        yield
 
 
 def millis(text: str) -> int:

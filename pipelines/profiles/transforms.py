@@ -354,7 +354,7 @@ def _erased_time(stored: Column) -> Column:
     """A stored grant or revocation time at or before the batch's delete: it goes with the
     delete even when a later change keeps the register. Grants and revocations carry no log
     position, so their millisecond alone places them (at or before a delete in it)."""
-    return F.coalesce(F.unix_millis(stored) <= F.col("s.delete_seq.ts_ms"), F.lit(False))
+    return F.coalesce(event_erased(stored, F.lit(None).cast("string"), F.col("s.delete_seq")), F.lit(False))
 
 
 def _consent_value(register: str, purpose: str, target: bool) -> Column:

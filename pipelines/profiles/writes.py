@@ -53,13 +53,15 @@ from pipelines.schemas import (
 
 log = logging.getLogger("tailor.profiles")
 
-# Tables that hold rows about a person, and the event-time column that says which rows an
-# erasure covers (None: every row of the user). A table not created yet is skipped.
-PERSON_TABLES = (("bronze.events", "occurred_at"), ("silver.interactions", "occurred_at"),
-                 ("gold.user_features", None), ("gold.recommendations", None), ("gold.email_content", None),
-                 ("gold.user_traits", None), ("gold.holdout_assignments", None))
-# The one that holds CRM changes, whose log position places them against a delete in the same millisecond.
-_CRM_CHANGES_TABLE = "bronze.events"
+# Tables that hold rows about a person, and where a row of the target (t) sits against an
+# erasure: its event time and log position (CRM changes only), for event_erased; None:
+# every row of the user goes. A table not created yet is skipped.
+PERSON_TABLES = (
+    ("bronze.events", lambda: (F.col("t.occurred_at"), stored_position(F.col("t.event_type"), F.col("t.payload")))),
+    ("silver.interactions", lambda: (F.col("t.occurred_at"), F.lit(None).cast("string"))),
+    ("gold.user_features", None), ("gold.recommendations", None), ("gold.email_content", None),
+    ("gold.user_traits", None), ("gold.holdout_assignments", None),
+)
 
 
 def _stats_columns(*columns: str) -> dict[str, str]:
@@ -287,16 +289,13 @@ class ProfilesBatchWriter:
                    & deleted_by(F.col("t._sequence"), F.col("s.deleted_sequence")))
             .whenMatchedDelete()
             .execute()))
-        for name, event_time in PERSON_TABLES:
+        for name, placement in PERSON_TABLES:
             table = self.table(name)
             if not table_exists(spark, table):
                 continue
             condition = F.col("t.user_id") == F.col("s.user_id")
-            if event_time:
-                log_position = (stored_position(F.col("t.event_type"), F.col("t.payload")) if name == _CRM_CHANGES_TABLE
-                                else F.lit(None).cast("string"))
-                erased = event_erased(F.col(f"t.{event_time}"), log_position, F.col("s.deleted_sequence"))
-                condition = condition & erased
+            if placement:
+                condition = condition & event_erased(*placement(), F.col("s.deleted_sequence"))
             self.steps.run(spark, f"erase.{name}", batch_id, lambda table=table, condition=condition: (
                 delta_table(spark, table).alias("t").merge(gone.alias("s"), condition).whenMatchedDelete().execute()))
         # A quarantined record cannot be trusted to parse: any that names the user goes.

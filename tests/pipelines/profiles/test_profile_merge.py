@@ -4,7 +4,6 @@ into micro-batches."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -29,7 +28,7 @@ from pipelines.profiles.transforms import named_user_ids
 from pipelines.profiles.writes import ProfilesBatchWriter, ensure_profile_tables
 from pipelines.runtime.delta_tables import read_table, save
 from pipelines.schemas import BRONZE_EVENTS
-from tests.profile_events import crm, event, millis, person, to_bronze
+from tests.profile_events import crm, event, millis, person, pii_keys_in_env, to_bronze
 from tests.settings import SPARK_TEST_SETTINGS
 
 ENCRYPTION_KEY, HMAC_KEY = os.urandom(32), os.urandom(32)
@@ -93,16 +92,8 @@ def ts(text: str) -> datetime:
 
 @pytest.fixture(scope="module")
 def pii_env():
-    names = ("TAILOR_PII_ENCRYPTION_KEY", "TAILOR_PII_HMAC_KEY")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ["TAILOR_PII_ENCRYPTION_KEY"] = "test1:" + base64.b64encode(ENCRYPTION_KEY).decode()
-    os.environ["TAILOR_PII_HMAC_KEY"] = base64.b64encode(HMAC_KEY).decode()
-    yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with pii_keys_in_env("test1", ENCRYPTION_KEY, HMAC_KEY):
+        yield
 
 
 @pytest.fixture(scope="module")
