@@ -429,10 +429,11 @@ _PLAIN_KEY = re.compile(r"[a-z_][a-z0-9_]*")
 _MAX_FAST_SHAPE = 4096
 
 
-def _shape_regex(schema: dict[str, Any], in_array: bool = False) -> str | None:
+def _shape_regex(schema: dict[str, Any], in_array: bool = False, tolerant: bool = True) -> str | None:
     """The regular expression of the valid shapes of `schema`, or None when the fast path
     does not cover it (anyOf, untyped objects, arrays of arrays, objects inside arrays'
-    elements): those records take the full checks."""
+    elements): those records take the full checks. `tolerant`: objects may carry scalar
+    fields the schema does not name."""
     alternatives = []
     for kind in _kinds(schema) or [None]:
         if kind == "integer" and in_array:
@@ -441,12 +442,12 @@ def _shape_regex(schema: dict[str, Any], in_array: bool = False) -> str | None:
         elif kind in _SHAPES:
             alternatives.append(_SHAPES[kind])
         elif kind == "object" and "properties" in schema:
-            fields = _object_regex(schema, in_array)
+            fields = _object_regex(schema, in_array, tolerant)
             if fields is None:
                 return None
             alternatives.append(fields)
         elif kind == "array" and "items" in schema and not in_array:
-            inner = _shape_regex(schema["items"], in_array=True)
+            inner = _shape_regex(schema["items"], True, tolerant)
             if inner is None:
                 return None
             alternatives.append(f"ARRAY<{inner}>")
@@ -455,7 +456,7 @@ def _shape_regex(schema: dict[str, Any], in_array: bool = False) -> str | None:
     return "(?:" + "|".join(f"(?:{alternative})" for alternative in alternatives) + ")"
 
 
-def _object_regex(schema: dict[str, Any], in_array: bool) -> str | None:
+def _object_regex(schema: dict[str, Any], in_array: bool, tolerant: bool) -> str | None:
     properties, required = schema["properties"], set(schema.get("required", []))
     names = sorted(properties)
     if not all(_PLAIN_KEY.fullmatch(name) for name in names):
@@ -468,13 +469,14 @@ def _object_regex(schema: dict[str, Any], in_array: bool) -> str | None:
         f"{_FIELD_START}{_ANY_KEY}: {_SCALAR_SHAPE}"
     # Possessive (*+): Java's regex recurses once per repeat of a backtracking loop, and a
     # record with hundreds of unnamed fields would overflow a task's stack.
-    parts = ["OBJECT<", f"(?:{unnamed})*+"]
+    between = f"(?:{unnamed})*+" if tolerant else ""
+    parts = ["OBJECT<", between]
     for name in names:
-        shape = _shape_regex(properties[name], in_array)
+        shape = _shape_regex(properties[name], in_array, tolerant)
         if shape is None:
             return None
         field = f"{_FIELD_START}{name}: {shape}"
-        parts += [field if name in required else f"(?:{field})?", f"(?:{unnamed})*+"]
+        parts += [field if name in required else f"(?:{field})?", between]
     return "".join(parts) + ">"
 
 
@@ -505,9 +507,13 @@ def _fast_path(event_type: str, version: int, payload: dict[str, Any]) -> str:
     shape = _shape_regex(envelope)
     if shape is None:
         return "FALSE"
+    # Most records carry only the fields the contract names: the expression without room
+    # for others settles them at a fraction of the cost of the one with it.
+    exact = _shape_regex(envelope, tolerant=False)
     # A shape longer than any valid record of the contract has reason to be takes the
     # full checks (a bound on the regex's work, whatever a record holds).
-    matches = f"(octet_length(_shape) <= {_MAX_FAST_SHAPE} AND _shape RLIKE {sql_literal('^' + shape + '$')})"
+    matches = (f"(octet_length(_shape) <= {_MAX_FAST_SHAPE} AND (_shape RLIKE {sql_literal('^' + exact + '$')} "
+               f"OR _shape RLIKE {sql_literal('^' + shape + '$')}))")
     return _all(matches, *_element_conditions(payload, _Direct("_v", "$.payload")))
 
 
@@ -578,7 +584,9 @@ def _envelope_known_version(event_type: str, version: str) -> str:
 
 def _out_of_range(timestamp: str) -> str:
     earliest = f"CAST({sql_literal(EARLIEST_OCCURRED_AT)} AS TIMESTAMP)"
-    return f"(({timestamp} < {earliest}) OR ({timestamp} > _now + INTERVAL {MAX_FUTURE_SKEW_HOURS} HOURS))"
+    # A difference, not `unix_micros(t) > _latest_micros`: Spark would turn that comparison
+    # back into one with a BIGINT constant (see `_parsed`).
+    return f"(({timestamp} < {earliest}) OR (CAST(unix_micros({timestamp}) AS DECIMAL(20,0)) - _latest_micros > 0))"
 
 
 def _occurred_at_problems(text: str, timestamp: str) -> list[tuple[str, _Check]]:
@@ -611,11 +619,16 @@ _TRAILING_DATA = ("malformed_json", _Check("NOT endswith(trim(_text), '}')",
 
 
 def _parsed(df: DataFrame, name: str, now: Column | None) -> DataFrame:
-    """Adds `_text` (the bytes as a string), `_now`, and the record parsed as a VARIANT in
-    `name` (null when it is not a parsable JSON record)."""
+    """Adds `_text` (the bytes as a string), `_latest_micros` (the latest time accepted,
+    `now` plus the allowed skew), and the record parsed as a VARIANT in `name` (null when it
+    is not a parsable JSON record)."""
     parsable = f"raw IS NOT NULL AND octet_length(raw) <= {MAX_EVENT_BYTES} AND is_valid_utf8(_text)"
+    latest = F.unix_micros(F.current_timestamp() if now is None else now) + MAX_FUTURE_SKEW_HOURS * 3_600_000_000
     return (df.withColumn("_text", F.col("raw").cast("string"))
-            .withColumn("_now", F.current_timestamp() if now is None else now)
+            # A DECIMAL, not a timestamp: Spark writes a timestamp or BIGINT constant into the
+            # generated Java, so every batch's time would make new code, compiled again
+            # (seconds, for rules this size); a DECIMAL constant is passed to the code instead.
+            .withColumn("_latest_micros", latest.cast("decimal(20,0)"))
             .withColumn(name, F.expr(f"CASE WHEN {parsable} THEN try_parse_json(_text) END")))
 
 

@@ -312,3 +312,48 @@ def test_sql_literals_survive_quotes_and_backslashes(spark):
     for unwritable in (float("inf"), float("nan"), "${user}"):
         with pytest.raises(ValueError):
             sql_literal(unwritable)
+
+
+def test_the_future_bound_is_the_batch_time_plus_the_allowed_skew(spark):
+    """At the bound is accepted, a microsecond past it is not, in both validators."""
+    bound = "2026-11-28T12:00:00Z"  # NOW + 24 h
+    records = [_event(event_id="at", occurred_at=bound),
+               _event(event_id="past", occurred_at="2026-11-28T12:00:00.000001Z"),
+               _event(event_id="early", occurred_at="1999-12-31T23:59:59Z")]
+    actual = validate_events(_raw(spark, records), _now()).select("event_id", "error_code")
+    expected = spark.createDataFrame([("at", None), ("past", "bad_timestamp"), ("early", "bad_timestamp")],
+                                     "event_id string, error_code string")
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+    assert [getattr(validate_event(r.encode(), NOW), "code", None) for r in records] == \
+        [None, "bad_timestamp", "bad_timestamp"]
+
+
+def _compilations(spark) -> int:
+    return spark._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME().getCount()
+
+
+def test_a_new_batch_time_compiles_no_new_code(spark):
+    """Every micro-batch validates at its own time. Were that time a constant in the
+    generated Java, each batch would compile the whole rule set again (seconds a batch)."""
+    records = [_event(), "{not json", cart_event(event_id="e-2", payload__quantity="two")]
+    changes = ['{"op":"c","ts_ms":1,"source":{"table":"customers","ts_ms":1},"after":{"user_id":"u-1"}}']
+
+    def validate(at: str) -> None:
+        now = F.lit(at).cast("timestamp")
+        validate_events(_raw(spark, records), now).select("error_code").collect()
+        validate_crm_changes(_raw(spark, changes), now).select("error_code").collect()
+
+    # The suite's sessions interpret expressions (tests/settings.py); this test is about
+    # the generated code, so it turns code generation back on for itself.
+    settings = {"spark.sql.codegen.factoryMode": "CODEGEN_ONLY", "spark.sql.codegen.wholeStage": "true"}
+    saved = {key: spark.conf.get(key) for key in settings}
+    try:
+        for key, value in settings.items():
+            spark.conf.set(key, value)
+        validate("2026-11-27T12:00:00Z")
+        before = _compilations(spark)
+        validate("2026-11-27T12:00:05.123Z")
+        assert _compilations(spark) == before
+    finally:
+        for key, value in saved.items():
+            spark.conf.set(key, value)
