@@ -203,6 +203,9 @@ BROKEN_BUNDLES = {
                                     "a continuous job takes no retry policy"),
     "secret written out": (lambda b: _job(b, "tailor_batch")["job_clusters"][0]["new_cluster"]["spark_env_vars"]
                            .update(TAILOR_PII_HMAC_KEY="c2VjcmV0"), "never the value"),
+    "static Spark setting left to the session": (
+        lambda b: _job(b, "tailor_batch")["job_clusters"][0]["new_cluster"].pop("spark_conf"),
+        "spark.sql.codegen.cache.maxEntries must be '2000'"),
     "another wheel": (lambda b: _task(b, "tailor_batch/train").update(libraries=[{"whl": "../wheels/*.whl"}]),
                       "does not install the wheel the bundle builds"),
     "a pin other than the lock's": (

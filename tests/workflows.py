@@ -37,6 +37,9 @@ from pipelines.errors import TailorError
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE_DIR = ROOT / "deploy" / "databricks"
 EMR_DIR = ROOT / "deploy" / "emr"
+# Spark settings a running session cannot change: on Databricks the session exists before
+# a job's code runs, so each job cluster sets them as the config does.
+STATIC_SPARK_CONF = ("spark.sql.codegen.cache.maxEntries",)
 
 # Options that make a streaming job end on its own: --once processes the backlog and stops
 # (on the stream's checkpoint); build-features --refresh-windows recomputes every user's row
@@ -379,7 +382,13 @@ def _job_problems(where: str, job: dict[str, Any], secret_variables: set[str]) -
             problems.append(f"{where}: {name}.pause_status is {status!r}, not one of {', '.join(PAUSE_STATUSES)}")
     if "schedule" in job and not {"quartz_cron_expression", "timezone_id"} <= set(job["schedule"] or {}):
         problems.append(f"{where}: schedule needs quartz_cron_expression and timezone_id")
+    expected_conf = load_config("databricks").spark.conf
     for cluster in job.get("job_clusters") or []:
+        spark_conf = (cluster.get("new_cluster") or {}).get("spark_conf") or {}
+        for key in STATIC_SPARK_CONF:
+            if str(spark_conf.get(key)) != str(expected_conf[key]):
+                problems.append(f"{where}: new_cluster.spark_conf {key} must be {expected_conf[key]!r} as in the config "
+                                f"(a job's session cannot set it), not {spark_conf.get(key)!r}")
         for variable, value in ((cluster.get("new_cluster") or {}).get("spark_env_vars") or {}).items():
             if variable not in secret_variables:
                 problems.append(f"{where}: spark_env_vars {variable} is no variable the config's secrets name")
