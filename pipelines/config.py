@@ -319,6 +319,10 @@ class CrmTableConfig(_Strict):
     columns: dict[str, str] = Field(description="source column -> profile field; unmapped columns are ignored")
     deletes_profile: bool = Field(description="a delete of a row deletes the person's profile (a customers table); "
                                               "false: it only clears the fields this table maps (an addresses table)")
+    updated_at: str | None = Field(
+        default=None, description="the column holding when the row last changed: a snapshot read (op r) takes its "
+                                  "place in the order from it, since it holds the row as of the snapshot's start, not "
+                                  "as of when it was read (README, Order); null: from when it was read")
     types: dict[str, CrmColumnType] = Field(
         default_factory=dict, description="for messages without Kafka Connect's schema: how a decimal or temporal "
                                           "column is encoded (with a schema, the schema says)")
@@ -330,6 +334,13 @@ class CrmTableConfig(_Strict):
             if not re.match(_COLUMN_NAME, name):
                 raise ValueError(f"key column {name!r} is not a column name")
         return key
+
+    @field_validator("updated_at")
+    @classmethod
+    def _updated_at_name(cls, column: str | None) -> str | None:
+        if column is not None and not re.match(_COLUMN_NAME, column):
+            raise ValueError(f"updated_at column {column!r} is not a column name")
+        return column
 
     @field_validator("columns")
     @classmethod
@@ -347,13 +358,14 @@ class CrmTableConfig(_Strict):
     @property
     def read_columns(self) -> tuple[str, ...]:
         """Every source column a change of this table is read for, each once."""
-        return tuple(dict.fromkeys((*self.key, *(self.row_key or ()), *self.columns)))
+        return tuple(dict.fromkeys((*self.key, *(self.row_key or ()), *self.columns,
+                                    *((self.updated_at,) if self.updated_at else ()))))
 
     @model_validator(mode="after")
     def _types_of_known_columns(self) -> CrmTableConfig:
         unknown = [column for column in self.types if column not in self.read_columns]
         if unknown:
-            raise ValueError(f"types names {unknown[0]!r}, which is neither a key nor a mapped column")
+            raise ValueError(f"types names {unknown[0]!r}, which is neither a key, a mapped column nor updated_at")
         return self
 
 

@@ -237,6 +237,10 @@ class CrmRows:
     def row_key(self, table_index: int, side: str) -> str:
         return self._joined(table_index, side, "rk")
 
+    def updated_at(self, table_index: int, side: str) -> str:
+        """The entry of the table's `updated_at` column (null when the table names none)."""
+        return f"try_element_at(filter({self.entries(table_index, side)}, e -> e.ua), 1)"
+
     def canonical(self, table_index: int, side: str, user_id: str) -> str:
         """The row as JSON text: `user_id` and each mapped column sent, under its profile
         field's name (null for a JSON null); null when the change has no such row."""
@@ -257,6 +261,7 @@ def _columns_read(table: CrmTableConfig) -> str:
         scale = configured.scale if configured and configured.scale is not None else "NULL"
         entries.append(f"named_struct('c', '{column}', 'f', {sql_text(table.columns.get(column))}, "
                        f"'k', {str(column in keys).upper()}, 'rk', {str(column in row_keys).upper()}, "
+                       f"'ua', {str(column == table.updated_at).upper()}, "
                        f"'t', {sql_text(configured.type if configured else None)}, 's', CAST({scale} AS INT))")
     return ", ".join(entries)
 
@@ -279,7 +284,7 @@ def _read(side: str) -> str:
     scale = "CASE y.d WHEN 'variable_scale_decimal' THEN try_variant_get(y.v, '$.scale', 'int') ELSE y.sc END"
     number = f"CASE WHEN y.d = 'decimal' AND NOT {is_text} THEN try_variant_get(y.v, '$', 'decimal(38,18)') END"
     decoded = f"named_struct('v', y.v, 'd', y.d, 'u', {unscaled}, 's', {scale}, 'n', {number})"
-    entry = ("named_struct('c', m.c, 'f', m.f, 'k', m.k, 'rk', m.rk, 'type', coalesce(z.d, 'text'), "
+    entry = ("named_struct('c', m.c, 'f', m.f, 'k', m.k, 'rk', m.rk, 'ua', m.ua, 'type', coalesce(z.d, 'text'), "
              "'present', z.v IS NOT NULL, 'is_null', coalesce(is_variant_null(z.v), FALSE), "
              f"'text', {_decoded('z')})")
     return _let("x", found, _let("y", typed, _let("z", decoded, entry)))

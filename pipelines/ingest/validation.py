@@ -582,11 +582,13 @@ def _envelope_known_version(event_type: str, version: str) -> str:
                  for name, versions in PAYLOADS.items()])
 
 
+_EARLIEST = f"CAST({sql_literal(EARLIEST_OCCURRED_AT)} AS TIMESTAMP)"
+
+
 def _out_of_range(timestamp: str) -> str:
-    earliest = f"CAST({sql_literal(EARLIEST_OCCURRED_AT)} AS TIMESTAMP)"
     # A difference, not `unix_micros(t) > _latest_micros`: Spark would turn that comparison
     # back into one with a BIGINT constant (see `_parsed`).
-    return f"(({timestamp} < {earliest}) OR (CAST(unix_micros({timestamp}) AS DECIMAL(20,0)) - _latest_micros > 0))"
+    return f"(({timestamp} < {_EARLIEST}) OR (CAST(unix_micros({timestamp}) AS DECIMAL(20,0)) - _latest_micros > 0))"
 
 
 def _occurred_at_problems(text: str, timestamp: str) -> list[tuple[str, _Check]]:
@@ -784,7 +786,13 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None,
         "_row_key": _per_table(tables, lambda index, table: (
             f"coalesce({rows.row_key(index, 'after')}, {rows.row_key(index, 'before')})" if table.row_key
             else "CAST(NULL AS STRING)")),
+        "_updated_at_text": _per_table(tables, lambda index, table: (
+            f"{rows.updated_at(index, 'after')}.text" if table.updated_at else "CAST(NULL AS STRING)")),
+        # Years 0001-9999: timestamp_millis raises past them, and one such change would stop the stream.
+        "_read_at": "timestamp_millis(CASE WHEN _source_ts BETWEEN -62135596800000 AND 253402300799999 "
+                    "THEN _source_ts END)",
     })
+    df = _with_columns(df, {"_row_changed_at": "try_to_timestamp(_updated_at_text)"})
 
     def after(index: int, table: CrmTableConfig) -> str:
         sent = rows.canonical(index, "after", "user_id")
@@ -807,9 +815,12 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None,
                     "THEN concat_ws(':', 'crm', _db_table, _position_id, _op, user_id, _row_key) END",
         "event_type": sql_literal(CRM_EVENT_TYPE),
         "schema_version": "1",
-        # Years 0001-9999: timestamp_millis raises past them, and one such change would stop the stream.
-        "occurred_at": "timestamp_millis(CASE WHEN _source_ts BETWEEN -62135596800000 AND 253402300799999 "
-                       "THEN _source_ts END)",
+        # A snapshot read holds the row as of the snapshot's start, which can be hours before
+        # the read: placed at its read time, it would undo a change committed in between.
+        # When the table says when the row last changed, the read takes that place instead
+        # (never later than the read, never before the accepted range).
+        "occurred_at": "CASE WHEN _read_at IS NOT NULL AND _op = 'r' AND _row_changed_at IS NOT NULL THEN "
+                       f"least(_read_at, greatest(_row_changed_at, {_EARLIEST})) ELSE _read_at END",
         "source": "'crm'",
         "payload": "concat('{\"op\":', to_json(CAST(_canonical_op AS VARIANT)), "
                    "',\"ts_ms\":', coalesce(to_json(try_variant_get(_v, '$.ts_ms', 'variant')), 'null'), "
@@ -839,6 +850,13 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None,
         return "invalid_value", _Check(_all(f"(_table_index = {index})", failed), message)
 
     undecodable_values = [undecodable(index, side) for index in range(len(tables)) for side in CrmRows.SIDES]
+
+    def not_a_time(_: int, table: CrmTableConfig) -> str:
+        return _text(f"'after.{table.updated_at}' is not a time (crm.tables updated_at; an epoch number needs its "
+                     "encoding in crm.tables types)")
+
+    unreadable_updated_at = ("invalid_value", _Check("(_op = 'r' AND _updated_at_text IS NOT NULL "
+                                                     "AND _row_changed_at IS NULL)", _per_table(tables, not_a_time)))
     checks = (
         _raw_problems(outer)
         + [("missing_field", _Check(f"NOT {change.child('op').present()}", _text("required field 'op' is missing"))),
@@ -857,7 +875,8 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None,
                                     _text("op 'd' needs 'before'"))),
            row_is_object("after"), row_is_object("before")]
         + undecodable_values
-        + [("missing_field", _Check("(user_id IS NULL)", _per_table(tables, missing_key))),
+        + [unreadable_updated_at,
+           ("missing_field", _Check("(user_id IS NULL)", _per_table(tables, missing_key))),
            ("missing_field", _Check("(_position_id IS NULL)",
                                     _text("change has no sequence: neither a log position nor source.ts_ms"))),
            ("missing_field", _Check("(_source_ts IS NULL)", _text("required field 'source.ts_ms' is missing"))),

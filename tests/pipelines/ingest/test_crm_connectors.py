@@ -299,3 +299,44 @@ def test_debezium_temporal_columns_decode_to_iso_text(spark):
                                      F.lit(NOW.isoformat()).cast("timestamp"), tables)
         results[column] = frame.first().user_id
     assert results == {column: text for column, (_, _, text) in columns.items()}
+
+
+def test_a_snapshot_read_takes_its_place_from_when_the_row_last_changed(spark):
+    """A snapshot read holds the row as of the snapshot's start; with `updated_at` named, its
+    occurred_at is that column (never later than the read); a streamed change keeps its
+    commit time, and without `updated_at` a read keeps its read time."""
+    read_at = AT + 3_600_000                                  # read an hour after the row last changed
+    changed = datetime.fromtimestamp(AT / 1000, UTC)
+    micros = AT * 1000
+    table = CrmTableConfig(key=("id",), columns={"email": "email"}, deletes_profile=True, updated_at="updated_at",
+                           types={"updated_at": CrmColumnType(type="micro_timestamp")})
+
+    def change(op: str, updated_at, table_name: str = "customers", at: int = read_at, lsn: int = 5000) -> dict:
+        return {"before": None, "after": {"id": 1, "email": "a@example.org", "updated_at": updated_at}, "op": op,
+                "ts_ms": at + 5, "source": {"ts_ms": at, "db": "crm", "table": table_name, "lsn": lsn,
+                                            "snapshot": "true" if op == "r" else "false"}}
+
+    zoned = _wrapped(change("r", changed.isoformat().replace("+00:00", "Z"), table_name="accounts", lsn=5001),
+                     [{"type": "string", "name": "io.debezium.time.ZonedTimestamp", "field": "updated_at"}])
+    records = [
+        change("r", micros),                                    # by crm.tables types: micro_timestamp
+        zoned,                                                  # timestamptz: ISO text with its zone
+        change("r", micros + 7_200_000_000),                    # a clock ahead of the read: the read time
+        change("r", None),                                      # never set: the read time
+        change("u", micros, at=read_at + 60_000, lsn=5100),     # streamed: its commit time
+        change("r", micros, table_name="people"),               # a table without updated_at: the read time
+        change("r", "yesterday", table_name="accounts", lsn=5002),  # no time at all
+    ]
+    tables = {"customers": table, "accounts": table.model_copy(update={"types": {}}),
+              "people": CrmTableConfig(key=("id",), columns={"email": "email"}, deletes_profile=True)}
+    frame = validate_crm_changes(raw_records(spark, records, "landing/crm"),
+                                 F.lit(NOW.isoformat()).cast("timestamp"), tables)
+    rows = {int(row.source_offset): row for row in frame.collect()}
+    millis_of = {n: (int(rows[n].occurred_at.replace(tzinfo=UTC).timestamp() * 1000) if rows[n].occurred_at else None)
+                 for n in rows}
+    assert millis_of == {0: AT, 1: AT, 2: read_at, 3: read_at, 4: read_at + 60_000, 5: read_at, 6: read_at}
+    assert [rows[n].error_code for n in range(6)] == [None] * 6
+    assert (rows[6].error_code, rows[6].error_message) == (
+        "invalid_value", "'after.updated_at' is not a time (crm.tables updated_at; an epoch number needs its "
+                         "encoding in crm.tables types)")
+    assert "updated_at" not in json.loads(rows[0].payload)["after"], "not a profile field: not kept"

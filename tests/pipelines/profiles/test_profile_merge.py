@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pyspark.sql import Row
 from pyspark.sql import functions as F
 
-from pipelines.config import CrmTableConfig, load_config
+from pipelines.config import CrmColumnType, CrmTableConfig, load_config
 from pipelines.ingest.writes import ensure_bronze_tables
 from pipelines.pii import load_keys
 from pipelines.profiles.transforms import named_user_ids
@@ -405,6 +405,60 @@ def test_crm_tables_as_they_are_feed_one_profile(spark, pii_env, empty_tables, t
     ], PERSON_VIEW)
     assert_df_equality(person_view(spark, run.table("silver.profiles")), expected)
     assert run.table("silver.profile_tombstones").count() == 0
+
+
+# A PostgreSQL CRM snapshotted while the shop keeps writing. The snapshot's consistent
+# point is LSN 5000 at 10:00; it reads Grace's row at 10:30 as it stood at 10:00 (last
+# changed at 09:00), and Hal's at 10:40 (last changed at 08:00).
+SNAPSHOT_TABLES = {"customers": CrmTableConfig(
+    key=("id",), columns={"email_address": "email", "given_name": "first_name"}, deletes_profile=True,
+    updated_at="updated_at", types={"updated_at": CrmColumnType(type="micro_timestamp")})}
+
+
+def _wal(op: str, lsn: int, at: str, after: dict) -> dict:
+    row = {**after, "updated_at": millis(after["updated_at"]) * 1000}
+    return {"before": None, "after": row, "op": op, "ts_ms": millis(at) + 20, "transaction": None,
+            "source": {"version": "2.7.0.Final", "connector": "postgresql", "name": "crm", "ts_ms": millis(at),
+                       "snapshot": "true" if op == "r" else "false", "db": "crm", "schema": "public",
+                       "table": "customers", "txId": lsn // 10, "lsn": lsn}}
+
+
+def _customer(user: int, email: str, name: str, updated_at: str) -> dict:
+    return {"id": user, "email_address": email, "given_name": name, "updated_at": updated_at}
+
+
+SNAPSHOT_CHANGES = {
+    "grace read": _wal("r", 5000, "2026-11-01T10:30:00Z",
+                       _customer(7, "grace@example.com", "Grace", "2026-11-01T09:00:00Z")),
+    # Committed at 10:10, after the consistent point and before Grace's row was read.
+    "grace renamed": _wal("u", 5100, "2026-11-01T10:10:00Z",
+                          _customer(7, "grace@example.com", "Gracie", "2026-11-01T10:10:00Z")),
+    "hal read": _wal("r", 5000, "2026-11-01T10:40:00Z", _customer(8, "hal@example.com", "Hal", "2026-11-01T08:00:00Z")),
+    # A change from before Hal's row last changed, delivered again after the snapshot.
+    "hal stale": _wal("u", 4000, "2026-11-01T07:00:00Z",
+                      _customer(8, "hal@example.com", "Harold", "2026-11-01T07:00:00Z")),
+}
+
+
+@pytest.mark.parametrize("batches", [
+    [["grace read", "hal read"], ["grace renamed", "hal stale"]],   # as Debezium sends: the snapshot first
+    [["grace renamed", "hal stale"], ["grace read", "hal read"]],
+    [["grace read", "grace renamed", "hal stale", "hal read"]],
+], ids=["snapshot first", "snapshot last", "one batch"])
+def test_a_snapshot_read_never_undoes_a_change_committed_after_the_snapshot_began(spark, pii_env, empty_tables,
+                                                                                    tmp_path, batches):
+    rows = {json.loads(row.payload)["source"]["lsn"] * 10 + int(row.user_id): row
+            for row in to_bronze(spark, list(SNAPSHOT_CHANGES.values()), SNAPSHOT_TABLES).collect()}
+    by_name = {name: rows[change["source"]["lsn"] * 10 + change["after"]["id"]]
+               for name, change in SNAPSHOT_CHANGES.items()}
+    run = Run(spark, tmp_path, empty_tables)
+    for batch_id, names in enumerate(batches):
+        run.writer(spark.createDataFrame([by_name[name] for name in names], BRONZE_EVENTS), batch_id)
+    expected = spark.createDataFrame([
+        ("7", "grace@example.com", _email_hash("grace@example.com"), None, "Gracie", None, None, None),
+        ("8", "hal@example.com", _email_hash("hal@example.com"), None, "Hal", None, None, None),
+    ], PERSON_VIEW)
+    assert_df_equality(person_view(spark, run.table("silver.profiles")), expected, ignore_row_order=True)
 
 
 def test_the_user_ids_a_broken_record_names_are_found(spark):
