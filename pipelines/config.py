@@ -362,6 +362,14 @@ class CrmTableConfig(_Strict):
                                     *((self.updated_at,) if self.updated_at else ()))))
 
     @model_validator(mode="after")
+    def _updated_at_is_a_time(self) -> CrmTableConfig:
+        encoding = self.types.get(self.updated_at) if self.updated_at else None
+        if encoding and encoding.type not in ("date", "timestamp", "micro_timestamp", "nano_timestamp"):
+            raise ValueError(f"updated_at column {self.updated_at!r} has types {encoding.type!r}: "
+                             "a date or timestamp encoding is needed")
+        return self
+
+    @model_validator(mode="after")
     def _types_of_known_columns(self) -> CrmTableConfig:
         unknown = [column for column in self.types if column not in self.read_columns]
         if unknown:

@@ -386,9 +386,9 @@ def _job_problems(where: str, job: dict[str, Any], secret_variables: set[str]) -
     for cluster in job.get("job_clusters") or []:
         spark_conf = (cluster.get("new_cluster") or {}).get("spark_conf") or {}
         for key in STATIC_SPARK_CONF:
-            if str(spark_conf.get(key)) != str(expected_conf[key]):
-                problems.append(f"{where}: new_cluster.spark_conf {key} must be {expected_conf[key]!r} as in the "
-                                f"config (a job's session cannot set it), not {spark_conf.get(key)!r}")
+            if str(spark_conf.get(key)) != str(expected_conf.get(key)):
+                problems.append(f"{where}: new_cluster.spark_conf {key} must be {expected_conf.get(key)!r} as in "
+                                f"the config (a job's session cannot set it), not {spark_conf.get(key)!r}")
         for variable, value in ((cluster.get("new_cluster") or {}).get("spark_env_vars") or {}).items():
             if variable not in secret_variables:
                 problems.append(f"{where}: spark_env_vars {variable} is no variable the config's secrets name")

@@ -217,8 +217,11 @@ class CrmRows:
 
     def undecodable(self, table_index: int, side: str) -> tuple[str, str]:
         """(a value is sent, not null, and its decoding gives nothing; the message naming
-        the first such column)."""
-        failed = f"filter({self.entries(table_index, side)}, e -> e.present AND NOT e.is_null AND e.text IS NULL)"
+        the first such column). The `updated_at` column alone counts only in a snapshot
+        read's row, the one change it places."""
+        read_only = "(_op = 'r')" if side == "after" else "FALSE"
+        failed = (f"filter({self.entries(table_index, side)}, e -> e.present AND NOT e.is_null AND e.text IS NULL "
+                  f"AND (e.k OR e.rk OR e.f IS NOT NULL OR {read_only}))")
         first = f"element_at({failed}, 1)"
         message = (f"format_string('\\'{side}.%s\\' cannot be read as %s (by its schema or crm.tables types)', "
                    f"substring({first}.c, 1, 128), {first}.type)")
@@ -306,7 +309,18 @@ def _decoded(var: str) -> str:
             f"WHEN 'micro_time' THEN {_clock('MICROSECOND', as_long, False, 'SSSSSS')} "
             f"WHEN 'nano_time' THEN {_clock('MICROSECOND', nanos_as_micros, False, 'SSSSSS')} "
             f"ELSE coalesce(try_variant_get({var}.v, '$[\"$oid\"]', 'string'), "
-            f"try_variant_get({var}.v, '$[\"$numberLong\"]', 'string'), try_variant_get({var}.v, '$', 'string')) END")
+            f"try_variant_get({var}.v, '$[\"$numberLong\"]', 'string'), {_mongodb_date(var)}, "
+            f"try_variant_get({var}.v, '$', 'string')) END")
+
+
+def _mongodb_date(var: str) -> str:
+    """MongoDB's extended JSON date as ISO text: {"$date": "2026-...Z"} (relaxed), or its
+    milliseconds since the epoch as {"$date": 1764...} or {"$date": {"$numberLong": "..."}}."""
+    date = f"try_variant_get({var}.v, '$[\"$date\"]', 'variant')"
+    millis = (f"coalesce(try_variant_get({date}, '$', 'bigint'), "
+              f"try_cast(try_variant_get({date}, '$[\"$numberLong\"]', 'string') AS BIGINT))")
+    as_text = f"CASE WHEN schema_of_variant({date}) = 'STRING' THEN try_variant_get({date}, '$', 'string') END"
+    return f"coalesce({as_text}, {_clock('MILLISECOND', millis, True, 'SSS')})"
 
 
 def sql_text(value: str | None) -> str:

@@ -817,10 +817,13 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None,
         "schema_version": "1",
         # A snapshot read holds the row as of the snapshot's start, which can be hours before
         # the read: placed at its read time, it would undo a change committed in between.
-        # When the table says when the row last changed, the read takes that place instead
-        # (never later than the read, never before the accepted range).
+        # When the table says when the row last changed, the read goes just before the start
+        # of that second instead: MySQL, MongoDB and Oracle stamp changes in whole seconds,
+        # so a change committed later in that second carries the second's start. Never
+        # later than the read, never before the accepted range.
         "occurred_at": "CASE WHEN _read_at IS NOT NULL AND _op = 'r' AND _row_changed_at IS NOT NULL THEN "
-                       f"least(_read_at, greatest(_row_changed_at, {_EARLIEST})) ELSE _read_at END",
+                       "least(_read_at, greatest(date_trunc('SECOND', _row_changed_at) - INTERVAL 1 MILLISECOND, "
+                       f"{_EARLIEST})) ELSE _read_at END",
         "source": "'crm'",
         "payload": "concat('{\"op\":', to_json(CAST(_canonical_op AS VARIANT)), "
                    "',\"ts_ms\":', coalesce(to_json(try_variant_get(_v, '$.ts_ms', 'variant')), 'null'), "
@@ -884,7 +887,8 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None,
                                  _text("'ts_ms' must be integer"))),
            ("invalid_value", _Check(f"NOT {_in('_op', DEBEZIUM_OPS)}",
                                     f"concat('unknown op \\'', substring(_op, 1, 8), {_EXPECTED_OPS})")),
-           ("bad_timestamp", _Check(f"(occurred_at IS NULL OR {_out_of_range('occurred_at')})",
+           # The source's own time: a read placed earlier still needs a sane one.
+           ("bad_timestamp", _Check(f"(occurred_at IS NULL OR {_out_of_range('_read_at')})",
                                     _text("source.ts_ms is outside the accepted range")))]
     )
     return _finish(df, reads, f"CASE WHEN control IS NOT NULL THEN {_NO_PROBLEM} ELSE {first_problem(checks)} END")

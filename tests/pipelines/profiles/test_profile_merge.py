@@ -409,22 +409,36 @@ def test_crm_tables_as_they_are_feed_one_profile(spark, pii_env, empty_tables, t
 
 # A PostgreSQL CRM snapshotted while the shop keeps writing. The snapshot's consistent
 # point is LSN 5000 at 10:00; it reads Grace's row at 10:30 as it stood at 10:00 (last
-# changed at 09:00), and Hal's at 10:40 (last changed at 08:00).
-SNAPSHOT_TABLES = {"customers": CrmTableConfig(
-    key=("id",), columns={"email_address": "email", "given_name": "first_name"}, deletes_profile=True,
-    updated_at="updated_at", types={"updated_at": CrmColumnType(type="micro_timestamp")})}
+# changed at 09:00), Hal's at 10:40 (last changed at 08:00), Ivy's at 10:50 (deleted at
+# 10:20). And a MySQL one, whose binlog stamps whole seconds: its snapshot begins at
+# 10:00:00.600, after Jo's row last changed at .400; a rename at .800 is stamped 10:00:00.
+SNAPSHOT_TABLES = {
+    "customers": CrmTableConfig(key=("id",), columns={"email_address": "email", "given_name": "first_name"},
+                                deletes_profile=True, updated_at="updated_at",
+                                types={"updated_at": CrmColumnType(type="micro_timestamp")}),
+    "members": CrmTableConfig(key=("id",), columns={"email_address": "email", "given_name": "first_name"},
+                              deletes_profile=True, updated_at="updated_at",
+                              types={"updated_at": CrmColumnType(type="timestamp")}),
+}
 
 
-def _wal(op: str, lsn: int, at: str, after: dict) -> dict:
-    row = {**after, "updated_at": millis(after["updated_at"]) * 1000}
-    return {"before": None, "after": row, "op": op, "ts_ms": millis(at) + 20, "transaction": None,
+def _customer(user: int, email: str, name: str, updated_at: str) -> dict:
+    return {"id": user, "email_address": email, "given_name": name, "updated_at": updated_at}
+
+
+def _wal(op: str, lsn: int, at: str, row: dict) -> dict:
+    row = {**row, "updated_at": millis(row["updated_at"]) * 1000}
+    return {"before": row if op == "d" else None, "after": None if op == "d" else row, "op": op,
+            "ts_ms": millis(at) + 20, "transaction": None,
             "source": {"version": "2.7.0.Final", "connector": "postgresql", "name": "crm", "ts_ms": millis(at),
                        "snapshot": "true" if op == "r" else "false", "db": "crm", "schema": "public",
                        "table": "customers", "txId": lsn // 10, "lsn": lsn}}
 
 
-def _customer(user: int, email: str, name: str, updated_at: str) -> dict:
-    return {"id": user, "email_address": email, "given_name": name, "updated_at": updated_at}
+def _member(op: str, pos: int, at: str, row: dict) -> dict:
+    change = _binlog("members", op, pos, at, after={**row, "updated_at": millis(row["updated_at"])})
+    change["source"]["snapshot"] = "true" if op == "r" else "false"
+    return change
 
 
 SNAPSHOT_CHANGES = {
@@ -437,28 +451,47 @@ SNAPSHOT_CHANGES = {
     # A change from before Hal's row last changed, delivered again after the snapshot.
     "hal stale": _wal("u", 4000, "2026-11-01T07:00:00Z",
                       _customer(8, "hal@example.com", "Harold", "2026-11-01T07:00:00Z")),
+    "ivy read": _wal("r", 5000, "2026-11-01T10:50:00Z", _customer(9, "ivy@example.com", "Ivy", "2026-11-01T09:30:00Z")),
+    "ivy deleted": _wal("d", 5200, "2026-11-01T10:20:00Z",
+                        _customer(9, "ivy@example.com", "Ivy", "2026-11-01T09:30:00Z")),
+    "jo read": _member("r", 700, "2026-11-01T10:05:00Z", _customer(10, "jo@example.com", "Jo",
+                                                                   "2026-11-01T10:00:00.400Z")),
+    "jo renamed": _member("u", 800, "2026-11-01T10:00:00Z", _customer(10, "jo@example.com", "Joanna",
+                                                                      "2026-11-01T10:00:00.800Z")),
 }
+SNAPSHOT_FIRST = [name for name in SNAPSHOT_CHANGES if name.endswith("read")]
+STREAMED = [name for name in SNAPSHOT_CHANGES if not name.endswith("read")]
 
 
 @pytest.mark.parametrize("batches", [
-    [["grace read", "hal read"], ["grace renamed", "hal stale"]],   # as Debezium sends: the snapshot first
-    [["grace renamed", "hal stale"], ["grace read", "hal read"]],
-    [["grace read", "grace renamed", "hal stale", "hal read"]],
+    [SNAPSHOT_FIRST, STREAMED],                    # as Debezium sends them: the snapshot first
+    [STREAMED, SNAPSHOT_FIRST],
+    [list(SNAPSHOT_CHANGES)],
 ], ids=["snapshot first", "snapshot last", "one batch"])
 def test_a_snapshot_read_never_undoes_a_change_committed_after_the_snapshot_began(spark, pii_env, empty_tables,
                                                                                     tmp_path, batches):
-    rows = {json.loads(row.payload)["source"]["lsn"] * 10 + int(row.user_id): row
-            for row in to_bronze(spark, list(SNAPSHOT_CHANGES.values()), SNAPSHOT_TABLES).collect()}
-    by_name = {name: rows[change["source"]["lsn"] * 10 + change["after"]["id"]]
-               for name, change in SNAPSHOT_CHANGES.items()}
+    rows = to_bronze(spark, list(SNAPSHOT_CHANGES.values()), SNAPSHOT_TABLES).collect()
+    by_place = {(row.user_id, json.loads(row.payload)["op"], json.loads(row.payload)["position"]): row for row in rows}
+    assert len(by_place) == len(SNAPSHOT_CHANGES)
+
+    def bronze_row(change: dict):
+        source = change["source"]
+        position = f"{source['lsn']:020d}" if "lsn" in source else f"{source['file']}/{source['pos']:020d}/0000000000"
+        return by_place[(str((change["after"] or change["before"])["id"]), change["op"], position)]
+
     run = Run(spark, tmp_path, empty_tables)
     for batch_id, names in enumerate(batches):
-        run.writer(spark.createDataFrame([by_name[name] for name in names], BRONZE_EVENTS), batch_id)
+        batch = spark.createDataFrame([bronze_row(SNAPSHOT_CHANGES[name]) for name in names], BRONZE_EVENTS)
+        save(batch.write.format("delta").mode("append"), run.config.table("bronze.events"))  # as ingest does
+        run.writer(batch, batch_id)
     expected = spark.createDataFrame([
         ("7", "grace@example.com", _email_hash("grace@example.com"), None, "Gracie", None, None, None),
         ("8", "hal@example.com", _email_hash("hal@example.com"), None, "Hal", None, None, None),
+        ("10", "jo@example.com", _email_hash("jo@example.com"), None, "Joanna", None, None, None),
     ], PERSON_VIEW)
     assert_df_equality(person_view(spark, run.table("silver.profiles")), expected, ignore_row_order=True)
+    assert [row.user_id for row in run.table("bronze.events").where("user_id = '9'").collect()] == [], \
+        "Ivy's stale read is purged with her"
 
 
 def test_the_user_ids_a_broken_record_names_are_found(spark):
