@@ -90,6 +90,29 @@ def _position(kind: str) -> str:
             f"ELSE {_pad(ts, 20) if sort else f'CAST({ts} AS STRING)'} END")
 
 
+def snapshot_read_time(changed_at: str) -> str:
+    """Where a snapshot read goes in the order, from `changed_at` (when its row last changed;
+    README, "Order"), by the connector's fields as `_position` tells them apart. The read's
+    own position is where the snapshot began, so within one source a tie in time goes to
+    the change committed after that. MySQL's binlog and Oracle's LogMiner stamp whole
+    seconds, so a change committed later in the row's last second carries that second's
+    start: the read goes there too, and positions break the tie. SQL Server's commit times
+    are `datetime` (steps of about 3 ms): to the 10 ms. MongoDB's position is time, not a log:
+    the read goes just before the second, so every change stamped in it wins. PostgreSQL
+    stamps milliseconds: the column's own time."""
+    lsn, file, pos = _source("lsn", "bigint"), _source("file", "string"), _source("pos", "bigint")
+    commit_lsn, change_lsn = _source("commit_lsn", "string"), _source("change_lsn", "string")
+    scn, order = _source("scn", "string"), _source("ord", "bigint")
+    second = f"date_trunc('SECOND', {changed_at})"
+    return (f"CASE WHEN {lsn} IS NOT NULL THEN {changed_at} "
+            f"WHEN ({file} IS NOT NULL AND {pos} IS NOT NULL) THEN {second} "
+            f"WHEN {change_lsn} IS NOT NULL OR {commit_lsn} IS NOT NULL "
+            f"THEN timestamp_millis(unix_millis({changed_at}) DIV 10 * 10) "
+            f"WHEN {scn} IS NOT NULL THEN {second} "
+            f"WHEN {order} IS NOT NULL THEN {second} - INTERVAL 1 MILLISECOND "
+            f"ELSE {changed_at} END")
+
+
 # The source fields bronze keeps: where the change came from and its place in the log.
 # Others can carry row data: MySQL's `query` (include.query) and Oracle's `redo_sql` hold
 # the statement's text, unmapped columns included.
@@ -295,14 +318,16 @@ def _read(side: str) -> str:
 
 def _decoded(var: str) -> str:
     """`var`'s value (v) as text by its decoder (d; null: as sent, and MongoDB's
-    {"$oid": ...} and {"$numberLong": ...} as their text), with u, s, n for decimals."""
+    {"$oid": ...}, {"$numberLong": ...} and {"$date": ...} as their text), with u, s, n for
+    decimals. A `timestamp` takes a MongoDB date too."""
     as_long = f"try_variant_get({var}.v, '$', 'bigint')"
     nanos_as_micros = f"{as_long} DIV 1000"
+    millis = f"coalesce({as_long}, {_mongodb_millis(var)})"
     return (f"CASE {var}.d "
             f"WHEN 'decimal' THEN coalesce({_number_text(f'{var}.n')}, {scaled_text(f'{var}.u', f'{var}.s')}) "
             f"WHEN 'variable_scale_decimal' THEN {scaled_text(f'{var}.u', f'{var}.s')} "
             f"WHEN 'date' THEN CAST(date_from_unix_date(try_variant_get({var}.v, '$', 'int')) AS STRING) "
-            f"WHEN 'timestamp' THEN {_clock('MILLISECOND', as_long, True, 'SSS')} "
+            f"WHEN 'timestamp' THEN {_clock('MILLISECOND', millis, True, 'SSS')} "
             f"WHEN 'micro_timestamp' THEN {_clock('MICROSECOND', as_long, True, 'SSSSSS')} "
             f"WHEN 'nano_timestamp' THEN {_clock('MICROSECOND', nanos_as_micros, True, 'SSSSSS')} "
             f"WHEN 'time' THEN {_clock('MILLISECOND', as_long, False, 'SSS')} "
@@ -313,14 +338,20 @@ def _decoded(var: str) -> str:
             f"try_variant_get({var}.v, '$', 'string')) END")
 
 
-def _mongodb_date(var: str) -> str:
-    """MongoDB's extended JSON date as ISO text: {"$date": "2026-...Z"} (relaxed), or its
-    milliseconds since the epoch as {"$date": 1764...} or {"$date": {"$numberLong": "..."}}."""
+def _mongodb_millis(var: str) -> str:
+    """MongoDB's extended JSON date as milliseconds since the epoch: {"$date": 1764...}
+    (legacy) or {"$date": {"$numberLong": "..."}} (canonical); null for anything else."""
     date = f"try_variant_get({var}.v, '$[\"$date\"]', 'variant')"
-    millis = (f"coalesce(try_variant_get({date}, '$', 'bigint'), "
-              f"try_cast(try_variant_get({date}, '$[\"$numberLong\"]', 'string') AS BIGINT))")
+    return (f"coalesce(try_variant_get({date}, '$', 'bigint'), "
+            f"try_cast(try_variant_get({date}, '$[\"$numberLong\"]', 'string') AS BIGINT))")
+
+
+def _mongodb_date(var: str) -> str:
+    """MongoDB's extended JSON date as ISO text: relaxed {"$date": "2026-...Z"} as sent, the
+    others from their milliseconds."""
+    date = f"try_variant_get({var}.v, '$[\"$date\"]', 'variant')"
     as_text = f"CASE WHEN schema_of_variant({date}) = 'STRING' THEN try_variant_get({date}, '$', 'string') END"
-    return f"coalesce({as_text}, {_clock('MILLISECOND', millis, True, 'SSS')})"
+    return f"coalesce({as_text}, {_clock('MILLISECOND', _mongodb_millis(var), True, 'SSS')})"
 
 
 def sql_text(value: str | None) -> str:

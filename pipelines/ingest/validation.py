@@ -37,7 +37,15 @@ from pipelines.contracts.events import (
     OCCURRED_AT_PATTERN,
     PAYLOADS,
 )
-from pipelines.ingest.crm import CUSTOMERS_TABLE, CrmRows, cleared_row, kept_source, position_id, position_sort
+from pipelines.ingest.crm import (
+    CUSTOMERS_TABLE,
+    CrmRows,
+    cleared_row,
+    kept_source,
+    position_id,
+    position_sort,
+    snapshot_read_time,
+)
 
 CRM_EVENT_TYPE = "crm_customer_change"
 
@@ -788,6 +796,8 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None,
             else "CAST(NULL AS STRING)")),
         "_updated_at_text": _per_table(tables, lambda index, table: (
             f"{rows.updated_at(index, 'after')}.text" if table.updated_at else "CAST(NULL AS STRING)")),
+        "_updated_at_sent": _per_table(tables, lambda index, table: (
+            f"{rows.updated_at(index, 'after')}.present" if table.updated_at else "CAST(NULL AS BOOLEAN)")),
         # Years 0001-9999: timestamp_millis raises past them, and one such change would stop the stream.
         "_read_at": "timestamp_millis(CASE WHEN _source_ts BETWEEN -62135596800000 AND 253402300799999 "
                     "THEN _source_ts END)",
@@ -817,13 +827,12 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None,
         "schema_version": "1",
         # A snapshot read holds the row as of the snapshot's start, which can be hours before
         # the read: placed at its read time, it would undo a change committed in between.
-        # When the table says when the row last changed, the read goes just before the start
-        # of that second instead: MySQL, MongoDB and Oracle stamp changes in whole seconds,
-        # so a change committed later in that second carries the second's start. Never
-        # later than the read, never before the accepted range.
+        # When the table says when the row last changed, the read goes there instead (by
+        # the connector's clock, `snapshot_read_time`); never later than the read, never
+        # before the accepted range.
         "occurred_at": "CASE WHEN _read_at IS NOT NULL AND _op = 'r' AND _row_changed_at IS NOT NULL THEN "
-                       "least(_read_at, greatest(date_trunc('SECOND', _row_changed_at) - INTERVAL 1 MILLISECOND, "
-                       f"{_EARLIEST})) ELSE _read_at END",
+                       f"least(_read_at, greatest({snapshot_read_time('_row_changed_at')}, {_EARLIEST})) "
+                       "ELSE _read_at END",
         "source": "'crm'",
         "payload": "concat('{\"op\":', to_json(CAST(_canonical_op AS VARIANT)), "
                    "',\"ts_ms\":', coalesce(to_json(try_variant_get(_v, '$.ts_ms', 'variant')), 'null'), "
@@ -858,8 +867,16 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None,
         return _text(f"'after.{table.updated_at}' is not a time (crm.tables updated_at; an epoch number needs its "
                      "encoding in crm.tables types)")
 
+    def not_sent(_: int, table: CrmTableConfig) -> str:
+        return _text(f"'after.{table.updated_at}' is missing: a snapshot read is placed by it (crm.tables updated_at)")
+
     unreadable_updated_at = ("invalid_value", _Check("(_op = 'r' AND _updated_at_text IS NOT NULL "
                                                      "AND _row_changed_at IS NULL)", _per_table(tables, not_a_time)))
+    # A relational connector sends every column, so a read without it is a misconfiguration
+    # (a misspelt name, column.exclude.list); a MongoDB document may lack the field.
+    unsent_updated_at = ("invalid_value", _Check("(_op = 'r' AND NOT _updated_at_sent "
+                                                 "AND try_variant_get(_v, '$.source.ord', 'bigint') IS NULL)",
+                                                 _per_table(tables, not_sent)))
     checks = (
         _raw_problems(outer)
         + [("missing_field", _Check(f"NOT {change.child('op').present()}", _text("required field 'op' is missing"))),
@@ -878,7 +895,7 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None,
                                     _text("op 'd' needs 'before'"))),
            row_is_object("after"), row_is_object("before")]
         + undecodable_values
-        + [unreadable_updated_at,
+        + [unreadable_updated_at, unsent_updated_at,
            ("missing_field", _Check("(user_id IS NULL)", _per_table(tables, missing_key))),
            ("missing_field", _Check("(_position_id IS NULL)",
                                     _text("change has no sequence: neither a log position nor source.ts_ms"))),

@@ -303,60 +303,70 @@ def test_debezium_temporal_columns_decode_to_iso_text(spark):
 
 def test_a_snapshot_read_takes_its_place_from_when_the_row_last_changed(spark):
     """A snapshot read holds the row as of the snapshot's start; with `updated_at` named, it
-    is placed a millisecond before the start of that column's second (MySQL, MongoDB and
-    Oracle stamp changes in whole seconds), never later than the read; a streamed change
-    keeps its commit time, and without `updated_at` a read keeps its read time. Only a
-    read's updated_at must decode."""
+    is placed by that column, on the connector's clock: PostgreSQL's milliseconds, SQL
+    Server's 10 ms, the start of the second for MySQL and Oracle (their positions break the
+    tie), a millisecond before it for MongoDB (time-based positions); never later than the
+    read. A streamed change keeps its commit time, a table without `updated_at` its read
+    time. Only a read's updated_at must be there and decode."""
     read_at = AT + 3_600_000                                  # read an hour after the row last changed
-    changed = datetime.fromtimestamp(AT / 1000, UTC) + timedelta(milliseconds=400)
-    micros = (AT + 400) * 1000                                # 08:00:00.400
-    placed = AT - 1                                           # 07:59:59.999
+    micros = (AT + 403) * 1000                                # 08:00:00.403
     table = CrmTableConfig(key=("id",), columns={"email": "email"}, deletes_profile=True, updated_at="updated_at",
                            types={"updated_at": CrmColumnType(type="micro_timestamp")})
 
-    def change(op: str, updated_at, table_name: str = "customers", at: int = read_at, lsn: int = 5000) -> dict:
+    def change(op: str, updated_at, table_name: str = "customers", at: int = read_at, **position) -> dict:
         row = {"id": 1, "email": "a@example.org", "updated_at": updated_at}
+        if updated_at == "absent":
+            del row["updated_at"]
+        source = {"ts_ms": at, "db": "crm", "table": table_name, "snapshot": "true" if op == "r" else "false",
+                  **(position or {"lsn": 5000})}
         return {"before": row if op == "d" else None, "after": None if op == "d" else row, "op": op,
-                "ts_ms": at + 5, "source": {"ts_ms": at, "db": "crm", "table": table_name, "lsn": lsn,
-                                            "snapshot": "true" if op == "r" else "false"}}
+                "ts_ms": at + 5, "source": source}
 
-    zoned = _wrapped(change("r", changed.isoformat().replace("+00:00", "Z"), table_name="accounts", lsn=5001),
+    zoned = _wrapped(change("r", "2025-11-27T08:00:00.403Z", table_name="accounts"),
                      [{"type": "string", "name": "io.debezium.time.ZonedTimestamp", "field": "updated_at"}])
-    mongodb = {"after": json.dumps({"_id": {"$numberLong": "1"}, "email": "a@example.org",
-                                    "updated_at": {"$date": {"$numberLong": str(AT + 400)}}}),
-               "source": {"ts_ms": read_at, "db": "shop", "collection": "members", "ord": 3, "snapshot": "true"},
-               "op": "r", "ts_ms": read_at + 5}
-    mongodb_relaxed = {**mongodb, "after": json.dumps({"_id": 2, "updated_at": {"$date": "2025-11-27T08:00:00.4Z"}})}
+
+    def mongodb(document: dict, collection: str = "members") -> dict:
+        return {"after": json.dumps({"_id": {"$numberLong": "1"}, **document}), "op": "r", "ts_ms": read_at + 5,
+                "source": {"ts_ms": read_at, "db": "shop", "collection": collection, "ord": 3, "snapshot": "true"}}
+
     records = [
-        change("r", micros),                                    # by crm.tables types: micro_timestamp
+        change("r", micros),                                    # PostgreSQL, by crm.tables types: micro_timestamp
         zoned,                                                  # timestamptz: ISO text with its zone
+        change("r", micros, file="mysql-bin.000003", pos=154),  # MySQL
+        change("r", micros, commit_lsn="00000027:00000758:0005", change_lsn="00000027:00000758:0003"),  # SQL Server
+        change("r", micros, scn="2122185"),                     # Oracle
+        mongodb({"updated_at": {"$date": {"$numberLong": str(AT + 403)}}}),     # canonical extended JSON
+        mongodb({"updated_at": {"$date": "2025-11-27T08:00:00.403Z"}}),         # relaxed extended JSON
+        mongodb({"updated_at": {"$date": AT + 403}}, collection="typed"),       # types: timestamp
+        mongodb({"email": "a@example.org"}),                    # a document without the field: the read time
         change("r", micros + 7_200_000_000),                    # a clock ahead of the read: the read time
         change("r", None),                                      # never set: the read time
         change("u", micros, at=read_at + 60_000, lsn=5100),     # streamed: its commit time
         change("r", micros, table_name="people"),               # a table without updated_at: the read time
-        mongodb,                                                # canonical extended JSON
-        mongodb_relaxed,                                        # relaxed extended JSON
         change("u", "%%%", at=read_at + 60_000, lsn=5200),      # not a read: its updated_at is not needed
-        change("d", "%%%", at=read_at + 60_000, lsn=5300),
-        change("r", "yesterday", table_name="accounts", lsn=5002),  # no time at all
-        change("r", "%%%", lsn=5003),                           # not a micro_timestamp
-        change("r", micros, at=AT + 10 * 86_400_000, lsn=5004),  # read ten days from now
+        change("d", "absent", at=read_at + 60_000, lsn=5300),
+        change("r", "yesterday", table_name="accounts"),        # no time at all
+        change("r", "%%%"),                                     # not a micro_timestamp
+        change("r", "absent"),                                  # a relational row always has it
+        change("r", micros, at=AT + 10 * 86_400_000),           # read ten days from now
     ]
-    tables = {"shop.members": CrmTableConfig(key=("_id",), columns={"email": "email"}, deletes_profile=True,
-                                             updated_at="updated_at"),
+    members = CrmTableConfig(key=("_id",), columns={"email": "email"}, deletes_profile=True, updated_at="updated_at")
+    tables = {"shop.members": members,
+              "shop.typed": members.model_copy(update={"types": {"updated_at": CrmColumnType(type="timestamp")}}),
               "customers": table, "accounts": table.model_copy(update={"types": {}}),
               "people": CrmTableConfig(key=("id",), columns={"email": "email"}, deletes_profile=True)}
     now = F.lit("2025-11-28T08:00:00Z").cast("timestamp")
     frame = validate_crm_changes(raw_records(spark, records, "landing/crm"), now, tables)
     rows = {int(row.source_offset): row for row in frame.collect()}
-    millis_of = {n: (int(rows[n].occurred_at.replace(tzinfo=UTC).timestamp() * 1000) if rows[n].occurred_at else None)
-                 for n in range(10)}
-    assert millis_of == {0: placed, 1: placed, 2: read_at, 3: read_at, 4: read_at + 60_000, 5: read_at,
-                         6: placed, 7: placed, 8: read_at + 60_000, 9: read_at + 60_000}
-    assert [rows[n].error_code for n in range(10)] == [None] * 10
-    assert [(rows[n].error_code, rows[n].error_message) for n in (10, 11, 12)] == [
+    valid = 15
+    assert [(n, rows[n].error_code) for n in range(valid)] == [(n, None) for n in range(valid)]
+    millis_of = [int(rows[n].occurred_at.replace(tzinfo=UTC).timestamp() * 1000) for n in range(valid)]
+    assert millis_of == [AT + 403, AT + 403, AT, AT + 400, AT, AT - 1, AT - 1, AT - 1, read_at, read_at, read_at,
+                         read_at + 60_000, read_at, read_at + 60_000, read_at + 60_000]
+    assert [(rows[n].error_code, rows[n].error_message) for n in range(valid, len(records))] == [
         ("invalid_value", "'after.updated_at' is not a time (crm.tables updated_at; an epoch number needs its "
                           "encoding in crm.tables types)"),
         ("invalid_value", "'after.updated_at' cannot be read as micro_timestamp (by its schema or crm.tables types)"),
+        ("invalid_value", "'after.updated_at' is missing: a snapshot read is placed by it (crm.tables updated_at)"),
         ("bad_timestamp", "source.ts_ms is outside the accepted range")]
     assert "updated_at" not in json.loads(rows[0].payload)["after"], "not a profile field: not kept"

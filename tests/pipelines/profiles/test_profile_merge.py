@@ -412,6 +412,8 @@ def test_crm_tables_as_they_are_feed_one_profile(spark, pii_env, empty_tables, t
 # changed at 09:00), Hal's at 10:40 (last changed at 08:00), Ivy's at 10:50 (deleted at
 # 10:20). And a MySQL one, whose binlog stamps whole seconds: its snapshot begins at
 # 10:00:00.600, after Jo's row last changed at .400; a rename at .800 is stamped 10:00:00.
+# Kim was deleted at 09:59:59.300 and created again at .700, while the connector was down:
+# only the delete was streamed, and the snapshot reads the new row.
 SNAPSHOT_TABLES = {
     "customers": CrmTableConfig(key=("id",), columns={"email_address": "email", "given_name": "first_name"},
                                 deletes_profile=True, updated_at="updated_at",
@@ -436,7 +438,8 @@ def _wal(op: str, lsn: int, at: str, row: dict) -> dict:
 
 
 def _member(op: str, pos: int, at: str, row: dict) -> dict:
-    change = _binlog("members", op, pos, at, after={**row, "updated_at": millis(row["updated_at"])})
+    row = {**row, "updated_at": millis(row["updated_at"])}
+    change = _binlog("members", op, pos, at, before=row if op == "d" else None, after=None if op == "d" else row)
     change["source"]["snapshot"] = "true" if op == "r" else "false"
     return change
 
@@ -458,6 +461,10 @@ SNAPSHOT_CHANGES = {
                                                                    "2026-11-01T10:00:00.400Z")),
     "jo renamed": _member("u", 800, "2026-11-01T10:00:00Z", _customer(10, "jo@example.com", "Joanna",
                                                                       "2026-11-01T10:00:00.800Z")),
+    "kim read": _member("r", 700, "2026-11-01T10:06:00Z", _customer(11, "kim@example.com", "Kim",
+                                                                    "2026-11-01T09:59:59.700Z")),
+    "kim deleted": _member("d", 600, "2026-11-01T09:59:59Z", _customer(11, "kim@example.com", "Kimberly",
+                                                                       "2026-11-01T09:59:59.300Z")),
 }
 SNAPSHOT_FIRST = [name for name in SNAPSHOT_CHANGES if name.endswith("read")]
 STREAMED = [name for name in SNAPSHOT_CHANGES if not name.endswith("read")]
@@ -488,6 +495,7 @@ def test_a_snapshot_read_never_undoes_a_change_committed_after_the_snapshot_bega
         ("7", "grace@example.com", _email_hash("grace@example.com"), None, "Gracie", None, None, None),
         ("8", "hal@example.com", _email_hash("hal@example.com"), None, "Hal", None, None, None),
         ("10", "jo@example.com", _email_hash("jo@example.com"), None, "Joanna", None, None, None),
+        ("11", "kim@example.com", _email_hash("kim@example.com"), None, "Kim", None, None, None),
     ], PERSON_VIEW)
     assert_df_equality(person_view(spark, run.table("silver.profiles")), expected, ignore_row_order=True)
     assert [row.user_id for row in run.table("bronze.events").where("user_id = '9'").collect()] == [], \
