@@ -79,20 +79,31 @@ def _position(kind: str) -> str:
             return f"concat_ws('/', {', '.join(shown)})"
         return f"concat_ws(':', {', '.join(f'CAST({expression} AS STRING)' for expression, _ in parts)})"
 
-    return (f"CASE WHEN {lsn} IS NOT NULL THEN {joined((lsn, 20))} "
-            f"WHEN {file} IS NOT NULL AND {pos} IS NOT NULL THEN "
-            f"{joined((file, 0), (pos, 20), (f'coalesce({row}, 0)', 10))} "
-            f"WHEN {change_lsn} IS NOT NULL OR {commit_lsn} IS NOT NULL THEN "
-            f"{joined((commit_lsn, 0), (change_lsn, 0), (f'coalesce({serial}, 0)', 20))} "
-            f"WHEN {scn} IS NOT NULL THEN "
-            f"{joined((f'coalesce({commit_scn}, {scn})', 40), (scn, 40), (rs_id, 0), (f'coalesce({ssn}, 0)', 10))} "
-            f"WHEN {order} IS NOT NULL THEN {joined((ts, 20), (order, 10))} "
-            f"ELSE {_pad(ts, 20) if sort else f'CAST({ts} AS STRING)'} END")
+    return _by_connector(
+        postgresql=joined((lsn, 20)),
+        mysql=joined((file, 0), (pos, 20), (f"coalesce({row}, 0)", 10)),
+        sqlserver=joined((commit_lsn, 0), (change_lsn, 0), (f"coalesce({serial}, 0)", 20)),
+        oracle=joined((f"coalesce({commit_scn}, {scn})", 40), (scn, 40), (rs_id, 0), (f"coalesce({ssn}, 0)", 10)),
+        mongodb=joined((ts, 20), (order, 10)),
+        otherwise=_pad(ts, 20) if sort else f"CAST({ts} AS STRING)")
+
+
+def _by_connector(postgresql: str, mysql: str, sqlserver: str, oracle: str, mongodb: str, otherwise: str) -> str:
+    """SQL: the expression for the change's connector, told apart by its position fields
+    (PostgreSQL `lsn`, MySQL `file` + `pos`, SQL Server `commit_lsn`/`change_lsn`, Oracle
+    `scn`, MongoDB `ord`), tried in that order."""
+    return (f"CASE WHEN {_source('lsn', 'bigint')} IS NOT NULL THEN {postgresql} "
+            f"WHEN {_source('file', 'string')} IS NOT NULL AND {_source('pos', 'bigint')} IS NOT NULL THEN {mysql} "
+            f"WHEN {_source('change_lsn', 'string')} IS NOT NULL OR {_source('commit_lsn', 'string')} IS NOT NULL "
+            f"THEN {sqlserver} "
+            f"WHEN {_source('scn', 'string')} IS NOT NULL THEN {oracle} "
+            f"WHEN {_source('ord', 'bigint')} IS NOT NULL THEN {mongodb} "
+            f"ELSE {otherwise} END")
 
 
 def snapshot_read_time(changed_at: str) -> str:
     """Where a snapshot read goes in the order, from `changed_at` (when its row last changed;
-    README, "Order"), by the connector's fields as `_position` tells them apart. The read's
+    README, "Order"), by the connector (`_by_connector`). The read's
     own position is where the snapshot began, so within one source a tie in time goes to
     the change committed after that. MySQL's binlog and Oracle's LogMiner stamp whole
     seconds, so a change committed later in the row's last second carries that second's
@@ -100,17 +111,10 @@ def snapshot_read_time(changed_at: str) -> str:
     are `datetime` (steps of about 3 ms): to the 10 ms. MongoDB's position is time, not a log:
     the read goes just before the second, so every change stamped in it wins. PostgreSQL
     stamps milliseconds: the column's own time."""
-    lsn, file, pos = _source("lsn", "bigint"), _source("file", "string"), _source("pos", "bigint")
-    commit_lsn, change_lsn = _source("commit_lsn", "string"), _source("change_lsn", "string")
-    scn, order = _source("scn", "string"), _source("ord", "bigint")
     second = f"date_trunc('SECOND', {changed_at})"
-    return (f"CASE WHEN {lsn} IS NOT NULL THEN {changed_at} "
-            f"WHEN ({file} IS NOT NULL AND {pos} IS NOT NULL) THEN {second} "
-            f"WHEN {change_lsn} IS NOT NULL OR {commit_lsn} IS NOT NULL "
-            f"THEN timestamp_millis(unix_millis({changed_at}) DIV 10 * 10) "
-            f"WHEN {scn} IS NOT NULL THEN {second} "
-            f"WHEN {order} IS NOT NULL THEN {second} - INTERVAL 1 MILLISECOND "
-            f"ELSE {changed_at} END")
+    return _by_connector(postgresql=changed_at, mysql=second,
+                         sqlserver=f"timestamp_millis(unix_millis({changed_at}) DIV 10 * 10)", oracle=second,
+                         mongodb=f"{second} - INTERVAL 1 MILLISECOND", otherwise=changed_at)
 
 
 # The source fields bronze keeps: where the change came from and its place in the log.
