@@ -185,9 +185,10 @@ class _Reads:
     def add_to(self, df: DataFrame) -> DataFrame:
         if self.gate:
             # One struct behind one condition: a row the gate leaves out pays for one test,
-            # not one per read.
+            # not one per read. Only the few gated rows read it (see `interpreted`).
             fields = ", ".join(f"{sql_literal(name)}, {expression}" for name, expression in self.expressions.items())
-            return df.withColumn("_reads", F.expr(f"CASE WHEN {self.gate} THEN named_struct({fields}) END"))
+            struct = interpreted(f"named_struct({fields})")
+            return df.withColumn("_reads", F.expr(f"CASE WHEN {self.gate} THEN {struct} END"))
         return df.select("*", *[F.expr(expression).alias(name) for name, expression in self.expressions.items()])
 
 
@@ -570,6 +571,17 @@ def _typed_payloads() -> dict[str, str]:
     return columns
 
 
+def interpreted(expression: str) -> str:
+    """SQL: `expression`, evaluated by Spark's interpreter instead of generated Java.
+
+    For the full checks, which only the few records that fail the shape check need: Spark
+    generates a projection's Java again in every task, and for rules this size that took
+    longer than interpreting them for those few records (and the generated methods grew
+    past what the JIT compiles). A lambda's body is interpreted (Spark's higher-order
+    functions have no generated form), so the expression goes in one, called once."""
+    return f"element_at(transform(array(0), _interpreted -> {expression}), 1)"
+
+
 def first_problem(checks: list[tuple[str, _Check]]) -> str:
     """SQL: struct(code, message) of the first check that holds, or null."""
     if not checks:
@@ -727,7 +739,7 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
     payload_problem = _per_payload(lambda name, number, schema, matches: first_problem(
         _schema_checks(schema, payload.within(f"{name}.v{number}", matches), "payload")))
     full_problem = f"coalesce({first_problem(envelope_checks)}, {payload_problem})"
-    return _finish(df, reads, f"CASE WHEN _fast THEN {fast_problem} ELSE {full_problem} END")
+    return _finish(df, reads, f"CASE WHEN _fast THEN {fast_problem} ELSE {interpreted(full_problem)} END")
 
 
 _EXPECTED_OPS = sql_literal("'; expected one of " + ", ".join(DEBEZIUM_OPS))
