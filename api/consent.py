@@ -24,7 +24,9 @@ import importlib
 import json
 import logging
 import threading
+import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ from flask import current_app, g, request
 from api.errors import ApiError
 from api.rows import ContentCache
 from api.store import holder
-from pipelines.config import Config
+from pipelines.config import Config, KinesisSourceConfig
 from pipelines.contracts import validate_event
 from pipelines.pii import subject_hash_under
 from pipelines.serving import PREFERENCES, SUPPRESSION, StoreUnavailable
@@ -149,6 +151,75 @@ def _send_to_kafka(bootstrap_servers: str, topic: str, records: list[tuple[str, 
         raise
 
 
+class EventsRefused(RuntimeError):
+    """The events source took the request but not every event in it."""
+
+
+_KINESIS_LOCK = threading.Lock()
+# PutRecords answers 200 and still refuses records a throttled shard could not take
+# (FailedRecordCount, an ErrorCode per record); botocore retries only whole calls.
+_KINESIS_ATTEMPTS = 4
+_KINESIS_FIRST_PAUSE_S = 0.05
+_KINESIS_MAX_RECORDS = 500
+_KINESIS_MAX_BYTES = 5 * 1024 * 1024
+
+
+def _kinesis_client(kinesis: KinesisSourceConfig) -> Any:
+    """One client per process, as for Kafka's producer: a new one per request costs
+    tens of milliseconds of endpoint and credential resolution."""
+    import boto3  # type: ignore[import-untyped]
+    from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
+
+    state = current_app.extensions["tailor"]
+    with _KINESIS_LOCK:
+        if state.get("kinesis_client") is None:
+            # Bounded waits, as for Kafka: a stream that does not answer costs a request
+            # seconds, not a minute.
+            state["kinesis_client"] = boto3.client(
+                "kinesis", region_name=kinesis.region, endpoint_url=kinesis.endpoint_url,
+                config=BotoConfig(connect_timeout=3, read_timeout=3, retries={"mode": "standard", "max_attempts": 3}))
+        return state["kinesis_client"]
+
+
+def _kinesis_batches(records: list[tuple[str, str]]) -> Iterator[list[dict[str, Any]]]:
+    """The records in PutRecords-sized batches: at most 500 records and 5 MiB (data and
+    partition keys) each; a webhook may carry up to a thousand events."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for key, value in records:
+        data = value.encode("utf-8")
+        record_size = len(data) + len(key.encode("utf-8"))
+        if batch and (len(batch) == _KINESIS_MAX_RECORDS or size + record_size > _KINESIS_MAX_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append({"Data": data, "PartitionKey": key})
+        size += record_size
+    if batch:
+        yield batch
+
+
+def _send_to_kinesis(kinesis: KinesisSourceConfig, records: list[tuple[str, str]]) -> None:
+    client = _kinesis_client(kinesis)
+    for batch in _kinesis_batches(records):
+        _put_records(client, kinesis.stream_name, batch)
+
+
+def _put_records(client: Any, stream_name: str, pending: list[dict[str, Any]]) -> None:
+    """PutRecords, sending again the records it refused (a few times, with a growing
+    pause), then failing rather than losing them."""
+    for attempt in range(_KINESIS_ATTEMPTS):
+        if attempt:
+            time.sleep(_KINESIS_FIRST_PAUSE_S * 2 ** (attempt - 1))
+        response = client.put_records(StreamName=stream_name, Records=pending)
+        if not response.get("FailedRecordCount"):
+            return
+        # The answer lists a result per record, in the request's order.
+        pending = [record for record, result in zip(pending, response["Records"], strict=True)
+                   if result.get("ErrorCode")]
+    codes = sorted({str(result.get("ErrorCode")) for result in response["Records"] if result.get("ErrorCode")})
+    raise EventsRefused(f"Kinesis refused {len(pending)} record(s) {_KINESIS_ATTEMPTS} times: {', '.join(codes)}")
+
+
 def emit(events: list[dict[str, Any]]) -> None:
     """Write events to the events source; a contract violation is a bug here (500),
     an unreachable source a 503 the caller may retry."""
@@ -169,17 +240,14 @@ def emit(events: list[dict[str, Any]]) -> None:
             _send_to_kafka(source.kafka.bootstrap_servers, source.kafka.events_topic,
                            [(event["user_id"], line) for event, line in zip(events, lines, strict=True)])
         elif source.type == "kinesis":
-            import boto3  # type: ignore[import-untyped]
-
-            client = boto3.client("kinesis", region_name=source.kinesis.region,
-                                  endpoint_url=source.kinesis.endpoint_url)
-            client.put_records(StreamName=source.kinesis.stream_name,
-                               Records=[{"Data": line.encode("utf-8"), "PartitionKey": event["user_id"]}
-                                        for event, line in zip(events, lines, strict=True)])
+            _send_to_kinesis(source.kinesis, [(event["user_id"], line)
+                                              for event, line in zip(events, lines, strict=True)])
         else:
             producers.write_jsonl(Path(config.under_root(source.files.path)), f"api-{uuid.uuid4().hex}", lines)
     except Exception as error:  # noqa: BLE001 - any client's failure: the caller retries
-        log.error("event not written to the %s source: %s", source.type, type(error).__name__)
+        # The type only: a client's message may quote the request. Ours names codes, no data.
+        log.error("event not written to the %s source: %s", source.type,
+                  error if isinstance(error, EventsRefused) else type(error).__name__)
         raise ApiError(503, "events_unavailable", "the change is in effect but could not be recorded; retry",
                        headers={"Retry-After": "5"}) from None
 
