@@ -20,6 +20,7 @@ from delta.exceptions import (
     ProtocolChangedException,
 )
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
 from pyspark.sql.types import StructType
 
@@ -51,19 +52,42 @@ def ensure_table(spark: SparkSession, table: TableRef, schema: StructType,
         builder = builder.clusterBy(*cluster_by)
     for key, value in {**DEFAULT_PROPERTIES, **(properties or {})}.items():
         builder = builder.property(key, value)
-    builder.execute()
+    try:
+        builder.execute()
+    except CONFLICTS:
+        # Jobs started together on a new deployment create their shared tables at once:
+        # Delta lets one commit the table and refuses the others (ProtocolChangedException).
+        # What they wanted exists then.
+        if not table_exists(spark, table):
+            raise
+
+
+_ADD_COLUMN_ATTEMPTS = 3
 
 
 def add_missing_columns(spark: SparkSession, table: TableRef, schema: StructType) -> list[str]:
     """Add the nullable columns of `schema` an existing table lacks (a table created by an
-    older Tailor); returns their names. Columns are never dropped or retyped here."""
+    older Tailor); returns the names of those this call added (another job upgrading the
+    table at the same time may add some). Columns are never dropped or retyped here."""
     present = set(read_table(spark, table).columns)
     missing = [field for field in schema if field.name not in present]
+    added = []
     for field in missing:
         if not field.nullable:
             raise ValueError(f"{table}: column {field.name} is missing and cannot be added (it is NOT NULL)")
-        spark.sql(f"ALTER TABLE {sql_name(table)} ADD COLUMNS (`{field.name}` {field.dataType.simpleString()})")
-    return [field.name for field in missing]
+        for attempt in range(_ADD_COLUMN_ATTEMPTS):
+            try:
+                spark.sql(f"ALTER TABLE {sql_name(table)} ADD COLUMNS (`{field.name}` {field.dataType.simpleString()})")
+                added.append(field.name)
+                break
+            except (AnalysisException, *CONFLICTS) as error:
+                # Two jobs upgrading one table at once: the other added the column first (the
+                # ALTER finds a duplicate), or changed the table while this ALTER committed.
+                if field.name in read_table(spark, table).columns:
+                    break
+                if not isinstance(error, CONFLICTS) or attempt == _ADD_COLUMN_ATTEMPTS - 1:
+                    raise
+    return added
 
 
 def delta_table(spark: SparkSession, table: TableRef) -> DeltaTable:
