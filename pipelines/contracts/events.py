@@ -163,7 +163,9 @@ ENVELOPE: dict[str, Any] = _object(
         "source": _string(max_length=64),
         "payload": {"type": "object"},
     },
-    {"user_id": _nullable(_string(max_length=128))},
+    # No minLength: an empty user_id is a blank one, a missing field for events about a
+    # person (checked after the schema, as it depends on the event type), not a bad value.
+    {"user_id": _nullable(_string(min_length=0, max_length=128))},
 )
 
 # A row of the CRM `customers` table as Debezium captures it.
