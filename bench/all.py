@@ -29,7 +29,7 @@ from bench.report import REPOSITORY
 # name -> (arguments at the measured size, arguments for the smoke run)
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "ingest": ([], ["--users", "40", "--no-cold"]),
-    "validation": ([], ["--events", "300", "--repeat", "1", "--warm-up-seconds", "0"]),
+    "validation": ([], ["--events", "300", "--repeat", "1", "--warm-up-seconds", "0", "--batch-events", "100"]),
     "freshness": ([], ["--rate", "2", "--warm-up", "3", "--seconds", "3"]),
     "merge": ([], ["--rows", "300", "600", "--changes", "30", "--repeat", "1", "--no-warm-up"]),
     "features": ([], ["--users", "30", "60", "--repeat", "1"]),

@@ -85,9 +85,27 @@ def _any(conditions: list[str]) -> str:
     return "(" + " OR ".join(conditions) + ")" if len(conditions) > 1 else conditions[0]
 
 
+class _Conjunction(str):
+    """SQL text of conditions joined by AND, which remembers them: a guard built from a
+    parent's guard repeats none of its conditions (Spark's optimiser would otherwise spend
+    rounds over the whole rule set removing the repeats, every query)."""
+
+    parts: tuple[str, ...]
+
+
 def _all(*conditions: str) -> str:
-    kept = [c for c in conditions if c != "TRUE"]
-    return "(" + " AND ".join(kept) + ")" if kept else "TRUE"
+    kept: list[str] = []
+    for condition in conditions:
+        for part in condition.parts if isinstance(condition, _Conjunction) else (condition,):
+            if part != "TRUE" and part not in kept:
+                kept.append(part)
+    if not kept:
+        return "TRUE"
+    if len(kept) == 1:
+        return kept[0]
+    conjunction = _Conjunction("(" + " AND ".join(kept) + ")")
+    conjunction.parts = tuple(kept)
+    return conjunction
 
 
 def _in(expression: str, values: Any) -> str:
