@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from pipelines.config import QUALITY_DATASETS
+
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
@@ -23,8 +25,7 @@ Severity = Literal["critical", "warning"]
 Read = Callable[[str], "DataFrame | None"]            # layer.name -> the table, None when it does not exist
 Previous = Callable[[str], "Any | None"]              # check name -> its observed value in the previous run
 
-DATASETS = ("bronze.events", "silver.profiles", "silver.products", "silver.interactions", "gold.user_features",
-            "gold.recommendations", "gold.email_content")
+DATASETS = QUALITY_DATASETS
 
 
 @dataclass(frozen=True)

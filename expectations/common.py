@@ -9,6 +9,7 @@ import great_expectations.expectations as gxe
 from pyspark.sql import DataFrame
 
 from expectations import Check, Previous
+from pipelines.errors import ConfigError
 
 
 def key_checks(dataset: str, key: str) -> list[Check]:
@@ -32,7 +33,7 @@ def null_share_checks(dataset: str, frame: DataFrame, columns: tuple[str, ...], 
     checks = []
     for column in columns:
         if column not in frame.columns:
-            raise ValueError(f"quality.watched_columns.{dataset}: '{column}' is not a column of {dataset}")
+            raise ConfigError(f"quality.watched_columns.{dataset}: '{column}' is not a column of {dataset}")
         name = f"{dataset}.{column}_null_share"
         before = previous_null_share(previous(name))
         allowed = 1.0 if before is None else min(1.0, before + max_increase)

@@ -177,7 +177,7 @@ def main(argv=None) -> int:
                               "store keeps the last good content (quality.gate)")
         try:
             with open_store(config) as store:
-                summary["export"] = export(spark, config, store, full=args.full_export)
+                summary["export"] = export(spark, config, store, full=args.full_export, pinned=content)
         except StoreUnavailable as error:
             raise TailorError(f"the serving store ({config.serving.type}) is unavailable: {error}; the tables are "
                               "published, and the next run exports what changed") from None

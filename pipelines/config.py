@@ -51,6 +51,9 @@ def bundled_conf_dir() -> Path:
     return _SOURCE_ROOT / "conf" if running_from_source() else _CONF_IN_PACKAGE
 
 # layer.name of every table the jobs read or write; DESIGN.md "Tables".
+# The tables the Great Expectations suites (expectations/) check, one suite each.
+QUALITY_DATASETS = ("bronze.events", "silver.profiles", "silver.products", "silver.interactions",
+                    "gold.user_features", "gold.recommendations", "gold.email_content")
 TABLES = (
     "bronze.events",
     "bronze.quarantine",
@@ -823,6 +826,14 @@ class QualityConfig(_Strict):
                                        "many days or more is stale")
     report_path: str = Field(
         default="quality/report.html", description="tailor report quality writes here; relative to storage.root")
+
+    @field_validator("watched_columns")
+    @classmethod
+    def _known_datasets(cls, watched: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for dataset in watched:
+            if dataset not in QUALITY_DATASETS:
+                raise ValueError(f"{dataset!r} has no suite; one of {', '.join(QUALITY_DATASETS)}")
+        return watched
 
     @field_validator("gate", mode="before")
     @classmethod

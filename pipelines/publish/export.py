@@ -44,7 +44,7 @@ from pyspark.sql import functions as F
 from pipelines.config import Config
 from pipelines.publish.transforms import SUPPRESSED
 from pipelines.publish.writes import PUBLISHED_TABLES
-from pipelines.runtime.delta_tables import delta_table, read_changes, read_table, table_version
+from pipelines.runtime.delta_tables import delta_table, read_changes, read_table, read_table_at, table_version
 from pipelines.serving import CONTENT, MAX_READ_KEYS, SUPPRESSION, ServingStore
 
 log = logging.getLogger("tailor.export")
@@ -253,9 +253,14 @@ def _forget_the_gone(spark: SparkSession, config: Config, store: ServingStore) -
     return len(gone)
 
 
-def export(spark: SparkSession, config: Config, store: ServingStore, full: bool = False) -> dict[str, Any]:
-    """Bring `store` up to the published tables' current versions; returns what it did."""
-    versions = {table: table_version(spark, config.table(table)) for table in KIND_OF_TABLE}
+def export(spark: SparkSession, config: Config, store: ServingStore, full: bool = False,
+           pinned: dict[str, int | None] | None = None) -> dict[str, Any]:
+    """Bring `store` up to the published tables' current versions, or the `pinned` ones (the
+    version the quality gate checked: a commit landing after the check waits for the next
+    export); returns what it did."""
+    pinned = pinned or {}
+    versions = {table: pinned[table] if pinned.get(table) is not None else table_version(spark, config.table(table))
+                for table in KIND_OF_TABLE}
     missing = [table for table, version in versions.items() if version is None]
     if missing:
         raise ValueError(f"{missing[0]} does not exist yet: publish first")
@@ -289,7 +294,7 @@ def export(spark: SparkSession, config: Config, store: ServingStore, full: bool 
         generation = f"g{versions['gold.email_content']}-{uuid.uuid4().hex[:8]}"
         exporter = Exporter(store, config.publish.export_batch_rows, generation)
         for table in KIND_OF_TABLE:
-            snapshot = read_table(spark, config.table(table))
+            snapshot = read_table_at(spark, config.table(table), versions[table])
             exporter.apply(table, _rows(_bodies(table, snapshot, F.lit(False))), {})
         store.swap(generation)
         _forget_the_gone(spark, config, store)

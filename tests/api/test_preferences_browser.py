@@ -13,16 +13,32 @@ pytestmark = pytest.mark.slow
 
 
 def test_subscriber_changes_choices_then_unsubscribes_in_the_browser(app, client, served, browser):
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    def replaced(element):
+        """Whether the page holding `element` is gone. Selenium's staleness_of expects a
+        StaleElementReferenceException; while the old page is torn down, chromedriver may
+        answer "Node with given id does not belong to the document" instead (another
+        WebDriverException), which means the same."""
+
+        def check(_driver) -> bool:
+            try:
+                element.is_enabled()
+            except WebDriverException:
+                return True
+            return False
+
+        return check
 
     def save() -> None:
         # The form posts and the browser loads the answer: wait for the old page to go and
         # the new one to say it saved, or a lookup can land on the page being replaced.
         button = browser.find_element(By.ID, "save")
         button.click()
-        WebDriverWait(browser, 20).until(expected_conditions.staleness_of(button))
+        WebDriverWait(browser, 20).until(replaced(button))
         WebDriverWait(browser, 20).until(expected_conditions.presence_of_element_located((By.ID, "saved")))
 
     token = client.get("/v1/users/u-ada/preference-link", headers=headers("prefs")).get_json()["token"]

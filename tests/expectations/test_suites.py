@@ -20,6 +20,7 @@ AS_OF = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 RECENT = AS_OF - timedelta(hours=2)
 STALE = AS_OF - timedelta(hours=72)
 ITEMS = "array<struct<product_id:string>>"
+DUPLICATED_ID = "u-dup-7f3a"
 
 
 def _write(spark, config, name, rows, ddl):
@@ -54,7 +55,8 @@ def _bad_world(spark, config):
            "event_id string, occurred_at timestamp")
     _write(spark, config, "bronze.ingest_metrics", [(RECENT, 100, 10)],
            "batch_timestamp timestamp, input_rows long, quarantined_rows long")
-    _write(spark, config, "silver.profiles", [("u1", "h1", None, "en-GB"), ("u1", "h2", None, "de-DE")],
+    _write(spark, config, "silver.profiles",
+           [(DUPLICATED_ID, "h1", None, "en-GB"), (DUPLICATED_ID, "h2", None, "de-DE")],
            "user_id string, email_hash string, country string, locale string")
     _write(spark, config, "silver.products", [("p1", None, -1.0, "https://x.test/p1", True),
                                               ("p1", None, 7.5, "https://x.test/p2", True)],
@@ -158,7 +160,8 @@ def test_an_empty_features_table_holds_no_segment_above_the_cap(spark, tmp_path)
 
 def test_validate_exits_non_zero_naming_each_failure_and_dry_run_never_fails(spark, tmp_path, capsys):
     argv = ["--set", f"storage.root={tmp_path}", *[part for s in SPARK_TEST_SETTINGS for part in ("--set", s)],
-            "--as-of", AS_OF.isoformat(), "--dataset", "gold.email_content", "--dataset", "gold.user_features"]
+            "--as-of", AS_OF.isoformat(), "--dataset", "gold.email_content", "--dataset", "gold.user_features",
+            "--dataset", "silver.profiles"]
     config = load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS])
     _bad_world(spark, config)
 
@@ -171,24 +174,66 @@ def test_validate_exits_non_zero_naming_each_failure_and_dry_run_never_fails(spa
         "gold.email_content version 0: gold.email_content.products_present failed"]
 
     assert validate_main(argv) == 1
-    err = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
     assert [line.split(" on ")[0] for line in err] == [
         "tailor: critical expectation failed: gold.email_content.greeting_present",
         "tailor: critical expectation failed: gold.email_content.products_present",
         "tailor: critical expectation failed: gold.user_features.segment_share",
+        "tailor: critical expectation failed: silver.profiles.user_id_unique",
     ]
     index = docs_index(config)
     assert open(index).read().count("gold.email_content") > 0  # Data Docs name the suites they ran
+    # The duplicated user id is in no line printed, no stored result, no Data Docs page.
+    assert DUPLICATED_ID not in captured.out + captured.err
+    observed = [row.observed_value or "" for row in spark.read.format("delta").load(
+        config.table("audit.quality_results").path).collect()]
+    assert '"unexpected_count": 2' in " ".join(observed) and not any(DUPLICATED_ID in value for value in observed)
+    written = [path for path in Path(config.under_root("quality")).rglob("*") if path.is_file()]
+    assert any(path.suffix == ".html" for path in written)
+    assert [path for path in written if DUPLICATED_ID.encode() in path.read_bytes()] == []
 
     assert validate_main([*argv, "--mode", "disabled"]) == 0
 
 
-def test_an_unknown_watched_column_is_named(spark, tmp_path):
-    config = load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS,
-                                   "quality.watched_columns={silver.profiles: [contry]}"])
-    _good_world(spark, config)
-    with pytest.raises(ValueError, match="quality.watched_columns.silver.profiles: 'contry' is not a column"):
-        validate(spark, config, ("silver.profiles",), "enabled", AS_OF, AS_OF, build_docs=False)
+def test_an_unknown_watched_column_or_dataset_is_one_line_naming_it(spark, tmp_path, capsys):
+    argv = ["--set", f"storage.root={tmp_path}", *[part for s in SPARK_TEST_SETTINGS for part in ("--set", s)],
+            "--as-of", AS_OF.isoformat(), "--dataset", "silver.profiles"]
+    _good_world(spark, load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS]))
+    assert validate_main([*argv, "--set", "quality.watched_columns={silver.profiles: [contry]}"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "tailor: quality.watched_columns.silver.profiles: 'contry' is not a column of silver.profiles"]
+    assert validate_main([*argv, "--set", "quality.watched_columns={silver.profile: [country]}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "quality.watched_columns" in err[0] and "'silver.profile' has no suite" in err[0]
+
+
+def test_thresholds_come_from_config(spark, tmp_path):
+    """The same tables pass under the defaults and fail under stricter settings: the
+    quarantine rate (2% of the last day), a segment's share (40%), and a watched column's
+    null share rising from a non-zero baseline (10% to 25% blank countries)."""
+    default = load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS])
+    strict = load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS, "quality.max_quarantine_rate=0.01",
+                                   "quality.max_segment_share=0.3", "quality.max_null_share_increase=0.1"])
+    datasets = ("bronze.events", "silver.profiles", "gold.user_features")
+    _good_world(spark, default)
+
+    def profiles(blank: int) -> None:
+        _write(spark, default, "silver.profiles",
+               [(f"u{n}", f"h{n}", None if n < blank else "GB", "en-GB") for n in range(20)],
+               "user_id string, email_hash string, country string, locale string")
+
+    def failed(config, minutes: int) -> set[str]:
+        _, results = validate(spark, config, datasets, "enabled", AS_OF, AS_OF + timedelta(minutes=minutes),
+                              build_docs=False)
+        return {r.expectation for r in results if not r.success}
+
+    profiles(blank=2)
+    assert failed(default, 0) == set()
+    profiles(blank=5)
+    assert failed(strict, 1) == {"bronze.events.quarantine_rate", "gold.user_features.segment_share",
+                                 "silver.profiles.country_null_share"}
+    assert failed(default, 2) == set()
 
 
 def _config(tmp_path, *extra):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jobs.publish_content import main as publish_main
 from pipelines.config import load_config
-from pipelines.publish.export import export
+from pipelines.publish.export import export, state_name
 from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table
 from pipelines.schemas import INTERACTIONS, PRODUCTS, PROFILES, RECOMMENDATIONS, user_features_schema
 from pipelines.serving import open_store
@@ -195,6 +195,12 @@ def test_publish_builds_rows_exports_them_and_then_only_what_changed(spark, tmp_
     # next export rebuilds it under a new generation instead of failing.
     profiles.update("user_id = 'ada'", {"first_name": "'Ada'"})
     assert _publish(tmp_path, capsys, "--no-export")["tables"]["gold.email_content"]["updated"] == 1
+    # An export pinned to the version the gate checked leaves a later commit for the next one.
+    with open_store(config) as store:
+        checked = json.loads(store.get_state(state_name("gold.email_content")))["version"]
+        assert export(spark, config, store, pinned={"gold.email_content": checked})["versions"][
+            "gold.email_content"] == checked
+    assert _store_contents(config)["content"]["ada"]["greeting"] == {"first_name": "Adah", "text": "Hi Adah"}
     spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
     try:
         for name in ("gold.email_content", "gold.user_traits", "gold.content_defaults"):
