@@ -44,7 +44,7 @@ from pyspark.sql import functions as F
 from pipelines.config import Config
 from pipelines.publish.transforms import SUPPRESSED
 from pipelines.publish.writes import PUBLISHED_TABLES
-from pipelines.runtime.delta_tables import delta_table, read_changes, read_table, read_table_at, table_version
+from pipelines.runtime.delta_tables import delta_table, read_changes, read_table_at, table_version
 from pipelines.serving import CONTENT, MAX_READ_KEYS, SUPPRESSION, ServingStore
 
 log = logging.getLogger("tailor.export")
@@ -235,15 +235,17 @@ def _feed_gone(error: Exception) -> bool:
     return isinstance(error, AnalysisException) or any(marker in text for marker in _FEED_GONE)
 
 
-def _forget_the_gone(spark: SparkSession, config: Config, store: ServingStore) -> int:
+def _forget_the_gone(spark: SparkSession, config: Config, store: ServingStore, version: int) -> int:
     """After a rebuild: the records `_forget` lets go of, of people gold.email_content no
-    longer holds (erased while the change feed that said so was unread)."""
+    longer holds (erased while the change feed that said so was unread), at the `version`
+    the rebuild wrote: someone erased after it keeps the API's marker until the export
+    that removes their content."""
     recorded = list(store.keys(SUPPRESSION))
     if not recorded:
         return 0
     keys = spark.createDataFrame([(key,) for key in recorded], "user_id string")
-    absent = [row.user_id for row in keys.join(read_table(spark, config.table("gold.email_content")), "user_id",
-                                                 "left_anti").collect()]
+    content = read_table_at(spark, config.table("gold.email_content"), version)
+    absent = [row.user_id for row in keys.join(content, "user_id", "left_anti").collect()]
     gone = []
     for start in range(0, len(absent), MAX_READ_KEYS):
         records = store.read_many(SUPPRESSION, absent[start:start + MAX_READ_KEYS])
@@ -259,12 +261,20 @@ def export(spark: SparkSession, config: Config, store: ServingStore, full: bool 
     version the quality gate checked: a commit landing after the check waits for the next
     export); returns what it did."""
     pinned = pinned or {}
-    versions = {table: pinned[table] if pinned.get(table) is not None else table_version(spark, config.table(table))
+    versions = {table: pinned[table] if table in pinned else table_version(spark, config.table(table))
                 for table in KIND_OF_TABLE}
     missing = [table for table, version in versions.items() if version is None]
     if missing:
         raise ValueError(f"{missing[0]} does not exist yet: publish first")
     ids = {table: _table_id(spark, config, table) for table in KIND_OF_TABLE}
+    for table in pinned:
+        taken = _resume_point(store.get_state(state_name(table)))
+        if taken and taken[0] == ids[table] and (versions[table] or 0) < taken[1] <= (
+                table_version(spark, config.table(table)) or 0):
+            # A later publish exported past the version this one checked, meanwhile: the
+            # store stays there (its gate checked that version), never goes back.
+            log.info("the store holds %s at version %d, past the %d pinned", table, taken[1], versions[table] or 0)
+            versions[table] = taken[1]
     points = {table: json.dumps({"table_id": ids[table], "version": versions[table]}) for table in KIND_OF_TABLE}
     reason = "--full-export" if full else None
     plans: dict[str, DataFrame] = {}
@@ -297,7 +307,7 @@ def export(spark: SparkSession, config: Config, store: ServingStore, full: bool 
             snapshot = read_table_at(spark, config.table(table), versions[table])
             exporter.apply(table, _rows(_bodies(table, snapshot, F.lit(False))), {})
         store.swap(generation)
-        _forget_the_gone(spark, config, store)
+        _forget_the_gone(spark, config, store, versions["gold.email_content"] or 0)
         for table in KIND_OF_TABLE:
             store.set_state(state_name(table), points[table])
     return {"mode": mode, "versions": versions, **exporter.written}

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_subscriber_changes_choices_then_unsubscribes_in_the_browser(app, client, served, browser):
-    from selenium.common.exceptions import WebDriverException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -21,14 +21,18 @@ def test_subscriber_changes_choices_then_unsubscribes_in_the_browser(app, client
     def replaced(element):
         """Whether the page holding `element` is gone. Selenium's staleness_of expects a
         StaleElementReferenceException; while the old page is torn down, chromedriver may
-        answer "Node with given id does not belong to the document" instead (another
-        WebDriverException), which means the same."""
+        answer "Node with given id does not belong to the document" instead, which means
+        the same. Any other error is one."""
 
         def check(_driver) -> bool:
             try:
                 element.is_enabled()
-            except WebDriverException:
+            except StaleElementReferenceException:
                 return True
+            except WebDriverException as error:
+                if "does not belong to the document" in str(error):
+                    return True
+                raise
             return False
 
         return check

@@ -14,7 +14,7 @@ from pathlib import Path
 from jobs.publish_content import main as publish_main
 from pipelines.config import load_config
 from pipelines.publish.export import export, state_name
-from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table
+from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table, table_version
 from pipelines.schemas import INTERACTIONS, PRODUCTS, PROFILES, RECOMMENDATIONS, user_features_schema
 from pipelines.serving import open_store
 from tests.expectations.helpers import record_failure
@@ -220,6 +220,16 @@ def test_publish_builds_rows_exports_them_and_then_only_what_changed(spark, tmp_
     stored = _store_contents(config)
     assert stored["content"]["ada"]["greeting"] == {"first_name": "Ada", "text": "Hi Ada"}
     assert set(stored["content"]) == {"ada", "bob", "cy"} and set(stored["traits"]) == {"ada", "cy"}
+
+    # A pinned rebuild forgets people at the version it writes: bob, erased after the check
+    # (merge-profiles purges gold.email_content while publish runs), keeps the API's marker.
+    checked = table_version(spark, config.table("gold.email_content"))
+    delta_table(spark, config.table("gold.email_content")).delete("user_id = 'bob'")
+    with open_store(config) as store:
+        store.write_batch("suppression", {"bob": {"reason": "erased", "source": "api",
+                                                  "since": "2099-01-01T00:00:00Z"}})
+        assert export(spark, config, store, full=True, pinned={"gold.email_content": checked})["mode"] == "full"
+        assert store.read("suppression", "bob")["reason"] == "erased"
 
 
 def test_a_malformed_offer_stops_publish_before_spark(tmp_path, capsys):
