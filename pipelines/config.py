@@ -810,8 +810,14 @@ class QualityConfig(_Strict):
 
     mode: Literal["enabled", "dry_run", "disabled"] = Field(
         description="dry_run: report, never fail; disabled: run nothing")
-    max_quarantine_rate: float = Field(ge=0, le=1, description="quarantined / read over the last day of ingest")
+    max_quarantine_rate: float = Field(ge=0, le=1, description="quarantined / read over the last "
+                                                               "quarantine_window_hours of ingest")
+    quarantine_window_hours: float = Field(default=24, gt=0, description="the quarantine rate's window, back from "
+                                                                         "the newest ingest batch")
     max_freshness_lag_hours: float = Field(gt=0, description="newest event time in bronze.events at most this old")
+    clock_skew_minutes: float = Field(default=10, ge=0, description="freshness: an event stamped up to this far "
+                                                                    "after the run's time still counts; later "
+                                                                    "ones (a bad clock) are not believed")
     max_segment_share: float = Field(gt=0, le=1, description="no primary segment may hold more of the users")
     max_null_share_increase: float = Field(ge=0, le=1, description="a watched column's null share may rise this much "
                                                                    "against the previous run")

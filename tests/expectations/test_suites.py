@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from expectations import DATASETS
+from expectations.bronze_events import freshness
 from expectations.runner import docs_index, gate_refusals, validate
 from jobs.validate import main as validate_main
 from pipelines.config import load_config
@@ -234,6 +235,17 @@ def test_thresholds_come_from_config(spark, tmp_path):
     assert failed(strict, 1) == {"bronze.events.quarantine_rate", "gold.user_features.segment_share",
                                  "silver.profiles.country_null_share"}
     assert failed(default, 2) == set()
+    # A window of 100 hours takes in the batch 72 hours back, 90% of it quarantined.
+    wide = load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS,
+                                 "quality.quarantine_window_hours=100"])
+    assert failed(wide, 3) == {"bronze.events.quarantine_rate"}
+
+
+def test_an_event_ahead_of_the_run_counts_within_the_configured_clock_skew(spark):
+    events = spark.createDataFrame([(AS_OF - timedelta(hours=30),), (AS_OF + timedelta(minutes=20),)],
+                                   "occurred_at timestamp")
+    lags = [freshness(events, AS_OF, timedelta(minutes=minutes)).first().lag_hours for minutes in (10, 30)]
+    assert lags == [30.0, pytest.approx(-1 / 3)]
 
 
 def _config(tmp_path, *extra):
