@@ -261,6 +261,9 @@ def export(spark: SparkSession, config: Config, store: ServingStore, full: bool 
     version the quality gate checked: a commit landing after the check waits for the next
     export); returns what it did."""
     pinned = pinned or {}
+    unknown = sorted(set(pinned) - set(KIND_OF_TABLE))
+    if unknown:
+        raise ValueError(f"{unknown[0]} is not an exported table; one of {', '.join(KIND_OF_TABLE)}")
     versions = {table: pinned[table] if table in pinned else table_version(spark, config.table(table))
                 for table in KIND_OF_TABLE}
     missing = [table for table, version in versions.items() if version is None]
@@ -269,11 +272,11 @@ def export(spark: SparkSession, config: Config, store: ServingStore, full: bool 
     ids = {table: _table_id(spark, config, table) for table in KIND_OF_TABLE}
     for table in pinned:
         taken = _resume_point(store.get_state(state_name(table)))
-        if taken and taken[0] == ids[table] and (versions[table] or 0) < taken[1] <= (
+        if taken and taken[0] == ids[table] and pinned[table] < taken[1] <= (  # type: ignore[operator]
                 table_version(spark, config.table(table)) or 0):
             # A later publish exported past the version this one checked, meanwhile: the
             # store stays there (its gate checked that version), never goes back.
-            log.info("the store holds %s at version %d, past the %d pinned", table, taken[1], versions[table] or 0)
+            log.info("the store holds %s at version %d, past the %s pinned", table, taken[1], pinned[table])
             versions[table] = taken[1]
     points = {table: json.dumps({"table_id": ids[table], "version": versions[table]}) for table in KIND_OF_TABLE}
     reason = "--full-export" if full else None

@@ -11,6 +11,8 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from jobs.publish_content import main as publish_main
 from pipelines.config import load_config
 from pipelines.publish.export import export, state_name
@@ -230,6 +232,14 @@ def test_publish_builds_rows_exports_them_and_then_only_what_changed(spark, tmp_
                                                   "since": "2099-01-01T00:00:00Z"}})
         assert export(spark, config, store, full=True, pinned={"gold.email_content": checked})["mode"] == "full"
         assert store.read("suppression", "bob")["reason"] == "erased"
+        # The next export takes bob's removal; a publish whose gate checked the version
+        # before it, exporting late, leaves the store where it is rather than going back.
+        export(spark, config, store)
+        late = export(spark, config, store, pinned={"gold.email_content": checked})
+        assert (late["mode"], late["versions"]["gold.email_content"]) == ("incremental", checked + 1)
+        assert store.read("content", "bob") is None
+        with pytest.raises(ValueError, match="silver.profiles is not an exported table"):
+            export(spark, config, store, pinned={"silver.profiles": 1})
 
 
 def test_a_malformed_offer_stops_publish_before_spark(tmp_path, capsys):
