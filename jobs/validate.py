@@ -9,7 +9,8 @@ Warnings are logged. A failed critical expectation makes the exit code 1, with o
 per failure naming it; train and publish then refuse that table version
 (quality.gate). --mode dry_run reports and never fails (its results do not count for
 the gates); disabled runs nothing. --as-of is the moment freshness is measured against
-(default: now).
+(default: now). A table that does not exist yet is listed under `missing` and skipped; one
+named by --dataset is an error (exit 2), as nothing it asked for could be checked.
 """
 
 from __future__ import annotations
@@ -21,8 +22,13 @@ import sys
 from datetime import UTC, datetime
 
 from jobs._common import config_from, entry_point, parser_for, setup_logging, utc_time
+from pipelines.errors import TailorError
 
 log = logging.getLogger("tailor.validate")
+# The job that first writes each dataset's table.
+BUILT_BY = {"bronze.events": "ingest", "silver.profiles": "merge-profiles", "silver.products": "load-catalog",
+            "silver.interactions": "build-features", "gold.user_features": "build-features",
+            "gold.recommendations": "score", "gold.email_content": "publish"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +56,7 @@ def main(argv=None) -> int:
         print(json.dumps({"mode": mode, "results": 0}), flush=True)
         return 0
     from expectations.runner import docs_index, validate
+    from pipelines.runtime.delta_tables import table_exists
     from pipelines.runtime.session import build_spark
 
     now = datetime.now(UTC)
@@ -58,7 +65,14 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     spark = build_spark(config, "validate")
     datasets = tuple(args.dataset or DATASETS)
-    run_id, results = validate(spark, config, datasets, mode, as_of, now)
+    missing = [name for name in datasets if not table_exists(spark, config.table(name))]
+    if missing and args.dataset:
+        absent = "; ".join(f"{name} does not exist yet (tailor {BUILT_BY[name]} builds it)" for name in missing)
+        raise TailorError(f"{absent}: nothing to validate")
+    for name in missing:
+        log.info("%s does not exist yet: its suite is skipped", name)
+    run_id, results = validate(spark, config, tuple(name for name in datasets if name not in missing), mode, as_of,
+                               now)
     failed = [result for result in results if not result.success]
     for result in failed:
         if result.severity == "warning":
@@ -66,6 +80,7 @@ def main(argv=None) -> int:
                         result.expectation, result.observed_value)
     critical = [result for result in failed if result.severity == "critical"]
     print(json.dumps({"run_id": run_id, "mode": mode, "results": len(results), "failed": len(failed),
+                      "missing": missing,
                       "critical_failed": [result.expectation for result in critical], "data_docs": docs_index(config)},
                      sort_keys=True), flush=True)
     if critical and mode == "enabled":

@@ -4,6 +4,7 @@ what failed at the version a job is about to read; dry runs never count."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from expectations import DATASETS
 from expectations.bronze_events import freshness
 from expectations.runner import docs_index, gate_refusals, validate
+from jobs.validate import BUILT_BY
 from jobs.validate import main as validate_main
 from pipelines.config import load_config
 from tests.expectations.helpers import record_failure
@@ -207,6 +209,25 @@ def test_an_unknown_watched_column_or_dataset_is_one_line_naming_it(spark, tmp_p
     assert validate_main([*argv, "--set", "quality.watched_columns={silver.profile: [country]}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "quality.watched_columns" in err[0] and "'silver.profile' has no suite" in err[0]
+
+
+def test_a_table_not_built_yet_is_skipped_and_named_when_asked_for(spark, tmp_path, capsys):
+    argv = ["--set", f"storage.root={tmp_path}", *[part for s in SPARK_TEST_SETTINGS for part in ("--set", s)],
+            "--as-of", AS_OF.isoformat()]
+    _write(spark, load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS]), "silver.profiles",
+           [("u1", "h1", "GB", "en-GB")], "user_id string, email_hash string, country string, locale string")
+    assert validate_main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["missing"] == ["bronze.events", "silver.products", "silver.interactions", "gold.user_features",
+                                  "gold.recommendations", "gold.email_content"]
+    assert summary["results"] > 0 and summary["failed"] == 0
+    assert validate_main([*argv, "--dataset", "silver.profiles", "--dataset", "gold.email_content"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "tailor: gold.email_content does not exist yet (tailor publish builds it): nothing to validate"]
+
+
+def test_every_dataset_names_the_job_that_builds_it():
+    assert sorted(BUILT_BY) == sorted(DATASETS)
 
 
 def test_thresholds_come_from_config(spark, tmp_path):
