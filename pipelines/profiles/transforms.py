@@ -19,6 +19,7 @@ The steps:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import pandas as pd
@@ -97,50 +98,61 @@ def change_rows(ignore_null_updates: bool) -> Callable[[DataFrame], DataFrame]:
     """bronze.events rows of PROFILE_EVENT_TYPES -> one row per change: its sequence,
     whether it deletes, and each register it sets. Email and phone are still clear text
     here (`_email`, `_phone`); `protect_pii` must follow."""
+    stages = _change_stages(ignore_null_updates)
 
     def transform(events: DataFrame) -> DataFrame:
-        v = F.col("_v")
-        df = (events.where(F.col("event_type").isin(*PROFILE_EVENT_TYPES))
-              .withColumn("_v", F.parse_json("payload"))
-              .withColumn("_op", F.when(F.col("event_type") == CRM_EVENT_TYPE,
-                                        F.try_variant_get(v, "$.op", "string")))
-              .withColumn("seq", sequence_column())
-              .withColumn("is_delete", (F.col("event_type") == "erasure_request")
-                          | F.coalesce(F.col("_op") == "d", F.lit(False)))
-              # A row deleted from a table that does not delete the person (an address):
-              # it clears fields of a profile and never creates one.
-              .withColumn("only_clears", (F.col("event_type") == CRM_EVENT_TYPE)
-                          & F.coalesce(F.try_variant_get(v, "$.clears_fields", "boolean"), F.lit(False))))
-        for name in ("email", "phone"):
-            df = (df.withColumn(f"_{name}_set", _person_field_set(name, ignore_null_updates))
-                  .withColumn(f"_{name}", F.when(F.col(f"_{name}_set"), _person_field_value(name))))
-        for name in _PLAIN_PERSON_FIELDS:
-            df = df.withColumn(name, _register(_person_field_set(name, ignore_null_updates),
-                                               **{name: _person_field_value(name)}))
-        is_preference = F.col("event_type") == "preference_update"
-        for name, kind in _PREFERENCE_TYPES.items():
-            df = df.withColumn(name, _register(is_preference & _present(v, f"$.{name}"),
-                                               **{name: F.try_variant_get(v, f"$.{name}", kind)}))
-        is_consent = F.col("event_type") == "consent_update"
-        is_opt_out = F.col("event_type").isin(*EMAIL_OPT_OUTS)
-        purpose = F.when(is_consent, F.try_variant_get(v, "$.purpose", "string")) \
-            .when(is_opt_out, F.lit("email_marketing"))
-        status = F.when(is_consent, F.try_variant_get(v, "$.status", "string")).when(is_opt_out, F.lit("revoked"))
-        names_actor = is_consent | (F.col("event_type") == "erasure_request")
-        actor = F.when(names_actor, F.try_variant_get(v, "$.actor", "string")).when(is_opt_out, F.col("event_type"))
-        df = df.withColumn("_purpose", purpose).withColumn("_status", status).withColumn("actor", actor)
-        for purpose_name in CONSENT_PURPOSES:
-            matches = F.coalesce(F.col("_purpose") == purpose_name, F.lit(False))
-            df = (df.withColumn(f"consent_{purpose_name}", _register(
-                      matches, status=F.col("_status"), source=F.col("source"), actor=F.col("actor"),
-                      updated_at=F.col("occurred_at")))
-                  .withColumn(f"_granted_{purpose_name}", F.when(matches & (F.col("_status") == "granted"),
-                                                                 F.col("occurred_at")))
-                  .withColumn(f"_revoked_{purpose_name}", F.when(matches & (F.col("_status") == "revoked"),
-                                                                 F.col("occurred_at"))))
+        df = events.where(F.col("event_type").isin(*PROFILE_EVENT_TYPES))
+        for stage in stages:
+            df = df.withColumns(stage)
         return df.drop("_v", "_op", "_purpose", "_status")
 
     return transform
+
+
+@functools.cache
+def _change_stages(ignore_null_updates: bool) -> tuple[dict[str, Column], ...]:
+    """change_rows' columns, in stages that each read only what earlier ones added: one
+    withColumns per stage (each withColumn analyses the whole plan again), and built once
+    per process, as they depend on no data (a micro-batch used to build them again)."""
+    v = F.col("_v")
+    parsed = {"_v": F.parse_json("payload")}
+    operation = {"_op": F.when(F.col("event_type") == CRM_EVENT_TYPE, F.try_variant_get(v, "$.op", "string"))}
+    sequenced: dict[str, Column] = {
+        "seq": sequence_column(),
+        "is_delete": (F.col("event_type") == "erasure_request") | F.coalesce(F.col("_op") == "d", F.lit(False)),
+        # A row deleted from a table that does not delete the person (an address):
+        # it clears fields of a profile and never creates one.
+        "only_clears": (F.col("event_type") == CRM_EVENT_TYPE)
+        & F.coalesce(F.try_variant_get(v, "$.clears_fields", "boolean"), F.lit(False)),
+    }
+    for name in ("email", "phone"):
+        sequenced[f"_{name}_set"] = _person_field_set(name, ignore_null_updates)
+    registers: dict[str, Column] = {
+        f"_{name}": F.when(F.col(f"_{name}_set"), _person_field_value(name)) for name in ("email", "phone")}
+    for name in _PLAIN_PERSON_FIELDS:
+        registers[name] = _register(_person_field_set(name, ignore_null_updates), **{name: _person_field_value(name)})
+    is_preference = F.col("event_type") == "preference_update"
+    for name, kind in _PREFERENCE_TYPES.items():
+        registers[name] = _register(is_preference & _present(v, f"$.{name}"),
+                                    **{name: F.try_variant_get(v, f"$.{name}", kind)})
+    is_consent = F.col("event_type") == "consent_update"
+    is_opt_out = F.col("event_type").isin(*EMAIL_OPT_OUTS)
+    registers["_purpose"] = F.when(is_consent, F.try_variant_get(v, "$.purpose", "string")) \
+        .when(is_opt_out, F.lit("email_marketing"))
+    registers["_status"] = F.when(is_consent, F.try_variant_get(v, "$.status", "string")) \
+        .when(is_opt_out, F.lit("revoked"))
+    names_actor = is_consent | (F.col("event_type") == "erasure_request")
+    registers["actor"] = F.when(names_actor, F.try_variant_get(v, "$.actor", "string")) \
+        .when(is_opt_out, F.col("event_type"))
+    consents: dict[str, Column] = {}
+    for purpose_name in CONSENT_PURPOSES:
+        matches = F.coalesce(F.col("_purpose") == purpose_name, F.lit(False))
+        consents[f"consent_{purpose_name}"] = _register(
+            matches, status=F.col("_status"), source=F.col("source"), actor=F.col("actor"),
+            updated_at=F.col("occurred_at"))
+        consents[f"_granted_{purpose_name}"] = F.when(matches & (F.col("_status") == "granted"), F.col("occurred_at"))
+        consents[f"_revoked_{purpose_name}"] = F.when(matches & (F.col("_status") == "revoked"), F.col("occurred_at"))
+    return parsed, operation, sequenced, registers, consents
 
 
 PII_COLUMNS = StructType([
@@ -332,6 +344,9 @@ def tombstone_rows(gone: DataFrame) -> DataFrame:
 
 
 # ---- the MERGE into silver.profiles, as expressions over t (target) and s (source) ----
+#
+# Built once per process: they depend on no data, and building them is a few thousand
+# calls from Python into the JVM (about 2 s), which every micro-batch used to pay again.
 
 def _newer(register: str) -> Column:
     stored = F.col(f"t._field_sequences.{register}")
@@ -389,6 +404,11 @@ def _new_field_sequence(register: str) -> Column:
 
 def profile_update_set() -> dict[str, Column]:
     """Column -> new value for a matched row."""
+    return dict(_profile_update_set())
+
+
+@functools.cache
+def _profile_update_set() -> dict[str, Column]:
     values: dict[str, Column] = {}
     for register, columns in {**PERSON_REGISTERS, **PREFERENCE_REGISTERS}.items():
         for column in columns:
@@ -409,6 +429,11 @@ def profile_update_set() -> dict[str, Column]:
 
 
 def profile_insert_values() -> dict[str, Column]:
+    return dict(_profile_insert_values())
+
+
+@functools.cache
+def _profile_insert_values() -> dict[str, Column]:
     values: dict[str, Column] = {"user_id": F.col("s.user_id")}
     for register, columns in {**PERSON_REGISTERS, **PREFERENCE_REGISTERS}.items():
         for column in columns:
@@ -422,6 +447,7 @@ def profile_insert_values() -> dict[str, Column]:
     return values
 
 
+@functools.cache
 def profile_update_condition() -> Column:
     """Update only when something changes, so a redelivered change writes nothing."""
     conditions = [_newer(register) for register in REGISTERS] + [_cleared(register) for register in REGISTERS]
@@ -433,6 +459,7 @@ def profile_update_condition() -> Column:
     return F.coalesce(F.greatest(*conditions), F.lit(False))
 
 
+@functools.cache
 def profile_delete_condition() -> Column:
     return _wiped() & F.col("s.max_seq").isNull()
 
@@ -452,37 +479,45 @@ def history_versions(tracked: tuple[str, ...]) -> Callable[[DataFrame, DataFrame
     change lands between the versions it belongs between and later versions inherit it
     until the next setter."""
 
+    touching, from_changes, from_versions, so_far, in_states, output = _history_expressions(tuple(tracked))
+
     def transform(changes: DataFrame, stored: DataFrame) -> DataFrame:
-        def from_change(column: str) -> Column:
-            register = _HISTORY_REGISTER.get(column, column)
-            return F.when(F.col(register).isNotNull(),
-                          F.struct(F.col(f"{register}.seq").alias("seq"), F.col(f"{register}.{column}").alias("value")))
-
-        def from_version(column: str) -> Column:
-            setter = F.col(f"_field_sequences.{column}")
-            # A version after this batch's delete may carry a value it inherited from before it.
-            survives = setter.isNotNull() & ~F.coalesce(deleted_by(setter, F.col("_delete")), F.lit(False))
-            return F.when(survives, F.struct(setter.alias("seq"), F.col(column).alias("value")))
-
-        touching = _sets_any([_HISTORY_REGISTER.get(column, column) for column in tracked])
-        points = changes.where(touching).select("user_id", F.col("seq").alias("point"),
-                                                *[from_change(c).alias(c) for c in tracked])
+        points = changes.where(touching).select("user_id", F.col("seq").alias("point"), *from_changes)
         deletes = changes.groupBy("user_id").agg(F.max("batch_delete").alias("_delete"))
         points = points.unionByName(stored.join(deletes, "user_id", "left").select(
-            "user_id", F.col("_sequence").alias("point"), *[from_version(c).alias(c) for c in tracked]))
-        so_far = Window.partitionBy("user_id").orderBy("point").rowsBetween(Window.unboundedPreceding, 0)
-        states = (points.select("user_id", "point", *[F.max(c).over(so_far).alias(c) for c in tracked])
-                  .groupBy("user_id", "point").agg(*[F.max(c).alias(c) for c in tracked]))
-        in_order = Window.partitionBy("user_id").orderBy("point")
-        valid_from = F.timestamp_millis(F.col("point.ts_ms"))
-        return (states.withColumn("valid_from", valid_from)
-                .withColumn("valid_to", F.lead(valid_from).over(in_order))
-                .select("user_id", "valid_from", "valid_to", F.col("valid_to").isNull().alias("is_current"),
-                        *[F.col(f"{c}.value").alias(c) for c in tracked],
-                        F.col("point").alias("_sequence"),
-                        F.struct(*[F.col(f"{c}.seq").alias(c) for c in tracked]).alias("_field_sequences")))
+            "user_id", F.col("_sequence").alias("point"), *from_versions))
+        states = points.select("user_id", "point", *so_far).groupBy("user_id", "point").agg(*in_states)
+        return states.select(*output)
 
     return transform
+
+
+@functools.cache
+def _history_expressions(tracked: tuple[str, ...]) -> tuple[Column, list[Column], list[Column], list[Column],
+                                                            list[Column], list[Column]]:
+    """history_versions' expressions, built once per process: they depend on no data."""
+    def from_change(column: str) -> Column:
+        register = _HISTORY_REGISTER.get(column, column)
+        return F.when(F.col(register).isNotNull(),
+                      F.struct(F.col(f"{register}.seq").alias("seq"), F.col(f"{register}.{column}").alias("value")))
+
+    def from_version(column: str) -> Column:
+        setter = F.col(f"_field_sequences.{column}")
+        # A version after this batch's delete may carry a value it inherited from before it.
+        survives = setter.isNotNull() & ~F.coalesce(deleted_by(setter, F.col("_delete")), F.lit(False))
+        return F.when(survives, F.struct(setter.alias("seq"), F.col(column).alias("value")))
+
+    touching = _sets_any([_HISTORY_REGISTER.get(column, column) for column in tracked])
+    so_far_window = Window.partitionBy("user_id").orderBy("point").rowsBetween(Window.unboundedPreceding, 0)
+    in_order = Window.partitionBy("user_id").orderBy("point")
+    valid_from = F.timestamp_millis(F.col("point.ts_ms"))
+    valid_to = F.lead(valid_from).over(in_order)
+    output = [F.col("user_id"), valid_from.alias("valid_from"), valid_to.alias("valid_to"),
+              valid_to.isNull().alias("is_current"), *[F.col(f"{c}.value").alias(c) for c in tracked],
+              F.col("point").alias("_sequence"),
+              F.struct(*[F.col(f"{c}.seq").alias(c) for c in tracked]).alias("_field_sequences")]
+    return (touching, [from_change(c).alias(c) for c in tracked], [from_version(c).alias(c) for c in tracked],
+            [F.max(c).over(so_far_window).alias(c) for c in tracked], [F.max(c).alias(c) for c in tracked], output)
 
 
 # ---- audit.log ---------------------------------------------------------------------------
@@ -512,6 +547,20 @@ def audit_rows(changes: DataFrame, stored_profiles: DataFrame) -> DataFrame:
     `before` is the value just before the change in event time (the stored value, or an
     earlier change in the same batch); a change older than the stored one is recorded as
     `superseded`, since a newer decision already stands."""
+    entries, stored_entries, output = _audit_expressions()
+    events = (changes.select("user_id", "subject_hash", "event_ref", "event_type", "occurred_at", "source", "actor",
+                             "seq", F.explode(entries).alias("entry"))
+              .select("*", "entry.*").drop("entry"))
+    stored = (stored_profiles.alias("t").select(F.col("t.user_id").alias("user_id"),
+                                                F.explode(stored_entries).alias("stored"))
+              .select("user_id", "stored.*"))
+    return events.join(stored, ["user_id", "register"], "left").select(*output)
+
+
+@functools.cache
+def _audit_expressions() -> tuple[Column, Column, tuple[Column | str, ...]]:
+    """audit_rows' expressions (a change's entries, a stored profile's, the output
+    columns), built once per process like the MERGE's: they depend on no data."""
     entries = F.array(*[
         F.when(F.col(register).isNotNull(), F.struct(
             F.lit(action).alias("action"), F.lit(field).alias("field"), F.lit(register).alias("register"),
@@ -520,30 +569,24 @@ def audit_rows(changes: DataFrame, stored_profiles: DataFrame) -> DataFrame:
     ], F.when(F.col("is_delete"), F.struct(F.lit("erasure").alias("action"), F.lit(None).cast("string").alias("field"),
                                            F.lit(None).cast("string").alias("register"),
                                            F.lit(None).cast("string").alias("after"))))
-    events = (changes.select("user_id", "subject_hash", "event_ref", "event_type", "occurred_at", "source", "actor",
-                             "seq", F.explode(F.filter(entries, lambda entry: entry.isNotNull())).alias("entry"))
-              .select("*", "entry.*").drop("entry"))
-    stored = stored_profiles.alias("t").select(
-        F.col("t.user_id").alias("user_id"),
-        F.explode(F.array(*[F.struct(F.lit(register).alias("register"),
-                                     F.col(f"t._field_sequences.{register}").alias("stored_seq"),
-                                     _audited_value(register, "t.").alias("stored_value"))
-                            for register in _AUDITED])).alias("stored"))
-    stored = stored.select("user_id", "stored.*")
+    stored_entries = F.array(*[F.struct(F.lit(register).alias("register"),
+                                        F.col(f"t._field_sequences.{register}").alias("stored_seq"),
+                                        _audited_value(register, "t.").alias("stored_value"))
+                               for register in _AUDITED])
     timeline = Window.partitionBy("user_id", "register").orderBy("seq")
-    joined = events.join(stored, ["user_id", "register"], "left")
     superseded = F.coalesce(F.col("stored_seq") >= F.col("seq"), F.lit(False))
     earlier_in_batch = F.lag("after").over(timeline)
     before = F.when(superseded, F.lit(None)).otherwise(
         F.when(F.lag("seq").over(timeline).isNotNull()
                & ~F.coalesce(F.lag("stored_seq").over(timeline) >= F.lag("seq").over(timeline), F.lit(False)),
                earlier_in_batch).otherwise(F.col("stored_value")))
-    return joined.select(
+    output = (
         F.concat_ws(":", "event_ref", F.coalesce("field", F.lit("erasure"))).alias("audit_id"),
         "subject_hash", "action", "field", before.alias("before"), "after",
         F.when(superseded, "superseded").otherwise("applied").alias("outcome"),
         F.coalesce("actor", F.when(F.col("event_type") == CRM_EVENT_TYPE, F.lit("crm"))).alias("actor"),
         "source", "event_ref", "occurred_at", F.current_timestamp().alias("recorded_at"))
+    return F.filter(entries, lambda entry: entry.isNotNull()), stored_entries, output
 
 
 # ---- duplicate profiles -------------------------------------------------------------------
