@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from expectations import runner
 from jobs.publish_content import main as publish_main
 from pipelines.config import load_config
 from pipelines.publish.export import export, state_name
@@ -113,7 +114,7 @@ def _store_contents(config):
     return spark_free
 
 
-def test_publish_builds_rows_exports_them_and_then_only_what_changed(spark, tmp_path, capsys):
+def test_publish_builds_rows_exports_them_and_then_only_what_changed(spark, tmp_path, capsys, monkeypatch):
     config = load_config("local", _overrides(tmp_path))
     _seed(spark, config)
 
@@ -160,7 +161,22 @@ def test_publish_builds_rows_exports_them_and_then_only_what_changed(spark, tmp_
     assert set(stored["default"]) == {"global:en-GB", "global:de-DE", "segment:vip:en-GB", "segment:lapsed:de-DE",
                                       "segment:general:en-GB"}
 
+    # A commit landing after the gate checked the inputs waits for the next run: publish
+    # reads every input at the version the gate passed.
+    checked_gate = runner.gate_refusals
+    profiles_checked = []
+
+    def gate_then_a_commit(spark, config, datasets, *args, **kwargs):
+        refusals = checked_gate(spark, config, datasets, *args, **kwargs)
+        if "silver.profiles" in datasets and not profiles_checked:
+            profiles_checked.append(table_version(spark, config.table("silver.profiles")))
+            delta_table(spark, config.table("silver.profiles")).update("user_id = 'ada'", {"first_name": "'Adah'"})
+        return refusals
+
+    monkeypatch.setattr(runner, "gate_refusals", gate_then_a_commit)
     again = _publish(tmp_path, capsys)
+    monkeypatch.undo()
+    assert again["inputs"]["silver.profiles"] == profiles_checked[0]
     assert again["export"]["mode"] == "incremental"
     assert (again["export"]["upserted"], again["export"]["deleted"]) == (0, 0)
     assert again["tables"]["gold.email_content"] == {"inserted": 0, "updated": 0, "deleted": 0}
