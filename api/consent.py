@@ -5,9 +5,10 @@ folder locally, Kafka or Kinesis in production), validated against the contract 
 it is written; then an audit line.
 
 Every store call of a request that changes something (PUT, POST, DELETE), its reads
-included, goes through the consent lane (api/store.py): api.store_write_timeout_ms and no
-circuit breaker, so a store too busy for a 50 ms content read still saves an
-unsubscribe. A request that only looks (GET) takes the read lane.
+included, goes through the consent lane (api/store.py): api.store_write_timeout_ms and a
+circuit breaker of its own, so a store too busy for a 50 ms content read still saves an
+unsubscribe, and a store that is down refuses changes at once (503 with Retry-After)
+rather than holding worker threads. A request that only looks (GET) takes the read lane.
 
 The audit lines (JSON lines under <storage.root>/audit/api/) name the person by
 `subject_hash`: the pipeline's keyed hash (pipelines/pii.py, HMAC-SHA256 under the key in
@@ -23,6 +24,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -35,7 +37,7 @@ from flask import current_app, g, request
 
 from api.errors import ApiError
 from api.rows import ContentCache
-from api.store import holder
+from api.store import CircuitOpen, holder
 from pipelines.config import Config, KinesisSourceConfig
 from pipelines.contracts import validate_event
 from pipelines.pii import subject_hash_under
@@ -69,9 +71,11 @@ def _store_call(call: Any) -> Any:
     reading = request.method in ("GET", "HEAD")
     try:
         return holder().guarded(call) if reading else holder().consent(call)
-    except StoreUnavailable:
+    except StoreUnavailable as error:
         message = "the store cannot answer; try again" if reading else "the change could not be saved; try again"
-        raise ApiError(503, "store_unavailable", message, headers={"Retry-After": "1"}) from None
+        # An open circuit lets a trial call through after its reset timeout: sooner is refused again.
+        retry_after = math.ceil(_config().api.circuit_breaker.reset_timeout_s) if isinstance(error, CircuitOpen) else 1
+        raise ApiError(503, "store_unavailable", message, headers={"Retry-After": str(retry_after)}) from None
 
 
 def read_suppression(user_id: str) -> dict[str, Any] | None:

@@ -16,9 +16,13 @@ Two lanes, each with its own store per thread:
   each waiting for its timeout;
 - consent (unsubscribe, preference changes, erasure, suppression from webhooks: their
   reads and their writes) goes through `consent()`: api.store_write_timeout_ms (default
-  2 s) and no breaker. A store busy with an export may be too slow for a content read,
-  which then falls back, but an unsubscribe must still be saved, and an open circuit
-  must not refuse it.
+  2 s) and a breaker of its own (same api.circuit_breaker settings). A store busy with an
+  export may be too slow for a content read, which then falls back, but an unsubscribe
+  must still be saved: the read lane's open circuit never refuses it. Only consent calls
+  that failed even with their longer timeout open the consent circuit; while the store is
+  down, a change is then refused at once (503, Retry-After) instead of holding a worker
+  thread for the whole timeout, which a burst of them would take from content reads. The
+  change is refused either way; the caller retries.
 """
 
 from __future__ import annotations
@@ -126,13 +130,14 @@ def _open(config: Config, lane: str) -> ServingStore:
 
 
 class StoreHolder:
-    """Per app: each lane's store config, the read lane's breaker, and each thread's open stores."""
+    """Per app: each lane's store config and breaker, and each thread's open stores."""
 
     def __init__(self, config: Config) -> None:
         self.configs = {READ: with_store_timeout(config, READ), CONSENT: with_store_timeout(config, CONSENT)}
         self.config = self.configs[READ]
         settings = config.api.circuit_breaker
         self.breaker = CircuitBreaker(settings.failure_threshold, settings.reset_timeout_s)
+        self.consent_breaker = CircuitBreaker(settings.failure_threshold, settings.reset_timeout_s)
         self._local = threading.local()
         self._all: list[ServingStore] = []
         self._lock = threading.Lock()
@@ -191,9 +196,18 @@ class StoreHolder:
 
     def consent(self, call: Callable[[ServingStore], T]) -> T:
         """A consent read or write: `call(store)` on the thread's consent store, which waits
-        up to api.store_write_timeout_ms; never refused by the read lane's open circuit, and
-        its outcome does not move the breaker. StoreUnavailable when the store cannot
-        answer even so; the thread's consent store is dropped at teardown."""
+        up to api.store_write_timeout_ms, behind the consent lane's own breaker: never
+        refused by the read lane's open circuit, and its outcome does not move that one.
+        StoreUnavailable (CircuitOpen included) when the store cannot answer even so; the
+        thread's consent store is dropped at teardown.
+
+        The breaker counts requests, not calls: a change reads, then writes, and a read that
+        answers does not make up for the write that did not (an export holding SQLite's
+        write lock). The request's first call asks the breaker; the outcome is given at
+        teardown (`close_store`), so a half-open trial is the whole request."""
+        if not g.get("consent_admitted", False):
+            self.consent_breaker.before_call()
+            g.consent_admitted = True
         try:
             return call(self.thread_store(CONSENT))
         except StoreUnavailable:
@@ -218,7 +232,11 @@ def get_store() -> ServingStore:
 def close_store(_error: BaseException | None = None) -> None:
     if g.pop("store_failed", False):
         holder().drop_thread_store(READ)
-    if g.pop("consent_store_failed", False):
+    consent_failed = g.pop("consent_store_failed", False)
+    if g.pop("consent_admitted", False):
+        breaker = holder().consent_breaker
+        breaker.failed() if consent_failed else breaker.succeeded()
+    if consent_failed:
         holder().drop_thread_store(CONSENT)
 
 

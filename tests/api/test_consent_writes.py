@@ -1,6 +1,7 @@
-"""Consent writes have their own store timeout (api.store_write_timeout_ms) and no circuit
-breaker: a store too slow for a content read (which falls back) still saves an
-unsubscribe, a preference change, an erasure and a webhook's suppression.
+"""Consent writes have their own store timeout (api.store_write_timeout_ms) and their own
+circuit breaker: a store too slow for a content read (which falls back) still saves an
+unsubscribe, a preference change, an erasure and a webhook's suppression, and one that
+cannot take changes refuses them at once once their circuit opens.
 
 Two real kinds of slow: a SQLite store whose write lock another connection holds, as
 `tailor publish` does while it exports, and a real redis-server paused with CLIENT PAUSE."""
@@ -257,3 +258,32 @@ def test_looking_at_the_preference_page_while_redis_is_paused_answers_at_once(ow
         waited = time.monotonic() - started
     assert (looked.status_code, looked.get_json()["error"]) == (503, "store_unavailable")
     assert waited < 1.5, f"a page view waited {waited:.1f} s of a 3 s pause"
+
+
+def test_consent_calls_that_keep_failing_open_their_own_circuit_then_one_trial_closes_it(make_app):
+    """While the store cannot take a change even with the longer timeout, changes after
+    the threshold are refused at once (503, Retry-After until the trial) without a store
+    call, so they stop holding worker threads; the read lane's breaker never moves."""
+    app, database = _sqlite_app(make_app, "api.store_write_timeout_ms=50", "api.circuit_breaker.failure_threshold=2",
+                                "api.circuit_breaker.reset_timeout_s=1.5")
+    client = app.test_client()
+    store_holder = app.extensions["tailor"]["store"]
+    send = _unsubscribe(client, "u-ada")
+    consent_calls = []
+    opened = store_holder.thread_store
+    store_holder.thread_store = lambda lane="read": consent_calls.append(lane) or opened(lane)
+    with write_lock_held(database, 3.0):
+        failed = [send() for _ in range(2)]
+        assert [(r.status_code, r.headers["Retry-After"]) for r in failed] == [(503, "1"), (503, "1")]
+        assert store_holder.consent_breaker.state == "open"
+        tried = len(consent_calls)
+        refused = send()
+        assert (refused.status_code, refused.get_json()["error"], refused.headers["Retry-After"]) == \
+            (503, "store_unavailable", "2")
+        assert len(consent_calls) == tried, "an open circuit still called the store"
+        assert client.get("/v1/content/u-ada", headers=READER).get_json()["fallback"] is None
+    assert store_holder.breaker.state == "closed"
+    time.sleep(1.6)  # the reset timeout: the next change is the trial call
+    assert send().status_code == 200
+    assert store_holder.consent_breaker.state == "closed"
+    assert client.get("/v1/content/u-ada", headers=READER).status_code == 410
