@@ -743,7 +743,8 @@ API_SCOPES = ("content:read", "traits:read", "preferences:write", "admin")
 
 
 class CircuitBreakerConfig(_Strict):
-    failure_threshold: int = Field(default=5, ge=1, description="consecutive store failures that open the circuit")
+    failure_threshold: int = Field(default=5, ge=1, description="consecutive failed reads (read lane) or failed "
+                                   "changes (consent lane) that open that lane's circuit")
     reset_timeout_s: float = Field(default=5.0, gt=0,
                                    description="an open circuit lets one trial call through after this")
 
