@@ -20,6 +20,8 @@ from flask import Flask, Response, g, has_request_context, request
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 access_log = logging.getLogger("tailor.api.access")
+_FIELDS = ("route", "method", "status", "duration_ms", "key_id")
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # built once: json.dumps builds one per call
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,12 +30,13 @@ class JsonFormatter(logging.Formatter):
                  "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
         if has_request_context():
             entry["request_id"] = g.get("request_id")
-        for name in ("route", "method", "status", "duration_ms", "key_id"):
-            if hasattr(record, name):
-                entry[name] = getattr(record, name)
+        fields = record.__dict__
+        for name in _FIELDS:
+            if name in fields:
+                entry[name] = fields[name]
         if record.exc_info and record.exc_info[0] is not None:
             entry["error"] = record.exc_info[0].__name__
-        return json.dumps(entry, separators=(",", ":"))
+        return _encode(entry)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -54,13 +57,19 @@ def _start() -> None:
 
 
 def _finish(response: Response) -> Response:
-    response.headers["X-Request-Id"] = g.get("request_id", "")
-    api_key = g.get("api_key")
-    access_log.info("request", extra={
-        "route": request.url_rule.rule if request.url_rule is not None else "unmatched",
-        "method": request.method, "status": response.status_code,
-        "duration_ms": round((time.perf_counter() - g.get("log_started", time.perf_counter())) * 1000, 2),
-        "key_id": api_key.key_id if api_key is not None else None})
+    state = g._get_current_object()
+    response.headers["X-Request-Id"] = state.get("request_id", "")
+    if access_log.isEnabledFor(logging.INFO):
+        api_key = state.get("api_key")
+        rule = request.url_rule
+        fields = {"route": rule.rule if rule is not None else "unmatched", "method": request.method,
+                  "status": response.status_code,
+                  "duration_ms": round((time.perf_counter() - state.get("log_started", time.perf_counter())) * 1000, 2),
+                  "key_id": api_key.key_id if api_key is not None else None}
+        # The record Logger.info would make and handle, without its walk up the stack for
+        # the caller's file and line (no line shows them).
+        access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, "request", (), None,
+                                                func="_finish", extra=fields))
     return response
 
 

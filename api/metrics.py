@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -37,6 +38,16 @@ class Metrics:
                                     "refused by the open circuit", registry=self.registry)
         self.cache = Counter("tailor_api_cache_lookups_total", "In-process content cache lookups (hit rate: "
                              "hit / all)", ["result"], registry=self.registry)
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def labelled(self, metric: Counter | Histogram, *values: str) -> Any:
+        """`metric.labels(*values)`, remembered: the same child prometheus-client returns,
+        without its checks and lock on every request."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
 
 def metrics(app: Flask | None = None) -> Metrics:
@@ -51,10 +62,10 @@ def _start() -> None:
 def _finish(response: Response) -> Response:
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
     found = metrics()
-    found.requests.labels(route, request.method, str(response.status_code)).inc()
+    found.labelled(found.requests, route, request.method, str(response.status_code)).inc()
     started = g.get("started")
     if started is not None:
-        found.latency.labels(route).observe(time.perf_counter() - started)
+        found.labelled(found.latency, route).observe(time.perf_counter() - started)
     return response
 
 

@@ -175,9 +175,9 @@ def resolve(user_ids: Sequence[str], strict: bool = False, app: Flask | None = N
     except Exception as error:  # noqa: BLE001 - the email tool gets content whatever happened
         log.error("content read failed, serving fallback: %s", type(error).__name__)
         answers = _outage(app, list(dict.fromkeys(user_ids)), {})
-    rows = metrics(app).rows
+    counters = metrics(app)
     for answer in answers:
-        rows.labels(str(answer.status)).inc()
+        counters.labelled(counters.rows, str(answer.status)).inc()
     return answers
 
 
@@ -219,9 +219,9 @@ def _answers(user_ids: Sequence[str], strict: bool, app: Flask) -> list[Answer]:
             missing.append(user_id)
         else:
             rows[user_id], texts[user_id] = cached
-    counters.cache.labels("hit").inc(len(rows))
+    counters.labelled(counters.cache, "hit").inc(len(rows))
     if missing:
-        counters.cache.labels("miss").inc(len(missing))
+        counters.labelled(counters.cache, "miss").inc(len(missing))
         try:
             found = store_holder.guarded(lambda store: store.read_many(CONTENT, missing))
         except StoreUnavailable:
@@ -255,7 +255,7 @@ def _answers(user_ids: Sequence[str], strict: bool, app: Flask) -> list[Answer]:
             answers.append(Answer(user_id, 200, _fallback(user_id, default, NO_CONSENT), NO_CONSENT))
         elif row is not _ABSENT:
             if row.get("fallback"):
-                counters.fallbacks.labels(str(row["fallback"])).inc()
+                counters.labelled(counters.fallbacks, str(row["fallback"])).inc()
             answers.append(Answer(user_id, 200, row, row.get("fallback"), texts[user_id]))
         elif strict:
             answers.append(Answer(user_id, 404, None, UNKNOWN_USER))

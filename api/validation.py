@@ -102,7 +102,8 @@ def json_body() -> dict[str, Any]:
 
 
 def flag(name: str) -> bool:
-    value = request.args.get(name, "false")
+    # No query string (the usual content read): no query to parse.
+    value = request.args.get(name, "false") if request.query_string else "false"
     if value not in ("true", "false"):
         raise ApiError(400, "bad_parameter", f"{name} must be true or false")
     return value == "true"
