@@ -36,6 +36,7 @@ from typing import Any
 from flask import current_app, g, request
 
 from api.errors import ApiError
+from api.metrics import metrics
 from api.rows import ContentCache
 from api.store import CircuitOpen, holder
 from pipelines.config import Config, KinesisSourceConfig
@@ -63,18 +64,21 @@ def _config() -> Config:
     return config
 
 
-def _store_call(call: Any) -> Any:
+def _store_call(call: Any, write: bool = False) -> Any:
     """A request that changes something (PUT, POST, DELETE) waits on the consent lane; one
     that only looks (a subscriber opening the page, a mail client's link scanner) takes the
     read lane, with its short timeout and breaker, so a hung store cannot hold a worker's
-    threads for page views while content reads queue behind them."""
+    threads for page views while content reads queue behind them. `write`: the call
+    changes the store (the consent breaker counts changes that wrote)."""
     reading = request.method in ("GET", "HEAD")
     try:
-        return holder().guarded(call) if reading else holder().consent(call)
+        return holder().guarded(call) if reading else holder().consent(call, write=write)
     except StoreUnavailable as error:
+        metrics().store_errors.inc()
         message = "the store cannot answer; try again" if reading else "the change could not be saved; try again"
-        # An open circuit lets a trial call through after its reset timeout: sooner is refused again.
-        retry_after = math.ceil(_config().api.circuit_breaker.reset_timeout_s) if isinstance(error, CircuitOpen) else 1
+        # The consent circuit lets one change through after its reset timeout: sooner is refused again.
+        waits = not reading and isinstance(error, CircuitOpen)
+        retry_after = math.ceil(_config().api.circuit_breaker.reset_timeout_s) if waits else 1
         raise ApiError(503, "store_unavailable", message, headers={"Retry-After": str(retry_after)}) from None
 
 
@@ -90,7 +94,7 @@ def read_suppressions(user_ids: list[str]) -> dict[str, dict[str, Any]]:
 
 def suppress(user_id: str, reason: str) -> None:
     record = {"reason": reason, "source": API_SOURCE, "since": now_iso()}
-    _store_call(lambda store: store.write_batch(SUPPRESSION, {user_id: record}))
+    _store_call(lambda store: store.write_batch(SUPPRESSION, {user_id: record}), write=True)
     cache: ContentCache = current_app.extensions["tailor"]["cache"]
     cache.invalidate(user_id)
 
@@ -101,7 +105,7 @@ def lift_suppression(user_id: str) -> None:
     stays until publish sees the consent."""
     record = read_suppression(user_id)
     if record is not None and record.get("source") == API_SOURCE and record.get("reason") == "unsubscribed":
-        _store_call(lambda store: store.delete(SUPPRESSION, [user_id]))
+        _store_call(lambda store: store.delete(SUPPRESSION, [user_id]), write=True)
     current_app.extensions["tailor"]["cache"].invalidate(user_id)
 
 
@@ -111,11 +115,11 @@ def read_preferences(user_id: str) -> dict[str, Any] | None:
 
 
 def write_preferences(user_id: str, preferences: dict[str, Any]) -> None:
-    _store_call(lambda store: store.write_batch(PREFERENCES, {user_id: preferences}))
+    _store_call(lambda store: store.write_batch(PREFERENCES, {user_id: preferences}), write=True)
 
 
 def delete_preferences(user_id: str) -> None:
-    _store_call(lambda store: store.delete(PREFERENCES, [user_id]))
+    _store_call(lambda store: store.delete(PREFERENCES, [user_id]), write=True)
 
 
 def make_event(event_type: str, user_id: str, source: str, payload: dict[str, Any],

@@ -28,6 +28,7 @@ Two lanes, each with its own store per thread:
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from pipelines.config import Config
 from pipelines.serving import KINDS, ServingStore, StoreUnavailable, store_class
 
 T = TypeVar("T")
+log = logging.getLogger("tailor.api.store")
 
 
 class CircuitOpen(StoreUnavailable):
@@ -79,12 +81,21 @@ class CircuitBreaker:
         with self._lock:
             self._failures, self._opened_at, self._trial_running = 0, None, False
 
-    def failed(self) -> None:
+    def failed(self) -> bool:
+        """Counts a failure; True when it opened the circuit (it was closed)."""
         with self._lock:
             self._failures += 1
             self._trial_running = False
-            if self._opened_at is not None or self._failures >= self.failure_threshold:
+            was_closed = self._opened_at is None
+            if not was_closed or self._failures >= self.failure_threshold:
                 self._opened_at = self._clock()
+            return was_closed and self._opened_at is not None
+
+    def released(self) -> None:
+        """An admitted call that proved nothing either way: a half-open trial slot is freed,
+        the state and the count stay."""
+        with self._lock:
+            self._trial_running = False
 
 
 def api_config(app: Flask | None = None) -> Config:
@@ -194,20 +205,26 @@ class StoreHolder:
         self.breaker.succeeded()
         return result
 
-    def consent(self, call: Callable[[ServingStore], T]) -> T:
+    def consent(self, call: Callable[[ServingStore], T], write: bool = True) -> T:
         """A consent read or write: `call(store)` on the thread's consent store, which waits
         up to api.store_write_timeout_ms, behind the consent lane's own breaker: never
         refused by the read lane's open circuit, and its outcome does not move that one.
         StoreUnavailable (CircuitOpen included) when the store cannot answer even so; the
         thread's consent store is dropped at teardown.
 
-        The breaker counts requests, not calls: a change reads, then writes, and a read that
+        The breaker counts changes, not calls: a change reads, then writes, and a read that
         answers does not make up for the write that did not (an export holding SQLite's
         write lock). The request's first call asks the breaker; the outcome is given at
-        teardown (`close_store`), so a half-open trial is the whole request."""
+        teardown (`close_store`), so a half-open trial is the whole request: a failure if
+        any call failed, a success if a write was made, and otherwise nothing (a change
+        that needed no write, such as unsubscribing someone already unsubscribed, says
+        nothing about whether writes work). `g` is the request's: under a test that pushes
+        an app context around several requests, they share one admission."""
         if not g.get("consent_admitted", False):
             self.consent_breaker.before_call()
             g.consent_admitted = True
+        if write:
+            g.consent_wrote = True
         try:
             return call(self.thread_store(CONSENT))
         except StoreUnavailable:
@@ -233,9 +250,17 @@ def close_store(_error: BaseException | None = None) -> None:
     if g.pop("store_failed", False):
         holder().drop_thread_store(READ)
     consent_failed = g.pop("consent_store_failed", False)
+    wrote = g.pop("consent_wrote", False)
     if g.pop("consent_admitted", False):
         breaker = holder().consent_breaker
-        breaker.failed() if consent_failed else breaker.succeeded()
+        if consent_failed:
+            if breaker.failed():
+                log.warning("the consent circuit opened after %d failed changes in a row: changes are refused "
+                            "for %.1f s, then one is tried", breaker.failure_threshold, breaker.reset_timeout_s)
+        elif wrote:
+            breaker.succeeded()
+        else:
+            breaker.released()
     if consent_failed:
         holder().drop_thread_store(CONSENT)
 

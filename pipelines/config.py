@@ -765,7 +765,8 @@ class ApiConfig(_Strict):
                                   "(content, traits, readiness; behind the circuit breaker)")
     store_write_timeout_ms: int = Field(
         default=2000, ge=1, le=20_000, description="consent store calls (unsubscribe, preference changes, erasure, "
-        "suppression from webhooks) wait this long, without the circuit breaker; below gunicorn's 30 s worker timeout")
+        "suppression from webhooks) wait this long, behind their own circuit breaker (the read lane's open "
+        "circuit never refuses them); below gunicorn's 30 s worker timeout")
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     rate_limit: dict[str, str] = Field(
         default_factory=lambda: {"content:read": "60000 per minute", "traits:read": "6000 per minute",

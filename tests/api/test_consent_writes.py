@@ -263,18 +263,20 @@ def test_looking_at_the_preference_page_while_redis_is_paused_answers_at_once(ow
 def test_consent_calls_that_keep_failing_open_their_own_circuit_then_one_trial_closes_it(make_app):
     """While the store cannot take a change even with the longer timeout, changes after
     the threshold are refused at once (503, Retry-After until the trial) without a store
-    call, so they stop holding worker threads; the read lane's breaker never moves."""
+    call, so they stop holding worker threads; a change that needed no write neither
+    resets the count nor closes the circuit; the read lane's breaker never moves."""
     app, database = _sqlite_app(make_app, "api.store_write_timeout_ms=50", "api.circuit_breaker.failure_threshold=2",
                                 "api.circuit_breaker.reset_timeout_s=1.5")
     client = app.test_client()
     store_holder = app.extensions["tailor"]["store"]
-    send = _unsubscribe(client, "u-ada")
+    send, no_write = _unsubscribe(client, "u-ada"), _unsubscribe(client, "u-bob")
+    assert no_write().status_code == 200  # bob is unsubscribed now: again, nothing is written
     consent_calls = []
     opened = store_holder.thread_store
     store_holder.thread_store = lambda lane="read": consent_calls.append(lane) or opened(lane)
     with write_lock_held(database, 3.0):
-        failed = [send() for _ in range(2)]
-        assert [(r.status_code, r.headers["Retry-After"]) for r in failed] == [(503, "1"), (503, "1")]
+        failed = [send(), no_write(), send()]
+        assert [(r.status_code, r.headers.get("Retry-After")) for r in failed] == [(503, "1"), (200, None), (503, "1")]
         assert store_holder.consent_breaker.state == "open"
         tried = len(consent_calls)
         refused = send()
@@ -284,6 +286,8 @@ def test_consent_calls_that_keep_failing_open_their_own_circuit_then_one_trial_c
         assert client.get("/v1/content/u-ada", headers=READER).get_json()["fallback"] is None
     assert store_holder.breaker.state == "closed"
     time.sleep(1.6)  # the reset timeout: the next change is the trial call
+    assert no_write().status_code == 200
+    assert store_holder.consent_breaker.state == "half_open"  # it wrote nothing: writes are still untried
     assert send().status_code == 200
     assert store_holder.consent_breaker.state == "closed"
     assert client.get("/v1/content/u-ada", headers=READER).status_code == 410
