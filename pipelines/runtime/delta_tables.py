@@ -56,14 +56,27 @@ def ensure_table(spark: SparkSession, table: TableRef, schema: StructType,
         builder = builder.clusterBy(*cluster_by)
     for key, value in {**DEFAULT_PROPERTIES, **(properties or {})}.items():
         builder = builder.property(key, value)
-    try:
-        builder.execute()
-    except CONFLICTS:
-        # Jobs started together on a new deployment create their shared tables at once:
-        # Delta lets one commit the table and refuses the others (ProtocolChangedException).
-        # What they wanted exists then.
-        if not table_exists(spark, table):
+    # Jobs started together on a new deployment create their shared tables at once: Delta
+    # lets one commit the table and refuses the others (ProtocolChangedException), or one
+    # that starts a moment later finds the other's log written but not yet committed (a
+    # non-empty location). What they wanted exists then, or does once the other commits.
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            builder.execute()
+            return
+        except CONFLICTS:
+            if table_exists(spark, table):
+                return
             raise
+        except AnalysisException as error:
+            if "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION" not in str(error) or attempt == _CREATE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+            if table_exists(spark, table):
+                return
+
+
+_CREATE_ATTEMPTS = 5
 
 
 _ADD_COLUMN_ATTEMPTS = 3
