@@ -1,4 +1,4 @@
-"""/healthz (the process answers), /readyz (the store answers), /metrics (Prometheus)."""
+"""/healthz (the process answers), /readyz (the store answers; both lanes' circuits), /metrics (Prometheus)."""
 
 from __future__ import annotations
 
@@ -20,14 +20,22 @@ def healthz() -> ResponseReturnValue:
 
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
+    """Ready follows the read lane only: a node whose consent circuit is not closed still
+    serves reads, so it stays in the balancer (200, "degraded"); taking every node out
+    because changes fail would stop the reads too."""
     config = current_app.extensions["tailor"]["config"]
     store_holder = holder()
     try:
         # A real read through the breaker: an open circuit is "not ready" without a call.
         store_holder.guarded(lambda store: store.read(DEFAULT, f"global:{config.publish.default_locale}"))
+        ready = True
     except StoreUnavailable:
-        return jsonify(status="unavailable", store=config.serving.type, circuit=store_holder.breaker.state), 503
-    return jsonify(status="ready", store=config.serving.type, circuit=store_holder.breaker.state)
+        ready = False
+    consent_circuit = store_holder.consent_breaker.state
+    status = ("ready" if consent_circuit == "closed" else "degraded") if ready else "unavailable"
+    body = jsonify(status=status, store=config.serving.type, circuit=store_holder.breaker.state,
+                   consent_circuit=consent_circuit)
+    return body if ready else (body, 503)
 
 
 @bp.get("/metrics")

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 
@@ -38,6 +38,10 @@ class Metrics:
                                     "refused by the open circuit", registry=self.registry)
         self.cache = Counter("tailor_api_cache_lookups_total", "In-process content cache lookups (hit rate: "
                              "hit / all)", ["result"], registry=self.registry)
+        # livemax: across workers, 1 while any live worker's circuit is not closed (each has its own breakers).
+        self.circuit_open = Gauge("tailor_api_circuit_open", "1 while a lane's circuit is open or half-open "
+                                  "(from opening until a trial succeeds), by lane: read or consent", ["lane"],
+                                  multiprocess_mode="livemax", registry=self.registry)
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
 
     def labelled(self, metric: Counter | Histogram, *values: str) -> Any:

@@ -13,6 +13,7 @@ from pipelines.contracts.events import CONTRACT_VERSION
 
 JSON = "application/json"
 FALLBACK_REASONS = ["unknown_user", "no_consent", "cold_start", "holdout", "stale", "store_unavailable"]
+CIRCUIT_STATES = ["closed", "open", "half_open"]
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -104,7 +105,8 @@ def document(config: Config) -> dict[str, Any]:
             "200": _json({"type": "object", "required": ["status"], "properties": {
                 "status": {"const": "ok"}, "contract_version": {"type": "string"}}}, "alive")}}},
         "/readyz": {"get": {"summary": "the serving store answers", "responses": {
-            "200": _json(_ref("Readiness"), "ready"), "503": _json(_ref("Readiness"), "the store is unreachable")}}},
+            "200": _json(_ref("Readiness"), "ready, or degraded: reads serve, changes may be refused"),
+            "503": _json(_ref("Readiness"), "the store is unreachable")}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
             "description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"summary": "this document", "responses": {"200": _json({"type": "object"},
@@ -240,9 +242,14 @@ def document(config: Config) -> dict[str, Any]:
                 "Gone": {"type": "object", "required": ["error", "message", "reason", "user_id"], "properties": {
                     "error": {"const": "gone"}, "message": {"type": "string"},
                     "reason": {"type": "string", "enum": sorted(GONE_REASONS)}, "user_id": {"type": "string"}}},
-                "Readiness": {"type": "object", "required": ["status", "store", "circuit"], "properties": {
-                    "status": {"enum": ["ready", "unavailable"]}, "store": {"type": "string"},
-                    "circuit": {"enum": ["closed", "open", "half_open"]}}},
+                "Readiness": {"type": "object", "required": ["status", "store", "circuit", "consent_circuit"],
+                              "properties": {
+                                  "status": {"enum": ["ready", "degraded", "unavailable"],
+                                             "description": "degraded: reads serve, but consent_circuit is not closed"},
+                                  "store": {"type": "string"},
+                                  "circuit": {"enum": CIRCUIT_STATES, "description": "the read lane's breaker"},
+                                  "consent_circuit": {"enum": CIRCUIT_STATES,
+                                                      "description": "the consent lane's breaker"}}},
                 "ContentRow": content_row,
                 "Traits": {"type": "object", "required": ["user_id"], "properties": {
                     "user_id": {"type": "string"},

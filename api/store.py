@@ -32,6 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +40,7 @@ import click
 from flask import Flask, current_app, g
 from flask.cli import with_appcontext
 
+from api.metrics import metrics
 from pipelines.config import Config
 from pipelines.serving import KINDS, ServingStore, StoreUnavailable, store_class
 
@@ -52,11 +54,17 @@ class CircuitOpen(StoreUnavailable):
 
 class CircuitBreaker:
     """closed -> (failure_threshold consecutive failures) -> open -> (reset_timeout_s) ->
-    half-open: one trial call; success closes, failure opens again."""
+    half-open: one trial call; success closes, failure opens again.
+
+    `on_change(True)` when it opens, `on_change(False)` when a success closes it (not on
+    open -> half-open, which only time does): called under the lock, so that a gauge set
+    from it ends in the breaker's last state when two threads change it at once."""
 
     def __init__(self, failure_threshold: int, reset_timeout_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[bool], None] | None = None) -> None:
         self.failure_threshold, self.reset_timeout_s, self._clock = failure_threshold, reset_timeout_s, clock
+        self._on_change = on_change
         self._failures = 0
         self._opened_at: float | None = None
         self._trial_running = False
@@ -79,7 +87,10 @@ class CircuitBreaker:
 
     def succeeded(self) -> None:
         with self._lock:
+            was_open = self._opened_at is not None
             self._failures, self._opened_at, self._trial_running = 0, None, False
+            if was_open and self._on_change is not None:
+                self._on_change(False)
 
     def failed(self) -> bool:
         """Counts a failure; True when it opened the circuit (it was closed)."""
@@ -89,7 +100,10 @@ class CircuitBreaker:
             was_closed = self._opened_at is None
             if not was_closed or self._failures >= self.failure_threshold:
                 self._opened_at = self._clock()
-            return was_closed and self._opened_at is not None
+            opened = was_closed and self._opened_at is not None
+            if opened and self._on_change is not None:
+                self._on_change(True)
+            return opened
 
     def released(self) -> None:
         """An admitted call that proved nothing either way: a half-open trial slot is freed,
@@ -141,14 +155,19 @@ def _open(config: Config, lane: str) -> ServingStore:
 
 
 class StoreHolder:
-    """Per app: each lane's store config and breaker, and each thread's open stores."""
+    """Per app: each lane's store config and breaker, and each thread's open stores.
+    `on_change(lane, is_open)`: a lane's circuit opened or closed (the metrics' gauge)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, on_change: Callable[[str, bool], None] | None = None) -> None:
         self.configs = {READ: with_store_timeout(config, READ), CONSENT: with_store_timeout(config, CONSENT)}
         self.config = self.configs[READ]
         settings = config.api.circuit_breaker
-        self.breaker = CircuitBreaker(settings.failure_threshold, settings.reset_timeout_s)
-        self.consent_breaker = CircuitBreaker(settings.failure_threshold, settings.reset_timeout_s)
+
+        def breaker(lane: str) -> CircuitBreaker:
+            told = None if on_change is None else partial(on_change, lane)
+            return CircuitBreaker(settings.failure_threshold, settings.reset_timeout_s, on_change=told)
+
+        self.breaker, self.consent_breaker = breaker(READ), breaker(CONSENT)
         self._local = threading.local()
         self._all: list[ServingStore] = []
         self._lock = threading.Lock()
@@ -280,6 +299,13 @@ def load_rows_command(path: Path) -> None:
 
 
 def init_app(app: Flask, config: Config) -> None:
-    app.extensions.setdefault("tailor", {})["store"] = StoreHolder(config)
+    gauge = metrics(app).circuit_open
+
+    def changed(lane: str, is_open: bool) -> None:
+        gauge.labels(lane).set(1 if is_open else 0)
+
+    for lane in (READ, CONSENT):
+        changed(lane, False)  # both series from the start: an alert on them sees 0, not nothing
+    app.extensions.setdefault("tailor", {})["store"] = StoreHolder(config, changed)
     app.teardown_appcontext(close_store)
     app.cli.add_command(load_rows_command)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from api import create_app
 from pipelines.config import load_config
@@ -291,3 +292,40 @@ def test_consent_calls_that_keep_failing_open_their_own_circuit_then_one_trial_c
     assert send().status_code == 200
     assert store_holder.consent_breaker.state == "closed"
     assert client.get("/v1/content/u-ada", headers=READER).status_code == 410
+
+
+def _circuit_gauge(client) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    text = client.get("/metrics").get_data(as_text=True)
+    return {sample.labels["lane"]: sample.value for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name == "tailor_api_circuit_open"}
+
+
+def test_an_open_consent_circuit_shows_in_readyz_and_the_gauge_but_the_node_stays_ready(make_app):
+    """Reads still serve while changes are refused: /readyz stays 200 (a balancer keeps the
+    node) and says degraded; tailor_api_circuit_open{lane="consent"} is 1 from the opening
+    until a change is saved again."""
+    app, database = _sqlite_app(make_app, "api.store_write_timeout_ms=50", "api.circuit_breaker.failure_threshold=2",
+                                "api.circuit_breaker.reset_timeout_s=2")
+    client = app.test_client()
+    send = _unsubscribe(client, "u-ada")
+    ready = client.get("/readyz")
+    assert (ready.status_code, ready.get_json()) == (200, {"status": "ready", "store": "sqlite", "circuit": "closed",
+                                                           "consent_circuit": "closed"})
+    assert _circuit_gauge(client) == {"read": 0.0, "consent": 0.0}
+    with write_lock_held(database, 1.5):
+        assert [send().status_code, send().status_code] == [503, 503]
+        opened_at = time.monotonic()
+        degraded = client.get("/readyz")
+        assert (degraded.status_code, degraded.get_json()) == (
+            200, {"status": "degraded", "store": "sqlite", "circuit": "closed", "consent_circuit": "open"})
+        assert _circuit_gauge(client) == {"read": 0.0, "consent": 1.0}
+    time.sleep(max(0.0, opened_at + 2.1 - time.monotonic()))  # past the reset timeout: untried, not closed
+    half_open = client.get("/readyz")
+    assert (half_open.status_code, half_open.get_json()) == (
+        200, {"status": "degraded", "store": "sqlite", "circuit": "closed", "consent_circuit": "half_open"})
+    assert _circuit_gauge(client) == {"read": 0.0, "consent": 1.0}
+    assert send().status_code == 200  # the trial change is saved: the circuit closes
+    recovered = client.get("/readyz")
+    assert (recovered.status_code, recovered.get_json()) == (200, {"status": "ready", "store": "sqlite",
+                                                                   "circuit": "closed", "consent_circuit": "closed"})
+    assert _circuit_gauge(client) == {"read": 0.0, "consent": 0.0}

@@ -71,6 +71,8 @@ def test_redis_killed_mid_test_reads_fall_back_then_recover(own_redis, tmp_path)
     assert client.get("/readyz").status_code == 503
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'tailor_api_fallbacks_total{reason="store_unavailable"} 10.0' in metrics
+    assert 'tailor_api_circuit_open{lane="read"} 1.0' in metrics
+    assert 'tailor_api_circuit_open{lane="consent"} 0.0' in metrics
 
 
 def test_sqlite_store_gone_mid_test_falls_back(app, client):
@@ -121,6 +123,29 @@ def test_circuit_breaker_opens_after_the_threshold_and_tries_once_after_the_time
     breaker.before_call()
     breaker.succeeded()
     assert breaker.state == "closed"
+
+
+def test_circuit_breaker_tells_only_its_openings_and_closings():
+    """What sets tailor_api_circuit_open: once per change, not on every call (a success
+    while closed, a failed trial that opens it again, a released trial)."""
+    now, told = [100.0], []
+    breaker = CircuitBreaker(failure_threshold=2, reset_timeout_s=5, clock=lambda: now[0], on_change=told.append)
+    breaker.succeeded()
+    breaker.failed()
+    assert told == []
+    breaker.failed()
+    assert told == [True]
+    now[0] = 105.0
+    breaker.before_call()
+    breaker.released()
+    breaker.before_call()
+    breaker.failed()
+    assert (breaker.state, told) == ("open", [True])
+    now[0] = 110.0
+    breaker.before_call()
+    breaker.succeeded()
+    breaker.succeeded()
+    assert (breaker.state, told) == ("closed", [True, False])
 
 
 def test_store_calls_time_out_after_store_timeout_ms(make_app):

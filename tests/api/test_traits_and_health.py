@@ -39,6 +39,7 @@ def test_healthz_and_readyz(store_client):
     assert ready.status_code == 200
     assert ready.get_json()["status"] == "ready"
     assert ready.get_json()["circuit"] == "closed"
+    assert ready.get_json()["consent_circuit"] == "closed"
 
 
 def test_request_id_is_echoed_or_made(client):
