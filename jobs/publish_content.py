@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from jobs._common import config_from, entry_point, parser_for, setup_logging
 from pipelines.config import Config
 from pipelines.errors import TailorError
+from pipelines.pii import Keyring
 
 log = logging.getLogger("tailor.publish")
 
@@ -42,12 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def publish(spark, config: Config, offers, segment_names: list[str], default_segment: str,
+def publish(spark, config: Config, keyring: Keyring, offers, segment_names: list[str], default_segment: str,
             generated_at: datetime) -> dict:
     """Build and merge the published tables; returns the counts per table."""
     from pyspark.sql import functions as F
 
     from expectations.runner import gate_refusals
+    from pipelines.profiles.writes import refuse_clear_names
     from pipelines.publish.transforms import (
         PublishRules,
         content_rows,
@@ -55,6 +57,7 @@ def publish(spark, config: Config, offers, segment_names: list[str], default_seg
         holdout_assignments,
         offers_frame,
         traits_rows,
+        with_first_names,
     )
     from pipelines.publish.writes import ensure_publish_tables, merge_holdout, merge_published
     from pipelines.recommend.interactions import from_interactions
@@ -82,14 +85,21 @@ def publish(spark, config: Config, offers, segment_names: list[str], default_seg
     def pinned(name: str):
         return read_table_at(spark, config.table(name), versions[name])
 
+    refuse_clear_names(spark, config.table("silver.profiles"))
     profiles = pinned("silver.profiles").select(
-        "user_id", "first_name", "locale", "language", "country", "preferred_send_hour",
-        F.col("consent_email_marketing.status").alias("email_consent"),
+        "user_id", "first_name_encrypted", "first_name_key_id", "locale", "language", "country",
+        "preferred_send_hour", F.col("consent_email_marketing.status").alias("email_consent"),
         F.col("consent_email_marketing.updated_at").alias("email_consent_at"),
         F.col("consent_personalization.status").alias("personalization_consent"))
+    _refuse_unknown_name_keys(profiles, keyring)
     features = pinned("gold.user_features")
-    people = profiles.join(features.select("user_id", "segments", "primary_segment", "best_send_hour",
-                                           "cart_state", "cart_items"), "user_id", "left").cache()
+    people = with_first_names(keyring)(profiles).join(
+        features.select("user_id", "segments", "primary_segment", "best_send_hour", "cart_state", "cart_items"),
+        "user_id", "left").cache()
+    unreadable_names = people.where("first_name_unreadable").count()
+    if unreadable_names:
+        log.warning("%d stored first name(s) did not decrypt (tampered, corrupted or without a key id); those "
+                    "people are greeted without a name", unreadable_names)
     products = pinned("silver.products").cache()
     recommendations = pinned("gold.recommendations")
     on = generated_at.date()
@@ -139,9 +149,25 @@ def publish(spark, config: Config, offers, segment_names: list[str], default_seg
     return {"content_version": content_version, "inputs": versions, "tables": counts}
 
 
+def _refuse_unknown_name_keys(profiles, keyring: Keyring) -> None:
+    """A name encrypted under a key the keyring lacks is a configuration problem, not a bad
+    row: say so once, rather than greet everyone it touches without a name."""
+    from pyspark.sql import functions as F
+
+    known = [key_id for key_id, _ in keyring]
+    missing = sorted(row[0] for row in profiles.where(F.col("first_name_encrypted").isNotNull()
+                                                      & ~F.col("first_name_key_id").isin(*known))
+                     .select("first_name_key_id").distinct().collect())
+    if missing:
+        raise TailorError(f"silver.profiles holds names encrypted under key id(s) {', '.join(map(repr, missing))}, "
+                          "which the PII keyring (secrets.pii_encryption_key) does not hold; add them to it "
+                          "(as decrypt-only keys after the active one) and publish again")
+
+
 @entry_point
 def main(argv=None) -> int:
     from pipelines.features.writes import load_feature_rules
+    from pipelines.pii import load_keyring
     from pipelines.publish.offers import load_offers
     from pipelines.publish.transforms import GLOBAL_SEGMENT
 
@@ -157,6 +183,7 @@ def main(argv=None) -> int:
         raise TailorError(f"{config.features.segments_file}: a segment may not be called '{GLOBAL_SEGMENT}': "
                           "publish keys the everyone-default rows by that name")
     offers = load_offers(config.conf_file(config.publish.offers_file), segment_names)
+    keyring = load_keyring(config)
 
     from expectations.runner import gate_refusals
     from pipelines.publish.export import export
@@ -166,7 +193,7 @@ def main(argv=None) -> int:
 
     started = time.monotonic()
     spark = build_spark(config, "publish_content")
-    summary = publish(spark, config, offers, segment_names, segment_rules.default_segment, datetime.now(UTC))
+    summary = publish(spark, config, keyring, offers, segment_names, segment_rules.default_segment, datetime.now(UTC))
     if not args.no_export:
         # The rows just built are checked before the email tool can fetch them: a failed
         # critical expectation leaves the store serving the last good content.

@@ -275,6 +275,8 @@ def _known_and_distinct(names: tuple[str, ...], known: tuple[str, ...], what: st
     return names
 
 
+# What silver.profiles_history can track (pipelines.schemas.HISTORY_TRACKABLE says which
+# columns each keeps; names stay encrypted there too).
 HISTORY_TRACKABLE_COLUMNS = ("email_hash", "first_name", "last_name", "country", "locale")
 
 
@@ -282,7 +284,9 @@ class ProfilesConfig(_Strict):
     trigger_interval: str = Field(pattern=_DURATION, description="processing-time trigger of merge_profiles")
     ignore_null_updates: bool = Field(
         default=False, description="a null in a change leaves the stored field as it is, instead of clearing it")
-    history_columns: tuple[str, ...] = Field(min_length=1, description="columns silver.profiles_history tracks")
+    history_columns: tuple[str, ...] = Field(
+        min_length=1, description="what silver.profiles_history tracks: email_hash, country and locale as they "
+                                  "are, first_name and last_name encrypted, as silver.profiles keeps them")
     conflict_retries: int = Field(default=5, ge=0, description="retries of a write that lost a commit race")
     max_files_per_trigger: int | None = Field(default=None, ge=1, description="bronze files read per batch")
 

@@ -1,6 +1,6 @@
 """Personal data at rest: per-field AES-GCM encryption and the keyed identity hash.
 
-- Email and phone are encrypted per field with AES-256-GCM (`cryptography`). A stored
+- Email, phone and names are encrypted per field with AES-256-GCM (`cryptography`). A stored
   value is `nonce (12 bytes) || ciphertext || tag (16 bytes)`, with the key id in its own
   column beside it, so keys rotate: new values use the active key, old ones decrypt with
   the key their id names.
@@ -30,6 +30,7 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,11 +52,15 @@ class PiiError(Exception):
     """A value could not be decrypted; the message never holds the value."""
 
 
+# (key id, key) pairs, the active key first; the rest only decrypt.
+Keyring = tuple[tuple[str, bytes], ...]
+
+
 @dataclass(frozen=True)
 class PiiKeys:
     """The encryption keyring (active key first) and the HMAC key."""
 
-    keyring: tuple[tuple[str, bytes], ...]
+    keyring: Keyring
     hmac_key: bytes
 
     @property
@@ -66,7 +71,7 @@ class PiiKeys:
         return f"PiiKeys(key_ids={[key_id for key_id, _ in self.keyring]})"
 
 
-def parse_keyring(text: str, variable: str) -> tuple[tuple[str, bytes], ...]:
+def parse_keyring(text: str, variable: str) -> Keyring:
     keyring = []
     for position, entry in enumerate(filter(None, (part.strip() for part in text.split(","))), start=1):
         key_id, sep, encoded = entry.partition(":")
@@ -118,6 +123,17 @@ def load_keys(config: Config) -> PiiKeys:
     if not hmac_text:
         raise _unset(hmac_var, config)
     return PiiKeys(parse_keyring(keyring_text, keyring_var), parse_hmac_key(hmac_text, hmac_var))
+
+
+def load_keyring(config: Config) -> Keyring:
+    """The encryption keyring alone, as load_keys finds it: for a process that decrypts
+    names but hashes nothing (publishing), which then need not hold the identity key."""
+    keyring_var, keyring_text = config.secrets.pii_encryption_key, config.secret("pii_encryption_key")
+    if keyring_text is None and config.pii.dev_keys_file:
+        keyring_text = _dev_key_material(Path(config.under_root(config.pii.dev_keys_file)))["encryption_keyring"]
+    if not keyring_text:
+        raise _unset(keyring_var, config)
+    return parse_keyring(keyring_text, keyring_var)
 
 
 def load_hmac_key(config: Config) -> bytes:
@@ -191,6 +207,23 @@ def encrypt(keys: PiiKeys, plaintext: str) -> tuple[bytes, str]:
     key_id, key = keys.keyring[0]
     nonce = os.urandom(NONCE_BYTES)
     return nonce + AESGCM(key).encrypt(nonce, plaintext.encode("utf-8"), None), key_id
+
+
+def lenient_decryptor(keyring: Keyring) -> Callable[[bytes | None, str | None], str | None]:
+    """decrypt for many values: one cipher per key, and None for a value that is missing or
+    does not decrypt (the caller counts those; a single bad value must not stop a run)."""
+    ciphers = {key_id: AESGCM(key) for key_id, key in keyring}
+
+    def decrypted(blob: bytes | None, key_id: str | None) -> str | None:
+        cipher = ciphers.get(key_id) if key_id is not None else None
+        if blob is None or cipher is None:
+            return None
+        try:
+            return cipher.decrypt(bytes(blob[:NONCE_BYTES]), bytes(blob[NONCE_BYTES:]), None).decode("utf-8")
+        except (InvalidTag, ValueError):
+            return None
+
+    return decrypted
 
 
 def decrypt(keys: PiiKeys, blob: bytes, key_id: str) -> str:

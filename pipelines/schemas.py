@@ -105,8 +105,8 @@ CONSENT = StructType([
 PERSON_REGISTERS = {
     "email": ("email_hash", "email_encrypted", "email_key_id"),
     "phone": ("phone_encrypted", "phone_key_id"),
-    "first_name": ("first_name",),
-    "last_name": ("last_name",),
+    "first_name": ("first_name_encrypted", "first_name_key_id"),
+    "last_name": ("last_name_encrypted", "last_name_key_id"),
     "country": ("country",),
     "locale": ("locale",),
 }
@@ -126,8 +126,10 @@ _PROFILE_VALUES = [
     StructField("email_key_id", StringType(), True),
     StructField("phone_encrypted", BinaryType(), True),
     StructField("phone_key_id", StringType(), True),
-    StructField("first_name", StringType(), True),
-    StructField("last_name", StringType(), True),
+    StructField("first_name_encrypted", BinaryType(), True),
+    StructField("first_name_key_id", StringType(), True),
+    StructField("last_name_encrypted", BinaryType(), True),
+    StructField("last_name_key_id", StringType(), True),
     StructField("country", StringType(), True),
     StructField("locale", StringType(), True),
     StructField("topics", ArrayType(StringType()), True),
@@ -151,15 +153,27 @@ PROFILES = StructType([
 PROFILES_STATS_COLUMNS = ("user_id", "email_hash", "country", "locale", "updated_at")
 
 
+# What `profiles.history_columns` may name -> (the register, the columns history keeps of
+# it). A name is kept as silver.profiles keeps it: encrypted, with its key id.
+HISTORY_TRACKABLE = {
+    "email_hash": ("email", ("email_hash",)),
+    "first_name": ("first_name", PERSON_REGISTERS["first_name"]),
+    "last_name": ("last_name", PERSON_REGISTERS["last_name"]),
+    "country": ("country", ("country",)),
+    "locale": ("locale", ("locale",)),
+}
+
+
 def profiles_history_schema(tracked: tuple[str, ...]) -> StructType:
     return StructType([
         StructField("user_id", StringType(), False),
         StructField("valid_from", TimestampType(), False),
         StructField("valid_to", TimestampType(), True),
         StructField("is_current", BooleanType(), False),
-        *[StructField(column, PROFILE_VALUE_TYPES[column], True) for column in tracked],
+        *[StructField(column, PROFILE_VALUE_TYPES[column], True)
+          for name in tracked for column in HISTORY_TRACKABLE[name][1]],
         StructField("_sequence", SEQUENCE, False),      # the change that opened this version
-        StructField("_field_sequences", StructType([StructField(column, SEQUENCE, True) for column in tracked]), True),
+        StructField("_field_sequences", StructType([StructField(name, SEQUENCE, True) for name in tracked]), True),
     ])
 
 

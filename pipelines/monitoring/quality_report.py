@@ -44,9 +44,11 @@ def _filled(column: str) -> Column:
 
 
 def profile_attribute_filled() -> dict[str, Column]:
-    """attribute (a profile register) -> when a profile holds it. Email and phone are
-    judged by what is stored of them (a keyed hash, a ciphertext), consent by its status."""
-    filled = {"email": F.col("email_hash").isNotNull(), "phone": F.col("phone_encrypted").isNotNull()}
+    """attribute (a profile register) -> when a profile holds it. Email, phone and names
+    are judged by what is stored of them (a keyed hash, a ciphertext: a blank name is
+    stored as none), consent by its status."""
+    filled = {"email": F.col("email_hash").isNotNull(),
+              **{name: F.col(f"{name}_encrypted").isNotNull() for name in ("phone", "first_name", "last_name")}}
     filled |= {name: _filled(name) for name in PERSON_REGISTERS if name not in filled}
     filled |= {"topics": F.coalesce(F.size("topics") > 0, F.lit(False)),
                "frequency_cap_per_week": F.col("frequency_cap_per_week").isNotNull(),

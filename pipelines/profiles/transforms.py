@@ -12,7 +12,7 @@ arriving later; changes after it start a new profile.
 
 The steps:
   bronze rows --change_rows--> one row per change, registers as struct(seq, values)
-              --protect_pii--> email and phone encrypted, identities hashed (no clear text after this)
+              --protect_pii--> email, phone and names encrypted, identities hashed (no clear text after this)
               --after_deletes--> changes a delete (stored or in the batch) supersedes are dropped
               --latest_per_user--> one row per user: the newest value of each register
 """
@@ -30,13 +30,23 @@ from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 from pipelines.contracts.events import CONSENT_PURPOSES, payload_schema
 from pipelines.ingest.validation import CRM_EVENT_TYPE
 from pipelines.pii import PiiKeys, email_hash, encrypt, keyed_hash, subject_hash
-from pipelines.schemas import CONSENT_REGISTERS, PERSON_REGISTERS, PREFERENCE_REGISTERS, PROFILE_VALUE_TYPES, REGISTERS
+from pipelines.schemas import (
+    CONSENT_REGISTERS,
+    HISTORY_TRACKABLE,
+    PERSON_REGISTERS,
+    PREFERENCE_REGISTERS,
+    PROFILE_VALUE_TYPES,
+    REGISTERS,
+)
 
 PROFILE_EVENT_TYPES = (CRM_EVENT_TYPE, "profile_upsert", "preference_update", "consent_update",
                        "unsubscribe", "email_complaint", "erasure_request")
 # Events that withdraw email consent without naming a purpose.
 EMAIL_OPT_OUTS = ("unsubscribe", "email_complaint")
-_PLAIN_PERSON_FIELDS = ("first_name", "last_name", "country", "locale")
+# Person fields stored encrypted (`<field>_encrypted`, `<field>_key_id`); the rest in clear.
+ENCRYPTED_PERSON_FIELDS = ("email", "phone", "first_name", "last_name")
+_PLAIN_PERSON_FIELDS = ("country", "locale")
+_NAME_FIELDS = ("first_name", "last_name")
 # The preferences a preference_update may carry (the contract names them), each read as
 # the type silver.profiles stores it in.
 _PREFERENCE_TYPES = {name: PROFILE_VALUE_TYPES[name].simpleString()
@@ -96,8 +106,8 @@ def _register(is_set: Column, **values: Column) -> Column:
 
 def change_rows(ignore_null_updates: bool) -> Callable[[DataFrame], DataFrame]:
     """bronze.events rows of PROFILE_EVENT_TYPES -> one row per change: its sequence,
-    whether it deletes, and each register it sets. Email and phone are still clear text
-    here (`_email`, `_phone`); `protect_pii` must follow."""
+    whether it deletes, and each register it sets. Email, phone and names are still clear
+    text here (`_email`, `_first_name`...); `protect_pii` must follow."""
     stages = _change_stages(ignore_null_updates)
 
     def transform(events: DataFrame) -> DataFrame:
@@ -125,10 +135,10 @@ def _change_stages(ignore_null_updates: bool) -> tuple[dict[str, Column], ...]:
         "only_clears": (F.col("event_type") == CRM_EVENT_TYPE)
         & F.coalesce(F.try_variant_get(v, "$.clears_fields", "boolean"), F.lit(False)),
     }
-    for name in ("email", "phone"):
+    for name in ENCRYPTED_PERSON_FIELDS:
         sequenced[f"_{name}_set"] = _person_field_set(name, ignore_null_updates)
     registers: dict[str, Column] = {
-        f"_{name}": F.when(F.col(f"_{name}_set"), _person_field_value(name)) for name in ("email", "phone")}
+        f"_{name}": F.when(F.col(f"_{name}_set"), _person_field_value(name)) for name in ENCRYPTED_PERSON_FIELDS}
     for name in _PLAIN_PERSON_FIELDS:
         registers[name] = _register(_person_field_set(name, ignore_null_updates), **{name: _person_field_value(name)})
     is_preference = F.col("event_type") == "preference_update"
@@ -159,42 +169,49 @@ PII_COLUMNS = StructType([
     StructField("subject_hash", StringType()),
     StructField("event_ref", StringType()),   # keyed hash of event_id: a CRM event_id holds the user_id
     StructField("email_hash", StringType()),
-    StructField("email_encrypted", BinaryType()),
-    StructField("email_key_id", StringType()),
-    StructField("phone_encrypted", BinaryType()),
-    StructField("phone_key_id", StringType()),
+    *[StructField(f"{name}_{part}", kind) for name in ENCRYPTED_PERSON_FIELDS
+      for part, kind in (("encrypted", BinaryType()), ("key_id", StringType()))],
 ])
 
 
 def protect_pii(keys: PiiKeys) -> Callable[[DataFrame], DataFrame]:
-    """Encrypt email and phone, hash the email and the user_id; drop the clear text.
+    """Encrypt email, phone and names, hash the email and the user_id; drop the clear text.
+    A blank name is stored as no name: nothing downstream could tell it from one without
+    decrypting it.
 
     An Arrow UDF running `cryptography` rather than Spark's aes_encrypt: a key passed to
     a Spark expression is a literal in the query plan, which explain(), the Spark UI and
     event logs show. Profile changes are a thin stream next to behaviour events."""
 
+    def sealed(field: str, value) -> tuple[bytes | None, str | None]:
+        if not isinstance(value, str) or (field in _NAME_FIELDS and not value.strip()):
+            return None, None
+        return encrypt(keys, value)
+
     @F.pandas_udf(PII_COLUMNS)
-    def protect(user_id: pd.Series, event_id: pd.Series, email: pd.Series, phone: pd.Series) -> pd.DataFrame:
+    def protect(user_id: pd.Series, event_id: pd.Series, email: pd.Series, phone: pd.Series,
+                first_name: pd.Series, last_name: pd.Series) -> pd.DataFrame:
         rows = []
-        for user, event, address, number in zip(user_id, event_id, email, phone, strict=True):
-            email_blob, email_key = encrypt(keys, address) if isinstance(address, str) else (None, None)
-            phone_blob, phone_key = encrypt(keys, number) if isinstance(number, str) else (None, None)
-            rows.append((subject_hash(keys, user), keyed_hash(keys.hmac_key, "event:" + event),
-                         email_hash(keys, address) if isinstance(address, str) else None,
-                         email_blob, email_key, phone_blob, phone_key))
+        for user, event, *values in zip(user_id, event_id, email, phone, first_name, last_name, strict=True):
+            address = values[0]
+            row = [subject_hash(keys, user), keyed_hash(keys.hmac_key, "event:" + event),
+                   email_hash(keys, address) if isinstance(address, str) else None]
+            for field, value in zip(ENCRYPTED_PERSON_FIELDS, values, strict=True):
+                row.extend(sealed(field, value))
+            rows.append(row)
         return pd.DataFrame(rows, columns=PII_COLUMNS.fieldNames())
 
     def transform(changes: DataFrame) -> DataFrame:
         protected = F.col("_protected")
-        return (changes.withColumn("_protected", protect("user_id", "event_id", "_email", "_phone"))
-                .withColumn("subject_hash", protected["subject_hash"])
-                .withColumn("event_ref", protected["event_ref"])
-                .withColumn("email", _register(F.col("_email_set"), email_hash=protected["email_hash"],
-                                               email_encrypted=protected["email_encrypted"],
-                                               email_key_id=protected["email_key_id"]))
-                .withColumn("phone", _register(F.col("_phone_set"), phone_encrypted=protected["phone_encrypted"],
-                                               phone_key_id=protected["phone_key_id"]))
-                .drop("_protected", "_email", "_phone", "_email_set", "_phone_set"))
+        registers = {name: _register(F.col(f"_{name}_set"), **{column: protected[column]
+                                                                for column in PERSON_REGISTERS[name]})
+                     for name in ENCRYPTED_PERSON_FIELDS}
+        return (changes.withColumn("_protected", protect("user_id", "event_id",
+                                                         *[f"_{name}" for name in ENCRYPTED_PERSON_FIELDS]))
+                .withColumns({"subject_hash": protected["subject_hash"], "event_ref": protected["event_ref"],
+                              **registers})
+                .drop("_protected", *[f"_{name}" for name in ENCRYPTED_PERSON_FIELDS],
+                      *[f"_{name}_set" for name in ENCRYPTED_PERSON_FIELDS]))
 
     return transform
 
@@ -466,9 +483,6 @@ def profile_delete_condition() -> Column:
 
 # ---- SCD type 2 --------------------------------------------------------------------------
 
-_HISTORY_REGISTER = {"email_hash": "email"}
-
-
 def history_versions(tracked: tuple[str, ...]) -> Callable[[DataFrame, DataFrame], DataFrame]:
     """(changes after deletes, stored history of the users they touch) -> the full
     history of those users.
@@ -496,26 +510,33 @@ def history_versions(tracked: tuple[str, ...]) -> Callable[[DataFrame, DataFrame
 def _history_expressions(tracked: tuple[str, ...]) -> tuple[Column, list[Column], list[Column], list[Column],
                                                             list[Column], list[Column]]:
     """history_versions' expressions, built once per process: they depend on no data."""
-    def from_change(column: str) -> Column:
-        register = _HISTORY_REGISTER.get(column, column)
-        return F.when(F.col(register).isNotNull(),
-                      F.struct(F.col(f"{register}.seq").alias("seq"), F.col(f"{register}.{column}").alias("value")))
+    # `stored` breaks a tie between a stored version and its change delivered again: the
+    # stored value wins, as the change's new ciphertext of the same name would otherwise
+    # rewrite the version about half the time.
+    def from_change(name: str) -> Column:
+        register, columns = HISTORY_TRACKABLE[name]
+        return F.when(F.col(register).isNotNull(), F.struct(
+            F.col(f"{register}.seq").alias("seq"), F.lit(False).alias("stored"),
+            F.struct(*[F.col(f"{register}.{column}").alias(column) for column in columns]).alias("value")))
 
-    def from_version(column: str) -> Column:
-        setter = F.col(f"_field_sequences.{column}")
+    def from_version(name: str) -> Column:
+        setter = F.col(f"_field_sequences.{name}")
         # A version after this batch's delete may carry a value it inherited from before it.
         survives = setter.isNotNull() & ~F.coalesce(deleted_by(setter, F.col("_delete")), F.lit(False))
-        return F.when(survives, F.struct(setter.alias("seq"), F.col(column).alias("value")))
+        return F.when(survives, F.struct(setter.alias("seq"), F.lit(True).alias("stored"), F.struct(
+            *[F.col(column) for column in HISTORY_TRACKABLE[name][1]]).alias("value")))
 
-    touching = _sets_any([_HISTORY_REGISTER.get(column, column) for column in tracked])
+    touching = _sets_any([HISTORY_TRACKABLE[name][0] for name in tracked])
     so_far_window = Window.partitionBy("user_id").orderBy("point").rowsBetween(Window.unboundedPreceding, 0)
     in_order = Window.partitionBy("user_id").orderBy("point")
     valid_from = F.timestamp_millis(F.col("point.ts_ms"))
     valid_to = F.lead(valid_from).over(in_order)
     output = [F.col("user_id"), valid_from.alias("valid_from"), valid_to.alias("valid_to"),
-              valid_to.isNull().alias("is_current"), *[F.col(f"{c}.value").alias(c) for c in tracked],
+              valid_to.isNull().alias("is_current"),
+              *[F.col(f"{name}.value.{column}").alias(column) for name in tracked
+                for column in HISTORY_TRACKABLE[name][1]],
               F.col("point").alias("_sequence"),
-              F.struct(*[F.col(f"{c}.seq").alias(c) for c in tracked]).alias("_field_sequences")]
+              F.struct(*[F.col(f"{name}.seq").alias(name) for name in tracked]).alias("_field_sequences")]
     return (touching, [from_change(c).alias(c) for c in tracked], [from_version(c).alias(c) for c in tracked],
             [F.max(c).over(so_far_window).alias(c) for c in tracked], [F.max(c).alias(c) for c in tracked], output)
 

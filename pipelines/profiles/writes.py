@@ -45,6 +45,7 @@ from pipelines.runtime.streaming import BatchSteps
 from pipelines.schemas import (
     AUDIT_LOG,
     DUPLICATE_PROFILES,
+    HISTORY_TRACKABLE,
     PROFILE_TOMBSTONES,
     PROFILES,
     PROFILES_STATS_COLUMNS,
@@ -79,6 +80,7 @@ def ensure_profile_tables(spark: SparkSession, config: Config) -> None:
     ensure_table(spark, config.table("silver.profile_tombstones"), PROFILE_TOMBSTONES)
     _migrate_tombstone_positions(spark, config.table("silver.profile_tombstones"))
     _refuse_integer_positions(spark, config.table("silver.profiles"))
+    refuse_clear_names(spark, config.table("silver.profiles"))
     ensure_table(spark, config.table("silver.duplicate_profiles"), DUPLICATE_PROFILES)
     ensure_table(spark, config.table("audit.log"), AUDIT_LOG, properties={
         "delta.appendOnly": "true",
@@ -112,7 +114,18 @@ def _refuse_integer_positions(spark: SparkSession, table: TableRef) -> None:
         raise EnvironmentProblem(
             f"{table.layer_name} was written by an older Tailor (sequences with a numeric 'lsn'); rebuild it from "
             "bronze: move silver.profiles, silver.profiles_history and the merge_profiles checkpoint aside "
-            "(keep silver.profile_tombstones), then run tailor merge-profiles")
+            "(keep silver.profile_tombstones), then run tailor merge-profiles and then tailor score --full")
+
+
+def refuse_clear_names(spark: SparkSession, table: TableRef) -> None:
+    """Names are encrypted like email and phone; a table from before keeps them in clear,
+    and in every older version of its files, so it is rebuilt rather than patched."""
+    if table_exists(spark, table) and "first_name" in read_table(spark, table).columns:
+        raise EnvironmentProblem(
+            f"{table.layer_name} was written by an older Tailor (names in clear); rebuild it from bronze: move "
+            "silver.profiles, silver.profiles_history and the merge_profiles checkpoint aside (keep "
+            "silver.profile_tombstones), run tailor merge-profiles and then tailor score --full, and delete "
+            "what you moved aside")
 
 
 def purge_quarantined_erased(spark: SparkSession, config: Config, keys: PiiKeys, tombstones: DataFrame,
@@ -216,8 +229,8 @@ class ProfilesBatchWriter:
         touched = changes.select("user_id").distinct()
         stored = read_table(spark, history).join(touched, "user_id", "left_semi")
         versions = history_versions(tracked)(changes, stored)
-        same = [F.col(f"t.{column}").eqNullSafe(F.col(f"s.{column}"))
-                for column in ("valid_to", "is_current", *tracked)]
+        columns = ("valid_to", "is_current", *[column for name in tracked for column in HISTORY_TRACKABLE[name][1]])
+        same = [F.col(f"t.{column}").eqNullSafe(F.col(f"s.{column}")) for column in columns]
         unchanged = same[0]
         for condition in same[1:]:
             unchanged = unchanged & condition

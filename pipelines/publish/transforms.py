@@ -5,7 +5,8 @@ per segment and locale, a traits row per person, and the holdout group.
 Every function is DataFrame -> DataFrame (or builds a Column); the job reads the tables.
 Inputs, as the job selects them:
 
-- `people`: user_id, first_name, locale, language (the preference centre's), country,
+- `people`: user_id, first_name (`with_first_names` decrypts it), locale, language (the
+  preference centre's), country,
   preferred_send_hour, email_consent, personalization_consent (granted | revoked |
   null), email_consent_at (when the email consent status was set), and from
   gold.user_features (null for someone it does not hold yet) segments,
@@ -18,14 +19,17 @@ Inputs, as the job selects them:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
+import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType
 
 from pipelines.config import GreetingConfig
+from pipelines.pii import Keyring, lenient_decryptor
 from pipelines.publish.offers import Offer
 from pipelines.recommend.scoring import EVERYONE, POPULAR_REASON
 
@@ -74,6 +78,28 @@ def holdout_assignments(users: DataFrame, salt: str, share: float, salt_id: str)
     return (users.select("user_id").distinct()
             .select("user_id", F.lit(salt_id).alias("salt_id"), F.lit(share).alias("share"),
                     bucket.alias("bucket"), (bucket < F.lit(share)).alias("in_holdout")))
+
+
+def with_first_names(keyring: Keyring) -> Callable[[DataFrame], DataFrame]:
+    """first_name_encrypted, first_name_key_id -> first_name, in clear, and
+    first_name_unreadable: whether a stored name did not decrypt (tampered, without a key
+    id, or under a key the keyring does not hold), which then greets as no name.
+    Publishing is the one place a name is decrypted (an Arrow UDF: a key in a Spark
+    expression would show in the plan)."""
+
+    @F.pandas_udf(StringType())
+    def reveal(blobs: pd.Series, key_ids: pd.Series) -> pd.Series:
+        decrypted = lenient_decryptor(keyring)
+        return pd.Series([decrypted(blob, key_id) for blob, key_id in zip(blobs, key_ids, strict=True)],
+                         dtype=object)
+
+    def transform(profiles: DataFrame) -> DataFrame:
+        stored = F.col("first_name_encrypted")
+        return (profiles.withColumn("first_name", F.when(stored.isNotNull(), reveal(stored, "first_name_key_id")))
+                .withColumn("first_name_unreadable", stored.isNotNull() & F.col("first_name").isNull())
+                .drop("first_name_encrypted", "first_name_key_id"))
+
+    return transform
 
 
 def greeting_text(first_name: Column, lang: Column, greetings: Mapping[str, GreetingConfig]) -> Column:

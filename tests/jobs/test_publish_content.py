@@ -6,16 +6,20 @@ tables."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from expectations import runner
 from jobs.publish_content import main as publish_main
 from pipelines.config import load_config
+from pipelines.errors import TailorError
 from pipelines.publish.export import export, state_name
 from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table, table_version
 from pipelines.schemas import INTERACTIONS, PRODUCTS, PROFILES, RECOMMENDATIONS, user_features_schema
@@ -45,11 +49,32 @@ def _append(spark, config, name, schema, rows, cdf=False):
     spark.createDataFrame(rows, schema).write.format("delta").mode("append").save(table.path)
 
 
+# silver.profiles holds names encrypted; publish decrypts them with the keys it loads.
+NAME_KEY_ID, NAME_KEY = "pub1", os.urandom(32)
+
+
+@pytest.fixture(autouse=True)
+def name_keys(monkeypatch):
+    monkeypatch.setenv("TAILOR_PII_ENCRYPTION_KEY", f"{NAME_KEY_ID}:{base64.b64encode(NAME_KEY).decode()}")
+    monkeypatch.setenv("TAILOR_PII_HMAC_KEY", base64.b64encode(os.urandom(32)).decode())
+
+
+def _sealed(name: str) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + AESGCM(NAME_KEY).encrypt(nonce, name.encode(), None)
+
+
+def renamed(name: str) -> dict[str, str]:
+    """A Delta update's set that renames someone, as merge-profiles stores a name."""
+    return {"first_name_encrypted": f"X'{_sealed(name).hex()}'", "first_name_key_id": f"'{NAME_KEY_ID}'"}
+
+
 def _profile(user_id, first_name, locale, email, personalization):
     values = {field.name: None for field in PROFILES}
     consent = {"status": None, "granted_at": None, "revoked_at": None, "source": None, "actor": None,
                "updated_at": None}
-    values |= {"user_id": user_id, "first_name": first_name, "locale": locale, "country": "GB",
+    values |= {"user_id": user_id, "first_name_encrypted": _sealed(first_name), "first_name_key_id": NAME_KEY_ID,
+               "locale": locale, "country": "GB",
                "email_hash": f"hash-{user_id}",
                "consent_email_marketing": consent | {"status": email} if email else None,
                "consent_personalization": consent | {"status": personalization} if personalization else None}
@@ -170,12 +195,12 @@ def test_publish_builds_rows_exports_them_and_then_only_what_changed(spark, tmp_
         refusals = checked_gate(spark, config, datasets, *args, **kwargs)
         if "silver.profiles" in datasets and not profiles_checked:
             profiles_checked.append(table_version(spark, config.table("silver.profiles")))
-            delta_table(spark, config.table("silver.profiles")).update("user_id = 'ada'", {"first_name": "'Adah'"})
+            delta_table(spark, config.table("silver.profiles")).update("user_id = 'ada'", renamed("Adah"))
         return refusals
 
-    monkeypatch.setattr(runner, "gate_refusals", gate_then_a_commit)
-    again = _publish(tmp_path, capsys)
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "gate_refusals", gate_then_a_commit)
+        again = _publish(tmp_path, capsys)
     assert profiles_checked, "the gate was not asked about silver.profiles"
     assert again["export"]["mode"] == "incremental"
     assert (again["export"]["upserted"], again["export"]["deleted"]) == (0, 0)
@@ -185,7 +210,7 @@ def test_publish_builds_rows_exports_them_and_then_only_what_changed(spark, tmp_
     # ada renames herself, bob grants email consent, dee is erased (merge-profiles purges
     # her from the published tables' inputs; publish then drops her rows).
     profiles = delta_table(spark, config.table("silver.profiles"))
-    profiles.update("user_id = 'ada'", {"first_name": "'Adah'"})
+    profiles.update("user_id = 'ada'", renamed("Adah"))
     profiles.update("user_id = 'bob'", {"consent_email_marketing.status": "'granted'"})
     profiles.delete("user_id = 'dee'")
     third = _publish(tmp_path, capsys)
@@ -211,7 +236,7 @@ def test_publish_builds_rows_exports_them_and_then_only_what_changed(spark, tmp_
 
     # The store falls behind, and VACUUM removes the change files it would need: the
     # next export rebuilds it under a new generation instead of failing.
-    profiles.update("user_id = 'ada'", {"first_name": "'Ada'"})
+    profiles.update("user_id = 'ada'", renamed("Ada"))
     assert _publish(tmp_path, capsys, "--no-export")["tables"]["gold.email_content"]["updated"] == 1
     # An export pinned to the version the gate checked leaves a later commit for the next one.
     with open_store(config) as store:
@@ -330,3 +355,15 @@ def test_an_input_version_never_validated_is_checked_by_publish_itself(spark, tm
         "gold.recommendations.products_known_and_active failed; the serving store keeps the last good content "
         "(tailor validate; quality.gate)")
     assert _store_contents(config) == before
+
+
+def test_names_under_a_key_the_keyring_lacks_stop_publish_with_one_line(spark):
+    from jobs.publish_content import _refuse_unknown_name_keys
+    keyring = ((NAME_KEY_ID, NAME_KEY),)
+    profiles = spark.createDataFrame([("ada", _sealed("Ada"), NAME_KEY_ID), ("bob", _sealed("Bob"), "old7"),
+                                      ("cy", None, "old8"), ("dee", _sealed("Dee"), "old3")],
+                                     "user_id string, first_name_encrypted binary, first_name_key_id string")
+    with pytest.raises(TailorError) as refused:
+        _refuse_unknown_name_keys(profiles, keyring)
+    assert str(refused.value).startswith("silver.profiles holds names encrypted under key id(s) 'old3', 'old7', ")
+    _refuse_unknown_name_keys(profiles.where("user_id in ('ada', 'cy')"), keyring)

@@ -14,17 +14,20 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from jobs.publish_content import main as publish_main
 from pipelines.config import load_config
 from pipelines.runtime.delta_tables import delta_table, read_table
 from pipelines.schemas import INTERACTIONS, PRODUCTS, PROFILES, RECOMMENDATIONS, user_features_schema
 from pipelines.serving import open_store
-from tests.jobs.test_publish_content import _append, _profile
+from tests.jobs.test_publish_content import _append, _profile, name_keys, renamed
 from tests.settings import SPARK_TEST_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 T = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 PEOPLE = 300
+pytestmark = pytest.mark.usefixtures(name_keys.__name__)
 
 
 def test_export_killed_mid_way_then_rerun_ends_equal_to_the_table(spark, tmp_path, capsys):
@@ -49,7 +52,7 @@ def test_export_killed_mid_way_then_rerun_ends_equal_to_the_table(spark, tmp_pat
     assert (first["export"]["mode"], first["export"]["upserted"]) == ("full", PEOPLE + 8)
 
     # Everyone renamed: the next export rewrites every content row, one per transaction.
-    delta_table(spark, config.table("silver.profiles")).update("true", {"first_name": "'New'"})
+    delta_table(spark, config.table("silver.profiles")).update("true", renamed("New"))
     store_path = config.under_root(config.serving.sqlite.path)
     log_path = tmp_path / "publish.log"
     with open(log_path, "w") as log_file:
@@ -57,10 +60,10 @@ def test_export_killed_mid_way_then_rerun_ends_equal_to_the_table(spark, tmp_pat
                                stderr=subprocess.STDOUT, start_new_session=True,
                                env={**os.environ, "PYSPARK_PYTHON": sys.executable})
         watcher = sqlite3.connect(store_path, timeout=60, isolation_level=None)
-        renamed = "SELECT count(*) FROM records WHERE kind = 'content' AND body LIKE '%Hi New%'"
+        renamed_sql = "SELECT count(*) FROM records WHERE kind = 'content' AND body LIKE '%Hi New%'"
         deadline = time.monotonic() + 300
         try:
-            while watcher.execute(renamed).fetchone()[0] < 5 and time.monotonic() < deadline and job.poll() is None:
+            while watcher.execute(renamed_sql).fetchone()[0] < 5 and time.monotonic() < deadline and job.poll() is None:
                 time.sleep(0.01)
             # The job's next write waits for this lock: it is frozen mid-export when killed.
             watcher.execute("BEGIN IMMEDIATE")
@@ -70,7 +73,7 @@ def test_export_killed_mid_way_then_rerun_ends_equal_to_the_table(spark, tmp_pat
             job.wait()
             if watcher.in_transaction:
                 watcher.rollback()
-    written_before_kill = watcher.execute(renamed).fetchone()[0]
+    written_before_kill = watcher.execute(renamed_sql).fetchone()[0]
     resume_point = watcher.execute("SELECT value FROM meta WHERE name = 'state:exported:gold.email_content'").fetchone()
     watcher.close()
     assert 5 <= written_before_kill < PEOPLE, f"{written_before_kill} of {PEOPLE} rows: not killed mid-export"

@@ -3,6 +3,7 @@ step recorded and resumed, --from, --only) with stand-in steps that fail on dema
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from jobs import run
+from pipelines.config import load_config
+from pipelines.synthetic import generator
 from tests.settings import SPARK_TEST_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,6 +161,12 @@ def test_the_demo_runs_every_step_and_fetches_rows_over_http(tmp_path, monkeypat
     fetched = [line for line in out.splitlines() if line.startswith("GET /v1/content/")]
     assert len(fetched) == run.FETCHED_USERS and all(line.endswith("-> 200") for line in fetched)
     assert '"content_version"' in out and "gold.recommendations:" in out
+    # Names merge-profiles stored encrypted reach the greetings decrypted, and only there.
+    config = load_config("local", [f"storage.root={tmp_path}"])
+    with sqlite3.connect(config.under_root(config.serving.sqlite.path)) as store:
+        bodies = [json.loads(body) for (body,) in store.execute("SELECT body FROM records WHERE kind = 'content'")]
+    names = {body["greeting"]["first_name"] for body in bodies if body.get("greeting")} - {None}
+    assert names and names <= set(generator._FIRST_NAMES), sorted(names)[:5]
     assert re.search(r"\(champion\), test ndcg@10: .*blend \d\.\d{3}.*popular \d\.\d{3}", out), out[-2000:]
     page = (tmp_path / "dashboard" / "index.html").read_text(encoding="utf-8")
     assert f"dashboard: {tmp_path / 'dashboard' / 'index.html'}" in out

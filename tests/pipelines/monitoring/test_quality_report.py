@@ -38,11 +38,12 @@ def test_completeness_counts_an_attribute_only_where_it_holds_something(spark):
     granted = {"status": "granted", "granted_at": None, "revoked_at": None, "source": "crm", "actor": None,
                "updated_at": None}
     profiles = _profiles(spark, [
-        {"user_id": "u-1", "email_hash": "h1", "phone_encrypted": b"x", "first_name": "Ann", "country": "FR",
-         "topics": ["garden"], "consent_email_marketing": granted, "preferred_send_hour": 9},
-        # a blank name, an empty topic list and a consent without a status hold nothing
-        {"user_id": "u-2", "email_hash": "h2", "first_name": "  ", "topics": [], "language": "fr",
-         "consent_email_marketing": {**granted, "status": None}},
+        {"user_id": "u-1", "email_hash": "h1", "phone_encrypted": b"x", "first_name_encrypted": b"y",
+         "country": "FR", "topics": ["garden"], "consent_email_marketing": granted, "preferred_send_hour": 9},
+        # a blank country, an empty topic list and a consent without a status hold nothing;
+        # a name is judged by its ciphertext (a blank one is stored as none)
+        {"user_id": "u-2", "email_hash": "h2", "last_name_key_id": "k1", "topics": [], "language": "fr",
+         "country": "  ", "consent_email_marketing": {**granted, "status": None}},
         {"user_id": "u-3"},
     ])
     expected = spark.createDataFrame([

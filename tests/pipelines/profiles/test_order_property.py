@@ -61,6 +61,7 @@ MAX_BATCHES = 3
 LSNS = (7, 42, 100, 2_500, 99_999, 1_000_000, 31_000_000)
 PERSON = ("email", "phone", "first_name", "last_name", "country", "locale")
 TRACKED = ("email", "first_name", "last_name", "country", "locale")  # history's email column is its hash
+_NAMES = ("first_name", "last_name")  # kept encrypted, in silver.profiles and in its history
 # Few values and few instants, so that histories are full of ties and of writes that
 # set a field back to what it was.
 VALUES = {"email": ("ann@example.com", "bea@example.com"), "phone": ("+44 20 7946 0101",),
@@ -326,18 +327,22 @@ def run_world(spark, empty_tables: Path, root: Path, world: list[History]) -> di
                                for h in world}
     hashes = {_subject_hash(h.user_id): h.user_id for h in world}
     consent = F.col("consent_email_marketing")
+    encrypted = ("email", "phone", "first_name", "last_name")
     for row in table("silver.profiles").select(
-            "user_id", "email_encrypted", "phone_encrypted", *PERSON[2:], F.unix_millis("updated_at").alias("updated"),
+            "user_id", *[f"{name}_encrypted" for name in encrypted], *PERSON[4:],
+            F.unix_millis("updated_at").alias("updated"),
             F.when(consent.isNotNull(), F.struct(consent.status, F.unix_millis(consent.granted_at),
                                                  F.unix_millis(consent.revoked_at))).alias("consent")).collect():
         actual[row.user_id]["profile"] = {
-            "email": _decrypt(row.email_encrypted), "phone": _decrypt(row.phone_encrypted),
-            **{name: row[name] for name in PERSON[2:]},
+            **{name: _decrypt(row[f"{name}_encrypted"]) for name in encrypted},
+            **{name: row[name] for name in PERSON[4:]},
             "consent": None if row.consent is None else tuple(row.consent), "updated_at": row.updated}
-    tracked = ("email_hash", *TRACKED[1:])
+    stored = {"email": "email_hash", "first_name": "first_name_encrypted", "last_name": "last_name_encrypted"}
     for row in table("silver.profiles_history").select(
-            "user_id", F.unix_millis("valid_from"), F.unix_millis("valid_to"), "is_current", *tracked).collect():
-        actual[row.user_id]["history"].append(tuple(row)[1:])
+            "user_id", F.unix_millis("valid_from"), F.unix_millis("valid_to"), "is_current",
+            *[stored.get(name, name) for name in TRACKED]).collect():
+        values = [_decrypt(value) if name in _NAMES else value for name, value in zip(TRACKED, row[4:], strict=True)]
+        actual[row.user_id]["history"].append((*row[1:4], *values))
     for row in table("silver.profile_tombstones").collect():
         actual[hashes[row.subject_hash]]["tombstone"] = (row.deleted_sequence.ts_ms, row.deleted_sequence.position)
     for row in table("bronze.events").select("user_id", "event_id").collect():

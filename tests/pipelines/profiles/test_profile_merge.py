@@ -20,14 +20,16 @@ from chispa import assert_df_equality
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pyspark.sql import Row
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
 
 from pipelines.config import CrmColumnType, CrmTableConfig, load_config
+from pipelines.errors import EnvironmentProblem
 from pipelines.ingest.writes import ensure_bronze_tables
 from pipelines.pii import load_keys
 from pipelines.profiles.transforms import named_user_ids
 from pipelines.profiles.writes import ProfilesBatchWriter, ensure_profile_tables
-from pipelines.runtime.delta_tables import read_table, save
-from pipelines.schemas import BRONZE_EVENTS
+from pipelines.runtime.delta_tables import ensure_table, read_table, save
+from pipelines.schemas import BRONZE_EVENTS, PROFILES
 from tests.profile_events import crm, event, millis, person, pii_keys_in_env, to_bronze
 from tests.settings import SPARK_TEST_SETTINGS
 
@@ -161,13 +163,18 @@ def _email_hash(address):
 
 def person_view(spark, profiles):
     rows = [(r.user_id, _decrypt(r.email_encrypted, r.email_key_id), r.email_hash,
-             _decrypt(r.phone_encrypted, r.phone_key_id), r.first_name, r.last_name, r.country, r.locale)
+             _decrypt(r.phone_encrypted, r.phone_key_id), _decrypt(r.first_name_encrypted, r.first_name_key_id),
+             _decrypt(r.last_name_encrypted, r.last_name_key_id), r.country, r.locale)
             for r in profiles.collect()]
     return spark.createDataFrame(rows, PERSON_VIEW).orderBy("user_id")
 
 
 PERSON_VIEW = ("user_id string, email string, email_hash string, phone string, first_name string, "
                "last_name string, country string, locale string")
+
+
+HISTORY_VIEW = ("user_id string, valid_from timestamp, valid_to timestamp, is_current boolean, first_name string, "
+                "last_name string, country string, locale string, has_email_hash boolean")
 
 
 def expected_persons(spark, cleo_phone=None):
@@ -219,11 +226,14 @@ def test_final_tables_do_not_depend_on_arrival_order(spark, bronze_by_name, empt
     assert all(t.deleted_sequence.event_id is None for t in tombstones)
 
     # SCD type 2 of the tracked columns: one version per change that set one of them.
-    history = (run.table("silver.profiles_history")
-               .select("user_id", "valid_from", "valid_to", "is_current", "first_name", "last_name", "country",
-                       "locale", F.col("email_hash").isNotNull().alias("has_email_hash")))
-    assert_df_equality(history, expected_history(spark, history.schema), ignore_row_order=True,
-                       ignore_nullable=True)
+    # Names stay encrypted there too.
+    stored = run.table("silver.profiles_history")
+    assert "first_name" not in stored.columns and "last_name" not in stored.columns
+    history = spark.createDataFrame([
+        (r.user_id, r.valid_from, r.valid_to, r.is_current, _decrypt(r.first_name_encrypted, r.first_name_key_id),
+         _decrypt(r.last_name_encrypted, r.last_name_key_id), r.country, r.locale, r.email_hash is not None)
+        for r in stored.collect()], HISTORY_VIEW)
+    assert_df_equality(history, expected_history(spark, HISTORY_VIEW), ignore_row_order=True)
 
 
 def test_ignore_null_updates_keeps_the_stored_value(spark, bronze_by_name, empty_tables, tmp_path):
@@ -278,6 +288,18 @@ def test_replayed_batch_changes_nothing(spark, bronze_by_name, empty_tables, tmp
     assert versions == {name: run.spark.sql(f"DESCRIBE HISTORY delta.`{run.config.table(name).path}`").count()
                         for name in tables}
     assert before == {name: run.table(name).collect() for name in tables}
+
+
+def test_a_change_delivered_again_later_leaves_the_history_as_it_is(spark, bronze_by_name, empty_tables, tmp_path):
+    """Past the ingest dedup window a change can reach merge-profiles twice. Its names are
+    encrypted again with a new nonce; the stored ciphertext must stay (each redelivery
+    would otherwise replace one of Ada's two names with a chance of one half)."""
+    run = Run(spark, tmp_path, empty_tables).feed(bronze_by_name, [["ada_create"]])
+    before = sorted(run.table("silver.profiles_history").collect())
+    assert len(before) == 1 and before[0].first_name_encrypted is not None
+    for batch_id in (1, 2, 3):
+        run.writer(spark.createDataFrame([bronze_by_name["ada_create"]], BRONZE_EVENTS), batch_id)
+    assert sorted(run.table("silver.profiles_history").collect()) == before
 
 
 def test_erasure_cut_short_by_a_crash_completes_when_the_batch_is_replayed(spark, bronze_by_name, empty_tables,
@@ -555,3 +577,24 @@ def test_an_address_deleted_with_its_customer_leaves_no_one_behind(spark, pii_en
     # Nothing of Hal and Ivy stays in bronze: the address deletes the cascade wrote after
     # theirs, in the same millisecond, go too (Hal's arrives after his tombstone: a straggler).
     assert sorted(r.user_id for r in run.table("bronze.events").select("user_id").distinct().collect()) == ["10", "11"]
+
+
+def test_a_blank_name_is_stored_as_no_name(spark, pii_env, empty_tables, tmp_path):
+    changes = [event("profile_upsert", "u-9", "2026-11-02T09:00:00Z", {"first_name": "Nia", "last_name": "Ode"},
+                     "e-nia-1", source="web"),
+               event("profile_upsert", "u-9", "2026-11-02T10:00:00Z", {"first_name": "  "}, "e-nia-2", source="web")]
+    run = Run(spark, tmp_path, empty_tables)
+    run.writer(spark.createDataFrame(to_bronze(spark, changes).collect(), BRONZE_EVENTS), 0)
+    profiles = run.table("silver.profiles")
+    assert profiles.where("first_name_encrypted IS NULL AND first_name_key_id IS NULL").count() == 1
+    expected = spark.createDataFrame([("u-9", None, None, None, None, "Ode", None, None)], PERSON_VIEW)
+    assert_df_equality(person_view(spark, profiles), expected)
+
+
+def test_profiles_written_with_names_in_clear_are_refused_with_how_to_rebuild(spark, tmp_path):
+    config = load_config("local", [f"storage.root={tmp_path}", *SPARK_TEST_SETTINGS])
+    older = StructType([*PROFILES.fields, StructField("first_name", StringType())])
+    ensure_table(spark, config.table("silver.profiles"), older)
+    with pytest.raises(EnvironmentProblem, match=r"^silver\.profiles was written by an older Tailor \(names in "
+                                                 r"clear\); rebuild it from bronze: move"):
+        ensure_profile_tables(spark, config)

@@ -6,9 +6,11 @@ holdout hash."""
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import date, datetime
 
 from chispa import assert_df_equality
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipelines.config import GreetingConfig
 from pipelines.publish.offers import Offer
@@ -19,6 +21,7 @@ from pipelines.publish.transforms import (
     holdout_assignments,
     holdout_bucket,
     offers_frame,
+    with_first_names,
 )
 
 ON = date(2026, 11, 28)
@@ -181,6 +184,32 @@ def test_a_name_is_data_in_the_greeting_and_a_blank_one_is_no_name(spark):
     assert rows["u2"]["greeting"] == {"first_name": None, "text": "Hallo"}
     # de-AT has no offer of its own but speaks German: the German offer applies.
     assert rows["u2"]["hero"]["offer_id"] == "versand"
+
+
+def test_names_are_decrypted_under_the_key_they_name_and_an_unreadable_one_is_flagged(spark):
+    old_key, new_key = os.urandom(32), os.urandom(32)
+    keyring = (("k2", new_key), ("k1", old_key))
+
+    def sealed(key: bytes, name: str) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + AESGCM(key).encrypt(nonce, name.encode(), None)
+
+    tampered = bytearray(sealed(new_key, "Eve"))
+    tampered[-1] ^= 1
+    profiles = spark.createDataFrame([
+        ("u-1", sealed(new_key, "Ada"), "k2"),
+        ("u-2", sealed(old_key, "Zoë"), "k1"),     # before a rotation: its key only decrypts now
+        ("u-3", None, None),                       # no name
+        ("u-4", bytes(tampered), "k2"),
+        ("u-5", sealed(old_key, "Bob"), "k2"),     # a key id that does not match its key
+        ("u-6", sealed(new_key, "Cy"), "k9"),      # a key the keyring does not hold
+        ("u-7", sealed(new_key, "Di"), None),      # no key id
+    ], "user_id string, first_name_encrypted binary, first_name_key_id string")
+    expected = spark.createDataFrame([
+        ("u-1", "Ada", False), ("u-2", "Zoë", False), ("u-3", None, False),
+        ("u-4", None, True), ("u-5", None, True), ("u-6", None, True), ("u-7", None, True),
+    ], "user_id string, first_name string, first_name_unreadable boolean")
+    assert_df_equality(with_first_names(keyring)(profiles), expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_default_rows_per_segment_and_locale_and_a_global_one(spark):
