@@ -22,6 +22,7 @@ from typing import Any
 
 from pipelines.config import read_yaml_mapping
 from pipelines.errors import ConfigError
+from pipelines.runtime.memo import per_object
 
 NUMERIC_TYPES = {"int", "bigint", "double", "float", "decimal", "smallint", "tinyint"}
 # operator -> what its `value` must be
@@ -159,17 +160,26 @@ def assign_segments(rules: SegmentRules) -> Callable:
 
     A condition on a null feature does not hold, so a user with no history matches only
     rules that ask for nulls, and otherwise gets the default segment."""
-    from pyspark.sql import functions as F
+
+    segments, primary = _segment_columns(rules)
 
     def transform(features):
-        matches = []
-        for segment in rules.segments:
-            holds = F.lit(True)
-            for condition in segment.conditions:
-                holds = holds & F.coalesce(_condition_column(condition), F.lit(False))
-            matches.append(F.when(holds, F.lit(segment.name)))
-        segments = F.array_compact(F.array(*matches)) if matches else F.array().cast("array<string>")
-        primary = F.coalesce(F.try_element_at("segments", F.lit(1)), F.lit(rules.default_segment))
         return features.withColumn("segments", segments).withColumn("primary_segment", primary)
 
     return transform
+
+
+@per_object
+def _segment_columns(rules: SegmentRules) -> tuple:
+    """(segments, primary_segment) as columns, built once per rules object."""
+    from pyspark.sql import functions as F
+
+    matches = []
+    for segment in rules.segments:
+        holds = F.lit(True)
+        for condition in segment.conditions:
+            holds = holds & F.coalesce(_condition_column(condition), F.lit(False))
+        matches.append(F.when(holds, F.lit(segment.name)))
+    segments = F.array_compact(F.array(*matches)) if matches else F.array().cast("array<string>")
+    primary = F.coalesce(F.try_element_at("segments", F.lit(1)), F.lit(rules.default_segment))
+    return segments, primary

@@ -14,8 +14,10 @@ DataFrame -> DataFrame with no I/O.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -27,6 +29,7 @@ from pipelines.contracts.spark import union_payload_schema
 from pipelines.features.segments import SegmentRules, assign_segments
 from pipelines.pii import PiiKeys
 from pipelines.profiles.transforms import erased_users
+from pipelines.runtime.memo import per_object
 from pipelines.schemas import INTERACTION_ITEM, SEGMENT_OUTPUT_COLUMNS, user_features_schema
 
 HOURS = 24
@@ -109,8 +112,18 @@ def without_erased(tombstones: DataFrame, keys: PiiKeys) -> Callable[[DataFrame]
 
 # -- gold.user_features: per user ------------------------------------------------------------
 
+# The batch's as-of time, as a column of the rows being aggregated: the aggregates are then
+# the same for every batch, and are built once per process (see pipelines.runtime.memo).
+_AS_OF = "_as_of"
+
+
 def _since(as_of: datetime, days: float) -> Column:
     return F.lit(as_of - timedelta(days=days))
+
+
+def _within(at: Column, days: float) -> Column:
+    """`at` is later than `days` before the row's as-of time (_AS_OF), to the microsecond."""
+    return F.unix_micros(at) > F.unix_micros(F.col(_AS_OF)) - F.lit(timedelta(days=days) // timedelta(microseconds=1))
 
 
 def _days_between(as_of: datetime, moment: Column) -> Column:
@@ -127,8 +140,9 @@ def _rate(hits: Column, delivered: Column) -> Column:
     return F.when(F.size(delivered) > 0, F.round(F.size(F.array_intersect(delivered, hits)) / F.size(delivered), 4))
 
 
-def _behaviour(settings: FeaturesConfig, as_of: datetime) -> list[Column]:
-    """One aggregate per feature over a user's interactions."""
+@per_object
+def _behaviour(settings: FeaturesConfig) -> tuple[Column, ...]:
+    """One aggregate per feature over a user's interactions, each as of the rows' _AS_OF."""
     kind, at = F.col("event_type"), F.col("occurred_at")
     order = (kind == "purchase") & ~F.col("is_cancellation")
     purchase = kind == "purchase"
@@ -141,7 +155,7 @@ def _behaviour(settings: FeaturesConfig, as_of: datetime) -> list[Column]:
         F.coalesce(F.round(F.sum(F.when(purchase, F.col("order_total"))), 2), F.lit(0.0)).alias("monetary"),
     ]
     for days in settings.windows_days:
-        inside = at > _since(as_of, days)
+        inside = _within(at, days)
         columns += [
             F.count(F.when(inside & kind.isin(*VIEW_TYPES), True)).alias(f"views_{days}d"),
             F.count(F.when(inside & (kind == "add_to_cart"), True)).alias(f"carts_{days}d"),
@@ -150,7 +164,7 @@ def _behaviour(settings: FeaturesConfig, as_of: datetime) -> list[Column]:
                        F.lit(0.0)).alias(f"revenue_{days}d"),
         ]
     rate_days = settings.rate_window_days
-    delivered = F.collect_set(F.when((kind == "email_delivered") & (at > _since(as_of, rate_days)),
+    delivered = F.collect_set(F.when((kind == "email_delivered") & _within(at, rate_days),
                                      F.col("message_id")))
     # A click is an open too: image blocking hides many opens, never a click.
     opened = F.collect_set(F.when(kind.isin("email_open", "email_click"), F.col("message_id")))
@@ -161,15 +175,15 @@ def _behaviour(settings: FeaturesConfig, as_of: datetime) -> list[Column]:
         _rate(clicked, delivered).alias(f"click_rate_{rate_days}d"),
     ]
     engagement = settings.engagement
-    age_days = F.greatest(F.lit(0.0), (F.lit(as_of).cast("double") - at.cast("double")) / 86400)
+    age_days = F.greatest(F.lit(0.0), (F.col(_AS_OF).cast("double") - at.cast("double")) / 86400)
     points = (F.coalesce(F.element_at(_weights(engagement.weights), kind), F.lit(0.0))
               * F.pow(F.lit(0.5), age_days / engagement.half_life_days))
-    columns.append(F.coalesce(F.round(F.sum(F.when(at > _since(as_of, engagement.window_days), points)), 4),
+    columns.append(F.coalesce(F.round(F.sum(F.when(_within(at, engagement.window_days), points)), 4),
                               F.lit(0.0)).alias("engagement_score"))
-    opens = F.collect_list(F.when((kind == "email_open") & (at > _since(as_of, settings.send_hour.window_days)),
+    opens = F.collect_list(F.when((kind == "email_open") & _within(at, settings.send_hour.window_days),
                                   F.hour(at)))
     columns.append(opens.alias("_open_hours"))
-    return columns
+    return tuple(columns)
 
 
 def _top_categories(settings: FeaturesConfig, as_of: datetime, interactions: DataFrame,
@@ -217,9 +231,10 @@ def _carts(settings: FeaturesConfig, as_of: datetime, interactions: DataFrame, l
                             .when(F.col("cart_updated_at") <= idle_since, "abandoned").otherwise("active"))
 
 
-def _hour_counts(hours: Column) -> Column:
+@functools.cache
+def _hour_counts(hours: str) -> Column:
     return F.transform(F.sequence(F.lit(0), F.lit(HOURS - 1)),
-                       lambda hour: F.size(F.filter(hours, lambda opened: opened == hour)))
+                       lambda hour: F.size(F.filter(F.col(hours), lambda opened: opened == hour)))
 
 
 def _lifecycle(settings: FeaturesConfig) -> Column:
@@ -241,7 +256,7 @@ def user_behaviour(settings: FeaturesConfig, as_of: datetime) -> Callable[..., D
     def transform(users: DataFrame, interactions: DataFrame, products: DataFrame, stored: DataFrame) -> DataFrame:
         mine = (interactions.join(users, "user_id", "left_semi")
                 .where(F.col("occurred_at") > _since(as_of, settings.lookback_days)))
-        behaviour = mine.groupBy("user_id").agg(*_behaviour(settings, as_of))
+        behaviour = mine.withColumn(_AS_OF, F.lit(as_of)).groupBy("user_id").agg(*_behaviour(settings))
         kept = stored.select("user_id", *[F.col(name).alias(f"_stored_{name}") for name in
                                           ("first_seen_at", "last_seen_at", "first_purchase_at", "last_purchase_at")])
         rows = users.join(behaviour, "user_id", "left").join(kept, "user_id", "left")
@@ -256,7 +271,8 @@ def user_behaviour(settings: FeaturesConfig, as_of: datetime) -> Callable[..., D
                   *[f"{name}_{days}d" for days in settings.windows_days for name in ("views", "carts", "purchases")]]
         amounts = ["monetary", "engagement_score", "cart_value",
                    *[f"revenue_{days}d" for days in settings.windows_days]]
-        zero_when_missing = {**{column: F.coalesce(column, F.lit(0).cast("long")) for column in counts},
+        zero_when_missing = {"_open_hours": F.coalesce("_open_hours", F.array().cast("array<int>")),
+                             **{column: F.coalesce(column, F.lit(0).cast("long")) for column in counts},
                              **{column: F.coalesce(column, F.lit(0.0)) for column in amounts}}
         return (rows.withColumns(zero_when_missing)
                 .withColumns({
@@ -269,7 +285,7 @@ def user_behaviour(settings: FeaturesConfig, as_of: datetime) -> Callable[..., D
                     "cart_items": F.coalesce("cart_items",
                                              F.array().cast(feature_schema(settings)["cart_items"].dataType)),
                     "cart_state": F.coalesce("cart_state", F.lit("empty")),
-                    "open_hour_counts": _hour_counts(F.coalesce("_open_hours", F.array().cast("array<int>"))),
+                    "open_hour_counts": _hour_counts("_open_hours"),
                 })
                 .withColumn("lifecycle_stage", _lifecycle(settings)))
 
@@ -283,22 +299,53 @@ def _quintile(value: Column, breaks: Column, higher_is_better: bool) -> Column:
     return (F.lit(1) + above if higher_is_better else F.lit(5) - above).cast("int")
 
 
-def _smoothed_peak(counts: Column, neighbour_weight: float) -> Column:
+@functools.cache
+def _rfm_scores() -> dict[str, Column]:
+    """r, f and m scores of a buyer against the population's quintile breaks."""
+    buyer = F.col("frequency") > 0
+    return {"r_score": F.when(buyer, _quintile(F.col("recency_days"), F.col("_r_breaks"), False)),
+            "f_score": F.when(buyer, _quintile(F.col("frequency"), F.col("_f_breaks"), True)),
+            "m_score": F.when(buyer, _quintile(F.col("monetary"), F.col("_m_breaks"), True))}
+
+
+@functools.cache
+def _smoothed_peak(counts_column: str, neighbour_weight: float) -> Column:
     """The hour whose opens, plus `neighbour_weight` of each adjacent hour's, are most
     (the earliest such hour on a tie); hours wrap around midnight."""
+    counts = F.col(counts_column)
     smoothed = F.transform(F.sequence(F.lit(0), F.lit(HOURS - 1)), lambda hour: (
         F.get(counts, hour) + neighbour_weight * (F.get(counts, (hour + HOURS - 1) % HOURS)
                                                   + F.get(counts, (hour + 1) % HOURS))).cast("double"))
     return (F.array_position(smoothed, F.array_max(smoothed)) - 1).cast("int")
 
 
-def _total(counts: Column) -> Column:
-    return F.aggregate(counts, F.lit(0).cast("long"), lambda total, n: total + n)
+@functools.cache
+def _total(counts_column: str) -> Column:
+    return F.aggregate(F.col(counts_column), F.lit(0).cast("long"), lambda total, n: total + n)
+
+
+@functools.cache
+def _hour_sums() -> Column:
+    return F.array(*[F.sum(F.get(F.col("open_hour_counts"), hour)).cast("long") for hour in range(HOURS)])
 
 
 def _summed_counts(frame: DataFrame, *keys: str) -> DataFrame:
-    sums = [F.sum(F.get(F.col("open_hour_counts"), hour)).cast("long") for hour in range(HOURS)]
-    return frame.groupBy(*keys).agg(F.array(*sums).alias("counts"))
+    return frame.groupBy(*keys).agg(_hour_sums().alias("counts"))
+
+
+@per_object
+def _send_hour_choice(send: Any) -> Column:
+    """struct(h: the best send hour, s: whose opens chose it): the user's own, else the
+    segment's, else everyone's, else the configured default."""
+    own_opens = _total("open_hour_counts")
+    return (F.when(own_opens >= send.min_opens,
+                   F.struct(_smoothed_peak("open_hour_counts", send.neighbour_weight).alias("h"),
+                            F.lit("personal").alias("s")))
+            .when(F.col("_segment_opens") >= send.min_opens,
+                  F.struct(F.col("_segment_hour").alias("h"), F.lit("segment").alias("s")))
+            .when(F.col("_all_opens") >= send.min_opens,
+                  F.struct(F.col("_all_hour").alias("h"), F.lit("everyone").alias("s")))
+            .otherwise(F.struct(F.lit(send.default_hour).alias("h"), F.lit("default").alias("s"))))
 
 
 def score_against_population(settings: FeaturesConfig, rules: SegmentRules,
@@ -321,12 +368,8 @@ def score_against_population(settings: FeaturesConfig, rules: SegmentRules,
             F.percentile_approx("recency_days", QUINTILE_BREAKS).alias("_r_breaks"),
             F.percentile_approx("frequency", QUINTILE_BREAKS).alias("_f_breaks"),
             F.percentile_approx("monetary", QUINTILE_BREAKS).alias("_m_breaks"))
-        buyer = F.col("frequency") > 0
         scored = (touched.crossJoin(breaks)
-                  .withColumns({
-                      "r_score": F.when(buyer, _quintile(F.col("recency_days"), F.col("_r_breaks"), False)),
-                      "f_score": F.when(buyer, _quintile(F.col("frequency"), F.col("_f_breaks"), True)),
-                      "m_score": F.when(buyer, _quintile(F.col("monetary"), F.col("_m_breaks"), True))})
+                  .withColumns(_rfm_scores())
                   .withColumn("rfm_cell", F.concat(F.col("r_score").cast("string"), F.col("f_score").cast("string"),
                                                    F.col("m_score").cast("string")))
                   .transform(assign_segments(rules)))
@@ -334,23 +377,14 @@ def score_against_population(settings: FeaturesConfig, rules: SegmentRules,
         segment_of = (untouched.select("primary_segment", "open_hour_counts")
                       .unionByName(scored.select("primary_segment", "open_hour_counts")))
         by_segment = (_summed_counts(segment_of, "primary_segment")
-                      .select("primary_segment", _total(F.col("counts")).alias("_segment_opens"),
-                              _smoothed_peak(F.col("counts"), send.neighbour_weight).alias("_segment_hour")))
+                      .select("primary_segment", _total("counts").alias("_segment_opens"),
+                              _smoothed_peak("counts", send.neighbour_weight).alias("_segment_hour")))
         everyone = (_summed_counts(segment_of.withColumn("_all", F.lit(1)), "_all")
-                    .select(_total(F.col("counts")).alias("_all_opens"),
-                            _smoothed_peak(F.col("counts"), send.neighbour_weight).alias("_all_hour")))
-        own_opens = _total(F.col("open_hour_counts"))
-        choice = (F.when(own_opens >= send.min_opens,
-                         F.struct(_smoothed_peak(F.col("open_hour_counts"), send.neighbour_weight).alias("h"),
-                                  F.lit("personal").alias("s")))
-                  .when(F.col("_segment_opens") >= send.min_opens,
-                        F.struct(F.col("_segment_hour").alias("h"), F.lit("segment").alias("s")))
-                  .when(F.col("_all_opens") >= send.min_opens,
-                        F.struct(F.col("_all_hour").alias("h"), F.lit("everyone").alias("s")))
-                  .otherwise(F.struct(F.lit(send.default_hour).alias("h"), F.lit("default").alias("s"))))
+                    .select(_total("counts").alias("_all_opens"),
+                            _smoothed_peak("counts", send.neighbour_weight).alias("_all_hour")))
         chosen = (scored.join(F.broadcast(by_segment), "primary_segment", "left")
                   .crossJoin(F.broadcast(everyone))
-                  .withColumn("_send", choice)
+                  .withColumn("_send", _send_hour_choice(send))
                   .withColumns({"best_send_hour": F.col("_send.h").cast("int"), "send_hour_source": F.col("_send.s")}))
         return chosen.select(*[field.name for field in feature_schema(settings)])
 

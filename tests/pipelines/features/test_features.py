@@ -88,3 +88,21 @@ def test_one_row_per_event_keeps_the_first_ingested_copy(spark):
         ("e-3", "u-3", t, t, "same ingest, earlier event"),
     ], schema)
     assert_df_equality(one_row_per_event(copies.repartition(3)), expected, ignore_row_order=True)
+
+
+def test_a_window_holds_what_is_later_than_its_start_to_the_microsecond(spark):
+    """The 7- and 30-day windows start exactly that long before as_of, and are open there."""
+    just = timedelta(microseconds=1)
+    rows = [_interaction(1, "u-1", "page_view", AS_OF - timedelta(days=7)),           # on the 7-day edge: out
+            _interaction(2, "u-1", "page_view", AS_OF - timedelta(days=7) + just),    # in both
+            _interaction(3, "u-1", "add_to_cart", AS_OF - timedelta(days=30)),        # on the 30-day edge: out
+            _interaction(4, "u-1", "add_to_cart", AS_OF - timedelta(days=30) + just),  # in the 30-day window
+            _interaction(5, "u-1", "email_delivered", AS_OF - timedelta(days=30), message_id="m-1"),
+            _interaction(6, "u-1", "email_delivered", AS_OF - timedelta(days=29), message_id="m-2"),
+            _interaction(7, "u-1", "email_open", AS_OF - timedelta(days=1), message_id="m-1"),
+            _interaction(8, "u-1", "email_click", AS_OF - timedelta(days=1), message_id="m-2")]
+    actual = _features(spark, rows).select("user_id", "views_7d", "views_30d", "carts_7d", "carts_30d",
+                                           "emails_delivered_30d", "open_rate_30d", "click_rate_30d")
+    # m-1's delivery is on the rate window's edge: out, so only m-2 counts (opened by its click).
+    expected = spark.createDataFrame([("u-1", 1, 2, 0, 1, 1, 1.0, 1.0)], actual.schema)
+    assert_df_equality(actual, expected, ignore_nullable=True)
