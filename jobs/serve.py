@@ -14,14 +14,17 @@ TAILOR_PII_ENCRYPTION_KEY, as `secrets:` names them. No Spark: runs on a small w
 Metrics: prometheus-client's multiprocess mode, so that `/metrics`, whichever worker
 answers it, adds up every worker's counters. Each worker writes its values to files in
 PROMETHEUS_MULTIPROC_DIR: the operator's directory when that variable is set (its *.db
-files from an earlier run are removed at start), else a new temporary directory, removed
-when the server stops. The variable is set before any worker is forked and before
+files from an earlier run are removed at start; a server holds a lock on it for its life,
+so a second server given the same directory is refused with one line instead of wiping
+and mixing the first one's counts), else a new temporary directory, removed when the
+server stops. The variable is set before any worker is forked and before
 prometheus_client is imported, which reads it once, at import. A worker that exits is
 marked dead (gunicorn's child_exit hook); the counts it made stay in the sum.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import sys
@@ -35,6 +38,9 @@ from pipelines.config import Config
 from pipelines.errors import ConfigError
 
 MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+METRICS_LOCK = "tailor-serve.lock"
+# Locks this process holds, by folder: held (and inherited by the workers) until it exits.
+_held: dict[Path, int] = {}
 
 
 def child_exit(_server: Any, worker: Any) -> None:
@@ -71,6 +77,7 @@ def prepare_metrics_dir(environ: MutableMapping[str, str] | None = None) -> tupl
         folder = Path(given)
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            _lock(folder)
             for stale in folder.glob("*.db"):
                 stale.unlink()
         except OSError as error:
@@ -80,6 +87,22 @@ def prepare_metrics_dir(environ: MutableMapping[str, str] | None = None) -> tupl
     folder = Path(tempfile.mkdtemp(prefix="tailor-metrics-"))
     environ[MULTIPROC_VARIABLE] = str(folder)
     return folder, True
+
+
+def _lock(folder: Path) -> None:
+    """Hold the folder's lock for this process's life; another server holding it is a bad
+    setting. flock: the kernel frees it when the holder dies, so it is never stale."""
+    key = folder.resolve()
+    if key in _held:
+        return
+    descriptor = os.open(folder / METRICS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise ConfigError(f"{MULTIPROC_VARIABLE}={folder}: another tailor serve uses it; give each server a "
+                          "folder of its own (its /metrics adds up every file in it)") from None
+    _held[key] = descriptor
 
 
 @entry_point

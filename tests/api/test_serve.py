@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from jobs.serve import gunicorn_options
 from pipelines.config import load_config
 from pipelines.services.kafka_broker import free_port
@@ -279,7 +281,7 @@ def test_the_metrics_folder_is_emptied_of_metric_files_only(tmp_path):
     (folder / "keep.txt").write_text("mine", encoding="utf-8")
     environ = {"PROMETHEUS_MULTIPROC_DIR": str(folder)}
     assert prepare_metrics_dir(environ) == (folder, False)
-    assert sorted(path.name for path in folder.iterdir()) == ["keep.txt"]
+    assert sorted(path.name for path in folder.iterdir()) == ["keep.txt", "tailor-serve.lock"]
 
     made: dict[str, str] = {}
     path, created = prepare_metrics_dir(made)
@@ -292,6 +294,31 @@ def test_the_metrics_folder_is_emptied_of_metric_files_only(tmp_path):
     missing = tmp_path / "not-yet" / "metrics"
     assert prepare_metrics_dir({"PROMETHEUS_MULTIPROC_DIR": str(missing)}) == (missing, False)
     assert missing.is_dir()
+
+
+def test_a_metrics_folder_another_server_uses_is_refused_in_one_line_and_its_files_kept(tmp_path):
+    from jobs.serve import prepare_metrics_dir
+    from pipelines.errors import ConfigError
+
+    folder = tmp_path / "shared"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from jobs.serve import prepare_metrics_dir; "
+         "prepare_metrics_dir({'PROMETHEUS_MULTIPROC_DIR': sys.argv[1]}); print('held', flush=True); "
+         "time.sleep(60)", str(folder)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        (folder / "counter_77.db").write_bytes(b"the other server's count")
+        with pytest.raises(ConfigError) as refused:
+            prepare_metrics_dir({"PROMETHEUS_MULTIPROC_DIR": str(folder)})
+        assert str(refused.value) == (f"PROMETHEUS_MULTIPROC_DIR={folder}: another tailor serve uses it; give each "
+                                      "server a folder of its own (its /metrics adds up every file in it)")
+        assert (folder / "counter_77.db").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # The lock goes with its holder: the next server starts, and clears the dead one's files.
+    assert prepare_metrics_dir({"PROMETHEUS_MULTIPROC_DIR": str(folder)}) == (folder, False)
+    assert not (folder / "counter_77.db").exists()
 
 
 def test_a_metrics_folder_that_cannot_be_made_is_one_line(tmp_path):
