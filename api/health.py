@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 from api.metrics import metrics_response
-from api.store import holder
+from api.store import holder, probe_consent_lane
 from pipelines.contracts.events import CONTRACT_VERSION
 from pipelines.serving import DEFAULT, StoreUnavailable
 
@@ -22,7 +22,8 @@ def healthz() -> ResponseReturnValue:
 def readyz() -> ResponseReturnValue:
     """Ready follows the read lane only: a node whose consent circuit is not closed still
     serves reads, so it stays in the balancer (200, "degraded"); taking every node out
-    because changes fail would stop the reads too."""
+    because changes fail would stop the reads too. A half-open consent circuit is tried
+    here (probe_consent_lane), so it closes once the store takes writes again."""
     config = current_app.extensions["tailor"]["config"]
     store_holder = holder()
     try:
@@ -31,6 +32,7 @@ def readyz() -> ResponseReturnValue:
         ready = True
     except StoreUnavailable:
         ready = False
+    probe_consent_lane(store_holder)
     consent_circuit = store_holder.consent_breaker.state
     status = ("ready" if consent_circuit == "closed" else "degraded") if ready else "unavailable"
     body = jsonify(status=status, store=config.serving.type, circuit=store_holder.breaker.state,

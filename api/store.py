@@ -118,6 +118,7 @@ def api_config(app: Flask | None = None) -> Config:
 
 
 READ, CONSENT = "read", "consent"
+PROBE_STATE = "api_consent_probe"
 # A throttled consent write is retried a few times with backoff (DynamoDB's unprocessed
 # items: about 0.35 s in all); a throttled read is not, it falls back.
 _CONSENT_DYNAMODB_RETRIES = 3
@@ -252,6 +253,29 @@ class StoreHolder:
         except Exception as error:  # noqa: BLE001 - as guarded(): any client failure is an outage to the caller
             g.consent_store_failed = True
             raise StoreUnavailable(f"serving store: {type(error).__name__}") from None
+
+
+def probe_consent_lane(store_holder: StoreHolder) -> None:
+    """A half-open consent circuit's trial, made with a harmless write (the time, under
+    PROBE_STATE) by the readiness probe: a store that recovered closes the circuit without
+    waiting for someone to change a preference, and one still down opens it again. Only
+    when the reset timeout has passed and no other trial runs; its outcome is recorded here,
+    so the probe's own answer shows it."""
+    breaker = store_holder.consent_breaker
+    if breaker.state != "half_open":
+        return
+    try:
+        breaker.before_call()
+    except CircuitOpen:
+        return  # another request is the trial
+    try:
+        store_holder.thread_store(CONSENT).set_state(PROBE_STATE, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    except Exception:  # noqa: BLE001 - any failure of the write is the trial failing
+        breaker.failed()
+        store_holder.drop_thread_store(CONSENT)
+        return
+    breaker.succeeded()
+    log.info("the consent circuit closed: the readiness probe's write went through")
 
 
 def holder(app: Flask | None = None) -> StoreHolder:

@@ -303,7 +303,9 @@ def _circuit_gauge(client) -> dict[str, float]:  # type: ignore[no-untyped-def]
 def test_an_open_consent_circuit_shows_in_readyz_and_the_gauge_but_the_node_stays_ready(make_app):
     """Reads still serve while changes are refused: /readyz stays 200 (a balancer keeps the
     node) and says degraded; tailor_api_circuit_open{lane="consent"} is 1 from the opening
-    until a change is saved again."""
+    until a write goes through again. Past the reset timeout /readyz makes the trial
+    itself: a store still locked opens the circuit again, one that recovered closes it,
+    with no change needed."""
     app, database = _sqlite_app(make_app, "api.store_write_timeout_ms=50", "api.circuit_breaker.failure_threshold=2",
                                 "api.circuit_breaker.reset_timeout_s=2")
     client = app.test_client()
@@ -312,20 +314,22 @@ def test_an_open_consent_circuit_shows_in_readyz_and_the_gauge_but_the_node_stay
     assert (ready.status_code, ready.get_json()) == (200, {"status": "ready", "store": "sqlite", "circuit": "closed",
                                                            "consent_circuit": "closed"})
     assert _circuit_gauge(client) == {"read": 0.0, "consent": 0.0}
-    with write_lock_held(database, 1.5):
+    with write_lock_held(database, 3.0):
         assert [send().status_code, send().status_code] == [503, 503]
         opened_at = time.monotonic()
         degraded = client.get("/readyz")
         assert (degraded.status_code, degraded.get_json()) == (
             200, {"status": "degraded", "store": "sqlite", "circuit": "closed", "consent_circuit": "open"})
         assert _circuit_gauge(client) == {"read": 0.0, "consent": 1.0}
-    time.sleep(max(0.0, opened_at + 2.1 - time.monotonic()))  # past the reset timeout: untried, not closed
-    half_open = client.get("/readyz")
-    assert (half_open.status_code, half_open.get_json()) == (
-        200, {"status": "degraded", "store": "sqlite", "circuit": "closed", "consent_circuit": "half_open"})
-    assert _circuit_gauge(client) == {"read": 0.0, "consent": 1.0}
-    assert send().status_code == 200  # the trial change is saved: the circuit closes
-    recovered = client.get("/readyz")
+        time.sleep(max(0.0, opened_at + 2.1 - time.monotonic()))  # past the reset timeout, the lock still held
+        tried = client.get("/readyz")  # its trial write fails: open again, for another reset timeout
+        reopened_at = time.monotonic()
+        assert (tried.status_code, tried.get_json()) == (
+            200, {"status": "degraded", "store": "sqlite", "circuit": "closed", "consent_circuit": "open"})
+        assert send().status_code == 503  # refused at once, not tried
+    time.sleep(max(0.0, reopened_at + 2.1 - time.monotonic()))
+    recovered = client.get("/readyz")  # the lock is gone: the probe's write closes the circuit
     assert (recovered.status_code, recovered.get_json()) == (200, {"status": "ready", "store": "sqlite",
                                                                    "circuit": "closed", "consent_circuit": "closed"})
     assert _circuit_gauge(client) == {"read": 0.0, "consent": 0.0}
+    assert send().status_code == 200
