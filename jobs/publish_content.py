@@ -85,8 +85,9 @@ def publish(spark, config: Config, keyring: Keyring, offers, segment_names: list
     def pinned(name: str):
         return read_table_at(spark, config.table(name), versions[name])
 
-    refuse_clear_names(spark, config.table("silver.profiles"))
-    profiles = pinned("silver.profiles").select(
+    stored_profiles = pinned("silver.profiles")
+    refuse_clear_names(config.table("silver.profiles"), stored_profiles.columns)
+    profiles = stored_profiles.select(
         "user_id", "first_name_encrypted", "first_name_key_id", "locale", "language", "country",
         "preferred_send_hour", F.col("consent_email_marketing.status").alias("email_consent"),
         F.col("consent_email_marketing.updated_at").alias("email_consent_at"),

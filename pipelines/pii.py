@@ -112,39 +112,30 @@ def new_key_material(key_id: str = "dev1") -> dict[str, str]:
 def load_keys(config: Config) -> PiiKeys:
     """Keys from the environment (or secrets_manager, see Config.secret); locally, from the
     dev keys file when they are unset."""
-    keyring_var, hmac_var = config.secrets.pii_encryption_key, config.secrets.pii_hmac_key
-    keyring_text, hmac_text = config.secret("pii_encryption_key"), config.secret("pii_hmac_key")
-    if (keyring_text is None or hmac_text is None) and config.pii.dev_keys_file:
-        material = _dev_key_material(Path(config.under_root(config.pii.dev_keys_file)))
-        keyring_text = keyring_text or material["encryption_keyring"]
-        hmac_text = hmac_text or material["hmac_key"]
-    if not keyring_text:
-        raise _unset(keyring_var, config)
-    if not hmac_text:
-        raise _unset(hmac_var, config)
-    return PiiKeys(parse_keyring(keyring_text, keyring_var), parse_hmac_key(hmac_text, hmac_var))
+    return PiiKeys(load_keyring(config), load_hmac_key(config))
 
 
 def load_keyring(config: Config) -> Keyring:
-    """The encryption keyring alone, as load_keys finds it: for a process that decrypts
-    names but hashes nothing (publishing), which then need not hold the identity key."""
-    keyring_var, keyring_text = config.secrets.pii_encryption_key, config.secret("pii_encryption_key")
-    if keyring_text is None and config.pii.dev_keys_file:
-        keyring_text = _dev_key_material(Path(config.under_root(config.pii.dev_keys_file)))["encryption_keyring"]
-    if not keyring_text:
-        raise _unset(keyring_var, config)
-    return parse_keyring(keyring_text, keyring_var)
+    """The encryption keyring alone: for a process that decrypts names but hashes nothing
+    (publishing), which then need not hold the identity key."""
+    return parse_keyring(*_key_text(config, "pii_encryption_key", "encryption_keyring"))
 
 
 def load_hmac_key(config: Config) -> bytes:
-    """The HMAC key alone, as load_keys finds it: for a process that hashes ids but never
-    decrypts (the content API), which then need not hold the key to every stored email."""
-    hmac_var, hmac_text = config.secrets.pii_hmac_key, config.secret("pii_hmac_key")
-    if hmac_text is None and config.pii.dev_keys_file:
-        hmac_text = _dev_key_material(Path(config.under_root(config.pii.dev_keys_file)))["hmac_key"]
-    if not hmac_text:
-        raise _unset(hmac_var, config)
-    return parse_hmac_key(hmac_text, hmac_var)
+    """The HMAC key alone: for a process that hashes ids but never decrypts (the content
+    API), which then need not hold the key to every stored email."""
+    return parse_hmac_key(*_key_text(config, "pii_hmac_key", "hmac_key"))
+
+
+def _key_text(config: Config, secret: str, dev_entry: str) -> tuple[str, str]:
+    """(the key's text, the variable that names it): the secret, else the dev keys file's
+    entry when one is configured."""
+    variable, text = getattr(config.secrets, secret), config.secret(secret)
+    if text is None and config.pii.dev_keys_file:
+        text = _dev_key_material(Path(config.under_root(config.pii.dev_keys_file)))[dev_entry]
+    if not text:
+        raise _unset(variable, config)
+    return text, variable
 
 
 def _unset(variable: str, config: Config) -> ConfigError:

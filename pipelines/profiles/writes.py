@@ -80,7 +80,7 @@ def ensure_profile_tables(spark: SparkSession, config: Config) -> None:
     ensure_table(spark, config.table("silver.profile_tombstones"), PROFILE_TOMBSTONES)
     _migrate_tombstone_positions(spark, config.table("silver.profile_tombstones"))
     _refuse_integer_positions(spark, config.table("silver.profiles"))
-    refuse_clear_names(spark, config.table("silver.profiles"))
+    refuse_clear_names(config.table("silver.profiles"), read_table(spark, config.table("silver.profiles")).columns)
     ensure_table(spark, config.table("silver.duplicate_profiles"), DUPLICATE_PROFILES)
     ensure_table(spark, config.table("audit.log"), AUDIT_LOG, properties={
         "delta.appendOnly": "true",
@@ -117,10 +117,11 @@ def _refuse_integer_positions(spark: SparkSession, table: TableRef) -> None:
             "(keep silver.profile_tombstones), then run tailor merge-profiles and then tailor score --full")
 
 
-def refuse_clear_names(spark: SparkSession, table: TableRef) -> None:
-    """Names are encrypted like email and phone; a table from before keeps them in clear,
-    and in every older version of its files, so it is rebuilt rather than patched."""
-    if table_exists(spark, table) and "first_name" in read_table(spark, table).columns:
+def refuse_clear_names(table: TableRef, columns: list[str]) -> None:
+    """Names are encrypted like email and phone; a table from before (`columns` its own)
+    keeps them in clear, and in every older version of its files, so it is rebuilt rather
+    than patched."""
+    if "first_name" in columns:
         raise EnvironmentProblem(
             f"{table.layer_name} was written by an older Tailor (names in clear); rebuild it from bronze: move "
             "silver.profiles, silver.profiles_history and the merge_profiles checkpoint aside (keep "
