@@ -13,7 +13,11 @@ Builds N content rows shaped like DESIGN.md's (four products, a hero, a greeting
   - redis: RedisStore.write_json in batches of --batch rows, against
     `redis-benchmark -P 16 -t set -n N -d <mean row bytes> -q` (Debian's redis-tools),
     both against a redis-server this script starts on a free loopback port, without
-    persistence, emptied between the runs.
+    persistence, emptied between the runs. That command overwrites one key N times; the
+    same with `-r N` (N distinct keys, as the export writes) is a second baseline. The
+    server's CPU seconds (INFO cpu) are kept beside each: writing N distinct rows costs
+    the server about twice what overwriting one key does, which bounds any client's ratio
+    against the first baseline.
 Rows per second and their ratio to the baseline's; results in bench/results/export.json.
 """
 
@@ -141,6 +145,12 @@ def bench_sqlite(rows: dict[str, dict[str, Any]], batch: int) -> list[dict[str, 
     ]
 
 
+def _server_cpu_s(client: Any) -> float:
+    """CPU seconds the redis-server has used so far (INFO cpu)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def bench_redis(rows: dict[str, dict[str, Any]], batch: int) -> list[dict[str, Any]]:
     import redis
 
@@ -153,6 +163,7 @@ def bench_redis(rows: dict[str, dict[str, Any]], batch: int) -> list[dict[str, A
     folder.mkdir(parents=True)
     server = RedisServer(folder).start()
     port, url = server.port, server.url
+    admin = redis.Redis.from_url(url)
     try:
         config = load_config("local", [f"storage.root={folder}", "serving.type=redis", f"serving.redis.url={url}",
                                        "serving.redis.key_prefix=bench", "serving.redis.socket_timeout_s=30"])
@@ -160,42 +171,62 @@ def bench_redis(rows: dict[str, dict[str, Any]], batch: int) -> list[dict[str, A
         # What tailor publish's export does: the rows arrive as JSON text from Spark's to_json.
         encoded_batches = [{key: json.dumps(row) for key, row in part.items()} for part in batches]
         with RedisStore(config) as store:
+            cpu_before = _server_cpu_s(admin)
             started = time.perf_counter()
             for encoded_part in encoded_batches:
                 store.write_json("content", encoded_part, generation="g1-bench")
             store_s = time.perf_counter() - started
-        admin = redis.Redis.from_url(url)
+            store_cpu_s = _server_cpu_s(admin) - cpu_before
         stored = admin.dbsize()
         admin.flushall()
-        admin.close()
-        def redis_benchmark(*extra: str) -> tuple[list[str], float]:
+
+        def redis_benchmark(*extra: str) -> tuple[list[str], float, float, int]:
             # At least 20,000 SETs: redis-benchmark reports a rate of "inf" when a run ends within its
             # millisecond clock, as a smoke-sized run of a few hundred does.
             command = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-P", "16", "-t", "set", "-n",
                        str(max(count, 20_000)), "-d", str(row_bytes), "-q", *extra]
+            cpu_before = _server_cpu_s(admin)
             output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600).stdout
+            cpu_s = _server_cpu_s(admin) - cpu_before
+            keys = admin.dbsize()
+            admin.flushall()
             # -q prints progress with carriage returns, then "SET: 123456.79 requests per second, p50=..."
             match = re.findall(r"SET: ([0-9.]+) requests per second", output.replace("\r", "\n"))
             if not match:
                 raise SystemExit(f"could not read redis-benchmark's output: {output[-300:]!r}")
-            return command, float(match[-1])
+            return command, float(match[-1]), cpu_s, keys
 
-        command, baseline = redis_benchmark()
+        command, baseline, baseline_cpu_s, baseline_keys = redis_benchmark()
+        # Without -r every SET overwrites one key; -r N spreads them over N keys, as the
+        # export's rows are: the server then allocates and indexes each row, as for the export.
+        spread_command, spread, spread_cpu_s, spread_keys = redis_benchmark("-r", str(count))
         # For information: one client, as the export is (redis-benchmark's default is 50).
-        one_client_command, one_client = redis_benchmark("-c", "1")
+        one_client_command, one_client, _, _ = redis_benchmark("-c", "1")
     finally:
+        admin.close()
         server.stop()
-    print(f"redis: write_json {count / store_s:,.0f} rows/s ({store_s:.1f}s, {stored} keys); "
-          f"redis-benchmark -P 16 -d {row_bytes}: {baseline:,.0f} SETs/s; with one client (-c 1): "
-          f"{one_client:,.0f} SETs/s")
+    print(f"redis: write_json {count / store_s:,.0f} rows/s ({store_s:.1f}s, {stored} keys, server CPU "
+          f"{store_cpu_s:.2f}s); redis-benchmark -P 16 -d {row_bytes}: {baseline:,.0f} SETs/s ({baseline_keys} key, "
+          f"server CPU {baseline_cpu_s:.2f}s); with -r {count}: {spread:,.0f} SETs/s ({spread_keys} keys, server CPU "
+          f"{spread_cpu_s:.2f}s); with one client (-c 1): {one_client:,.0f} SETs/s")
+
+    def shown(full: list[str]) -> str:
+        return " ".join(full[:1] + full[5:])
+
     return [result("export.redis_write_json", count / store_s, baseline, "rows/s",
                    f"{GOAL} (redis-benchmark -P 16 -t set -d <row bytes>, 50 clients)", goal_ratio=0.5,
-                   seconds=round(store_s, 2),
-                   row_bytes=row_bytes, baseline_command=" ".join(command[:1] + command[5:])),
+                   seconds=round(store_s, 2), row_bytes=row_bytes, baseline_command=shown(command),
+                   server_cpu_s=round(store_cpu_s, 2), baseline_server_cpu_s=round(baseline_cpu_s, 2),
+                   baseline_keys=baseline_keys),
+            result("export.redis_write_json_vs_distinct_keys", count / store_s, spread, "rows/s",
+                   f"{GOAL} (the same redis-benchmark with -r <rows>: SETs spread over as many keys as the "
+                   "export writes, where the one above overwrites one key)", goal_ratio=0.5,
+                   seconds=round(store_s, 2), baseline_command=shown(spread_command),
+                   server_cpu_s=round(store_cpu_s, 2), baseline_server_cpu_s=round(spread_cpu_s, 2),
+                   baseline_keys=spread_keys),
             result("export.redis_write_json_vs_one_client", count / store_s, one_client, "rows/s",
                    "for information: the same with one redis-benchmark client, as the export has one connection",
-                   seconds=round(store_s, 2),
-                   baseline_command=" ".join(one_client_command[:1] + one_client_command[5:]))]
+                   seconds=round(store_s, 2), baseline_command=shown(one_client_command))]
 
 
 def main() -> None:

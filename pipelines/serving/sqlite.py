@@ -114,6 +114,10 @@ class SqliteStore(ServingStore):
                 self._db.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = NORMAL")
+                # Up to 64 MiB of pages, taken as used (SQLite's default is 2 MiB): the unique
+                # index of a few hundred thousand keys then stays in memory while a rebuild
+                # writes in random key order (bench/export.py: about 15% more rows per second).
+                self._db.execute("PRAGMA cache_size = -65536")
                 if self._schema_version() != SCHEMA_VERSION:  # a new file: the only open that writes
                     with self._transaction() as db:
                         if self._schema_version() == 0:

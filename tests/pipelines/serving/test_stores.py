@@ -455,6 +455,52 @@ def test_redis_write_racing_a_swap_lands_in_the_new_generation(open_another, mon
     assert stored(store) == Counter({"g1-new": 2})
 
 
+def test_redis_batch_of_many_commands_is_one_transaction(open_another, monkeypatch):
+    monkeypatch.setattr(redis_store_module, "_COMMAND_ROWS", 100)
+    store = open_another("redis")
+    rows = {f"u-{n:04d}": f'{{"n":{n}}}' for n in range(1234)}  # thirteen MSETs
+    store.write_json("content", rows, generation="g1-big", state={"exported:gold.email_content": "5"})
+
+    assert store.get_state("exported:gold.email_content") == "5"
+    assert stored(store) == Counter({"g1-big": 1234})
+    store.delete("content", [f"u-{n:04d}" for n in range(0, 1234, 2)], generation="g1-big")
+    store.swap("g1-big")
+    assert store.read_many("content", ["u-0000", "u-0001", "u-1233"]) == {"u-0001": {"n": 1}, "u-1233": {"n": 1233}}
+    assert stored(store) == Counter({"g1-big": 617})
+
+
+def test_redis_connection_dropped_mid_batch_lands_nothing_then_the_retry_lands_all(open_another, monkeypatch):
+    monkeypatch.setattr(redis_store_module, "_COMMAND_ROWS", 100)
+    store = open_another("redis")
+    store.write_batch("content", {"u-0000": {"n": -1}}, state={"p": "1"})
+    admin = redis.Redis.from_url(store.config.serving.redis.url)
+    packed: list[bool] = []
+    original = redis_store_module.pack_command
+
+    def pack_command(command):
+        packed.append(True)
+        if len(packed) == 3:  # two MSETs sent inside MULTI: the server drops the connection
+            admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+            seen_then.update(rows_seen())
+        return original(command)
+
+    def rows_seen() -> dict[str, Any]:
+        return store.read_many("content", [f"u-{n:04d}" for n in range(0, 500, 50)])
+
+    seen_then: dict[str, Any] = {}
+    monkeypatch.setattr(redis_store_module, "pack_command", pack_command)
+    try:
+        store.write_batch("content", {f"u-{n:04d}": {"n": n} for n in range(500)}, state={"p": "2"})
+    finally:
+        admin.close()
+
+    # Killed between MULTI and EXEC: nothing of it was applied; the write ran again on a new connection.
+    assert seen_then == {"u-0000": {"n": -1}}
+    assert store.get_state("p") == "2"
+    assert store.read_many("content", ["u-0000", "u-0499"]) == {"u-0000": {"n": 0}, "u-0499": {"n": 499}}
+    assert stored(store) == Counter({"g0": 500})
+
+
 def test_redis_down_is_unavailable_without_secrets(tmp_path, monkeypatch):
     monkeypatch.setenv("TAILOR_REDIS_PASSWORD", "pw-never-printed")
     port = free_port()  # nothing listens here
