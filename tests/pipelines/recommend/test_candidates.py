@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta
 
 from pipelines.config import AlsConfig
-from pipelines.recommend.candidates import als, buy_again, co_occurrence, fit_als, popular
+from pipelines.recommend.candidates import als, buy_again, co_occurrence, fit_als, popular, top_items
 
 AS_OF = datetime(2026, 11, 1)
 LOG = "user_id string, item_id string, weight double, occurred_at timestamp, basket_id string, kind string"
@@ -49,6 +50,46 @@ def test_two_taste_groups_each_get_their_own_groups_items_from_als(spark):
         assert items and all(item.startswith(prefix) for item in items), (user, items)
     reasons = {row.reason for row in als(fitted, log, _users(spark, "garden-0"), n=2).collect()}
     assert reasons == {"because_you_bought"}
+
+
+def test_top_items_are_the_highest_dot_products_as_spark_ranks_them(spark):
+    rng = random.Random(5)
+    rows = [_buy(f"u{user}", f"p{rng.randrange(40)}", days_ago=rng.randrange(1, 60)) for user in range(30)
+            for _ in range(rng.randrange(2, 9))]
+    fitted = fit_als(_log(spark, rows), AS_OF, 90.0,
+                     AlsConfig(rank=4, max_iter=5, reg_param=0.1, alpha=5.0, seed=3, blocks=2))
+    model = fitted.model
+    users = {row.id: row.features for row in model.userFactors.collect()}
+    items = {row.id: row.features for row in model.itemFactors.collect()}
+    # The oracle: every user's rating of every item as a plain sum of products.
+    expected = {user: sorted(((sum(a * b for a, b in zip(features, factors, strict=True)), item)
+                              for item, factors in items.items()), reverse=True)
+                for user, features in users.items()}
+    asked = sorted(users)[:20]
+    subset = spark.createDataFrame([(index,) for index in [*asked, 999]], "user_index int")  # 999: unknown
+
+    for n in (5, len(items) + 3):
+        got: dict[int, list[tuple[int, float]]] = {}
+        for row in top_items(model, subset, n).collect():
+            got.setdefault(row.user_index, []).append((row.item_index, row.rating))
+        assert sorted(got) == asked  # the unknown user gets nothing
+        for user, ranked in got.items():
+            assert len(ranked) == min(n, len(items))
+            truth = {item: rating for rating, item in expected[user]}
+            ratings = [rating for _, rating in ranked]
+            assert ratings == sorted(ratings, reverse=True), user  # best first
+            best = [rating for rating, _ in expected[user][:len(ranked)]]
+            assert all(abs(a - b) < 1e-5 for a, b in zip(ratings, best, strict=True)), user  # the highest ones
+            assert all(abs(truth[item] - rating) < 1e-5 for item, rating in ranked), user
+    # Spark's own recommendForUserSubset agrees on the ratings of each user's top five.
+    spark_top = {row.user_index: [r.rating for r in row.recommendations]
+                 for row in model.recommendForUserSubset(subset, 5).collect()}
+    ours: dict[int, list[float]] = {}
+    for row in top_items(model, subset, 5).collect():
+        ours.setdefault(row.user_index, []).append(row.rating)
+    assert sorted(ours) == sorted(spark_top)
+    assert all(abs(a - b) < 1e-5 for user in ours for a, b in zip(ours[user], spark_top[user], strict=True))
+    assert top_items(model, subset, 0).count() == 0
 
 
 def test_buy_again_ranks_repeat_purchases_by_frequency_and_recency(spark):
