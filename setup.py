@@ -13,6 +13,7 @@ SPARK = [
     "delta-spark==4.4.0",      # io.delta:delta-spark_4.1_2.13:4.4.0
     "pandas==2.3.3",           # pyspark 4.1 does not fully support pandas 3
     "pyarrow==25.0.1",
+    "numpy==2.4.6",            # candidates.top_items: ALS scoring as matrix products (OpenBLAS)
     "great-expectations[spark]==1.24.1",
     "mlflow==3.17.2",
     "matplotlib==3.11.2",      # tailor dashboard's plots
