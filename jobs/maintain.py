@@ -5,8 +5,9 @@
     spark-submit jobs/maintain.py [same options]
 
 Streaming jobs commit every trigger, so their tables collect small files; OPTIMIZE
-compacts them (and clusters the tables CLUSTERED_BY names), then REORG PURGE and VACUUM
-make erasures final, as `tailor vacuum` does. Safe while the streaming jobs run: these
+compacts them (and clusters the tables CLUSTERED_BY names), then, as `tailor vacuum`
+does, quarantined records naming an erased person are deleted, and REORG PURGE and VACUUM
+make erasures final. Safe while the streaming jobs run: these
 commits change no rows, and a commit race is retried; a table that still fails is
 reported and the others are maintained (exit 1). Checkpoint folders no query uses, idle
 for a day, are listed, and deleted with --remove-orphaned-checkpoints.
@@ -17,6 +18,8 @@ from __future__ import annotations
 import argparse
 
 from jobs._common import config_from, entry_point, parser_for, setup_logging
+from pipelines.pii import load_hmac_key
+from pipelines.profiles.writes import sweep_quarantine_of_erased
 from pipelines.runtime.maintenance import (
     maintain_all,
     orphaned_checkpoints,
@@ -41,9 +44,15 @@ def main(argv=None) -> int:
     setup_logging()
     args = build_parser().parse_args(argv)
     config = config_from(args)
+    hmac_key = None
     if not args.skip_vacuum:
         vacuum_retention(config, args.retention_hours)  # a bad retention fails before Spark starts
+        hmac_key = load_hmac_key(config)  # so does a missing key (the HMAC key only: it decrypts nothing)
     spark = build_spark(config, "maintain")
+    if hmac_key is not None:
+        swept = sweep_quarantine_of_erased(spark, config, hmac_key)
+        if swept:
+            print(f"deleted {swept} quarantined record(s) naming erased people")
     done, failed = maintain_all(spark, config, vacuum=not args.skip_vacuum, retention_hours=args.retention_hours)
     width = max((len(upkeep.table) for upkeep in done), default=0)
     for upkeep in done:

@@ -15,9 +15,8 @@ from __future__ import annotations
 import argparse
 
 from jobs._common import config_from, entry_point, parser_for, setup_logging
-from pipelines.pii import load_keys
-from pipelines.profiles.writes import purge_quarantined_erased
-from pipelines.runtime.delta_tables import read_table, table_exists
+from pipelines.pii import load_hmac_key
+from pipelines.profiles.writes import sweep_quarantine_of_erased
 from pipelines.runtime.maintenance import vacuum_all, vacuum_retention
 from pipelines.runtime.session import build_spark
 
@@ -35,13 +34,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from(args)
     vacuum_retention(config, args.retention_hours)  # a bad retention fails before Spark starts
-    keys = load_keys(config)  # before Spark starts: a missing key is a one-line error
+    hmac_key = load_hmac_key(config)  # before Spark starts: a missing key is a one-line error
     spark = build_spark(config, "vacuum")
-    tombstones = config.table("silver.profile_tombstones")
-    if table_exists(spark, tombstones):
-        # Quarantined records naming an erased person, wherever they came in: the batches
-        # purge those of their own ingest runs, this catches the rest before VACUUM.
-        purge_quarantined_erased(spark, config, keys, read_table(spark, tombstones))
+    sweep_quarantine_of_erased(spark, config, hmac_key)
     done = vacuum_all(spark, config, args.retention_hours)
     print(f"vacuumed {len(done)} table(s): {', '.join(done) or 'none yet'}")
     return 0

@@ -97,7 +97,12 @@ def _is_daily(quartz_cron: str) -> bool:
 def test_maintenance_runs_daily_on_both_platforms(bundle, emr):
     maintenance = bundle["files"]["resources/maintenance.yml"]["resources"]["jobs"]["tailor_maintenance"]
     assert [task["python_wheel_task"]["parameters"][:2] for task in maintenance["tasks"]] == [
-        ["report", "quality"], ["maintain", "--env"]]
+        ["report", "quality"], ["maintain", "--remove-orphaned-checkpoints"]]
+    # It finds erased people's quarantined records by the HMAC key, and holds no other key.
+    cluster = maintenance["job_clusters"][0]["new_cluster"]
+    assert sorted(cluster["spark_env_vars"]) == ["TAILOR_PII_HMAC_KEY"]
+    steps = {step["Name"]: step["Args"] for step in emr["steps"]["maintenance-steps.json"]}
+    assert "--remove-orphaned-checkpoints" in steps["tailor maintain"]
     assert _is_daily(maintenance["schedule"]["quartz_cron_expression"])
     batch = bundle["files"]["resources/batch.yml"]["resources"]["jobs"]["tailor_batch"]
     assert _is_daily(batch["schedule"]["quartz_cron_expression"])

@@ -102,7 +102,7 @@ def without_erased(tombstones: DataFrame, keys: PiiKeys) -> Callable[[DataFrame]
     after the erasure belong to a new life of the id and stay."""
 
     def transform(events: DataFrame) -> DataFrame:
-        erased = erased_users(tombstones, keys)(events)
+        erased = erased_users(tombstones, keys.hmac_key)(events)
         return (events.join(F.broadcast(erased), "user_id", "left")
                 .where(F.col("erased_through").isNull() | (F.col("occurred_at") > F.col("erased_through")))
                 .select(*events.columns))

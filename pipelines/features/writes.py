@@ -148,7 +148,7 @@ def sweep_erased(spark: SparkSession, config: Config, keys: PiiKeys, users: Data
     tombstones = config.table("silver.profile_tombstones")
     if not table_exists(spark, tombstones):
         return 0
-    erased = erased_users(read_table(spark, tombstones), keys)(users).localCheckpoint()
+    erased = erased_users(read_table(spark, tombstones), keys.hmac_key)(users).localCheckpoint()
     found = erased.count()
     if not found:
         return 0

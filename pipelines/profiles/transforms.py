@@ -29,7 +29,7 @@ from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
 from pipelines.contracts.events import CONSENT_PURPOSES, payload_schema
 from pipelines.ingest.validation import CRM_EVENT_TYPE
-from pipelines.pii import PiiKeys, email_hash, encrypt, keyed_hash, subject_hash
+from pipelines.pii import PiiKeys, email_hash, encrypt, keyed_hash, subject_hash, subject_hash_under
 from pipelines.schemas import (
     CONSENT_REGISTERS,
     HISTORY_TRACKABLE,
@@ -299,7 +299,7 @@ def erasures(latest: DataFrame) -> DataFrame:
                     F.timestamp_millis(F.col("delete_seq.ts_ms")).alias("deleted_at")))
 
 
-def erased_users(tombstones: DataFrame, keys: PiiKeys) -> Callable[[DataFrame], DataFrame]:
+def erased_users(tombstones: DataFrame, hmac_key: bytes) -> Callable[[DataFrame], DataFrame]:
     """user_ids -> (user_id, erased_through, erased_position) for those with an erasure
     tombstone: the end of the delete's millisecond (an event at or before it is erased,
     as sequences compare by the millisecond) and its position, for event_erased. The
@@ -308,7 +308,7 @@ def erased_users(tombstones: DataFrame, keys: PiiKeys) -> Callable[[DataFrame], 
 
     @F.pandas_udf(StringType())
     def hashed(user_ids: pd.Series) -> pd.Series:
-        return user_ids.map(lambda user_id: subject_hash(keys, user_id))
+        return user_ids.map(lambda user_id: subject_hash_under(hmac_key, user_id))
 
     def transform(users: DataFrame) -> DataFrame:
         end_of_millisecond = F.timestamp_micros(F.col("deleted_sequence.ts_ms") * 1000 + 999)

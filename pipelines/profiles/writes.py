@@ -129,7 +129,7 @@ def refuse_clear_names(table: TableRef, columns: list[str]) -> None:
             "what you moved aside")
 
 
-def purge_quarantined_erased(spark: SparkSession, config: Config, keys: PiiKeys, tombstones: DataFrame,
+def purge_quarantined_erased(spark: SparkSession, config: Config, hmac_key: bytes, tombstones: DataFrame,
                              since: datetime | None = None) -> int:
     """Delete quarantined records (ingested at or after `since`; all when None) that name
     an erased person, found by the keyed hash of each user id their bytes name. Returns
@@ -143,7 +143,7 @@ def purge_quarantined_erased(spark: SparkSession, config: Config, keys: PiiKeys,
         candidates = candidates.where(F.col("ingested_at") >= F.lit(since))
     single_keys = tuple(table.key[0] for table in config.crm.tables.values() if len(table.key) == 1)
     named = candidates.select("quarantine_id", F.explode(named_user_ids(single_keys)).alias("user_id"))
-    doomed = (named.join(erased_users(tombstones, keys)(named), "user_id")
+    doomed = (named.join(erased_users(tombstones, hmac_key)(named), "user_id")
               .select("quarantine_id").distinct().localCheckpoint())
     found = doomed.count()
     if found:
@@ -151,6 +151,16 @@ def purge_quarantined_erased(spark: SparkSession, config: Config, keys: PiiKeys,
          .whenMatchedDelete().execute())
         log.info("purged %d quarantined record(s) naming erased people", found)
     return found
+
+
+def sweep_quarantine_of_erased(spark: SparkSession, config: Config, hmac_key: bytes) -> int:
+    """Before a VACUUM (`tailor vacuum`, `tailor maintain`): every quarantined record that
+    names an erased person, wherever it came in. The batches purge those of their own
+    ingest runs; this catches the rest, so the VACUUM after it makes their removal final."""
+    tombstones = config.table("silver.profile_tombstones")
+    if not table_exists(spark, tombstones):
+        return 0
+    return purge_quarantined_erased(spark, config, hmac_key, read_table(spark, tombstones))
 
 
 class ProfilesBatchWriter:
@@ -274,7 +284,7 @@ class ProfilesBatchWriter:
         name an erased person go too (tailor vacuum sweeps the rest)."""
         # One pass over the batch in the common case (no erased person in it): the users,
         # hashed and matched to the tombstones.
-        erased = erased_users(tombstones, self.keys)(batch).localCheckpoint()
+        erased = erased_users(tombstones, self.keys.hmac_key)(batch).localCheckpoint()
         if erased.isEmpty():
             return
         late = stragglers(erased)(batch).localCheckpoint()
@@ -289,7 +299,7 @@ class ProfilesBatchWriter:
         # A broken record from the same syncing device was quarantined by the same ingest runs.
         first_ingest = batch.agg(F.min("ingested_at")).first()[0]
         self.steps.run(spark, "erase.quarantine_stragglers", batch_id, lambda: purge_quarantined_erased(
-            spark, self.config, self.keys, tombstones, since=first_ingest))
+            spark, self.config, self.keys.hmac_key, tombstones, since=first_ingest))
 
     def _purge(self, spark: SparkSession, gone: DataFrame, batch_id: int) -> None:
         """Remove erased people's rows from every table that holds rows about a person.

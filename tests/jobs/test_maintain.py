@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,7 +15,9 @@ from delta.tables import DeltaTable
 
 from jobs import maintain
 from pipelines.config import load_config
+from pipelines.pii import load_keys, subject_hash
 from pipelines.runtime.delta_tables import read_table
+from pipelines.schemas import PROFILE_TOMBSTONES, QUARANTINE
 from tests.settings import job_args
 
 SHORT_RETENTION = ("--retention-hours", "0", "--set", "maintenance.allow_short_retention=true")
@@ -63,6 +66,16 @@ def test_maintain_compacts_clusters_bounds_history_and_makes_deletes_final(spark
     # bronze.events: partitioned by day, not meant to be clustered.
     for day, event in (("2026-11-01", "e-1"), ("2026-11-01", "e-2"), ("2026-11-02", "e-3")):
         _append(spark, events, [(event, day)], "event_id string, event_date string", partition_by=("event_date",))
+    # Quarantined records of an erased person, which no ingest batch purged (they came in
+    # before her erasure), and one of someone else.
+    keys = load_keys(config)
+    spark.createDataFrame([(subject_hash(keys, "u-gone"), (1_000, None, None), datetime(2026, 11, 1))],
+                          PROFILE_TOMBSTONES).write.format("delta").save(config.table("silver.profile_tombstones").path)
+    quarantined = [(f"q-{n}", raw.encode(), "files", "landing", "f", str(n), None, "events", "malformed_json", "bad",
+                    datetime(2026, 10, 30), "1", None, None, None)
+                   for n, raw in enumerate(['{"user_id": "u-gone", "payload": {"first_name": "Gone"',
+                                            '{"user_id":"u-gone"}', '{"user_id": "u-1", "event_type": "?"}'])]
+    spark.createDataFrame(quarantined, QUARANTINE).write.format("delta").save(config.table("bronze.quarantine").path)
     orphan = _checkpoint(tmp_path, "build_features")  # renamed to build_features_v2
     _checkpoint(tmp_path, "ingest_events")
     # An older deployment's query still running during an upgrade: written to an hour ago.
@@ -74,8 +87,12 @@ def test_maintain_compacts_clusters_bounds_history_and_makes_deletes_final(spark
     assert maintain.main(job_args(tmp_path, *SHORT_RETENTION)) == 0
 
     printed = capsys.readouterr().out
+    assert "deleted 2 quarantined record(s) naming erased people" in printed
+    assert [row.quarantine_id for row in read_table(spark, config.table("bronze.quarantine")).collect()] == ["q-2"]
+    assert b"u-gone" not in b"".join(path.read_bytes() for path in
+                                     Path(config.table("bronze.quarantine").path).rglob("*.parquet"))
     assert "silver.profiles" in printed and "files     3 -> 1" in printed and "(clustering added)" in printed
-    assert "1 orphaned checkpoint(s)" in printed and f"{orphan}" in printed and "maintained 4 table(s)" in printed
+    assert "1 orphaned checkpoint(s)" in printed and f"{orphan}" in printed and "maintained 6 table(s)" in printed
     assert orphan.exists()  # listed, not deleted, without the flag
     detail = _detail(spark, profiles)
     assert (detail.numFiles, list(detail.clusteringColumns)) == (1, ["user_id"])
