@@ -66,8 +66,11 @@ jars/%/.complete: conf/jvm/%/pom.xml | $(STAMPS)/tools
 	mvn --quiet --batch-mode -f conf/jvm/$*/pom.xml dependency:copy-dependencies
 	@touch $@
 
+# make demo DATA=online-retail: the same flow on the UCI Online Retail replay, under
+# var/online-retail so the two worlds' tables never mix.
+DATA ?= synthetic
 demo: setup
-	$(BIN)/tailor run --env local
+	$(BIN)/tailor run --env local --data $(DATA) $(if $(filter online-retail,$(DATA)),--set storage.root=var/online-retail)
 
 LINTED := pipelines jobs api expectations tests bench
 

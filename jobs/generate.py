@@ -18,6 +18,9 @@ Parameters (defaults from `generator.*` in config):
                (data/online-retail, CC BY 4.0) as purchase and product_upsert events; what
                happens to each kind of dirt in it is in pipelines/synthetic/online_retail.py
   --limit      online-retail only: replay the first N source lines
+  --grant-consent  online-retail only: give each customer a profile (their country) and
+               made-up email_marketing and personalization consent before their first
+               invoice, so the flow publishes to them (the data set has no consent)
 Output: the files or messages, and `_manifest.json` listing counts and injected faults.
 """
 
@@ -51,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--with-schema", action="store_true")
     parser.add_argument("--from", dest="origin", choices=("synthetic", "online-retail"), default="synthetic")
     parser.add_argument("--limit", type=int)
+    parser.add_argument("--grant-consent", action="store_true")
     return parser
 
 
@@ -107,7 +111,7 @@ def main(argv=None) -> int:
 def _replay_online_retail(config, args) -> int:
     from pipelines.synthetic.online_retail import read_rows, replay_events
 
-    events, catalogue, manifest = replay_events(read_rows(limit=args.limit))
+    events, catalogue, manifest = replay_events(read_rows(limit=args.limit), grant_consent=args.grant_consent)
     output = Path(args.output or config.under_root(config.generator.output))
     stem = "online-retail" + (f"-{args.limit}" if args.limit else "")
     write_jsonl(output / "catalog", f"products-{stem}", catalogue)

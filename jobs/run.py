@@ -1,6 +1,6 @@
 """Run the whole flow once, on the embedded default (the demo), step by step.
 
-    tailor run [--env local] [--set k=v ...] [--faults kind=fraction,...]
+    tailor run [--env local] [--set k=v ...] [--faults kind=fraction,...] [--data synthetic|online-retail]
                [--from STEP | --only STEP [--only STEP ...] | --resume] [--retries N]
     spark-submit jobs/run.py ...
 
@@ -10,7 +10,10 @@ HTTP, stop it), dashboard, report (the data quality audit report). Each streamin
 availableNow (`--once`). A failed step is retried --retries times (default 1), then the run
 stops; every step's status and time land in <storage.root>/_run/last_run.json, and
 `--resume` starts again at the step that failed. `--from STEP` runs that step and every one
-after it; `--only STEP` just the ones named.
+after it; `--only STEP` just the ones named. `--data online-retail` starts from the UCI
+Online Retail replay instead of the synthetic world (`tailor generate --from online-retail
+--grant-consent`: real purchases, made-up consent), with features, checks and the report
+as of the day after its last invoice.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from jobs import (
 from jobs._common import config_from, entry_point, parser_for, setup_logging
 from pipelines.config import Config
 from pipelines.errors import TailorError
+from pipelines.synthetic.online_retail import HISTORY_END
 
 log = logging.getLogger("tailor.run")
 STATE_FILE = "_run/last_run.json"
@@ -61,30 +65,49 @@ class Step:
     output: str | None = None  # the table whose rows the progress line shows
 
 
-def _world_end_arg(config: Config) -> list[str]:
-    return ["--as-of", _world_end(config)]
+def _world_end_arg(args: argparse.Namespace, config: Config) -> list[str]:
+    return ["--as-of", HISTORY_END if args.data == "online-retail" else _world_end(config)]
+
+
+def _train_split_args(args: argparse.Namespace, config: Config) -> list[str]:
+    """For the synthetic world, test and validation periods of a fifth of its days each:
+    the defaults (14 and 30 days) are sized for real histories, and on the demo's two
+    weeks they left the model a training period of nothing (3 items, 1 user to test on).
+    A setting the caller gave wins."""
+    if args.data != "synthetic":
+        return []
+    days = max(1, config.generator.days // 5)
+    keys = ("recommend.train.test_days", "recommend.blend.validation_days")
+    given = {override.split("=", 1)[0].strip() for override in args.overrides}
+    return [part for key in keys if key not in given for part in ("--set", f"{key}={days}")]
+
+
+def _generate(args: argparse.Namespace, common: list[str]) -> int:
+    if args.data == "online-retail":
+        return generate.main([*common, "--from", "online-retail", "--grant-consent"])
+    return generate.main([*common, "--faults", args.faults])
 
 
 STEPS: list[Step] = [
-    Step("generate", lambda args, config, common: generate.main([*common, "--faults", args.faults])),
+    Step("generate", lambda args, config, common: _generate(args, common)),
     # The generator's catalogue (catalog.path): build_features names each person's top categories from it.
     Step("load-catalog", lambda args, config, common: load_catalog.main(common), "silver.products"),
     Step("ingest", lambda args, config, common: ingest_events.main([*common, "--once"]), "bronze.events"),
     Step("merge-profiles", lambda args, config, common: merge_profiles.main([*common, "--once"]), "silver.profiles"),
     # Features as of the end of the generated weeks, so the 7/30/90-day windows hold them.
     Step("build-features", lambda args, config, common: build_features.main(
-        [*common, "--once", *_world_end_arg(config)]), "gold.user_features"),
+        [*common, "--once", *_world_end_arg(args, config)]), "gold.user_features"),
     # Freshness is measured against the end of the generated weeks, as the features are.
-    Step("validate", lambda args, config, common: validate.main([*common, *_world_end_arg(config)]),
+    Step("validate", lambda args, config, common: validate.main([*common, *_world_end_arg(args, config)]),
          "audit.quality_results"),
-    Step("train", lambda args, config, common: train_recommender.main(common)),
+    Step("train", lambda args, config, common: train_recommender.main([*common, *_train_split_args(args, config)])),
     Step("score", lambda args, config, common: score_recommendations.main(common), "gold.recommendations"),
     Step("publish", lambda args, config, common: publish_content.main(common), "gold.email_content"),
     Step("fetch", lambda args, config, common: fetch_over_http(config, common)),
     Step("dashboard", lambda args, config, common: dashboard.main(
         [*common, "--api-metrics", api_metrics_file(config).resolve().as_uri()])),
     # Idle days are counted back from the end of the generated weeks, as the features are.
-    Step("report", lambda args, config, common: report.main([*common, "quality", *_world_end_arg(config)]),
+    Step("report", lambda args, config, common: report.main([*common, "quality", *_world_end_arg(args, config)]),
          "audit.quality_report"),
 ]
 STEP_NAMES = [step.name for step in STEPS]
@@ -93,7 +116,10 @@ STEP_NAMES = [step.name for step in STEPS]
 def build_parser() -> argparse.ArgumentParser:
     parser = parser_for("tailor run", __doc__.split("\n\n")[0])
     parser.add_argument("--faults", default="malformed_json=0.005,missing_field=0.005,duplicate=0.01,"
-                                            "late=0.01,out_of_order=0.01,unknown_schema_version=0.002")
+                                            "late=0.01,out_of_order=0.01,unknown_schema_version=0.002",
+                        help="faults injected into the synthetic world (not the online-retail replay)")
+    parser.add_argument("--data", choices=("synthetic", "online-retail"), default="synthetic",
+                        help="the world to run on: synthetic (default) or the UCI Online Retail replay")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--from", dest="from_step", choices=STEP_NAMES, help="run this step and every one after it")
     which.add_argument("--only", action="append", choices=STEP_NAMES, help="run only this step (repeatable)")

@@ -18,6 +18,13 @@ in the manifest so nothing disappears unremarked:
 |                                        |   latest description                                       |
 
 Invoice times are UK local time in the source; events carry them in UTC.
+
+The data set says nothing about people beyond a customer number and a country, and
+nothing about consent. With `grant_consent`, each customer also gets, a second before
+their first invoice, a `profile_upsert` (the country from the data, locale en-GB: the
+shop is in the UK) and `consent_update`s granting `email_marketing` and
+`personalization`, so the whole flow (`tailor run --data online-retail`) has someone to
+publish to. That consent is made up for a demo, and the manifest counts it.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import json
 import re
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,6 +41,9 @@ from zoneinfo import ZoneInfo
 from pipelines.contracts.events import CONTRACT_VERSION
 
 DATA_FILE = Path(__file__).resolve().parents[2] / "data" / "online-retail" / "online_retail.parquet"
+# The day after the last invoice (2011-12-09): the as-of of features, checks and reports.
+HISTORY_END = "2011-12-10T00:00:00+00:00"
+CONSENTED_PURPOSES = ("email_marketing", "personalization")
 PRODUCT_CODE = re.compile(r"^\d{5}[A-Za-z]*$")
 _LONDON = ZoneInfo("Europe/London")
 
@@ -57,8 +67,10 @@ def _line_key(row: dict[str, Any]) -> tuple:
             row["InvoiceDate"], row["UnitPrice"], row["CustomerID"], row["Country"])
 
 
-def replay_events(rows: Iterable[dict[str, Any]]) -> tuple[list[str], list[str], dict[str, Any]]:
-    """(purchase event lines, product_upsert lines, manifest of what was done to the dirt)."""
+def replay_events(rows: Iterable[dict[str, Any]], grant_consent: bool = False,
+                  ) -> tuple[list[str], list[str], dict[str, Any]]:
+    """(purchase event lines, product_upsert lines, manifest of what was done to the dirt);
+    with `grant_consent`, each customer's profile and consent events come first (see above)."""
     invoices: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
     counts: Counter = Counter()
     non_product_codes: Counter = Counter()
@@ -80,6 +92,7 @@ def replay_events(rows: Iterable[dict[str, Any]]) -> tuple[list[str], list[str],
                 latest_product[code] = {**row, "UnitPrice": price}
 
     events: list[str] = []
+    first_invoice: dict[str, dict[str, Any]] = {}
     for invoice, lines in invoices.items():
         counts["invoices"] += 1
         products = [line for line in lines if PRODUCT_CODE.match(line["StockCode"])]
@@ -96,6 +109,10 @@ def replay_events(rows: Iterable[dict[str, Any]]) -> tuple[list[str], list[str],
         counts["negative_quantity_lines_outside_cancellations"] += sum(
             1 for line in products if line["Quantity"] < 0 and not cancellation)
         counts["zero_price_lines"] += sum(1 for line in products if line["UnitPrice"] == 0)
+        if customer is not None:
+            known = first_invoice.get(customer)
+            if known is None or lines[0]["InvoiceDate"] < known["InvoiceDate"]:
+                first_invoice[customer] = lines[0]
         items = [{"product_id": line["StockCode"], "quantity": int(line["Quantity"]),
                   "unit_price": float(line["UnitPrice"]), "title": line["Description"]} for line in products]
         events.append(json.dumps({
@@ -106,6 +123,11 @@ def replay_events(rows: Iterable[dict[str, Any]]) -> tuple[list[str], list[str],
                         "total": round(sum(i["quantity"] * i["unit_price"] for i in items), 2),
                         "currency": "GBP", "is_cancellation": cancellation, "country": lines[0]["Country"]},
         }, separators=(",", ":"), ensure_ascii=False))
+
+    if grant_consent:
+        people = [line for customer, line in sorted(first_invoice.items())]
+        events = [*(_compact(event) for line in people for event in _person_events(line)), *events]
+        counts["customers_given_consent"] = len(people)
 
     catalogue = []
     for code, row in sorted(latest_product.items()):
@@ -126,3 +148,21 @@ def replay_events(rows: Iterable[dict[str, Any]]) -> tuple[list[str], list[str],
         "products": len(catalogue),
     }
     return events, catalogue, manifest
+
+
+def _compact(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def _person_events(first_line: dict[str, Any]) -> list[dict[str, Any]]:
+    """A customer's profile and made-up consent, a second before their first invoice."""
+    user_id = f"uci-{int(first_line['CustomerID'])}"
+    at = _utc(first_line["InvoiceDate"] - timedelta(seconds=1))
+    profile = {"event_id": f"{user_id}-profile", "event_type": "profile_upsert", "schema_version": 1,
+               "user_id": user_id, "occurred_at": at, "source": "replay",
+               "payload": {"country": first_line["Country"], "locale": "en-GB"}}
+    consents = [{"event_id": f"{user_id}-consent-{purpose}", "event_type": "consent_update", "schema_version": 1,
+                 "user_id": user_id, "occurred_at": at, "source": "replay",
+                 "payload": {"purpose": purpose, "status": "granted", "actor": "subscriber"}}
+                for purpose in CONSENTED_PURPOSES]
+    return [profile, *consents]

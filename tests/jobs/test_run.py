@@ -131,6 +131,32 @@ def test_from_and_only_choose_the_steps(script, tmp_path):
         run.main(["--set", f"storage.root={tmp_path}", "--only", "fourth"])
 
 
+def test_online_retail_data_replays_it_with_consent_and_dates_every_step_by_its_history(tmp_path, monkeypatch):
+    """`--data online-retail`: what each job is asked (the jobs themselves are tested on
+    their own; this is the wiring, with each job's entry point recording its argv)."""
+    asked: dict[str, list[str]] = {}
+    for module in (run.generate, run.load_catalog, run.ingest_events, run.merge_profiles, run.build_features,
+                   run.validate, run.train_recommender, run.report):
+        monkeypatch.setattr(module, "main", lambda argv, name=module.__name__: asked.setdefault(name, argv) and 0)
+    monkeypatch.setattr(run, "landed_summary", lambda _config: "summary")
+    steps = ["generate", "load-catalog", "ingest", "merge-profiles", "build-features", "validate", "train", "report"]
+    argv = ["--set", f"storage.root={tmp_path}", "--data", "online-retail", *[a for s in steps for a in ("--only", s)]]
+    assert run.main(argv) == 0
+    assert asked["jobs.generate"][-3:] == ["--from", "online-retail", "--grant-consent"]
+    for job in ("jobs.build_features", "jobs.validate", "jobs.report"):
+        assert asked[job][-2:] == ["--as-of", "2011-12-10T00:00:00+00:00"], job
+    assert asked["jobs.train_recommender"] == ["--env", "local", "--set", f"storage.root={tmp_path}"]  # its defaults
+    # The synthetic world (the default) gets the faults, its own end, and test and
+    # validation periods of a fifth of its 14 days; a period the caller set is kept.
+    asked.clear()
+    assert run.main(["--set", f"storage.root={tmp_path}", "--set", "recommend.train.test_days=4",
+                     *[a for s in ("generate", "validate", "train") for a in ("--only", s)]]) == 0
+    assert "--faults" in asked["jobs.generate"] and "online-retail" not in asked["jobs.generate"]
+    assert asked["jobs.validate"][-2:] == ["--as-of", run._world_end(load_config("local"))]
+    assert asked["jobs.train_recommender"][-4:] == ["--set", "recommend.train.test_days=4",
+                                                    "--set", "recommend.blend.validation_days=2"]
+
+
 def _execute_notebook(notebook: Path) -> None:
     """Run a notebook top to bottom in a fresh kernel of this Python; a failing cell raises."""
     import nbformat

@@ -64,6 +64,27 @@ def test_what_ingest_will_say_about_each_event():
     assert all(validate_event(c) is None for c in catalogue)
 
 
+def test_granted_consent_gives_each_customer_a_profile_and_consent_before_their_first_invoice():
+    events = [json.loads(e) for e in replay_events(ROWS, grant_consent=True)[0]]
+    people = [e for e in events if e["event_type"] != "purchase"]
+    # Two customers with products: 17850 (first invoice the cancellation, 2011-01-10 12:00 GMT)
+    # and none for 12583, whose only invoice had no product; guests get nothing.
+    assert people == [
+        {"event_id": "uci-17850-profile", "event_type": "profile_upsert", "schema_version": 1,
+         "user_id": "uci-17850", "occurred_at": "2011-01-10T11:59:59Z", "source": "replay",
+         "payload": {"country": "United Kingdom", "locale": "en-GB"}},
+        {"event_id": "uci-17850-consent-email_marketing", "event_type": "consent_update", "schema_version": 1,
+         "user_id": "uci-17850", "occurred_at": "2011-01-10T11:59:59Z", "source": "replay",
+         "payload": {"purpose": "email_marketing", "status": "granted", "actor": "subscriber"}},
+        {"event_id": "uci-17850-consent-personalization", "event_type": "consent_update", "schema_version": 1,
+         "user_id": "uci-17850", "occurred_at": "2011-01-10T11:59:59Z", "source": "replay",
+         "payload": {"purpose": "personalization", "status": "granted", "actor": "subscriber"}},
+    ]
+    assert all(validate_event(json.dumps(event)) is None for event in people)
+    assert replay_events(ROWS, grant_consent=True)[2]["counts"]["customers_given_consent"] == 1
+    assert "customers_given_consent" not in replay_events(ROWS)[2]["counts"]
+
+
 def test_the_real_file_is_fully_accounted_for():
     rows = read_rows(DATA_FILE)
     assert len(rows) == 541_909
