@@ -46,8 +46,8 @@ $(STAMPS)/redis:
 	fi
 	@mkdir -p $(STAMPS) && touch $@
 
-# Debian's chromium and chromedriver, for the preference page's headless browser test
-# (tests/api/test_preferences_browser.py, which fails where they are missing). make test installs them.
+# Debian's chromium and chromedriver, for the headless browser tests of the preference page
+# and the dashboard (tests/api/test_preferences_browser.py, test_dashboard_browser.py, which fail where they are missing). make test installs them.
 $(STAMPS)/chromium:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  command -v apt-get >/dev/null || { echo "tailor: chromium not found: install chromium and chromium-driver"; exit 1; }; \
@@ -80,7 +80,7 @@ lint: $(STAMPS)/venv
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/mypy
 
-# The browser test of the preference page needs chromium; the demo does not.
+# The browser tests (the preference page, the dashboard's plots) need chromium; the demo does not.
 test: setup $(STAMPS)/chromium lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 

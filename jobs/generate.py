@@ -123,8 +123,9 @@ def _replay_online_retail(config, args) -> int:
         produce_to_kafka(kafka.bootstrap_servers, kafka.events_topic,
                          ((_event_key(line), line) for line in events))
     write_json(output / f"_manifest-{stem}.json", manifest)
-    log.info("replayed %d source lines as %d purchase events and %d products; dirt: %s",
-             manifest["counts"]["lines"], len(events), len(catalogue),
+    purchases = manifest["counts"].get("customer_invoices", 0) + manifest["counts"].get("guest_invoices", 0)
+    log.info("replayed %d source lines as %d events (%d purchases) and %d products; dirt: %s",
+             manifest["counts"]["lines"], len(events), purchases, len(catalogue),
              json.dumps({k: v for k, v in manifest["counts"].items() if k not in ("lines", "invoices")}))
     return 0
 

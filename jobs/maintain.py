@@ -8,7 +8,7 @@ Streaming jobs commit every trigger, so their tables collect small files; OPTIMI
 compacts them (and clusters the tables CLUSTERED_BY names), then, as `tailor vacuum`
 does, quarantined records naming an erased person are deleted, and REORG PURGE and VACUUM
 make erasures final. Safe while the streaming jobs run: these
-commits change no rows, and a commit race is retried; a table that still fails is
+commits change no rows but erased people's, and a commit race is retried; a table that still fails is
 reported and the others are maintained (exit 1). Checkpoint folders no query uses, idle
 for a day, are listed, and deleted with --remove-orphaned-checkpoints.
 """
@@ -20,6 +20,7 @@ import argparse
 from jobs._common import config_from, entry_point, parser_for, setup_logging
 from pipelines.pii import load_hmac_key
 from pipelines.profiles.writes import sweep_quarantine_of_erased
+from pipelines.runtime.delta_tables import retry_on_conflict
 from pipelines.runtime.maintenance import (
     maintain_all,
     orphaned_checkpoints,
@@ -50,7 +51,9 @@ def main(argv=None) -> int:
         hmac_key = load_hmac_key(config)  # so does a missing key (the HMAC key only: it decrypts nothing)
     spark = build_spark(config, "maintain")
     if hmac_key is not None:
-        swept = sweep_quarantine_of_erased(spark, config, hmac_key)
+        # Its delete can meet merge-profiles' own purge of the same records: retried, like the rest.
+        swept = retry_on_conflict(lambda: sweep_quarantine_of_erased(spark, config, hmac_key),
+                                  "the quarantine's sweep", config.maintenance.conflict_retries)
         if swept:
             print(f"deleted {swept} quarantined record(s) naming erased people")
     done, failed = maintain_all(spark, config, vacuum=not args.skip_vacuum, retention_hours=args.retention_hours)

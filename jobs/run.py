@@ -69,17 +69,35 @@ def _world_end_arg(args: argparse.Namespace, config: Config) -> list[str]:
     return ["--as-of", HISTORY_END if args.data == "online-retail" else _world_end(config)]
 
 
-def _train_split_args(args: argparse.Namespace, config: Config) -> list[str]:
-    """For the synthetic world, test and validation periods of a fifth of its days each:
-    the defaults (14 and 30 days) are sized for real histories, and on the demo's two
-    weeks they left the model a training period of nothing (3 items, 1 user to test on).
-    A setting the caller gave wins."""
-    if args.data != "synthetic":
-        return []
-    days = max(1, config.generator.days // 5)
-    keys = ("recommend.train.test_days", "recommend.blend.validation_days")
+def world_overrides(args: argparse.Namespace, config: Config) -> list[str]:
+    """Settings the chosen world needs, as KEY=VALUE, leaving out any the caller set:
+    - synthetic: test and validation periods of a fifth of its days each. The defaults
+      (14 and 30 days) are sized for real histories; on the demo's two weeks they left
+      the model a training period of nothing (3 items, 1 user to test on).
+    - online-retail: a quarantine rate of up to 15%, for the gate and for the dashboard's
+      alert. The replay's guest checkouts, about one invoice in seven, name no customer and
+      are quarantined by design (there is no one to personalise), which the 5% default
+      stops at validate.
+    A value from a --conf-dir file is replaced; only --set ones are kept."""
+    if args.data == "online-retail":
+        wanted = {"quality.max_quarantine_rate": "0.15", "monitoring.max_quarantine_rate": "0.15"}
+    else:
+        days = str(max(1, config.generator.days // 5))
+        wanted = {"recommend.train.test_days": days, "recommend.blend.validation_days": days}
     given = {override.split("=", 1)[0].strip() for override in args.overrides}
-    return [part for key in keys if key not in given for part in ("--set", f"{key}={days}")]
+    return [f"{key}={value}" for key, value in wanted.items() if key not in given]
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that resumes this run: its environment, conf dir and storage root (the
+    world is in the run's record)."""
+    parts = ["tailor run", "--resume"]
+    if args.env != "local":
+        parts += ["--env", args.env]
+    if args.conf_dir:
+        parts += ["--conf-dir", shlex.quote(args.conf_dir)]
+    parts += [f"--set {shlex.quote(o)}" for o in args.overrides if o.split("=", 1)[0].strip() == "storage.root"]
+    return " ".join(parts)
 
 
 def _generate(args: argparse.Namespace, common: list[str]) -> int:
@@ -100,7 +118,7 @@ STEPS: list[Step] = [
     # Freshness is measured against the end of the generated weeks, as the features are.
     Step("validate", lambda args, config, common: validate.main([*common, *_world_end_arg(args, config)]),
          "audit.quality_results"),
-    Step("train", lambda args, config, common: train_recommender.main([*common, *_train_split_args(args, config)])),
+    Step("train", lambda args, config, common: train_recommender.main(common)),
     Step("score", lambda args, config, common: score_recommendations.main(common), "gold.recommendations"),
     Step("publish", lambda args, config, common: publish_content.main(common), "gold.email_content"),
     Step("fetch", lambda args, config, common: fetch_over_http(config, common)),
@@ -118,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--faults", default="malformed_json=0.005,missing_field=0.005,duplicate=0.01,"
                                             "late=0.01,out_of_order=0.01,unknown_schema_version=0.002",
                         help="faults injected into the synthetic world (not the online-retail replay)")
-    parser.add_argument("--data", choices=("synthetic", "online-retail"), default="synthetic",
-                        help="the world to run on: synthetic (default) or the UCI Online Retail replay")
+    parser.add_argument("--data", choices=("synthetic", "online-retail"),
+                        help="the world to run on: synthetic (default) or the UCI Online Retail replay; "
+                             "--resume, --from and --only keep the last run's")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--from", dest="from_step", choices=STEP_NAMES, help="run this step and every one after it")
     which.add_argument("--only", action="append", choices=STEP_NAMES, help="run only this step (repeatable)")
@@ -203,7 +222,7 @@ def run_steps(args: argparse.Namespace, config: Config, steps: list[Step], state
     A whole run starts a new record; --from, --only and --resume add to the last one."""
     common = _passthrough(args)
     whole = len(steps) == len(STEPS)
-    state = {"steps": {} if whole or last_run is None else dict(last_run.get("steps", {}))}
+    state = {"steps": {} if whole or last_run is None else dict(last_run.get("steps", {})), "data": args.data}
     state["started_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     started = clock.monotonic()
     for number, step in enumerate(steps, start=1):
@@ -235,7 +254,7 @@ def run_steps(args: argparse.Namespace, config: Config, steps: list[Step], state
         print(f"[{number}/{len(steps)}] {step.name} {'ok' if code == 0 else 'FAILED'} in {seconds:.1f} s{shown} "
               f"(total {clock.monotonic() - started:.0f} s)", flush=True)
         if code:
-            print(f"tailor run: stopped at {step.name}; `tailor run --resume` starts again there", flush=True)
+            print(f"tailor run: stopped at {step.name}; `{resume_command(args)}` starts again there", flush=True)
             return code
     return 0
 
@@ -266,6 +285,11 @@ def main(argv=None) -> int:
     config = config_from(args)  # fail fast, before any step, on a bad config
     state_path = Path(config.under_root(STATE_FILE))
     last_run = _read_state(state_path)
+    if args.data is None:  # a whole run starts the synthetic world; a partial one goes on with the last
+        partial = args.resume or args.from_step or args.only
+        args.data = str((last_run or {}).get("data") or "synthetic") if partial else "synthetic"
+    args.overrides += world_overrides(args, config)  # every step sees the same settings
+    config = config_from(args)
     steps = selected_steps(args, last_run)
     code = run_steps(args, config, steps, state_path, last_run)
     if code == 0 and steps[-1].name == STEPS[-1].name:

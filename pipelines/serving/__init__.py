@@ -59,10 +59,12 @@ def store_class(store_type: str) -> type[ServingStore]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
-        if distribution is None or error.name is None or error.name.split(".")[0] not in {distribution, "botocore"}:
+        missing = error.name.split(".")[0] if error.name else None
+        if distribution is None or missing not in {distribution, "botocore", "hiredis"}:
             raise
-        raise ConfigError(f"serving.type: {store_type} needs the '{distribution}' package, which is not installed "
-                          f"(pip install {distribution})") from None
+        package = "hiredis" if missing == "hiredis" else distribution
+        raise ConfigError(f"serving.type: {store_type} needs the '{package}' package, which is not installed "
+                          f"(pip install {package})") from None
     cls: type[ServingStore] = getattr(module, class_name)
     return cls
 

@@ -12,7 +12,7 @@ Keys (`<prefix>` is serving.redis.key_prefix, one per environment sharing a Redi
 A write is one MULTI/EXEC transaction: the generation's SADD, MSETs of the rows and the
 state. The MSETs are of a few hundred rows each, each sent as soon as it is packed, so
 the server reads and parses one while the next is packed, instead of waiting for one
-command of the whole batch (bench/export.py: 3x the rows per second). A write to the
+command of the whole batch (bench/export.py: 2.1-2.5x the rows per second). A write to the
 live generation WATCHes `<prefix>:live`, so a swap between reading the pointer and EXEC
 makes the transaction retry against the new pointer, never land in a generation that is
 being removed. `read_many` is one round trip: a
@@ -137,16 +137,19 @@ class RedisStore(ServingStore):
                      commands: Callable[[str | None], Iterable[Sequence[str]]]) -> None:
         """Run the commands `commands(generation)` yields in one MULTI/EXEC. For the live
         generation of a generation-scoped kind, the pointer is WATCHed and read first, and
-        the whole transaction retried if a swap moved it before EXEC. A pooled connection
-        the server closed is replaced once."""
+        the whole transaction retried if a swap moved it before EXEC. A connection that fails
+        before EXEC is sent (a pooled one the server closed) is replaced once; after EXEC the
+        transaction may have landed, and running it again could undo a write another client
+        made meanwhile (an erasure after a preference change), so that error is raised."""
         with self._errors():
             for attempt in (1, 2):
                 connection: Any = self._client.connection_pool.get_connection()
+                sent = [False]
                 try:
-                    return self._transaction_on(connection, kind, generation, commands)
+                    return self._transaction_on(connection, kind, generation, commands, sent)
                 except redis.ConnectionError:
                     connection.disconnect()
-                    if attempt == 2:
+                    if attempt == 2 or sent[0]:
                         raise
                 except BaseException:
                     # Replies may be left unread: the connection is not reused.
@@ -156,7 +159,8 @@ class RedisStore(ServingStore):
                     self._client.connection_pool.release(connection)
 
     def _transaction_on(self, connection: Any, kind: Kind, generation: str | None,
-                        commands: Callable[[str | None], Iterable[Sequence[str]]]) -> None:
+                        commands: Callable[[str | None], Iterable[Sequence[str]]], sent: list[bool]) -> None:
+        """`sent[0]` is set once EXEC has been sent."""
         watch = kind not in UNVERSIONED_KINDS and generation is None
         for _ in range(_WATCH_ATTEMPTS):
             target = generation
@@ -174,6 +178,7 @@ class RedisStore(ServingStore):
                 connection.send_packed_command([packed], check_health=False)
                 queued += 1
             connection.send_command("EXEC", check_health=False)
+            sent[0] = True
             connection.read_response()  # MULTI's OK
             for _ in range(queued):
                 connection.read_response()  # QUEUED, or the command's error raised

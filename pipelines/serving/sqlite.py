@@ -59,6 +59,7 @@ SCHEMA_VERSION = 1
 _UNVERSIONED = ""  # the generation column of suppression and preferences rows
 _LIVE = "live"
 _CLEAN_CHUNK_ROWS = 5000
+_BULK_ROWS = 1000  # a write of this many rows marks the connection as an exporter's
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -104,6 +105,7 @@ class SqliteStore(ServingStore):
             raise ConfigError(f"serving.sqlite.path: {path} is not a local file; SQLite needs one (set "
                               "serving.sqlite.path to an absolute local path, or use serving.type redis or dynamodb)")
         self.path = path
+        self._bulk = False
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=settings.busy_timeout_ms / 1000, isolation_level=None)
@@ -114,10 +116,6 @@ class SqliteStore(ServingStore):
                 self._db.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = NORMAL")
-                # Up to 64 MiB of pages, taken as used (SQLite's default is 2 MiB): the unique
-                # index of a few hundred thousand keys then stays in memory while a rebuild
-                # writes in random key order (bench/export.py: about 15% more rows per second).
-                self._db.execute("PRAGMA cache_size = -65536")
                 if self._schema_version() != SCHEMA_VERSION:  # a new file: the only open that writes
                     with self._transaction() as db:
                         if self._schema_version() == 0:
@@ -174,6 +172,13 @@ class SqliteStore(ServingStore):
     # -- ServingStore ---------------------------------------------------------------------
 
     def _write(self, kind: Kind, bodies: dict[str, str], generation: str | None, state: dict[str, str]) -> None:
+        if len(bodies) >= _BULK_ROWS and not self._bulk:
+            # An exporter's connection: up to 64 MiB of pages, taken as used (SQLite's default
+            # is 2 MiB), so the unique index of a few hundred thousand keys stays in memory
+            # while a rebuild writes in random key order (bench/export.py: about 15% more
+            # rows per second). Not on the API's connections, one per thread and lane.
+            self._db.execute("PRAGMA cache_size = -65536")
+            self._bulk = True
         with self._errors(), self._transaction() as db:
             target = self._generation(db, kind, generation)
             db.executemany(_UPSERT, [(kind, target, key, body) for key, body in bodies.items()])

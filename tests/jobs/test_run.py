@@ -89,6 +89,19 @@ def test_a_run_stops_at_a_step_that_keeps_failing_and_resume_starts_there(script
     assert said == f"tailor: nothing to resume: no failed or interrupted step is recorded in {run.STATE_FILE}"
 
 
+def test_resume_goes_on_with_the_world_the_run_started_and_says_how(script, tmp_path, capsys):
+    made = script({"second": 2})
+    root = tmp_path / "retail world"
+    assert run.main(["--set", f"storage.root={root}", "--data", "online-retail", "--retries", "1"]) == 3
+    assert _state(root)["data"] == "online-retail"
+    assert f"`tailor run --resume --set 'storage.root={root}'` starts again there" in capsys.readouterr().out
+    made.ran.clear()
+    assert run.main(["--set", f"storage.root={root}", "--resume"]) == 0  # no --data: the record's
+    assert made.ran == ["second", "third"] and _state(root)["data"] == "online-retail"
+    assert run.main(["--set", f"storage.root={root}"]) == 0  # a whole run: synthetic unless asked
+    assert _state(root)["data"] == "synthetic"
+
+
 def test_a_run_cut_short_mid_step_is_resumed_at_that_step(script, tmp_path):
     """Ctrl-C (or a kill) while a step runs: the record says it was running; resume starts there."""
     made = script({"second": 1}, outcome=KeyboardInterrupt())
@@ -145,16 +158,20 @@ def test_online_retail_data_replays_it_with_consent_and_dates_every_step_by_its_
     assert asked["jobs.generate"][-3:] == ["--from", "online-retail", "--grant-consent"]
     for job in ("jobs.build_features", "jobs.validate", "jobs.report"):
         assert asked[job][-2:] == ["--as-of", "2011-12-10T00:00:00+00:00"], job
-    assert asked["jobs.train_recommender"] == ["--env", "local", "--set", f"storage.root={tmp_path}"]  # its defaults
+    # Every step: the guest checkouts (quarantined by design) within the quarantine limits; train's defaults.
+    assert asked["jobs.train_recommender"] == ["--env", "local", "--set", f"storage.root={tmp_path}",
+                                               "--set", "quality.max_quarantine_rate=0.15",
+                                               "--set", "monitoring.max_quarantine_rate=0.15"]
     # The synthetic world (the default) gets the faults, its own end, and test and
     # validation periods of a fifth of its 14 days; a period the caller set is kept.
     asked.clear()
-    assert run.main(["--set", f"storage.root={tmp_path}", "--set", "recommend.train.test_days=4",
+    assert run.main(["--set", f"storage.root={tmp_path}", "--set", "recommend.train.test_days=4", "--data", "synthetic",
                      *[a for s in ("generate", "validate", "train") for a in ("--only", s)]]) == 0
     assert "--faults" in asked["jobs.generate"] and "online-retail" not in asked["jobs.generate"]
     assert asked["jobs.validate"][-2:] == ["--as-of", run._world_end(load_config("local"))]
-    assert asked["jobs.train_recommender"][-4:] == ["--set", "recommend.train.test_days=4",
-                                                    "--set", "recommend.blend.validation_days=2"]
+    assert asked["jobs.train_recommender"] == ["--env", "local", "--set", f"storage.root={tmp_path}",
+                                               "--set", "recommend.train.test_days=4",
+                                               "--set", "recommend.blend.validation_days=2"]
 
 
 def _execute_notebook(notebook: Path) -> None:

@@ -479,7 +479,7 @@ def test_redis_connection_dropped_mid_batch_lands_nothing_then_the_retry_lands_a
 
     def pack_command(command):
         packed.append(True)
-        if len(packed) == 3:  # two MSETs sent inside MULTI: the server drops the connection
+        if len(packed) == 3:  # the SADD and one MSET sent inside MULTI: the server drops the connection
             admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
             seen_then.update(rows_seen())
         return original(command)
@@ -499,6 +499,32 @@ def test_redis_connection_dropped_mid_batch_lands_nothing_then_the_retry_lands_a
     assert store.get_state("p") == "2"
     assert store.read_many("content", ["u-0000", "u-0499"]) == {"u-0000": {"n": 0}, "u-0499": {"n": 499}}
     assert stored(store) == Counter({"g0": 500})
+
+
+def test_redis_reply_lost_after_exec_is_not_run_again(open_another, monkeypatch):
+    """The transaction may have landed: running it again could undo another client's write
+    made meanwhile, so a lost EXEC reply is an error, not a retry."""
+    store = open_another("redis")
+    exec_sent: list[bool] = []
+    send_command, read_response = redis.connection.Connection.send_command, redis.connection.Connection.read_response
+
+    def sending(connection, *args, **options):
+        if args[:1] == ("EXEC",):
+            exec_sent.append(True)
+        return send_command(connection, *args, **options)
+
+    def reading(connection, *args, **options):
+        if exec_sent and not getattr(reading, "failed", False):
+            reading.failed = True  # type: ignore[attr-defined]
+            connection.disconnect()
+            raise redis.ConnectionError("the reply was lost")
+        return read_response(connection, *args, **options)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_command", sending)
+    monkeypatch.setattr(redis.connection.Connection, "read_response", reading)
+    with pytest.raises(StoreUnavailable, match="the reply was lost"):
+        store.write_batch("content", {"u-1": {"n": 1}}, state={"p": "1"})
+    assert exec_sent == [True]
 
 
 def test_redis_down_is_unavailable_without_secrets(tmp_path, monkeypatch):
@@ -647,4 +673,9 @@ def test_a_missing_client_library_is_one_clear_line(tmp_path, monkeypatch):
     config = load_config("local", [f"storage.root={tmp_path}", "serving.type=redis"])
     with pytest.raises(ConfigError, match=r"^serving.type: redis needs the 'redis' package, which is not installed "
                                           r"\(pip install redis\)$"):
+        open_store(config)
+    monkeypatch.setitem(sys.modules, "redis", redis)
+    monkeypatch.setitem(sys.modules, "hiredis", None)  # redis is there, its C packer not
+    with pytest.raises(ConfigError, match=r"^serving.type: redis needs the 'hiredis' package, which is not installed "
+                                          r"\(pip install hiredis\)$"):
         open_store(config)
