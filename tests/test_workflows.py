@@ -16,6 +16,7 @@ from jobs.run import STEP_NAMES
 from pipelines.config import Config, load_config
 from tests.workflows import (
     EMR_DIR,
+    REQUIRED_VARIABLE_STAND_IN,
     Task,
     bootstrap_settings,
     bundle_problems,
@@ -25,6 +26,7 @@ from tests.workflows import (
     load_bundle,
     load_emr,
     parse_task,
+    required_variables,
     setup_metadata,
     streaming_commands,
     target_variables,
@@ -134,6 +136,18 @@ def test_prod_uses_conf_databricks_names_and_dev_its_own(bundle):
         if prod[task].mlflow != shipped.mlflow:
             assert config.mlflow.registered_model != prod[task].mlflow.registered_model, task
             assert config.mlflow.experiment != prod[task].mlflow.experiment, task
+
+
+def test_the_ingest_stream_reads_the_brokers_the_deployer_must_give(bundle):
+    # Required: without it conf/databricks.yaml leaves base's local broker, and the stream
+    # would fail to connect instead of the deploy failing.
+    assert required_variables(bundle) == {"kafka_bootstrap_servers"}
+    assert load_config("databricks").source.kafka.bootstrap_servers == "127.0.0.1:9092"
+    for target in TARGETS:
+        configs = _configs(bundle, target)
+        ingest = [config for task, config in configs.items() if task.endswith("/ingest")]
+        assert [config.source.kafka.bootstrap_servers for config in ingest] == [
+            REQUIRED_VARIABLE_STAND_IN["kafka_bootstrap_servers"]], target
 
 
 def test_triggers_are_paused_in_dev_and_run_in_prod(bundle):

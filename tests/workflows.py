@@ -227,9 +227,21 @@ def load_bundle(directory: Path = BUNDLE_DIR) -> dict[str, Any]:
     return {"directory": directory, "root": root, "files": files}
 
 
+# What a required variable (declared without a default) stands for here: the deployer gives it.
+REQUIRED_VARIABLE_STAND_IN = {"kafka_bootstrap_servers": "broker-1.example:9092,broker-2.example:9092"}
+
+
+def required_variables(bundle: dict[str, Any]) -> set[str]:
+    """Variables declared without a default: `databricks bundle deploy` refuses to run
+    until the deployer gives each a value."""
+    return {name for name, spec in (bundle["root"].get("variables") or {}).items()
+            if "default" not in (spec or {})}
+
+
 def target_variables(bundle: dict[str, Any], target: str) -> dict[str, Any]:
     root = bundle["root"]
     values = {name: (spec or {}).get("default") for name, spec in (root.get("variables") or {}).items()}
+    values.update({name: REQUIRED_VARIABLE_STAND_IN.get(name) for name in required_variables(bundle)})
     values.update(root["targets"][target].get("variables") or {})
     return values
 
