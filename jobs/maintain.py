@@ -4,13 +4,13 @@
                     [--remove-orphaned-checkpoints]
     spark-submit jobs/maintain.py [same options]
 
+First, as `tailor vacuum` does, quarantined records naming an erased person are deleted.
 Streaming jobs commit every trigger, so their tables collect small files; OPTIMIZE
-compacts them (and clusters the tables CLUSTERED_BY names), then, as `tailor vacuum`
-does, quarantined records naming an erased person are deleted, and REORG PURGE and VACUUM
-make erasures final. Safe while the streaming jobs run: these
-commits change no rows but erased people's, and a commit race is retried; a table that still fails is
-reported and the others are maintained (exit 1). Checkpoint folders no query uses, idle
-for a day, are listed, and deleted with --remove-orphaned-checkpoints.
+compacts them (and clusters the tables CLUSTERED_BY names), then REORG PURGE and VACUUM
+make erasures final. Safe while the streaming jobs run: these commits change no rows but
+erased people's, and a commit race is retried; a table that still fails is reported and
+the others are maintained (exit 1). Checkpoint folders no query uses, idle for a day, are
+listed, and deleted with --remove-orphaned-checkpoints.
 """
 
 from __future__ import annotations

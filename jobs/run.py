@@ -47,7 +47,7 @@ from jobs import (
     validate,
 )
 from jobs._common import config_from, entry_point, parser_for, setup_logging
-from pipelines.config import Config
+from pipelines.config import Config, parse_override
 from pipelines.errors import TailorError
 from pipelines.synthetic.online_retail import HISTORY_END
 
@@ -84,8 +84,13 @@ def world_overrides(args: argparse.Namespace, config: Config) -> list[str]:
     else:
         days = str(max(1, config.generator.days // 5))
         wanted = {"recommend.train.test_days": days, "recommend.blend.validation_days": days}
-    given = {override.split("=", 1)[0].strip() for override in args.overrides}
+    given = {_override_key(override) for override in args.overrides}
     return [f"{key}={value}" for key, value in wanted.items() if key not in given]
+
+
+def _override_key(override: str) -> str:
+    """The dotted key of a --set KEY=VALUE, as the config reads it (already checked by then)."""
+    return ".".join(parse_override(override)[0])
 
 
 def resume_command(args: argparse.Namespace) -> str:
@@ -96,7 +101,7 @@ def resume_command(args: argparse.Namespace) -> str:
         parts += ["--env", args.env]
     if args.conf_dir:
         parts += ["--conf-dir", shlex.quote(args.conf_dir)]
-    parts += [f"--set {shlex.quote(o)}" for o in args.overrides if o.split("=", 1)[0].strip() == "storage.root"]
+    parts += [f"--set {shlex.quote(o)}" for o in args.overrides if _override_key(o) == "storage.root"]
     return " ".join(parts)
 
 

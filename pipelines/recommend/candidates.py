@@ -159,6 +159,9 @@ def top_items(model: Any, users: DataFrame, n: int) -> DataFrame:
     import pyarrow as pa
 
     spark = users.sparkSession
+    columns = "user_index int, item_index int, rating float"
+    if n <= 0:
+        return spark.createDataFrame([], columns)
     item_table = model.itemFactors.toArrow()
     item_ids = item_table.column("id").to_numpy().astype(np.int32)
     rank = int(model.rank)
@@ -177,8 +180,6 @@ def top_items(model: Any, users: DataFrame, n: int) -> DataFrame:
                        .reshape(len(user_ids), rank))
             for start in range(0, len(user_ids), chunk):
                 ratings = factors[start:start + chunk] @ transposed
-                if take == 0:
-                    continue
                 best = np.argpartition(ratings, -take, axis=1)[:, -take:] if take < ratings.shape[1] else \
                     np.broadcast_to(np.arange(ratings.shape[1]), ratings.shape)
                 best_ratings = np.take_along_axis(ratings, best, axis=1)
@@ -190,8 +191,7 @@ def top_items(model: Any, users: DataFrame, n: int) -> DataFrame:
                     schema=schema)
 
     known = model.userFactors.join(users.select(F.col("user_index").alias("id")).distinct(), "id", "left_semi")
-    return known.select(F.col("id").alias("user_index"), "features").mapInArrow(
-        score, "user_index int, item_index int, rating float")
+    return known.select(F.col("id").alias("user_index"), "features").mapInArrow(score, columns)
 
 
 def als(fitted: FittedAls, log: DataFrame, users: DataFrame, n: int, seen: DataFrame | None = None,

@@ -115,14 +115,14 @@ def replay_events(rows: Iterable[dict[str, Any]], grant_consent: bool = False,
                 first_invoice[customer] = lines[0]
         items = [{"product_id": line["StockCode"], "quantity": int(line["Quantity"]),
                   "unit_price": float(line["UnitPrice"]), "title": line["Description"]} for line in products]
-        events.append(json.dumps({
+        events.append(_compact({
             "event_id": f"uci-{invoice}", "event_type": "purchase", "schema_version": 1,
             "user_id": None if customer is None else f"uci-{int(customer)}",
             "occurred_at": _utc(lines[0]["InvoiceDate"]), "source": "replay",
             "payload": {"order_id": invoice, "items": items,
                         "total": round(sum(i["quantity"] * i["unit_price"] for i in items), 2),
                         "currency": "GBP", "is_cancellation": cancellation, "country": lines[0]["Country"]},
-        }, separators=(",", ":"), ensure_ascii=False))
+        }))
 
     if grant_consent:
         people = [line for customer, line in sorted(first_invoice.items())]
@@ -131,13 +131,13 @@ def replay_events(rows: Iterable[dict[str, Any]], grant_consent: bool = False,
 
     catalogue = []
     for code, row in sorted(latest_product.items()):
-        catalogue.append(json.dumps({
+        catalogue.append(_compact({
             "event_id": f"uci-product-{code}", "event_type": "product_upsert", "schema_version": 1,
             "user_id": None, "occurred_at": _utc(row["InvoiceDate"]), "source": "replay",
             "payload": {"product_id": code, "title": row["Description"] or code, "category": "uncategorised",
                         "price": round(float(row["UnitPrice"]), 2), "currency": "GBP",
                         "in_stock": True, "active": True},
-        }, separators=(",", ":"), ensure_ascii=False))
+        }))
     counts["non_product_lines"] = sum(non_product_codes.values())
     manifest = {
         "contract_version": CONTRACT_VERSION,

@@ -459,7 +459,17 @@ def test_redis_batch_of_many_commands_is_one_transaction(open_another, monkeypat
     monkeypatch.setattr(redis_store_module, "_COMMAND_ROWS", 100)
     store = open_another("redis")
     rows = {f"u-{n:04d}": f'{{"n":{n}}}' for n in range(1234)}  # thirteen MSETs
+    admin = redis.Redis.from_url(store.config.serving.redis.url)
+
+    def calls() -> Counter[str]:
+        return Counter({name: stats["calls"] for name, stats in admin.info("commandstats").items()})
+
+    before = calls()
     store.write_json("content", rows, generation="g1-big", state={"exported:gold.email_content": "5"})
+    made = calls() - before
+    admin.close()
+    # One MULTI and one EXEC around the SADD, thirteen MSETs of rows and the state's MSET.
+    assert (made["cmdstat_multi"], made["cmdstat_exec"], made["cmdstat_mset"], made["cmdstat_sadd"]) == (1, 1, 14, 1)
 
     assert store.get_state("exported:gold.email_content") == "5"
     assert stored(store) == Counter({"g1-big": 1234})
