@@ -9,7 +9,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from jobs.ingest_events import run
-from pipelines.config import load_config
+from pipelines.config import CHECKPOINTS, load_config
 from pipelines.synthetic.generator import Faults, WorldSpec, crm_message, generate_world
 from pipelines.synthetic.producers import write_jsonl
 from tests.jobs.ingest_helpers import expected_outcome, landed
@@ -62,6 +62,11 @@ def test_files_reconcile_and_rerun_adds_nothing(spark, tmp_path):
     position = bad.index(BAD_CORPUS["not_utf8"])
     preceding = [r if isinstance(r, bytes) else r.encode("utf-8") for r in bad[:position]]
     assert int(not_utf8.source_offset) == sum(len(line) + 1 for line in preceding)
+
+    # The dedup state commits what each batch changed (changelog checkpointing), and the
+    # second run below reads it back from there.
+    state = Path(config.checkpoint(CHECKPOINTS["ingest_events"])) / "state"
+    assert list(state.rglob("*.changelog"))
 
     # A second run over the same files adds nothing.
     before = (bronze.count(), quarantine.count())
