@@ -1,9 +1,9 @@
 """Benchmark: `tailor ingest --once` through the files source and through the local Kafka
 broker, against Spark's own ceiling, `spark.read.json` of the same events written to Delta.
 
-    .venv/bin/python bench/ingest.py [--users 18000] [--set key=value ...]
+    .venv/bin/python bench/ingest.py [--users 10000] [--set key=value ...]
 
-One synthetic world (18,000 users: about 1.1M events of the generator's mix, with faults) is
+One synthetic world (10,000 users: 1,066,825 events of the generator's mix, 319 MB, with faults) is
 written three ways: one large JSON-lines file, files of about 1 MB, and records on a Kafka
 topic (produced before timing starts). Every path, the baseline included, runs twice in the
 same Spark session, each time into a fresh storage root: the first run (cold: the JVM
@@ -87,7 +87,7 @@ def _cold_then_warm(name: str, overrides: list[str], cold_run: bool = True) -> t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=18000)
+    parser.add_argument("--users", type=int, default=10000)
     parser.add_argument("--skip-kafka", action="store_true", help="measure the files paths only")
     parser.add_argument("--no-cold", action="store_true", help="one run per path, no cold run first (smoke runs)")
     parser.add_argument("--set", action="append", default=[], help="config override, as for tailor")
