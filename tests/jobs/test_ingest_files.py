@@ -63,8 +63,8 @@ def test_files_reconcile_and_rerun_adds_nothing(spark, tmp_path):
     preceding = [r if isinstance(r, bytes) else r.encode("utf-8") for r in bad[:position]]
     assert int(not_utf8.source_offset) == sum(len(line) + 1 for line in preceding)
 
-    # The dedup state commits what each batch changed (changelog checkpointing), and the
-    # second run below reads it back from there.
+    # The dedup state commits what each batch changed (changelog checkpointing); the second
+    # run below restarts from it (test_ingest_kill_restart restores it after a SIGKILL).
     state = Path(config.checkpoint(CHECKPOINTS["ingest_events"])) / "state"
     assert list(state.rglob("*.changelog"))
 
