@@ -618,3 +618,15 @@ def duplicate_groups(profiles: DataFrame) -> DataFrame:
             .groupBy("email_hash")
             .agg(F.sort_array(F.collect_list("user_id")).alias("user_ids"), F.count("*").alias("profile_count"))
             .where(F.col("profile_count") > 1))
+
+
+def duplicate_group_changes(groups: DataFrame, listed: DataFrame) -> DataFrame:
+    """The rows of `groups` (a touched email_hash with its group, or a null group when it
+    no longer has one) that change `listed` (silver.duplicate_profiles): a new group, a
+    changed one, or one that is gone. Most batches change none, and their MERGE is skipped."""
+    stored = listed.select("email_hash", F.col("user_ids").alias("_listed_user_ids"), F.lit(True).alias("_listed"))
+    is_listed = F.coalesce(F.col("_listed"), F.lit(False))
+    has_group = F.col("profile_count").isNotNull()
+    return (groups.join(stored, "email_hash", "left")
+            .where((is_listed & ~F.col("user_ids").eqNullSafe(F.col("_listed_user_ids"))) | (~is_listed & has_group))
+            .drop("_listed_user_ids", "_listed"))

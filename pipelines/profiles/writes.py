@@ -23,6 +23,7 @@ from pipelines.profiles.transforms import (
     audit_rows,
     change_rows,
     deleted_by,
+    duplicate_group_changes,
     duplicate_groups,
     erased_users,
     erasures,
@@ -262,8 +263,13 @@ class ProfilesBatchWriter:
         touched = new_hashes.union(stored_hashes).union(listed).distinct()
         profiles = read_table(spark, self.table("silver.profiles")).join(touched, "email_hash", "left_semi")
         groups = touched.join(duplicate_groups(profiles), "email_hash", "left")
+        # Most batches change no group, and a MERGE that changes nothing still scans and commits.
+        changed = duplicate_group_changes(
+            groups, read_table(spark, self.table("silver.duplicate_profiles"))).localCheckpoint()
+        if changed.isEmpty():
+            return
         (delta_table(spark, self.table("silver.duplicate_profiles")).alias("t")
-         .merge(groups.alias("s"), "t.email_hash = s.email_hash")
+         .merge(changed.alias("s"), "t.email_hash = s.email_hash")
          .whenMatchedDelete(condition=F.col("s.profile_count").isNull())
          .whenMatchedUpdateAll(condition=~F.col("t.user_ids").eqNullSafe(F.col("s.user_ids")))
          .whenNotMatchedInsertAll(condition=F.col("s.profile_count").isNotNull())

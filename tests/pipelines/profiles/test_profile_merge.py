@@ -26,7 +26,7 @@ from pipelines.config import CrmColumnType, CrmTableConfig, load_config
 from pipelines.errors import EnvironmentProblem
 from pipelines.ingest.writes import ensure_bronze_tables
 from pipelines.pii import load_keys
-from pipelines.profiles.transforms import named_user_ids
+from pipelines.profiles.transforms import duplicate_group_changes, named_user_ids
 from pipelines.profiles.writes import ProfilesBatchWriter, ensure_profile_tables
 from pipelines.runtime.delta_tables import ensure_table, read_table, save
 from pipelines.schemas import BRONZE_EVENTS, PROFILES
@@ -331,6 +331,40 @@ def test_profiles_sharing_an_email_are_listed(spark, bronze_by_name, empty_table
     duplicates = run.table("silver.duplicate_profiles")
     expected = spark.createDataFrame([(_email_hash("ada@example.com"), ["u-1", "u-9"], 2)], duplicates.schema)
     assert_df_equality(duplicates, expected, ignore_nullable=True)
+
+    def crm_row(position, at, user_id, email, op="c"):
+        change = crm(op, position, at, after=person(user_id, email=email))
+        return Row(**(ada.asDict() | {"event_id": f"crm:crm.customers:{position}:{op}:{user_id}", "user_id": user_id,
+                                      "payload": json.dumps(change), "occurred_at": ts(at.rstrip("Z"))}))
+
+    # A third joins the group; a batch that changes no group leaves the table as it was.
+    run.writer(spark.createDataFrame([crm_row(501, "2026-11-06T10:00:00Z", "u-7", "ada@example.com")],
+                                     BRONZE_EVENTS), 1)
+    run.writer(spark.createDataFrame([crm_row(502, "2026-11-06T11:00:00Z", "u-8", "solo@example.com")],
+                                     BRONZE_EVENTS), 2)
+    expected = spark.createDataFrame([(_email_hash("ada@example.com"), ["u-1", "u-7", "u-9"], 3)], duplicates.schema)
+    assert_df_equality(run.table("silver.duplicate_profiles"), expected, ignore_nullable=True)
+    # Two move away: one profile is left on the address, which is no longer a group.
+    run.writer(spark.createDataFrame([crm_row(503, "2026-11-07T10:00:00Z", "u-7", "seven@example.com", "u"),
+                                      crm_row(504, "2026-11-07T10:00:00Z", "u-9", "nine@example.com", "u")],
+                                     BRONZE_EVENTS), 3)
+    assert run.table("silver.duplicate_profiles").count() == 0
+    versions = [row.operation for row in spark.sql(
+        f"DESCRIBE HISTORY delta.`{run.config.table('silver.duplicate_profiles').path}`").collect()]
+    # Created, then a MERGE for each batch that changed a group: none for batch 2.
+    assert versions.count("MERGE") == 3
+
+
+def test_duplicate_group_changes_keep_only_what_changes_the_listed_groups(spark):
+    schema = "email_hash string, user_ids array<string>, profile_count bigint"
+    groups = spark.createDataFrame([("same", ["a", "b"], 2), ("grown", ["a", "b", "c"], 3), ("gone", None, None),
+                                    ("new", ["d", "e"], 2), ("never", None, None)], schema)
+    listed = spark.createDataFrame([("same", ["a", "b"], 2), ("grown", ["a", "b"], 2), ("gone", ["f", "g"], 2),
+                                    ("untouched", ["h", "i"], 2)], schema)
+    expected = spark.createDataFrame([("grown", ["a", "b", "c"], 3), ("gone", None, None),
+                                      ("new", ["d", "e"], 2)], schema)
+    assert_df_equality(duplicate_group_changes(groups, listed), expected, ignore_row_order=True,
+                       ignore_nullable=True)
 
 
 def test_a_merge_that_loses_a_commit_race_is_retried(spark, bronze_by_name, empty_tables, tmp_path):
