@@ -260,7 +260,8 @@ class ProfilesBatchWriter:
         listed = (read_table(spark, self.table("silver.duplicate_profiles"))
                   .select("email_hash", F.explode("user_ids").alias("user_id"))
                   .join(latest.select("user_id"), "user_id", "left_semi").select("email_hash"))
-        touched = new_hashes.union(stored_hashes).union(listed).distinct()
+        # Computed once for the two joins below (a plan is evaluated again by each).
+        touched = new_hashes.union(stored_hashes).union(listed).distinct().localCheckpoint()
         profiles = read_table(spark, self.table("silver.profiles")).join(touched, "email_hash", "left_semi")
         groups = touched.join(duplicate_groups(profiles), "email_hash", "left")
         # Most batches change no group, and a MERGE that changes nothing still scans and commits.

@@ -332,16 +332,19 @@ def test_profiles_sharing_an_email_are_listed(spark, bronze_by_name, empty_table
     expected = spark.createDataFrame([(_email_hash("ada@example.com"), ["u-1", "u-9"], 2)], duplicates.schema)
     assert_df_equality(duplicates, expected, ignore_nullable=True)
 
-    def crm_row(position, at, user_id, email, op="c"):
-        change = crm(op, position, at, after=person(user_id, email=email))
+    def crm_row(position, at, user_id, email, op="c", **fields):
+        change = crm(op, position, at, after=person(user_id, email=email, **fields))
         return Row(**(ada.asDict() | {"event_id": f"crm:crm.customers:{position}:{op}:{user_id}", "user_id": user_id,
                                       "payload": json.dumps(change), "occurred_at": ts(at.rstrip("Z"))}))
 
-    # A third joins the group; a batch that changes no group leaves the table as it was.
+    # A third joins the group; a batch that changes no group leaves the table as it was:
+    # a newcomer with an address of their own, and a member who only moves country.
     run.writer(spark.createDataFrame([crm_row(501, "2026-11-06T10:00:00Z", "u-7", "ada@example.com")],
                                      BRONZE_EVENTS), 1)
-    run.writer(spark.createDataFrame([crm_row(502, "2026-11-06T11:00:00Z", "u-8", "solo@example.com")],
-                                     BRONZE_EVENTS), 2)
+    run.writer(spark.createDataFrame([crm_row(502, "2026-11-06T11:00:00Z", "u-8", "solo@example.com"),
+                                      crm_row(505, "2026-11-06T11:00:00Z", "u-9", " ADA@example.com", "u",
+                                              country="DE")], BRONZE_EVENTS), 2)
+    assert run.table("silver.profiles").where("user_id = 'u-9'").first().country == "DE"
     expected = spark.createDataFrame([(_email_hash("ada@example.com"), ["u-1", "u-7", "u-9"], 3)], duplicates.schema)
     assert_df_equality(run.table("silver.duplicate_profiles"), expected, ignore_nullable=True)
     # Two move away: one profile is left on the address, which is no longer a group.
