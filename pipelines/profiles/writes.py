@@ -257,16 +257,15 @@ class ProfilesBatchWriter:
                       .select(F.col("email.email_hash").alias("email_hash")))
         # Listed groups that hold a changed user, too: after a replay, `stored_hashes` may
         # already show the new address.
-        listed = (read_table(spark, self.table("silver.duplicate_profiles"))
-                  .select("email_hash", F.explode("user_ids").alias("user_id"))
+        stored_groups = read_table(spark, self.table("silver.duplicate_profiles"))
+        listed = (stored_groups.select("email_hash", F.explode("user_ids").alias("user_id"))
                   .join(latest.select("user_id"), "user_id", "left_semi").select("email_hash"))
         # Computed once for the two joins below (a plan is evaluated again by each).
         touched = new_hashes.union(stored_hashes).union(listed).distinct().localCheckpoint()
         profiles = read_table(spark, self.table("silver.profiles")).join(touched, "email_hash", "left_semi")
         groups = touched.join(duplicate_groups(profiles), "email_hash", "left")
         # Most batches change no group, and a MERGE that changes nothing still scans and commits.
-        changed = duplicate_group_changes(
-            groups, read_table(spark, self.table("silver.duplicate_profiles"))).localCheckpoint()
+        changed = duplicate_group_changes(groups, stored_groups).localCheckpoint()
         if changed.isEmpty():
             return
         (delta_table(spark, self.table("silver.duplicate_profiles")).alias("t")
