@@ -37,7 +37,8 @@ from flask import current_app, g, request
 
 from api.errors import ApiError
 from api.metrics import metrics
-from api.rows import ContentCache
+from api.recently_gone import note_back, note_gone
+from api.rows import GONE_REASONS, ContentCache
 from api.store import CircuitOpen, holder
 from pipelines.config import Config, KinesisSourceConfig
 from pipelines.contracts import validate_event
@@ -97,6 +98,12 @@ def suppress(user_id: str, reason: str) -> None:
     _store_call(lambda store: store.write_batch(SUPPRESSION, {user_id: record}), write=True)
     cache: ContentCache = current_app.extensions["tailor"]["cache"]
     cache.invalidate(user_id)
+    # Saved: this host's reads answer 410 even while they cannot reach the store.
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if reason in GONE_REASONS:
+        note_gone(app, user_id, reason)
+    else:
+        note_back(app, user_id)
 
 
 def lift_suppression(user_id: str) -> None:
@@ -104,9 +111,12 @@ def lift_suppression(user_id: str) -> None:
     a hard bounce is never lifted by a subscriber's link, and the publish job's record
     stays until publish sees the consent."""
     record = read_suppression(user_id)
-    if record is not None and record.get("source") == API_SOURCE and record.get("reason") == "unsubscribed":
+    lifted = record is not None and record.get("source") == API_SOURCE and record.get("reason") == "unsubscribed"
+    if lifted:
         _store_call(lambda store: store.delete(SUPPRESSION, [user_id]), write=True)
     current_app.extensions["tailor"]["cache"].invalidate(user_id)
+    if lifted or record is None or str(record.get("reason")) not in GONE_REASONS:
+        note_back(current_app._get_current_object(), user_id)  # type: ignore[attr-defined]
 
 
 def read_preferences(user_id: str) -> dict[str, Any] | None:

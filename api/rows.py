@@ -16,7 +16,8 @@ api.cache_ttl_s (a suppression written here drops the person's entry at once).
 Fallback rows (defaults) are read at start-up, kept in process, and read again every
 api.defaults_refresh_s; when the store is down every id gets the cached default with
 `store_unavailable`, and if even that was never read, the last-resort row shipped in
-conf/templates/fallback_content.json.
+conf/templates/fallback_content.json; but a person this host's API made gone is 410 all
+the same (api/recently_gone.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from cachetools import TTLCache
 from flask import Flask, current_app
 
 from api.metrics import metrics
+from api.recently_gone import RecentlyGone, gone_here, location
 from api.store import StoreHolder, holder
 from pipelines.config import Config, read_yaml_mapping
 from pipelines.serving import CONTENT, DEFAULT, SUPPRESSION, TRAITS, StoreUnavailable
@@ -174,19 +176,22 @@ def resolve(user_ids: Sequence[str], strict: bool = False, app: Flask | None = N
         answers = _answers(user_ids, strict, app)
     except Exception as error:  # noqa: BLE001 - the email tool gets content whatever happened
         log.error("content read failed, serving fallback: %s", type(error).__name__)
-        answers = _outage(app, list(dict.fromkeys(user_ids)), {})
+        answers = _outage(app, list(dict.fromkeys(user_ids)), None)
     counters = metrics(app)
     for answer in answers:
         counters.labelled(counters.rows, str(answer.status)).inc()
     return answers
 
 
-def _outage(app: Flask, ids: list[str], suppressed: dict[str, dict[str, Any]]) -> list[Answer]:
-    """Every id gets the cached default with store_unavailable, but a person already known to
-    be gone (the suppression read answered before the store failed) still gets 410."""
+def _outage(app: Flask, ids: list[str], suppressed: dict[str, dict[str, Any]] | None) -> list[Answer]:
+    """Every id gets the cached default with store_unavailable, but a person known to be gone
+    still gets 410: from the suppression read when it answered before the store failed,
+    else from those this host's API made gone (api/recently_gone.py)."""
     counters = metrics(app)
     counters.store_errors.inc()
     default: dict[str, Any] = app.extensions["tailor"]["defaults"].row(None, None, None)
+    if suppressed is None:
+        suppressed = {user_id: {"reason": reason} for user_id, reason in gone_here(app, ids).items()}
     answers = []
     for user_id in ids:
         reason = str(suppressed.get(user_id, {}).get("reason") or "")
@@ -209,7 +214,7 @@ def _answers(user_ids: Sequence[str], strict: bool, app: Flask) -> list[Answer]:
     try:
         suppressed = store_holder.guarded(lambda store: store.read_many(SUPPRESSION, ids))
     except StoreUnavailable:
-        return _outage(app, ids, {})
+        return _outage(app, ids, None)
     rows: dict[str, dict[str, Any]] = {}
     texts: dict[str, str] = {}
     missing = []
@@ -269,6 +274,7 @@ def _answers(user_ids: Sequence[str], strict: bool, app: Flask) -> list[Answer]:
 def init_app(app: Flask, config: Config) -> None:
     parts = app.extensions.setdefault("tailor", {})
     parts["cache"] = ContentCache(config.api.cache_ttl_s, config.api.cache_max_entries)
+    parts["recently_gone"] = RecentlyGone(location(config))
     defaults = parts["defaults"] = Defaults(config)
     # Fallback rows in process from the start: an outage later still serves real defaults.
     store_holder = holder(app)

@@ -210,6 +210,52 @@ def test_a_paused_redis_makes_reads_fall_back_but_an_unsubscribe_still_succeeds(
     assert app.extensions["tailor"]["store"].breaker.state == "closed"
 
 
+def test_while_reads_fall_back_a_person_unsubscribed_or_erased_here_is_410_on_every_worker(own_redis, tmp_path):  # noqa: F811
+    """Two apps over one store and one storage root stand for two workers of one host: the
+    unsubscribe and the erasure reach the first, while both have their read circuits open
+    (Redis paused), and the second, which never saw them, skips those people too."""
+    _, url = own_redis
+    settings = ("api.store_write_timeout_ms=6000", "api.circuit_breaker.failure_threshold=3",
+                "api.circuit_breaker.reset_timeout_s=60")
+    first = _redis_app(url, tmp_path, "workers", *settings, counters_in_memory=True)
+    second = _redis_app(url, tmp_path, "workers", *settings, counters_in_memory=True)
+    one, other = first.test_client(), second.test_client()
+    token = token_for(one, "u-ada")
+    assert other.get("/v1/content/u-ada", headers=READER).get_json()["fallback"] is None
+
+    with paused(url, 2500):
+        for app, client in ((first, one), (second, other)):
+            for _ in range(3):
+                assert client.get("/v1/content/u-bob", headers=READER).get_json()["fallback"] == "store_unavailable"
+            assert app.extensions["tailor"]["store"].breaker.state == "open"
+        unsubscribed = one.post(f"/v1/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert unsubscribed.status_code == 200, unsubscribed.get_data(as_text=True)
+    erased = one.delete("/v1/users/u-hal", headers=headers("ops"))
+    assert erased.status_code == 202, erased.get_data(as_text=True)
+
+    # Both read circuits stay open for a minute: every answer below comes without the store.
+    for client in (one, other):
+        gone = client.get("/v1/content/u-ada", headers=READER)
+        assert (gone.status_code, gone.get_json()["reason"]) == (410, "unsubscribed")
+        assert client.get("/v1/content/u-hal", headers=READER).get_json()["reason"] == "erased"
+        batch = client.post("/v1/content:batchGet", headers=READER,
+                            json={"user_ids": ["u-ada", "u-bob", "u-hal"]}).get_json()
+        assert batch["gone"] == [{"user_id": "u-ada", "reason": "unsubscribed"},
+                                 {"user_id": "u-hal", "reason": "erased"}]
+        assert [(row["user_id"], row["fallback"]) for row in batch["rows"]] == [("u-bob", "store_unavailable")]
+
+    # A re-subscribe through the first is seen by the second, still without the store.
+    resubscribed = one.put(f"/v1/preferences/{token}", json={"subscribed": True})
+    assert resubscribed.get_json()["subscribed"] is True, resubscribed.get_data(as_text=True)
+    back = other.get("/v1/content/u-ada", headers=READER)
+    assert (back.status_code, back.get_json()["fallback"]) == (200, "store_unavailable")
+    assert second.extensions["tailor"]["store"].breaker.state == "open"
+
+    # The host's record names people by their keyed hash only.
+    files = list((tmp_path / "api").glob("recently_gone-*.sqlite*"))
+    assert files and not any(b"u-hal" in path.read_bytes() or b"u-ada" in path.read_bytes() for path in files)
+
+
 def test_a_paused_redis_holding_the_rate_limit_counters_does_not_hold_content_reads(own_redis, tmp_path):  # noqa: F811
     """The limiter's counters live in the same Redis: its client gets the store's read
     timeout, so a hung Redis costs a read that timeout (counting falls back to memory),
