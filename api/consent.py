@@ -15,8 +15,9 @@ The audit lines (JSON lines under <storage.root>/audit/api/) name the person by
 the variable secrets.pii_hmac_key names), never in clear text and never by a plain hash,
 which anyone holding the list of user ids could reverse (DESIGN.md: the audit keeps that
 an erasure happened, not who it was about). It is the same value as audit.log's
-subject_hash for the same person, so the two can be joined; the pipeline's own audit.log
-gets the full record when merge_profiles applies the event.
+subject_hash for the same person. `tailor maintain` loads the lines into audit.log (source
+`api`, outcome `requested`), beside the rows merge_profiles writes when it applies the
+events (`applied` or `superseded`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from api.metrics import metrics
 from api.recently_gone import note_back, note_gone
 from api.rows import GONE_REASONS, ContentCache
 from api.store import CircuitOpen, holder
-from pipelines.config import Config, KinesisSourceConfig
+from pipelines.config import API_AUDIT_FOLDER, Config, KinesisSourceConfig
 from pipelines.contracts import validate_event
 from pipelines.pii import subject_hash_under
 from pipelines.serving import PREFERENCES, SUPPRESSION, StoreUnavailable
@@ -271,13 +272,18 @@ def emit(events: list[dict[str, Any]]) -> None:
 
 
 def audit(action: str, user_id: str, actor: str, before: Any = None, after: Any = None) -> None:
-    entry = {"at": now_iso(), "action": action, "subject_hash": user_ref(user_id), "actor": actor,
-             "before": before, "after": after, "request_id": g.get("request_id")}
+    """One audit line, which `tailor maintain` loads into audit.log (once: by its audit_id).
+    Locally, lines are appended to a file a day; under a remote storage.root (an object store
+    cannot append) each line is an object of its own, in a folder a day."""
+    entry = {"audit_id": uuid.uuid4().hex, "at": now_iso(), "action": action, "subject_hash": user_ref(user_id),
+             "actor": actor, "before": before, "after": after, "request_id": g.get("request_id")}
     config = _config()
-    folder = config.under_root("audit/api")
+    folder = config.under_root(API_AUDIT_FOLDER)
     line = json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n"
     if "://" in folder:
-        log.info("audit %s", line.strip())
+        from pipelines.runtime.filesystems import write_text
+
+        write_text(f"{folder.rstrip('/')}/{entry['at'][:10]}/{entry['audit_id']}.jsonl", line)
         return
     path = Path(folder) / f"audit-{entry['at'][:10]}.jsonl"
     with _AUDIT_LOCK:

@@ -34,7 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-freshness": ("jobs.check_freshness", "exit 1 with one line when a query, the publish or quarantine is off"),
     "report": ("jobs.report", "report quality: the data quality audit report (HTML): duplicates, completeness, trend"),
     "dashboard": ("jobs.dashboard", "write the static HTML dashboard: throughput, freshness, quality, model, API"),
-    "maintain": ("jobs.maintain", "daily: compact and cluster tables, bound their history, purge and VACUUM"),
+    "maintain": ("jobs.maintain", "daily: load the API's audit lines, compact and cluster tables, bound their "
+                                  "history, purge and VACUUM"),
     "vacuum": ("jobs.vacuum", "purge deleted rows and old files (erasure made final), retention from config"),
     "replay-quarantine": ("jobs.replay_quarantine", "re-feed repaired quarantine records through validation, once"),
     "kafka": ("jobs.local_services", "start, stop or check the local Kafka broker"),

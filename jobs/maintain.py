@@ -4,7 +4,8 @@
                     [--remove-orphaned-checkpoints]
     spark-submit jobs/maintain.py [same options]
 
-First, as `tailor vacuum` does, quarantined records naming an erased person are deleted.
+First, as `tailor vacuum` does, quarantined records naming an erased person are deleted,
+and the API's audit lines (<storage.root>/audit/api/) are loaded into audit.log, each once.
 Streaming jobs commit every trigger, so their tables collect small files; OPTIMIZE
 compacts them (and clusters the tables CLUSTERED_BY names), then REORG PURGE and VACUUM
 make erasures final. Safe while the streaming jobs run: these commits change no rows but
@@ -19,7 +20,7 @@ import argparse
 
 from jobs._common import config_from, entry_point, parser_for, setup_logging
 from pipelines.pii import load_hmac_key
-from pipelines.profiles.writes import sweep_quarantine_of_erased
+from pipelines.profiles.writes import load_api_audit, sweep_quarantine_of_erased
 from pipelines.runtime.delta_tables import retry_on_conflict
 from pipelines.runtime.maintenance import (
     maintain_all,
@@ -56,6 +57,11 @@ def main(argv=None) -> int:
                                   "the quarantine's sweep", config.maintenance.conflict_retries)
         if swept:
             print(f"deleted {swept} quarantined record(s) naming erased people")
+    audit = retry_on_conflict(lambda: load_api_audit(spark, config), "the API audit's load",
+                              config.maintenance.conflict_retries)
+    print(f"audit.log: {audit.loaded} API audit line(s) loaded, {audit.removed} file(s) of past days removed")
+    for name, count in sorted(audit.unreadable.items()):
+        print(f"  {count} API audit line(s) unreadable, kept in {name}")
     done, failed = maintain_all(spark, config, vacuum=not args.skip_vacuum, retention_hours=args.retention_hours)
     width = max((len(upkeep.table) for upkeep in done), default=0)
     for upkeep in done:

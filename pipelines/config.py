@@ -76,6 +76,8 @@ TABLES = (
     "audit.streaming_progress",
     "audit.job_runs",
 )
+# The API's audit lines, under storage.root: `tailor maintain` loads them into audit.log.
+API_AUDIT_FOLDER = "audit/api"
 # Liquid clustering keys: the column most reads and MERGEs look rows up by. Tables created
 # with them, and clustered by `tailor maintain` when an older Tailor created them without.
 # bronze.events and silver.interactions are partitioned by event_date instead (a table

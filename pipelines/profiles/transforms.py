@@ -610,6 +610,44 @@ def _audit_expressions() -> tuple[Column, Column, tuple[Column | str, ...]]:
     return F.filter(entries, lambda entry: entry.isNotNull()), stored_entries, output
 
 
+# The API's own audit lines (api/consent.py), as `tailor maintain` loads them.
+_API_AUDIT_LINE = ("audit_id STRING, at STRING, action STRING, subject_hash STRING, actor STRING, "
+                   "before STRING, after STRING, request_id STRING")
+API_AUDIT_ACTIONS = {"preferences_changed": "preference", "erasure_requested": "erasure",
+                     "suppressed_by_esp": "consent"}
+
+
+def api_audit_rows(lines: DataFrame) -> DataFrame:
+    """The API's audit lines (JSON text in `value`; other columns kept) as audit.log rows, with `readable`: false
+    for a line that does not parse or lacks the person, the action or the time (a line the API
+    is still writing, or a damaged one), whose other columns are then not to be used.
+
+    A row says what the API was asked and did (outcome `requested`, source `api`): `field`
+    is `api.<the API's action>`, `event_ref` the request's id. Lines written before they
+    carried an audit_id get one from their own text, the same on every reading."""
+    line = F.from_json("value", _API_AUDIT_LINE)
+    action = F.coalesce(*[F.when(line["action"] == name, F.lit(kind)) for name, kind in API_AUDIT_ACTIONS.items()],
+                        F.lit("consent"))
+    occurred_at = F.try_to_timestamp(line["at"])
+    return lines.select(
+        *[name for name in lines.columns if name != "value"],
+        F.concat(F.lit("api:"), F.coalesce(line["audit_id"], F.sha2("value", 256))).alias("audit_id"),
+        line["subject_hash"].alias("subject_hash"),
+        action.alias("action"),
+        F.concat(F.lit("api."), line["action"]).alias("field"),
+        line["before"].alias("before"),
+        line["after"].alias("after"),
+        F.lit("requested").alias("outcome"),
+        line["actor"].alias("actor"),
+        F.lit("api").alias("source"),
+        F.coalesce(line["request_id"], F.lit("unknown")).alias("event_ref"),
+        occurred_at.alias("occurred_at"),
+        F.current_timestamp().alias("recorded_at"),
+        F.coalesce(line["subject_hash"].isNotNull() & line["action"].isNotNull() & occurred_at.isNotNull(),
+                   F.lit(False)).alias("readable"),
+    )
+
+
 # ---- duplicate profiles -------------------------------------------------------------------
 
 def duplicate_groups(profiles: DataFrame) -> DataFrame:

@@ -9,17 +9,20 @@ and each write that loses a commit race to another writer is retried.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines.config import Config, TableRef
+from pipelines.config import API_AUDIT_FOLDER, Config, TableRef
 from pipelines.errors import EnvironmentProblem
 from pipelines.pii import PiiKeys
 from pipelines.profiles.transforms import (
     after_deletes,
+    api_audit_rows,
     audit_rows,
     change_rows,
     deleted_by,
@@ -42,6 +45,7 @@ from pipelines.profiles.transforms import (
     tombstone_rows,
 )
 from pipelines.runtime.delta_tables import delta_table, ensure_table, read_table, save, table_exists
+from pipelines.runtime.filesystems import filesystem as filesystem_of
 from pipelines.runtime.streaming import BatchSteps
 from pipelines.schemas import (
     AUDIT_LOG,
@@ -83,6 +87,10 @@ def ensure_profile_tables(spark: SparkSession, config: Config) -> None:
     _refuse_integer_positions(spark, config.table("silver.profiles"))
     refuse_clear_names(config.table("silver.profiles"), read_table(spark, config.table("silver.profiles")).columns)
     ensure_table(spark, config.table("silver.duplicate_profiles"), DUPLICATE_PROFILES)
+    _ensure_audit_log(spark, config)
+
+
+def _ensure_audit_log(spark: SparkSession, config: Config) -> None:
     ensure_table(spark, config.table("audit.log"), AUDIT_LOG, properties={
         "delta.appendOnly": "true",
         **_stats_columns("audit_id", "subject_hash", "action", "field", "outcome", "source", "event_ref",
@@ -162,6 +170,61 @@ def sweep_quarantine_of_erased(spark: SparkSession, config: Config, hmac_key: by
     if not table_exists(spark, tombstones):
         return 0
     return purge_quarantined_erased(spark, config, hmac_key, read_table(spark, tombstones))
+
+
+@dataclass(frozen=True)
+class ApiAuditLoad:
+    loaded: int                   # rows audit.log did not hold yet
+    unreadable: dict[str, int]    # file -> lines left unread (kept, read again next time)
+    removed: int                  # files of days gone by, every line of them in audit.log
+
+
+_AUDIT_DAY = re.compile(r"(\d{4}-\d{2}-\d{2})")
+
+
+def load_api_audit(spark: SparkSession, config: Config, today: date | None = None) -> ApiAuditLoad:
+    """The API's audit lines (api/consent.py: a file a day locally, an object a line under a
+    remote storage.root) into audit.log, each once: a MERGE that inserts the audit_ids the
+    table lacks, so a run cut short and run again adds nothing twice. Then the files of days
+    before yesterday (UTC) are removed, since the API no longer writes to them, unless a line
+    of theirs could not be read: those stay, and are counted, for someone to look at. Today's
+    file may end in a line the API is still writing; it is read whole on a later run."""
+    from pyarrow import fs as pafs
+
+    folder = config.under_root(API_AUDIT_FOLDER)
+    filesystem, root = filesystem_of(folder)
+    if filesystem.get_file_info(root).type != pafs.FileType.Directory:
+        return ApiAuditLoad(0, {}, 0)
+    found = [info.path for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
+             if info.type == pafs.FileType.File and info.path.endswith(".jsonl")]
+    if not found:
+        return ApiAuditLoad(0, {}, 0)
+    # Spark's paths for the files pyarrow listed: the folder's own form, then the rest of the path.
+    paths = {f"{folder.rstrip('/')}/{path[len(root.rstrip('/')) + 1:]}": path for path in found}
+    lines = (spark.read.text(list(paths)).where(F.trim("value") != "")
+             .withColumn("file", F.col("_metadata.file_path")))
+    rows = api_audit_rows(lines).localCheckpoint()
+    unreadable = {str(row.file): int(row["count"])
+                  for row in rows.where(~F.col("readable")).groupBy("file").count().collect()}
+    fresh = rows.where("readable").drop("readable", "file").dropDuplicates(["audit_id"])
+    _ensure_audit_log(spark, config)
+    table = config.table("audit.log")
+    before = delta_table(spark, table).history(1).select("version").first()
+    (delta_table(spark, table).alias("t")
+     .merge(fresh.alias("s"), "t.audit_id = s.audit_id AND t.source = 'api'")
+     .whenNotMatchedInsertAll().execute())
+    last = delta_table(spark, table).history(1).select("version", "operationMetrics").first()
+    changed = last is not None and (before is None or last.version != before.version)
+    loaded = int(last.operationMetrics.get("numTargetRowsInserted", 0)) if changed and last else 0
+    cutoff = ((today or datetime.now(UTC).date()) - timedelta(days=1)).isoformat()
+    unread_names = {name.rsplit("/", 1)[-1] for name in unreadable}  # Spark's form of a path differs (file:)
+    removed = 0
+    for spark_path, path in paths.items():
+        day = _AUDIT_DAY.findall(spark_path[len(folder):])
+        if day and day[-1] < cutoff and path.rsplit("/", 1)[-1] not in unread_names:
+            filesystem.delete_file(path)
+            removed += 1
+    return ApiAuditLoad(loaded, unreadable, removed)
 
 
 class ProfilesBatchWriter:

@@ -7,10 +7,11 @@ from typing import Any
 
 def filesystem(uri: str) -> tuple[Any, str]:
     """(pyarrow filesystem, path within it) for a local path or a URI such as s3://bucket/x."""
-    from pyarrow import fs
+    from pyarrow import fs  # type: ignore[import-untyped]
 
     if is_remote(uri):
-        return fs.FileSystem.from_uri(uri)
+        found: tuple[Any, str] = fs.FileSystem.from_uri(uri)
+        return found
     return fs.LocalFileSystem(), uri.removeprefix("file://")
 
 

@@ -9,11 +9,13 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from pathlib import Path
 
+import boto3
 import pytest
 
-from api import create_app
+from api import consent, create_app
 from pipelines.config import load_config
 from pipelines.errors import ConfigError
 from pipelines.pii import load_keys, subject_hash
@@ -56,6 +58,35 @@ def test_every_audit_line_names_the_person_by_the_keyed_hash(keyed, make_app):
         assert user_id not in text
         assert hashlib.sha256(user_id.encode()).hexdigest() not in text  # the old, unkeyed reference
     assert all("user_ref" not in entry for entry in entries)
+    # Each line has its own id, by which `tailor maintain` loads it into audit.log once.
+    assert len({entry["audit_id"] for entry in entries}) == 3
+    assert all(re.fullmatch(r"[0-9a-f]{32}", entry["audit_id"]) for entry in entries)
+
+
+def test_under_a_remote_storage_root_each_line_is_an_object_in_a_folder_a_day(keyed, moto_server, monkeypatch,
+                                                                            tmp_path):
+    """An object store cannot append: each line is an object of its own (moto's S3)."""
+    for name, value in (("AWS_ENDPOINT_URL", moto_server), ("AWS_ACCESS_KEY_ID", "testing"),
+                        ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_REGION", "eu-west-1")):
+        monkeypatch.setenv(name, value)
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="eu-west-1")
+    s3.create_bucket(Bucket="tailor-audit", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    config = load_config("local", ["storage.root=s3://tailor-audit/state", "serving.type=sqlite",
+                                   f"serving.sqlite.path={tmp_path / 'content.db'}"])
+    app = create_app({"TESTING": True, "TAILOR_CONFIG": config})
+    with app.test_request_context("/v1/users/u-ada", method="DELETE"):
+        consent.audit("erasure_requested", "u-ada", "key:ops", before={"suppression": None})
+        consent.audit("erasure_requested", "u-bob", "key:ops")
+    listed = s3.list_objects_v2(Bucket="tailor-audit", Prefix="state/audit/api/")["Contents"]
+    objects = {item["Key"]: s3.get_object(Bucket="tailor-audit", Key=item["Key"])["Body"].read()
+               for item in listed if not item["Key"].endswith("/")}
+    assert len(objects) == 2
+    for key, body in objects.items():
+        entry = json.loads(body)
+        assert re.fullmatch(rf"state/audit/api/{entry['at'][:10]}/{entry['audit_id']}\.jsonl", key), key
+        assert body.endswith(b"\n") and body.count(b"\n") == 1
+    assert sorted(json.loads(body)["subject_hash"] for body in objects.values()) == sorted(
+        by_hand(HMAC_KEY, user_id) for user_id in ("u-ada", "u-bob"))
 
 
 def test_the_api_and_the_pipeline_hash_a_person_alike(keyed, make_app):

@@ -83,6 +83,11 @@ def test_maintain_compacts_clusters_bounds_history_and_makes_deletes_final(spark
     (tmp_path / "_checkpoints" / "notes").mkdir()
     (tmp_path / "_checkpoints" / "notes" / "readme.txt").write_text("not a checkpoint", encoding="utf-8")
     assert "u-gone" in _parquet_values(Path(profiles))
+    # An audit line the API wrote on a day gone by, not loaded yet.
+    (tmp_path / "audit" / "api").mkdir(parents=True)
+    (tmp_path / "audit" / "api" / "audit-2026-11-01.jsonl").write_text(
+        '{"action":"erasure_requested","actor":"key:ops","after":null,"at":"2026-11-01T09:00:00.000Z",'
+        '"audit_id":"a1","before":null,"request_id":"r1","subject_hash":"h1"}\n')
 
     assert maintain.main(job_args(tmp_path, *SHORT_RETENTION)) == 0
 
@@ -92,7 +97,12 @@ def test_maintain_compacts_clusters_bounds_history_and_makes_deletes_final(spark
     assert b"u-gone" not in b"".join(path.read_bytes() for path in
                                      Path(config.table("bronze.quarantine").path).rglob("*.parquet"))
     assert "silver.profiles" in printed and "files     3 -> 1" in printed and "(clustering added)" in printed
-    assert "1 orphaned checkpoint(s)" in printed and f"{orphan}" in printed and "maintained 6 table(s)" in printed
+    assert "audit.log: 1 API audit line(s) loaded, 1 file(s) of past days removed" in printed
+    assert [(row.audit_id, row.action, row.outcome) for row in read_table(spark, config.table("audit.log")).collect()] \
+        == [("api:a1", "erasure", "requested")]
+    assert not list((tmp_path / "audit" / "api").iterdir())
+    # audit.log, which the load created, is maintained with the rest.
+    assert "1 orphaned checkpoint(s)" in printed and f"{orphan}" in printed and "maintained 7 table(s)" in printed
     assert orphan.exists()  # listed, not deleted, without the flag
     detail = _detail(spark, profiles)
     assert (detail.numFiles, list(detail.clusteringColumns)) == (1, ["user_id"])
@@ -116,6 +126,7 @@ def test_maintain_compacts_clusters_bounds_history_and_makes_deletes_final(spark
     printed = capsys.readouterr().out
     assert "(clustering added)" not in printed and "files     1 -> 1" in printed and "not vacuumed" in printed
     assert f"removed 1 orphaned checkpoint(s): {orphan}" in printed
+    assert "audit.log: 0 API audit line(s) loaded, 0 file(s) of past days removed" in printed
     assert not orphan.exists()
     assert (tmp_path / "_checkpoints" / "ingest_events" / "metadata").exists() and running.exists()
     assert (tmp_path / "_checkpoints" / "notes" / "readme.txt").exists()
