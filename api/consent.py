@@ -43,7 +43,7 @@ from api.rows import GONE_REASONS, ContentCache
 from api.store import CircuitOpen, holder
 from pipelines.config import API_AUDIT_FOLDER, Config, KinesisSourceConfig
 from pipelines.contracts import validate_event
-from pipelines.pii import subject_hash_under
+from pipelines.pii import keyed_hash, subject_hash_under
 from pipelines.serving import PREFERENCES, SUPPRESSION, StoreUnavailable
 
 log = logging.getLogger("tailor.api.consent")
@@ -273,20 +273,46 @@ def emit(events: list[dict[str, Any]]) -> None:
 
 def audit(action: str, user_id: str, actor: str, before: Any = None, after: Any = None) -> None:
     """One audit line, which `tailor maintain` loads into audit.log (once: by its audit_id).
-    Locally, lines are appended to a file a day; under a remote storage.root (an object store
-    cannot append) each line is an object of its own, in a folder a day."""
+    Locally, lines are appended to a file a day; under an s3:// storage.root (an object store
+    cannot append) each line is an object of its own, in a folder a day; under another remote
+    root, the line is logged. Never fails the request, whose change is in effect already: a
+    line that cannot be stored is logged whole (it names no one in clear) as an error."""
+    request_id = g.get("request_id")
+    hmac_key: bytes = current_app.extensions["tailor"]["pii_hmac_key"]
     entry = {"audit_id": uuid.uuid4().hex, "at": now_iso(), "action": action, "subject_hash": user_ref(user_id),
-             "actor": actor, "before": before, "after": after, "request_id": g.get("request_id")}
-    config = _config()
-    folder = config.under_root(API_AUDIT_FOLDER)
+             "actor": actor, "before": before, "after": after, "request_id": request_id,
+             # A caller chooses its X-Request-Id, which may name someone: audit.log keeps a keyed hash.
+             "request_ref": keyed_hash(hmac_key, "request:" + request_id) if request_id else None}
+    folder = _config().under_root(API_AUDIT_FOLDER).rstrip("/")
     line = json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n"
-    if "://" in folder:
-        from pipelines.runtime.filesystems import write_text
+    try:
+        if folder.startswith("s3://"):
+            bucket, _, prefix = folder.removeprefix("s3://").partition("/")
+            key = f"{prefix}/{entry['at'][:10]}/{entry['audit_id']}.jsonl".lstrip("/")
+            _s3_client().put_object(Bucket=bucket, Key=key, Body=line.encode("utf-8"))
+        elif "://" in folder:
+            log.info("audit %s", line.strip())
+        else:
+            path = Path(folder) / f"audit-{entry['at'][:10]}.jsonl"
+            with _AUDIT_LOCK:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("a", encoding="utf-8") as handle:
+                    handle.write(line)
+    except Exception as error:  # noqa: BLE001 - the change stands; its audit line must not vanish
+        log.error("audit line not stored (%s), logged instead: %s", type(error).__name__, line.strip())
 
-        write_text(f"{folder.rstrip('/')}/{entry['at'][:10]}/{entry['audit_id']}.jsonl", line)
-        return
-    path = Path(folder) / f"audit-{entry['at'][:10]}.jsonl"
-    with _AUDIT_LOCK:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(line)
+
+_S3_LOCK = threading.Lock()
+
+
+def _s3_client() -> Any:
+    """One client per process, as for Kinesis: endpoint and credentials resolved once."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    state = current_app.extensions["tailor"]
+    with _S3_LOCK:
+        if state.get("s3_client") is None:
+            state["s3_client"] = boto3.client("s3", config=BotoConfig(
+                connect_timeout=3, read_timeout=3, retries={"mode": "standard", "max_attempts": 3}))
+        return state["s3_client"]

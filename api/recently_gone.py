@@ -13,7 +13,7 @@ the unsubscribe and the next read of the person seldom reach the same worker: un
 for the environment and the serving store so that two deployments on one host never share
 it. It names a person by the pipeline's keyed hash (`subject_hash`), never by the user id.
 It is only read when the store could not be; while reads work, the store's suppression
-record decides, and an entry older than KEEP_S is dropped. Other hosts learn of the change
+record decides, and an entry older than KEEP_S (a day) is dropped. Other hosts learn of the change
 from the store once its reads answer again.
 
 A failure of this file never fails a request: the change is in the store already, and
@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sqlite3
+import stat
 import tempfile
 import threading
 import time
@@ -37,15 +39,30 @@ from pipelines.config import Config
 from pipelines.pii import subject_hash_under
 
 log = logging.getLogger("tailor.api.recently_gone")
-KEEP_S = 7 * 24 * 3600
+# About as long as an outage of the store's reads lasts, with room: a note a re-subscribe
+# on another host (or through the pipeline) did not clear keeps the person skipped, during
+# an outage, this long at most.
+KEEP_S = 24 * 3600
 _WAIT_S = 0.05  # a read in an outage must stay quick; a writer holds the file for microseconds
 
 
 def location(config: Config) -> Path:
     store = hashlib.sha256(f"{config.env}\n{config.serving.model_dump_json()}".encode()).hexdigest()[:16]
     root = config.storage.root
-    folder = Path(config.under_root("api")) if "://" not in root else Path(tempfile.gettempdir()) / "tailor-api"
+    # Under a remote root, a folder of this user's own in the temp folder (see _private_folder).
+    folder = (Path(config.under_root("api")) if "://" not in root
+              else Path(tempfile.gettempdir()) / f"tailor-api-{os.getuid()}")
     return folder / f"recently_gone-{store}.sqlite"
+
+
+def _private_folder(folder: Path) -> None:
+    """A folder in the shared temp folder is this user's alone: made 0700, and refused when
+    another user made it first or others may write to it."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.parent == Path(tempfile.gettempdir()):
+        found = folder.lstat()
+        if stat.S_ISLNK(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+            raise PermissionError(f"{folder} is not this user's private folder")
 
 
 class RecentlyGone:
@@ -61,11 +78,13 @@ class RecentlyGone:
             return connection
         if not create and not self.path.exists():
             return None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _private_folder(self.path.parent)
         connection = sqlite3.connect(self.path, timeout=_WAIT_S, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("CREATE TABLE IF NOT EXISTS gone (subject_hash TEXT PRIMARY KEY, reason TEXT NOT NULL, "
                            "at REAL NOT NULL)")
+        # The clean-up on every note finds old entries by this, not by reading the table.
+        connection.execute("CREATE INDEX IF NOT EXISTS gone_at ON gone (at)")
         self._local.connection = connection
         return connection
 

@@ -612,7 +612,7 @@ def _audit_expressions() -> tuple[Column, Column, tuple[Column | str, ...]]:
 
 # The API's own audit lines (api/consent.py), as `tailor maintain` loads them.
 _API_AUDIT_LINE = ("audit_id STRING, at STRING, action STRING, subject_hash STRING, actor STRING, "
-                   "before STRING, after STRING, request_id STRING")
+                   "before STRING, after STRING, request_ref STRING")
 API_AUDIT_ACTIONS = {"preferences_changed": "preference", "erasure_requested": "erasure",
                      "suppressed_by_esp": "consent"}
 
@@ -623,8 +623,10 @@ def api_audit_rows(lines: DataFrame) -> DataFrame:
     is still writing, or a damaged one), whose other columns are then not to be used.
 
     A row says what the API was asked and did (outcome `requested`, source `api`): `field`
-    is `api.<the API's action>`, `event_ref` the request's id. Lines written before they
-    carried an audit_id get one from their own text, the same on every reading."""
+    is `api.<the API's action>`, `event_ref` the keyed hash of the request's id (a caller
+    chooses its X-Request-Id, which may name someone; `unknown` for lines written without
+    it). Lines written before they carried an audit_id get one from their own text, the same
+    on every reading."""
     line = F.from_json("value", _API_AUDIT_LINE)
     action = F.coalesce(*[F.when(line["action"] == name, F.lit(kind)) for name, kind in API_AUDIT_ACTIONS.items()],
                         F.lit("consent"))
@@ -640,7 +642,7 @@ def api_audit_rows(lines: DataFrame) -> DataFrame:
         F.lit("requested").alias("outcome"),
         line["actor"].alias("actor"),
         F.lit("api").alias("source"),
-        F.coalesce(line["request_id"], F.lit("unknown")).alias("event_ref"),
+        F.coalesce(line["request_ref"], F.lit("unknown")).alias("event_ref"),
         occurred_at.alias("occurred_at"),
         F.current_timestamp().alias("recorded_at"),
         F.coalesce(line["subject_hash"].isNotNull() & line["action"].isNotNull() & occurred_at.isNotNull(),

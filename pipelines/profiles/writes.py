@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from urllib.parse import unquote, urlsplit
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -182,6 +183,12 @@ class ApiAuditLoad:
 _AUDIT_DAY = re.compile(r"(\d{4}-\d{2}-\d{2})")
 
 
+def _listed_form(uri: str) -> str:
+    """A file's path as pyarrow lists it, from Spark's URI of it."""
+    parsed = urlsplit(uri)
+    return unquote(parsed.netloc + parsed.path) if parsed.scheme else uri
+
+
 def load_api_audit(spark: SparkSession, config: Config, today: date | None = None) -> ApiAuditLoad:
     """The API's audit lines (api/consent.py: a file a day locally, an object a line under a
     remote storage.root) into audit.log, each once: a MERGE that inserts the audit_ids the
@@ -208,20 +215,18 @@ def load_api_audit(spark: SparkSession, config: Config, today: date | None = Non
                   for row in rows.where(~F.col("readable")).groupBy("file").count().collect()}
     fresh = rows.where("readable").drop("readable", "file").dropDuplicates(["audit_id"])
     _ensure_audit_log(spark, config)
-    table = config.table("audit.log")
-    before = delta_table(spark, table).history(1).select("version").first()
-    (delta_table(spark, table).alias("t")
-     .merge(fresh.alias("s"), "t.audit_id = s.audit_id AND t.source = 'api'")
-     .whenNotMatchedInsertAll().execute())
-    last = delta_table(spark, table).history(1).select("version", "operationMetrics").first()
-    changed = last is not None and (before is None or last.version != before.version)
-    loaded = int(last.operationMetrics.get("numTargetRowsInserted", 0)) if changed and last else 0
+    # The MERGE's own counts: the table's latest history entry may be another writer's.
+    counts = (delta_table(spark, config.table("audit.log")).alias("t")
+              .merge(fresh.alias("s"), "t.audit_id = s.audit_id AND t.source = 'api'")
+              .whenNotMatchedInsertAll().execute().first())
+    loaded = int(counts["num_inserted_rows"]) if counts is not None else 0
     cutoff = ((today or datetime.now(UTC).date()) - timedelta(days=1)).isoformat()
-    unread_names = {name.rsplit("/", 1)[-1] for name in unreadable}  # Spark's form of a path differs (file:)
+    # Spark names a file by a URI (file:/..., s3://bucket/..., escaped); pyarrow by a path.
+    unread = {_listed_form(name) for name in unreadable}
     removed = 0
     for spark_path, path in paths.items():
         day = _AUDIT_DAY.findall(spark_path[len(folder):])
-        if day and day[-1] < cutoff and path.rsplit("/", 1)[-1] not in unread_names:
+        if day and day[-1] < cutoff and path not in unread:
             filesystem.delete_file(path)
             removed += 1
     return ApiAuditLoad(loaded, unreadable, removed)

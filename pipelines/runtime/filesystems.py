@@ -7,11 +7,10 @@ from typing import Any
 
 def filesystem(uri: str) -> tuple[Any, str]:
     """(pyarrow filesystem, path within it) for a local path or a URI such as s3://bucket/x."""
-    from pyarrow import fs  # type: ignore[import-untyped]
+    from pyarrow import fs
 
     if is_remote(uri):
-        found: tuple[Any, str] = fs.FileSystem.from_uri(uri)
-        return found
+        return fs.FileSystem.from_uri(uri)
     return fs.LocalFileSystem(), uri.removeprefix("file://")
 
 

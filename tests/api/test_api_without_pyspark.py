@@ -4,13 +4,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# A meta-path finder that refuses pyspark, as on a web host where it is not installed.
+# A meta-path finder that refuses pyspark and the rest of setup.py's `spark` extra, as on a
+# web host where the API is installed without it (pip install .).
 BLOCK_PYSPARK = """
 import sys
+SPARK_EXTRA = ("pyspark", "delta", "pandas", "pyarrow", "numpy", "great_expectations", "mlflow", "matplotlib")
 class Refuse:
     def find_spec(self, name, path=None, target=None):
-        if name == "pyspark" or name.startswith("pyspark."):
-            raise ModuleNotFoundError("No module named 'pyspark'")
+        if name.split(".")[0] in SPARK_EXTRA:
+            raise ModuleNotFoundError(f"No module named {name!r}")
 sys.meta_path.insert(0, Refuse())
 """
 

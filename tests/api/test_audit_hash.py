@@ -19,7 +19,7 @@ from api import consent, create_app
 from pipelines.config import load_config
 from pipelines.errors import ConfigError
 from pipelines.pii import load_keys, subject_hash
-from tests.api.conftest import headers
+from tests.api.conftest import headers, seed
 from tests.api.test_preferences import audit_lines, token_for
 from tests.api.test_webhooks import signed
 
@@ -87,6 +87,31 @@ def test_under_a_remote_storage_root_each_line_is_an_object_in_a_folder_a_day(ke
         assert body.endswith(b"\n") and body.count(b"\n") == 1
     assert sorted(json.loads(body)["subject_hash"] for body in objects.values()) == sorted(
         by_hand(HMAC_KEY, user_id) for user_id in ("u-ada", "u-bob"))
+
+
+def test_an_audit_line_that_cannot_be_stored_is_logged_and_the_change_stands(keyed, moto_server, monkeypatch,
+                                                                             tmp_path, caplog):
+    """No bucket: the erasure is still in effect and answered; its line goes to the log whole."""
+    for name, value in (("AWS_ENDPOINT_URL", moto_server), ("AWS_ACCESS_KEY_ID", "testing"),
+                        ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_REGION", "eu-west-1")):
+        monkeypatch.setenv(name, value)
+    config = load_config("local", ["storage.root=s3://no-such-bucket/state", "serving.type=sqlite",
+                                   f"serving.sqlite.path={tmp_path / 'content.db'}", "source.type=kafka",
+                                   "source.kafka.bootstrap_servers=127.0.0.1:1"])
+    seed(config)
+    app = create_app({"TESTING": True, "TAILOR_CONFIG": config})
+    monkeypatch.setattr(consent, "emit", lambda events: None)  # no broker here: this test is about the audit
+    client = app.test_client()
+    assert client.delete("/v1/users/u-ada", headers={**headers("ops"), "X-Request-Id": "req-00000001"}).status_code \
+        == 202
+    assert client.get("/v1/content/u-ada", headers=headers("reader")).status_code == 410
+    logged = [record.getMessage() for record in caplog.records if "audit line not stored" in record.getMessage()]
+    assert len(logged) == 1
+    entry = json.loads(logged[0].split("logged instead: ", 1)[1])
+    assert (entry["action"], entry["subject_hash"]) == ("erasure_requested", by_hand(HMAC_KEY, "u-ada"))
+    # audit.log will keep a keyed hash of the caller's request id, never the id itself.
+    expected_ref = hmac.new(HMAC_KEY, b"request:req-00000001", hashlib.sha256).hexdigest()
+    assert (entry["request_id"], entry["request_ref"]) == ("req-00000001", expected_ref)
 
 
 def test_the_api_and_the_pipeline_hash_a_person_alike(keyed, make_app):
