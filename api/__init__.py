@@ -62,7 +62,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     auth.init_app(app, config)
     rows.init_app(app, config)
 
-    from api import admin, content, docs, health, preferences, traits, webhooks
+    from api import admin, consent, content, docs, health, preferences, traits, webhooks
+
+    app.teardown_request(consent.store_audit)
 
     for blueprint in (health.bp, docs.bp, content.bp, traits.bp, preferences.bp, webhooks.bp, admin.bp):
         app.register_blueprint(blueprint)

@@ -262,7 +262,16 @@ def emit(events: list[dict[str, Any]]) -> None:
             _send_to_kinesis(source.kinesis, [(event["user_id"], line)
                                               for event, line in zip(events, lines, strict=True)])
         else:
-            producers.write_jsonl(Path(config.under_root(source.files.path)), f"api-{uuid.uuid4().hex}", lines)
+            landing = config.under_root(source.files.path).removeprefix("file://")
+            if landing.startswith("s3://"):
+                # A landing folder on S3 (the files source reads it there): one object per request.
+                bucket, _, prefix = landing.removeprefix("s3://").rstrip("/").partition("/")
+                key = f"{prefix}/api-{uuid.uuid4().hex}.jsonl".lstrip("/")
+                _s3_client().put_object(Bucket=bucket, Key=key, Body="".join(f"{line}\n" for line in lines).encode())
+            elif "://" in landing:
+                raise EventsRefused(f"the files source's folder {landing.split('://')[0]}:// cannot be written here")
+            else:
+                producers.write_jsonl(Path(landing), f"api-{uuid.uuid4().hex}", lines)
     except Exception as error:  # noqa: BLE001 - any client's failure: the caller retries
         # The type only: a client's message may quote the request. Ours names codes, no data.
         log.error("event not written to the %s source: %s", source.type,
@@ -273,40 +282,62 @@ def emit(events: list[dict[str, Any]]) -> None:
 
 def audit(action: str, user_id: str, actor: str, before: Any = None, after: Any = None) -> None:
     """One audit line, which `tailor maintain` loads into audit.log (once: by its audit_id).
-    Locally, lines are appended to a file a day; under an s3:// storage.root (an object store
-    cannot append) each line is an object of its own, in a folder a day; under another remote
-    root, the line is logged. Never fails the request, whose change is in effect already: a
-    line that cannot be stored is logged whole (it names no one in clear) as an error."""
+    The request's lines are stored together as it ends (`store_audit`): a webhook that
+    suppresses a thousand people is one write, not a thousand."""
     request_id = g.get("request_id")
     hmac_key: bytes = current_app.extensions["tailor"]["pii_hmac_key"]
     entry = {"audit_id": uuid.uuid4().hex, "at": now_iso(), "action": action, "subject_hash": user_ref(user_id),
              "actor": actor, "before": before, "after": after, "request_id": request_id,
              # A caller chooses its X-Request-Id, which may name someone: audit.log keeps a keyed hash.
              "request_ref": keyed_hash(hmac_key, "request:" + request_id) if request_id else None}
-    folder = _config().under_root(API_AUDIT_FOLDER).rstrip("/")
-    line = json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n"
+    g.setdefault("audit_lines", []).append(json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n")
+
+
+def store_audit(_error: BaseException | None = None) -> None:
+    """teardown_request: the request's audit lines, stored whatever the request's outcome
+    (its changes stand). Locally they are appended to a file a day; under an s3://
+    storage.root (an object store cannot append) they are one object, in a folder a day;
+    under another remote root, they are logged. Never raises: lines that cannot be stored
+    are logged whole (they name no one in clear) as errors, and after an S3 failure the
+    process logs instead of calling S3 for S3_PAUSE_S, so a failing S3 holds no request."""
+    lines: list[str] = g.pop("audit_lines", [])
+    if not lines:
+        return
+    state = current_app.extensions["tailor"]
+    day = json.loads(lines[0])["at"][:10]
+    folder = _config().under_root(API_AUDIT_FOLDER).rstrip("/").removeprefix("file://")
     try:
         if folder.startswith("s3://"):
+            if time.monotonic() < state.get("s3_paused_until", 0.0):
+                raise StoreUnavailable("S3 failed less than S3_PAUSE_S ago")
             bucket, _, prefix = folder.removeprefix("s3://").partition("/")
-            key = f"{prefix}/{entry['at'][:10]}/{entry['audit_id']}.jsonl".lstrip("/")
-            _s3_client().put_object(Bucket=bucket, Key=key, Body=line.encode("utf-8"))
+            key = f"{prefix}/{day}/{uuid.uuid4().hex}.jsonl".lstrip("/")
+            try:
+                _s3_client().put_object(Bucket=bucket, Key=key, Body="".join(lines).encode("utf-8"))
+            except Exception:
+                state["s3_paused_until"] = time.monotonic() + S3_PAUSE_S
+                raise
         elif "://" in folder:
-            log.info("audit %s", line.strip())
+            for line in lines:
+                log.warning("audit %s", line.strip())
         else:
-            path = Path(folder) / f"audit-{entry['at'][:10]}.jsonl"
+            path = Path(folder) / f"audit-{day}.jsonl"
             with _AUDIT_LOCK:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with path.open("a", encoding="utf-8") as handle:
-                    handle.write(line)
-    except Exception as error:  # noqa: BLE001 - the change stands; its audit line must not vanish
-        log.error("audit line not stored (%s), logged instead: %s", type(error).__name__, line.strip())
+                    handle.write("".join(lines))
+    except Exception as error:  # noqa: BLE001 - the changes stand; their audit lines must not vanish
+        for line in lines:
+            log.error("audit line not stored (%s), logged instead: %s", type(error).__name__, line.strip())
 
 
+S3_PAUSE_S = 30.0
 _S3_LOCK = threading.Lock()
 
 
 def _s3_client() -> Any:
-    """One client per process, as for Kinesis: endpoint and credentials resolved once."""
+    """One client per process, as for Kinesis: endpoint and credentials resolved once; a
+    call that gets no answer gives up within seconds, not a minute."""
     import boto3
     from botocore.config import Config as BotoConfig
 
@@ -314,5 +345,5 @@ def _s3_client() -> Any:
     with _S3_LOCK:
         if state.get("s3_client") is None:
             state["s3_client"] = boto3.client("s3", config=BotoConfig(
-                connect_timeout=3, read_timeout=3, retries={"mode": "standard", "max_attempts": 3}))
+                connect_timeout=2, read_timeout=2, retries={"mode": "standard", "max_attempts": 2}))
         return state["s3_client"]

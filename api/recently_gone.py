@@ -48,10 +48,9 @@ _WAIT_S = 0.05  # a read in an outage must stay quick; a writer holds the file f
 
 def location(config: Config) -> Path:
     store = hashlib.sha256(f"{config.env}\n{config.serving.model_dump_json()}".encode()).hexdigest()[:16]
-    root = config.storage.root
+    local = config.under_root("api").removeprefix("file://")
     # Under a remote root, a folder of this user's own in the temp folder (see _private_folder).
-    folder = (Path(config.under_root("api")) if "://" not in root
-              else Path(tempfile.gettempdir()) / f"tailor-api-{os.getuid()}")
+    folder = Path(local) if "://" not in local else Path(tempfile.gettempdir()) / f"tailor-api-{os.getuid()}"
     return folder / f"recently_gone-{store}.sqlite"
 
 

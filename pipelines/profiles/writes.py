@@ -190,8 +190,8 @@ def _listed_form(uri: str) -> str:
 
 
 def load_api_audit(spark: SparkSession, config: Config, today: date | None = None) -> ApiAuditLoad:
-    """The API's audit lines (api/consent.py: a file a day locally, an object a line under a
-    remote storage.root) into audit.log, each once: a MERGE that inserts the audit_ids the
+    """The API's audit lines (api/consent.py: a file a day locally, an object a request under
+    an s3:// storage.root) into audit.log, each once: a MERGE that inserts the audit_ids the
     table lacks, so a run cut short and run again adds nothing twice. Then the files of days
     before yesterday (UTC) are removed, since the API no longer writes to them, unless a line
     of theirs could not be read: those stay, and are counted, for someone to look at. Today's
@@ -202,17 +202,21 @@ def load_api_audit(spark: SparkSession, config: Config, today: date | None = Non
     filesystem, root = filesystem_of(folder)
     if filesystem.get_file_info(root).type != pafs.FileType.Directory:
         return ApiAuditLoad(0, {}, 0)
-    found = [info.path for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
-             if info.type == pafs.FileType.File and info.path.endswith(".jsonl")]
-    if not found:
+    sizes = {info.path: info.size for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
+             if info.type == pafs.FileType.File and info.path.endswith(".jsonl")}
+    if not sizes:
         return ApiAuditLoad(0, {}, 0)
     # Spark's paths for the files pyarrow listed: the folder's own form, then the rest of the path.
-    paths = {f"{folder.rstrip('/')}/{path[len(root.rstrip('/')) + 1:]}": path for path in found}
-    lines = (spark.read.text(list(paths)).where(F.trim("value") != "")
-             .withColumn("file", F.col("_metadata.file_path")))
-    rows = api_audit_rows(lines).localCheckpoint()
+    paths = {f"{folder.rstrip('/')}/{path[len(root.rstrip('/')) + 1:]}": path for path in sizes}
+    lines = spark.read.text(list(paths)).withColumn("file", F.col("_metadata.file_path")).localCheckpoint()
+    rows = api_audit_rows(lines.where(F.trim("value") != ""))
     unreadable = {str(row.file): int(row["count"])
                   for row in rows.where(~F.col("readable")).groupBy("file").count().collect()}
+    # Spark names a file by a URI (file:/..., s3://bucket/..., escaped); pyarrow by a path. Only
+    # a file Spark is known to have read whole is ever removed: one it skipped (a name Spark
+    # reads as hidden, or as a pattern) stays, whatever its name.
+    read_whole = ({_listed_form(str(row.file)) for row in lines.select("file").distinct().collect()}
+                  - {_listed_form(name) for name in unreadable})
     fresh = rows.where("readable").drop("readable", "file").dropDuplicates(["audit_id"])
     _ensure_audit_log(spark, config)
     # The MERGE's own counts: the table's latest history entry may be another writer's.
@@ -221,15 +225,13 @@ def load_api_audit(spark: SparkSession, config: Config, today: date | None = Non
               .whenNotMatchedInsertAll().execute().first())
     loaded = int(counts["num_inserted_rows"]) if counts is not None else 0
     cutoff = ((today or datetime.now(UTC).date()) - timedelta(days=1)).isoformat()
-    # Spark names a file by a URI (file:/..., s3://bucket/..., escaped); pyarrow by a path.
-    unread = {_listed_form(name) for name in unreadable}
     removed = 0
     for spark_path, path in paths.items():
         day = _AUDIT_DAY.findall(spark_path[len(folder):])
-        if day and day[-1] < cutoff and path not in unread:
+        if day and day[-1] < cutoff and (path in read_whole or sizes[path] == 0):
             filesystem.delete_file(path)
             removed += 1
-    return ApiAuditLoad(loaded, unreadable, removed)
+    return ApiAuditLoad(loaded, {_listed_form(name): count for name, count in unreadable.items()}, removed)
 
 
 class ProfilesBatchWriter:

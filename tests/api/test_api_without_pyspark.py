@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,43 @@ assert not any(name.startswith("pyspark") for name in sys.modules)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_an_s3_storage_root_keeps_audit_lines_without_the_spark_extra(tmp_path, moto_server):
+    """Under an s3:// root the audit lines go to S3 through boto3 (moto's S3 and Kinesis
+    here), which an API-only install has."""
+    import base64
+    import os
+
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="eu-west-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="api-only", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    kinesis = boto3.client("kinesis", endpoint_url=moto_server, region_name="eu-west-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+    kinesis.create_stream(StreamName="api-only-events", ShardCount=1)
+    script = BLOCK_PYSPARK + f"""
+import hashlib, os
+os.environ["TAILOR_API_TOKENS"] = "ops:" + hashlib.sha256(b"k").hexdigest() + ":admin"
+from api import create_app
+from pipelines.config import load_config
+config = load_config("local", ["storage.root=s3://api-only/state", "serving.type=sqlite",
+                               "serving.sqlite.path={tmp_path / 'content.db'}", "source.type=kinesis",
+                               "source.kinesis.stream_name=api-only-events",
+                               "source.kinesis.endpoint_url={moto_server}"])
+client = create_app({{"TAILOR_CONFIG": config}}).test_client()
+print(client.delete("/v1/users/u-1", headers={{"X-Api-Key": "k"}}).status_code)
+assert not any(name.split(".")[0] in SPARK_EXTRA for name in sys.modules)
+"""
+    env = {**os.environ, "AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "eu-west-1",
+           "TAILOR_PII_HMAC_KEY": base64.b64encode(bytes(32)).decode()}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                            env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "202"
+    listed = s3.list_objects_v2(Bucket="api-only", Prefix="state/audit/api/").get("Contents", [])
+    lines = [line for item in listed
+             for line in s3.get_object(Bucket="api-only", Key=item["Key"])["Body"].read().decode().splitlines()]
+    assert [json.loads(line)["action"] for line in lines] == ["erasure_requested"]

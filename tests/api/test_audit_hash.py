@@ -63,38 +63,47 @@ def test_every_audit_line_names_the_person_by_the_keyed_hash(keyed, make_app):
     assert all(re.fullmatch(r"[0-9a-f]{32}", entry["audit_id"]) for entry in entries)
 
 
-def test_under_a_remote_storage_root_each_line_is_an_object_in_a_folder_a_day(keyed, moto_server, monkeypatch,
-                                                                            tmp_path):
-    """An object store cannot append: each line is an object of its own (moto's S3)."""
+def _moto_s3(moto_server, monkeypatch):  # type: ignore[no-untyped-def]
     for name, value in (("AWS_ENDPOINT_URL", moto_server), ("AWS_ACCESS_KEY_ID", "testing"),
                         ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_REGION", "eu-west-1")):
         monkeypatch.setenv(name, value)
-    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="eu-west-1")
+    return boto3.client("s3", endpoint_url=moto_server, region_name="eu-west-1")
+
+
+def test_under_a_remote_storage_root_a_requests_lines_are_one_object_in_a_folder_a_day(keyed, moto_server,
+                                                                                      monkeypatch, tmp_path):
+    """An object store cannot append: each request's lines are an object of their own (moto's
+    S3); a webhook suppressing three people is one write."""
+    s3 = _moto_s3(moto_server, monkeypatch)
     s3.create_bucket(Bucket="tailor-audit", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     config = load_config("local", ["storage.root=s3://tailor-audit/state", "serving.type=sqlite",
                                    f"serving.sqlite.path={tmp_path / 'content.db'}"])
+    seed(config)
     app = create_app({"TESTING": True, "TAILOR_CONFIG": config})
-    with app.test_request_context("/v1/users/u-ada", method="DELETE"):
-        consent.audit("erasure_requested", "u-ada", "key:ops", before={"suppression": None})
-        consent.audit("erasure_requested", "u-bob", "key:ops")
+    monkeypatch.setattr(consent, "emit", lambda events: None)  # no events source here: this test is about the audit
+    client = app.test_client()
+    body = json.dumps({"events": [{"id": f"c{number}", "type": "complaint", "user_id": user_id,
+                                   "occurred_at": "2026-11-28T10:00:00Z", "campaign_id": "c-1"}
+                                  for number, user_id in enumerate(("u-ada", "u-bob", "u-hal"))]}).encode()
+    assert client.post("/v1/webhooks/generic", data=body, headers=signed(body)).status_code == 200
+    assert client.delete("/v1/users/u-cy", headers=headers("ops")).status_code == 202
     listed = s3.list_objects_v2(Bucket="tailor-audit", Prefix="state/audit/api/")["Contents"]
-    objects = {item["Key"]: s3.get_object(Bucket="tailor-audit", Key=item["Key"])["Body"].read()
-               for item in listed if not item["Key"].endswith("/")}
-    assert len(objects) == 2
-    for key, body in objects.items():
-        entry = json.loads(body)
-        assert re.fullmatch(rf"state/audit/api/{entry['at'][:10]}/{entry['audit_id']}\.jsonl", key), key
-        assert body.endswith(b"\n") and body.count(b"\n") == 1
-    assert sorted(json.loads(body)["subject_hash"] for body in objects.values()) == sorted(
-        by_hand(HMAC_KEY, user_id) for user_id in ("u-ada", "u-bob"))
+    objects = [s3.get_object(Bucket="tailor-audit", Key=item["Key"])["Body"].read().decode()
+               for item in sorted(listed, key=lambda item: item["LastModified"])]
+    assert all(re.fullmatch(r"state/audit/api/\d{4}-\d{2}-\d{2}/[0-9a-f]{32}\.jsonl", item["Key"]) for item in listed)
+    entries = [[json.loads(line) for line in text.splitlines()] for text in objects]
+    assert sorted(len(lines) for lines in entries) == [1, 3]
+    by_action = {entry["subject_hash"]: entry["action"] for lines in entries for entry in lines}
+    assert by_action == {**{by_hand(HMAC_KEY, user_id): "suppressed_by_esp" for user_id in ("u-ada", "u-bob", "u-hal")},
+                         by_hand(HMAC_KEY, "u-cy"): "erasure_requested"}
+    assert all(text.endswith("\n") for text in objects)
 
 
 def test_an_audit_line_that_cannot_be_stored_is_logged_and_the_change_stands(keyed, moto_server, monkeypatch,
                                                                              tmp_path, caplog):
-    """No bucket: the erasure is still in effect and answered; its line goes to the log whole."""
-    for name, value in (("AWS_ENDPOINT_URL", moto_server), ("AWS_ACCESS_KEY_ID", "testing"),
-                        ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_REGION", "eu-west-1")):
-        monkeypatch.setenv(name, value)
+    """No bucket: the erasure is still in effect and answered; its line goes to the log whole.
+    The next request does not wait on S3 again for a while: its line is logged at once."""
+    _moto_s3(moto_server, monkeypatch)
     config = load_config("local", ["storage.root=s3://no-such-bucket/state", "serving.type=sqlite",
                                    f"serving.sqlite.path={tmp_path / 'content.db'}", "source.type=kafka",
                                    "source.kafka.bootstrap_servers=127.0.0.1:1"])
@@ -112,6 +121,10 @@ def test_an_audit_line_that_cannot_be_stored_is_logged_and_the_change_stands(key
     # audit.log will keep a keyed hash of the caller's request id, never the id itself.
     expected_ref = hmac.new(HMAC_KEY, b"request:req-00000001", hashlib.sha256).hexdigest()
     assert (entry["request_id"], entry["request_ref"]) == ("req-00000001", expected_ref)
+    calls = []
+    monkeypatch.setattr(consent, "_s3_client", lambda: calls.append(1))
+    assert client.delete("/v1/users/u-bob", headers=headers("ops")).status_code == 202
+    assert calls == [] and sum("audit line not stored" in record.getMessage() for record in caplog.records) == 2
 
 
 def test_the_api_and_the_pipeline_hash_a_person_alike(keyed, make_app):
@@ -166,3 +179,25 @@ def test_the_api_needs_the_hmac_key_only_never_the_encryption_key(monkeypatch, t
     app = create_app({"TESTING": True, "TAILOR_CONFIG": config})
     assert app.extensions["tailor"]["pii_hmac_key"] == HMAC_KEY
     assert not (tmp_path / "secrets").exists()  # no dev keys were generated either
+
+
+def test_under_an_s3_root_the_files_sources_events_land_in_s3_not_in_a_local_folder(keyed, moto_server, monkeypatch,
+                                                                                     tmp_path):
+    """The files source reads its landing folder under storage.root: the API's events go there
+    (moto's S3), never to a folder named `s3:` beside the process."""
+    s3 = _moto_s3(moto_server, monkeypatch)
+    s3.create_bucket(Bucket="tailor-files", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    monkeypatch.chdir(tmp_path)
+    config = load_config("local", ["storage.root=s3://tailor-files/state", "serving.type=sqlite",
+                                   f"serving.sqlite.path={tmp_path / 'content.db'}"])
+    seed(config)
+    client = create_app({"TESTING": True, "TAILOR_CONFIG": config}).test_client()
+    token = token_for(client, "u-ada")
+    assert client.post(f"/v1/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket="tailor-files")["Contents"]]
+    landed = [key for key in keys if key.startswith("state/landing/events/api-")]
+    assert len(landed) == 1 and any(key.startswith("state/audit/api/") for key in keys), keys
+    events = [json.loads(line) for line in
+              s3.get_object(Bucket="tailor-files", Key=landed[0])["Body"].read().decode().splitlines()]
+    assert [(event["event_type"], event["user_id"]) for event in events] == [("unsubscribe", "u-ada")]
+    assert not (tmp_path / "s3:").exists()

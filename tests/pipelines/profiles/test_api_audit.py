@@ -67,15 +67,19 @@ def test_api_audit_lines_reach_audit_log_once_and_past_days_files_go(spark, tmp_
     (folder / "audit-2026-11-27.jsonl").write_text(f"{ERASURE}\n{COMPLAINT}\n")
     # A name with a space: Spark's name for the file escapes it, and it must still be kept.
     (folder / "audit-2026-11-28 copy.jsonl").write_text(f"{KEPT}\n{DAMAGED}\n")
-    (folder / "2026-11-29" / "a5.jsonl").write_text(f"{REMOTE_STYLE}\n")  # an object a line, as on S3
+    (folder / "2026-11-29" / "a5.jsonl").write_text(f"{REMOTE_STYLE}\n")  # an object a request, as on S3
+    # A name Spark takes for hidden, so never reads: never removed as if it had been loaded.
+    (folder / "_audit-2026-11-27.jsonl").write_text(f"{KEPT}\n")
+    (folder / "audit-2026-11-26.jsonl").write_text("")  # empty: nothing to load, removed
     today = date(2026, 12, 1)
 
     first = load_api_audit(spark, config, today)
-    assert (first.loaded, first.removed) == (5, 2)
+    assert (first.loaded, first.removed) == (5, 3)
     assert sorted((Path(name).name, count) for name, count in first.unreadable.items()) == [
-        ("audit-2026-11-28%20copy.jsonl", 1), ("audit-2026-12-01.jsonl", 1)]
+        ("audit-2026-11-28 copy.jsonl", 1), ("audit-2026-12-01.jsonl", 1)]
     # Before yesterday, read whole: removed. A file with a line unread stays, and so does today's.
-    assert sorted(path.name for path in folder.rglob("*.jsonl")) == ["audit-2026-11-28 copy.jsonl",
+    assert sorted(path.name for path in folder.rglob("*.jsonl")) == ["_audit-2026-11-27.jsonl",
+                                                                      "audit-2026-11-28 copy.jsonl",
                                                                       "audit-2026-12-01.jsonl"]
     erasure_id = "api:" + hashlib.sha256(ERASURE.encode()).hexdigest()
     expected = [
@@ -100,11 +104,12 @@ def test_api_audit_lines_reach_audit_log_once_and_past_days_files_go(spark, tmp_
     today_file.write_text(f"{UNSUBSCRIBE}\n\n{IN_FLIGHT}\n")
     third = load_api_audit(spark, config, today)
     assert (third.loaded, third.removed) == (1, 0)
-    assert [Path(name).name for name in third.unreadable] == ["audit-2026-11-28%20copy.jsonl"]
+    assert [Path(name).name for name in third.unreadable] == ["audit-2026-11-28 copy.jsonl"]
     assert loaded_rows(spark, config).count() == 6
     # Two days on, today's file is of a day gone by and goes too; the damaged one stays.
     assert load_api_audit(spark, config, date(2026, 12, 3)).removed == 1
-    assert [path.name for path in folder.rglob("*.jsonl")] == ["audit-2026-11-28 copy.jsonl"]
+    assert sorted(path.name for path in folder.rglob("*.jsonl")) == ["_audit-2026-11-27.jsonl",
+                                                                      "audit-2026-11-28 copy.jsonl"]
 
 
 def test_no_api_audit_folder_loads_nothing_and_creates_nothing(spark, tmp_path):
