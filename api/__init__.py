@@ -64,12 +64,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from api import admin, consent, content, docs, health, preferences, traits, webhooks
 
-    app.teardown_request(consent.store_audit)
-
     for blueprint in (health.bp, docs.bp, content.bp, traits.bp, preferences.bp, webhooks.bp, admin.bp):
         app.register_blueprint(blueprint)
     app.extensions["tailor"]["limiter"] = limits.init_app(app, config, {
         "content:read": [content.bp], "traits:read": [traits.bp], "admin": [admin.bp],
         "preferences:write": [preferences.bp], "subscriber": [webhooks.bp],
     })
+    # Registered last, so it runs first: no other teardown's failure can skip it.
+    app.teardown_request(consent.store_audit)
     return app

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flask import current_app, g, request
+from flask import current_app, g, has_request_context, request
 
 from api.errors import ApiError
 from api.metrics import metrics
@@ -263,11 +263,12 @@ def emit(events: list[dict[str, Any]]) -> None:
                                               for event, line in zip(events, lines, strict=True)])
         else:
             landing = config.under_root(source.files.path).removeprefix("file://")
-            if landing.startswith("s3://"):
+            s3 = _s3_location(landing)
+            if s3 is not None:
                 # A landing folder on S3 (the files source reads it there): one object per request.
-                bucket, _, prefix = landing.removeprefix("s3://").rstrip("/").partition("/")
-                key = f"{prefix}/api-{uuid.uuid4().hex}.jsonl".lstrip("/")
-                _s3_client().put_object(Bucket=bucket, Key=key, Body="".join(f"{line}\n" for line in lines).encode())
+                bucket, prefix = s3
+                _s3_put(bucket, f"{prefix}/api-{uuid.uuid4().hex}.jsonl".lstrip("/"),
+                        "".join(f"{line}\n" for line in lines))
             elif "://" in landing:
                 raise EventsRefused(f"the files source's folder {landing.split('://')[0]}:// cannot be written here")
             else:
@@ -282,41 +283,62 @@ def emit(events: list[dict[str, Any]]) -> None:
 
 def audit(action: str, user_id: str, actor: str, before: Any = None, after: Any = None) -> None:
     """One audit line, which `tailor maintain` loads into audit.log (once: by its audit_id).
-    The request's lines are stored together as it ends (`store_audit`): a webhook that
-    suppresses a thousand people is one write, not a thousand."""
-    request_id = g.get("request_id")
+
+    Locally it is appended to a file a day at once; under another remote root, logged. Under
+    an S3 storage.root (an object store cannot append) a request's lines are one object, in
+    a folder a day, stored as the request ends (`store_audit`) or every AUDIT_BATCH lines, so
+    a webhook suppressing a thousand people is a few writes, and a worker killed mid-request
+    loses at most that many lines of it. Never raises (see `_store_lines`)."""
+    request_id = g.get("request_id") if has_request_context() else None
     hmac_key: bytes = current_app.extensions["tailor"]["pii_hmac_key"]
     entry = {"audit_id": uuid.uuid4().hex, "at": now_iso(), "action": action, "subject_hash": user_ref(user_id),
              "actor": actor, "before": before, "after": after, "request_id": request_id,
              # A caller chooses its X-Request-Id, which may name someone: audit.log keeps a keyed hash.
              "request_ref": keyed_hash(hmac_key, "request:" + request_id) if request_id else None}
-    g.setdefault("audit_lines", []).append(json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n")
+    line = json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n"
+    if _s3_location(_audit_folder()) is None or not has_request_context():
+        _store_lines([line])
+        return
+    pending: list[str] = g.setdefault("audit_lines", [])
+    pending.append(line)
+    if len(pending) >= AUDIT_BATCH:
+        _store_lines(g.pop("audit_lines"))
 
 
 def store_audit(_error: BaseException | None = None) -> None:
-    """teardown_request: the request's audit lines, stored whatever the request's outcome
-    (its changes stand). Locally they are appended to a file a day; under an s3://
-    storage.root (an object store cannot append) they are one object, in a folder a day;
-    under another remote root, they are logged. Never raises: lines that cannot be stored
-    are logged whole (they name no one in clear) as errors, and after an S3 failure the
-    process logs instead of calling S3 for S3_PAUSE_S, so a failing S3 holds no request."""
+    """teardown_request: the request's audit lines not stored yet, whatever its outcome (its
+    changes stand)."""
     lines: list[str] = g.pop("audit_lines", [])
-    if not lines:
-        return
-    state = current_app.extensions["tailor"]
+    if lines:
+        _store_lines(lines)
+
+
+AUDIT_BATCH = 100
+
+
+def _audit_folder() -> str:
+    return _config().under_root(API_AUDIT_FOLDER).rstrip("/").removeprefix("file://")
+
+
+def _s3_location(folder: str) -> tuple[str, str] | None:
+    """(bucket, key prefix) of an s3:// or s3a:// folder; None for any other."""
+    for scheme in ("s3://", "s3a://"):
+        if folder.startswith(scheme):
+            bucket, _, prefix = folder.removeprefix(scheme).rstrip("/").partition("/")
+            return bucket, prefix
+    return None
+
+
+def _store_lines(lines: list[str]) -> None:
+    """Never raises: lines that cannot be stored are logged whole (they name no one in
+    clear) as errors."""
     day = json.loads(lines[0])["at"][:10]
-    folder = _config().under_root(API_AUDIT_FOLDER).rstrip("/").removeprefix("file://")
+    folder = _audit_folder()
     try:
-        if folder.startswith("s3://"):
-            if time.monotonic() < state.get("s3_paused_until", 0.0):
-                raise StoreUnavailable("S3 failed less than S3_PAUSE_S ago")
-            bucket, _, prefix = folder.removeprefix("s3://").partition("/")
-            key = f"{prefix}/{day}/{uuid.uuid4().hex}.jsonl".lstrip("/")
-            try:
-                _s3_client().put_object(Bucket=bucket, Key=key, Body="".join(lines).encode("utf-8"))
-            except Exception:
-                state["s3_paused_until"] = time.monotonic() + S3_PAUSE_S
-                raise
+        s3 = _s3_location(folder)
+        if s3 is not None:
+            bucket, prefix = s3
+            _s3_put(bucket, f"{prefix}/{day}/{uuid.uuid4().hex}.jsonl".lstrip("/"), "".join(lines))
         elif "://" in folder:
             for line in lines:
                 log.warning("audit %s", line.strip())
@@ -329,6 +351,19 @@ def store_audit(_error: BaseException | None = None) -> None:
     except Exception as error:  # noqa: BLE001 - the changes stand; their audit lines must not vanish
         for line in lines:
             log.error("audit line not stored (%s), logged instead: %s", type(error).__name__, line.strip())
+
+
+def _s3_put(bucket: str, key: str, body: str) -> None:
+    """One object; after a failure the worker does not call S3 again for S3_PAUSE_S, so a
+    failing S3 does not hold request after request for its timeouts."""
+    state = current_app.extensions["tailor"]
+    if time.monotonic() < state.get("s3_paused_until", 0.0):
+        raise StoreUnavailable("S3 failed less than S3_PAUSE_S ago")
+    try:
+        _s3_client().put_object(Bucket=bucket, Key=key, Body=body.encode("utf-8"))
+    except Exception:
+        state["s3_paused_until"] = time.monotonic() + S3_PAUSE_S
+        raise
 
 
 S3_PAUSE_S = 30.0

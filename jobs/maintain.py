@@ -64,6 +64,8 @@ def main(argv=None) -> int:
         print(f"audit.log: {audit.loaded} API audit line(s) loaded, {audit.removed} file(s) of past days removed")
         for name, count in sorted(audit.unreadable.items()):
             print(f"  {count} API audit line(s) unreadable, kept in {name}")
+        for name in audit.not_the_apis:
+            print(f"  not an API audit file, not read, kept: {name}")
     except Exception as error:  # noqa: BLE001 - the tables are still maintained (erasures made final); exit 1
         audit_failed = True
         # The class only, as for the tables below: an error's text may quote the lines.

@@ -178,9 +178,12 @@ class ApiAuditLoad:
     loaded: int                   # rows audit.log did not hold yet
     unreadable: dict[str, int]    # file -> lines left unread (kept, read again next time)
     removed: int                  # files of days gone by, every line of them in audit.log
+    not_the_apis: tuple[str, ...] = ()  # files under the folder not named as the API names them: kept, unread
 
 
-_AUDIT_DAY = re.compile(r"(\d{4}-\d{2}-\d{2})")
+# The names the API gives its files (api/consent.py), relative to the folder: a file a day
+# locally, an object a request in a folder a day on S3. The day is the first group.
+_API_AUDIT_NAME = re.compile(r"audit-(\d{4}-\d{2}-\d{2})\.jsonl|(\d{4}-\d{2}-\d{2})/[0-9a-f]{32}\.jsonl")
 
 
 def _listed_form(uri: str) -> str:
@@ -194,27 +197,40 @@ def load_api_audit(spark: SparkSession, config: Config, today: date | None = Non
     an s3:// storage.root) into audit.log, each once: a MERGE that inserts the audit_ids the
     table lacks, so a run cut short and run again adds nothing twice. Then the files of days
     before yesterday (UTC) are removed, since the API no longer writes to them, unless a line
-    of theirs could not be read: those stay, and are counted, for someone to look at. Today's
-    file may end in a line the API is still writing; it is read whole on a later run."""
+    of theirs could not be read: those stay, and are counted, for someone to look at, as do
+    files not named as the API names them, which are not read. Today's file may end in a line
+    the API is still writing; it is read whole on a later run."""
     from pyarrow import fs as pafs
 
     folder = config.under_root(API_AUDIT_FOLDER)
     filesystem, root = filesystem_of(folder)
     if filesystem.get_file_info(root).type != pafs.FileType.Directory:
         return ApiAuditLoad(0, {}, 0)
-    sizes = {info.path: info.size for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
-             if info.type == pafs.FileType.File and info.path.endswith(".jsonl")}
+    sizes: dict[str, int] = {}
+    days: dict[str, str] = {}
+    others: list[str] = []
+    for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True)):
+        if info.type != pafs.FileType.File:
+            continue
+        # Only the API's own names are read: another file (one dropped in by hand) could be a
+        # name Spark reads as hidden or as a pattern, and fail or skip the whole load.
+        named = _API_AUDIT_NAME.fullmatch(info.path[len(root.rstrip("/")) + 1:])
+        if named is None:
+            others.append(info.path)
+        else:
+            sizes[info.path], days[info.path] = info.size, named.group(1) or named.group(2)
     if not sizes:
-        return ApiAuditLoad(0, {}, 0)
+        return ApiAuditLoad(0, {}, 0, tuple(others))
     # Spark's paths for the files pyarrow listed: the folder's own form, then the rest of the path.
     paths = {f"{folder.rstrip('/')}/{path[len(root.rstrip('/')) + 1:]}": path for path in sizes}
-    lines = spark.read.text(list(paths)).withColumn("file", F.col("_metadata.file_path")).localCheckpoint()
+    # A file cut short by a read error must fail the load, never count as read whole.
+    lines = (spark.read.option("ignoreCorruptFiles", "false").option("ignoreMissingFiles", "false")
+             .text(list(paths)).withColumn("file", F.col("_metadata.file_path")).localCheckpoint())
     rows = api_audit_rows(lines.where(F.trim("value") != ""))
     unreadable = {str(row.file): int(row["count"])
                   for row in rows.where(~F.col("readable")).groupBy("file").count().collect()}
-    # Spark names a file by a URI (file:/..., s3://bucket/..., escaped); pyarrow by a path. Only
-    # a file Spark is known to have read whole is ever removed: one it skipped (a name Spark
-    # reads as hidden, or as a pattern) stays, whatever its name.
+    # Spark names a file by a URI (file:/..., s3://bucket/...); pyarrow by a path. Only a file
+    # Spark is known to have read is ever removed (or an empty one).
     read_whole = ({_listed_form(str(row.file)) for row in lines.select("file").distinct().collect()}
                   - {_listed_form(name) for name in unreadable})
     fresh = rows.where("readable").drop("readable", "file").dropDuplicates(["audit_id"])
@@ -226,12 +242,12 @@ def load_api_audit(spark: SparkSession, config: Config, today: date | None = Non
     loaded = int(counts["num_inserted_rows"]) if counts is not None else 0
     cutoff = ((today or datetime.now(UTC).date()) - timedelta(days=1)).isoformat()
     removed = 0
-    for spark_path, path in paths.items():
-        day = _AUDIT_DAY.findall(spark_path[len(folder):])
-        if day and day[-1] < cutoff and (path in read_whole or sizes[path] == 0):
+    for path in paths.values():
+        if days[path] < cutoff and (path in read_whole or sizes[path] == 0):
             filesystem.delete_file(path)
             removed += 1
-    return ApiAuditLoad(loaded, {_listed_form(name): count for name, count in unreadable.items()}, removed)
+    return ApiAuditLoad(loaded, {_listed_form(name): count for name, count in unreadable.items()}, removed,
+                        tuple(others))
 
 
 class ProfilesBatchWriter:

@@ -10,7 +10,8 @@ def filesystem(uri: str) -> tuple[Any, str]:
     from pyarrow import fs
 
     if is_remote(uri):
-        return fs.FileSystem.from_uri(uri)
+        # Hadoop's s3a:// (Spark outside EMR) is the same bucket as s3://, which pyarrow knows.
+        return fs.FileSystem.from_uri("s3://" + uri.removeprefix("s3a://") if uri.startswith("s3a://") else uri)
     return fs.LocalFileSystem(), uri.removeprefix("file://")
 
 

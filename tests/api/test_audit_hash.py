@@ -70,10 +70,10 @@ def _moto_s3(moto_server, monkeypatch):  # type: ignore[no-untyped-def]
     return boto3.client("s3", endpoint_url=moto_server, region_name="eu-west-1")
 
 
-def test_under_a_remote_storage_root_a_requests_lines_are_one_object_in_a_folder_a_day(keyed, moto_server,
+def test_under_a_remote_storage_root_a_requests_lines_are_objects_in_a_folder_a_day(keyed, moto_server,
                                                                                       monkeypatch, tmp_path):
-    """An object store cannot append: each request's lines are an object of their own (moto's
-    S3); a webhook suppressing three people is one write."""
+    """An object store cannot append: a request's lines are objects of their own (moto's S3),
+    of at most AUDIT_BATCH lines (two here): a webhook suppressing three people is two writes."""
     s3 = _moto_s3(moto_server, monkeypatch)
     s3.create_bucket(Bucket="tailor-audit", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     config = load_config("local", ["storage.root=s3://tailor-audit/state", "serving.type=sqlite",
@@ -81,6 +81,7 @@ def test_under_a_remote_storage_root_a_requests_lines_are_one_object_in_a_folder
     seed(config)
     app = create_app({"TESTING": True, "TAILOR_CONFIG": config})
     monkeypatch.setattr(consent, "emit", lambda events: None)  # no events source here: this test is about the audit
+    monkeypatch.setattr(consent, "AUDIT_BATCH", 2)
     client = app.test_client()
     body = json.dumps({"events": [{"id": f"c{number}", "type": "complaint", "user_id": user_id,
                                    "occurred_at": "2026-11-28T10:00:00Z", "campaign_id": "c-1"}
@@ -92,7 +93,7 @@ def test_under_a_remote_storage_root_a_requests_lines_are_one_object_in_a_folder
                for item in sorted(listed, key=lambda item: item["LastModified"])]
     assert all(re.fullmatch(r"state/audit/api/\d{4}-\d{2}-\d{2}/[0-9a-f]{32}\.jsonl", item["Key"]) for item in listed)
     entries = [[json.loads(line) for line in text.splitlines()] for text in objects]
-    assert sorted(len(lines) for lines in entries) == [1, 3]
+    assert sorted(len(lines) for lines in entries) == [1, 1, 2]
     by_action = {entry["subject_hash"]: entry["action"] for lines in entries for entry in lines}
     assert by_action == {**{by_hand(HMAC_KEY, user_id): "suppressed_by_esp" for user_id in ("u-ada", "u-bob", "u-hal")},
                          by_hand(HMAC_KEY, "u-cy"): "erasure_requested"}

@@ -146,10 +146,11 @@ def test_a_table_that_fails_does_not_stop_the_others(spark, tmp_path, capsys):
         _append(spark, products, [(f"p-{number}", "sku")], "product_id string, sku string")
         _append(spark, events, [(f"u-{number}", "gold")], "user_id string, tier string")
     next(Path(products).glob("*.parquet")).unlink()  # a data file lost: OPTIMIZE cannot read it
-    # A file dropped into the API's audit folder whose name Spark reads as an unclosed glob
-    # pattern: the audit load fails too, is reported, and does not stop the tables either.
+    # audit.log cannot be made (a file stands where its folder goes): the load of the API's
+    # audit lines fails too, is reported, and does not stop the tables either.
     (tmp_path / "audit" / "api").mkdir(parents=True)
-    (tmp_path / "audit" / "api" / "audit-{2026-11-01.jsonl").write_text('{"audit_id":"a1"}\n')
+    (tmp_path / "audit" / "api" / "audit-2026-11-01.jsonl").write_text('{"audit_id":"a1"}\n')
+    Path(config.table("audit.log").path).write_text("not a table")
 
     assert maintain.main(job_args(tmp_path, *SHORT_RETENTION)) == 1
 

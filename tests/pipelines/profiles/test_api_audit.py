@@ -65,22 +65,24 @@ def test_api_audit_lines_reach_audit_log_once_and_past_days_files_go(spark, tmp_
     today_file = folder / "audit-2026-12-01.jsonl"
     today_file.write_text(f"{UNSUBSCRIBE}\n\n{IN_FLIGHT[:40]}")  # the API is writing its second line
     (folder / "audit-2026-11-27.jsonl").write_text(f"{ERASURE}\n{COMPLAINT}\n")
-    # A name with a space: Spark's name for the file escapes it, and it must still be kept.
-    (folder / "audit-2026-11-28 copy.jsonl").write_text(f"{KEPT}\n{DAMAGED}\n")
-    (folder / "2026-11-29" / "a5.jsonl").write_text(f"{REMOTE_STYLE}\n")  # an object a request, as on S3
-    # A name Spark takes for hidden, so never reads: never removed as if it had been loaded.
-    (folder / "_audit-2026-11-27.jsonl").write_text(f"{KEPT}\n")
+    (folder / "audit-2026-11-28.jsonl").write_text(f"{KEPT}\n{DAMAGED}\n")
+    (folder / "2026-11-29" / f"{'5' * 32}.jsonl").write_text(f"{REMOTE_STYLE}\n")  # an object a request, as on S3
     (folder / "audit-2026-11-26.jsonl").write_text("")  # empty: nothing to load, removed
+    # Not named as the API names its files (a copy, a name Spark takes for hidden or as a
+    # pattern): not read, and kept.
+    strangers = ["audit-2026-11-27 copy.jsonl", "_audit-2026-11-27.jsonl", "audit-[2026-11-27.jsonl"]
+    for name in strangers:
+        (folder / name).write_text(f"{KEPT}\n")
     today = date(2026, 12, 1)
 
     first = load_api_audit(spark, config, today)
     assert (first.loaded, first.removed) == (5, 3)
     assert sorted((Path(name).name, count) for name, count in first.unreadable.items()) == [
-        ("audit-2026-11-28 copy.jsonl", 1), ("audit-2026-12-01.jsonl", 1)]
+        ("audit-2026-11-28.jsonl", 1), ("audit-2026-12-01.jsonl", 1)]
+    assert sorted(Path(name).name for name in first.not_the_apis) == sorted(strangers)
     # Before yesterday, read whole: removed. A file with a line unread stays, and so does today's.
-    assert sorted(path.name for path in folder.rglob("*.jsonl")) == ["_audit-2026-11-27.jsonl",
-                                                                      "audit-2026-11-28 copy.jsonl",
-                                                                      "audit-2026-12-01.jsonl"]
+    assert sorted(path.name for path in folder.rglob("*.jsonl")) == sorted(
+        [*strangers, "audit-2026-11-28.jsonl", "audit-2026-12-01.jsonl"])
     erasure_id = "api:" + hashlib.sha256(ERASURE.encode()).hexdigest()
     expected = [
         expected_row("api:a1", "h-ada", "preference", "api.preferences_changed", '{"subscribed":true}',
@@ -99,17 +101,16 @@ def test_api_audit_lines_reach_audit_log_once_and_past_days_files_go(spark, tmp_
                        ignore_nullable=True)
 
     # Run again (as after a crash between the MERGE and the clean-up): nothing twice.
-    assert load_api_audit(spark, config, today) == ApiAuditLoad(0, first.unreadable, 0)
+    assert load_api_audit(spark, config, today) == ApiAuditLoad(0, first.unreadable, 0, first.not_the_apis)
     # The line in flight is finished: only it is new.
     today_file.write_text(f"{UNSUBSCRIBE}\n\n{IN_FLIGHT}\n")
     third = load_api_audit(spark, config, today)
     assert (third.loaded, third.removed) == (1, 0)
-    assert [Path(name).name for name in third.unreadable] == ["audit-2026-11-28 copy.jsonl"]
+    assert [Path(name).name for name in third.unreadable] == ["audit-2026-11-28.jsonl"]
     assert loaded_rows(spark, config).count() == 6
     # Two days on, today's file is of a day gone by and goes too; the damaged one stays.
     assert load_api_audit(spark, config, date(2026, 12, 3)).removed == 1
-    assert sorted(path.name for path in folder.rglob("*.jsonl")) == ["_audit-2026-11-27.jsonl",
-                                                                      "audit-2026-11-28 copy.jsonl"]
+    assert sorted(path.name for path in folder.rglob("*.jsonl")) == sorted([*strangers, "audit-2026-11-28.jsonl"])
 
 
 def test_no_api_audit_folder_loads_nothing_and_creates_nothing(spark, tmp_path):

@@ -80,3 +80,12 @@ def test_a_local_root_is_used_in_place(tmp_path):
     config = load_config("local", [f"storage.root={tmp_path}"])
     with _project(config, keep=True) as folder:
         assert folder == str(tmp_path / "quality")
+
+
+def test_an_s3a_uri_is_the_same_bucket(s3, tmp_path):
+    """Spark outside EMR names S3 s3a://; pyarrow knows it as s3://."""
+    source = tmp_path / "out"
+    source.mkdir()
+    (source / "a.json").write_bytes(b"{}")
+    assert copy_tree(str(source), f"s3a://{BUCKET}/state/out")
+    assert _keys(s3, "state/out/") == {"state/out/a.json": b"{}"}
