@@ -132,7 +132,12 @@ def _key_text(config: Config, secret: str, dev_entry: str) -> tuple[str, str]:
     entry when one is configured."""
     variable, text = getattr(config.secrets, secret), config.secret(secret)
     if text is None and config.pii.dev_keys_file:
-        text = _dev_key_material(Path(config.under_root(config.pii.dev_keys_file)))[dev_entry]
+        location = config.under_root(config.pii.dev_keys_file)
+        if "://" in location:
+            # Path() would make it a local folder named after the URI: keys no other host shares.
+            raise ConfigError(f"pii.dev_keys_file: {location} is not on this machine; with a remote storage.root "
+                              f"set {variable} (see README, 'Personal data'), or give the file an absolute local path")
+        text = _dev_key_material(Path(location))[dev_entry]
     if not text:
         raise _unset(variable, config)
     return text, variable

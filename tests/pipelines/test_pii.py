@@ -94,3 +94,18 @@ def test_local_dev_keys_are_generated_once_and_private(monkeypatch, tmp_path):
     assert first == second
     key_file = tmp_path / "secrets" / "dev-pii-keys.json"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_local_dev_keys_under_a_remote_root_are_refused_naming_the_key(monkeypatch, tmp_path):
+    """Not a local folder named after the URI, whose keys no other host would share."""
+    monkeypatch.delenv("TAILOR_PII_ENCRYPTION_KEY", raising=False)
+    monkeypatch.delenv("TAILOR_PII_HMAC_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    config = load_config("local", ["storage.root=s3://bucket/tailor"])
+    with pytest.raises(ConfigError, match=r"^pii.dev_keys_file: s3://bucket/tailor/secrets/dev-pii-keys.json is not "
+                                          r"on this machine; .* set TAILOR_PII_HMAC_KEY"):
+        pii.load_hmac_key(config)
+    assert not (tmp_path / "s3:").exists()
+    # An absolute local file still serves, under any root.
+    local = load_config("local", ["storage.root=s3://bucket/tailor", f"pii.dev_keys_file={tmp_path / 'keys.json'}"])
+    assert pii.load_hmac_key(local) == pii.load_hmac_key(local)
