@@ -227,12 +227,11 @@ def load_api_audit(spark: SparkSession, config: Config, today: date | None = Non
     lines = (spark.read.option("ignoreCorruptFiles", "false").option("ignoreMissingFiles", "false")
              .text(list(paths)).withColumn("file", F.col("_metadata.file_path")).localCheckpoint())
     rows = api_audit_rows(lines.where(F.trim("value") != ""))
-    unreadable = {str(row.file): int(row["count"])
-                  for row in rows.where(~F.col("readable")).groupBy("file").count().collect()}
     # Spark names a file by a URI (file:/..., s3://bucket/...); pyarrow by a path. Only a file
     # Spark is known to have read is ever removed (or an empty one).
-    read_whole = ({_listed_form(str(row.file)) for row in lines.select("file").distinct().collect()}
-                  - {_listed_form(name) for name in unreadable})
+    unreadable = {_listed_form(str(row.file)): int(row["count"])
+                  for row in rows.where(~F.col("readable")).groupBy("file").count().collect()}
+    read_whole = {_listed_form(str(row.file)) for row in lines.select("file").distinct().collect()} - set(unreadable)
     fresh = rows.where("readable").drop("readable", "file").dropDuplicates(["audit_id"])
     _ensure_audit_log(spark, config)
     # The MERGE's own counts: the table's latest history entry may be another writer's.
@@ -246,8 +245,7 @@ def load_api_audit(spark: SparkSession, config: Config, today: date | None = Non
         if days[path] < cutoff and (path in read_whole or sizes[path] == 0):
             filesystem.delete_file(path)
             removed += 1
-    return ApiAuditLoad(loaded, {_listed_form(name): count for name, count in unreadable.items()}, removed,
-                        tuple(others))
+    return ApiAuditLoad(loaded, unreadable, removed, tuple(others))
 
 
 class ProfilesBatchWriter:
