@@ -174,14 +174,25 @@ def test_online_retail_data_replays_it_with_consent_and_dates_every_step_by_its_
                                                "--set", "recommend.blend.validation_days=2"]
 
 
-def _execute_notebook(notebook: Path) -> None:
-    """Run a notebook top to bottom in a fresh kernel of this Python; a failing cell raises."""
+def _execute_notebooks(notebooks: list[Path]) -> None:
+    """Run each notebook top to bottom; a failing cell raises. One kernel of this Python
+    runs them in turn, its names cleared before each (`%reset -f`), so a notebook that
+    leans on another's variables or imports still fails; its Spark session is kept, as a
+    new kernel's JVM start cost more than a notebook's own work."""
     import nbformat
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
 
-    book = nbformat.read(notebook, as_version=4)
-    NotebookClient(book, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    kernel = KernelManager(kernel_name="python3")
+    try:
+        for notebook in notebooks:
+            book = nbformat.read(notebook, as_version=4)
+            book.cells.insert(0, nbformat.v4.new_code_cell("%reset -f"))
+            NotebookClient(book, km=kernel, timeout=600,
+                           resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    finally:
+        if kernel.has_kernel:
+            kernel.shutdown_kernel(now=True)
 
 
 @pytest.mark.spark
@@ -224,7 +235,6 @@ def test_the_demo_runs_every_step_and_fetches_rows_over_http(tmp_path, monkeypat
     assert not re.search(r"u-\d+", report), "a user id on the report"
     # The notebooks run top to bottom on the demo's tables (each asserts it found data).
     monkeypatch.setenv("TAILOR_STORAGE_ROOT", str(tmp_path))
-    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        _execute_notebook(notebook)
+    _execute_notebooks(sorted((ROOT / "notebooks").glob("*.ipynb")))
     key = (tmp_path / "secrets" / "demo-api-key").read_text()
     assert key not in out and key not in finished.stderr
