@@ -216,13 +216,18 @@ def score(spark, config: Config, mode: str | None, scored_at: datetime) -> dict:
 
 @entry_point
 def main(argv=None) -> int:
-    from pipelines.recommend.tracking import tracking_uri
+    import mlflow
+
+    from pipelines.recommend.tracking import champion_version, tracking_uri
     from pipelines.runtime.session import build_spark
 
     setup_logging()
     args = build_parser().parse_args(argv)
     config = config_from(args)
-    tracking_uri(config)
+    # Asked before Spark starts: without a champion there is nothing to score, and saying
+    # so should not wait for a JVM.
+    mlflow.set_tracking_uri(tracking_uri(config))
+    champion_version(config.mlflow.registered_model)
     spark = build_spark(config, "score_recommendations")
     print(json.dumps(score(spark, config, args.mode, datetime.now(UTC)), sort_keys=True), flush=True)
     return 0

@@ -163,20 +163,27 @@ def record_decision(name: str, version: str, moved: bool, decision: str) -> None
     client.set_model_version_tag(name, version, "champion_decision", decision)
 
 
-def load_champion(name: str) -> tuple[str, Any, dict[str, Any]]:
-    """(version, the Spark model, its recommender.json) of `models:/<name>@champion`; a
-    missing or unreadable champion is one TailorError line."""
-    import mlflow.spark
+def champion_version(name: str) -> Any:
+    """The model version (MLflow's ModelVersion) `models:/<name>@champion` names, from the
+    current tracking URI; no champion is one TailorError line. Needs no Spark."""
     from mlflow import MlflowClient
-    from mlflow.artifacts import load_dict
     from mlflow.exceptions import MlflowException
 
     quiet_mlflow()
     try:
-        version = MlflowClient().get_model_version_by_alias(name, CHAMPION)
+        return MlflowClient().get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         raise TailorError(f"no champion: models:/{name}@{CHAMPION} does not exist; run tailor train first, and "
                           "check mlflow.registered_model and mlflow.tracking_uri") from None
+
+
+def load_champion(name: str) -> tuple[str, Any, dict[str, Any]]:
+    """(version, the Spark model, its recommender.json) of `models:/<name>@champion`; a
+    missing or unreadable champion is one TailorError line."""
+    import mlflow.spark
+    from mlflow.artifacts import load_dict
+
+    version = champion_version(name)
     try:
         model = mlflow.spark.load_model(f"models:/{name}/{version.version}")
         recommender = load_dict(f"runs:/{version.run_id}/{RECOMMENDER_FILE}")

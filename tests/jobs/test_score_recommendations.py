@@ -158,7 +158,10 @@ def test_score_applies_the_rules_consent_and_cold_start_then_rescores_only_who_c
     shutil.rmtree(tmp_path / "mlflow")
 
 
-def test_no_champion_is_one_line(tmp_path, capsys):
+def test_no_champion_is_one_line(tmp_path, capsys, monkeypatch):
+    # Said before any JVM starts.
+    monkeypatch.setattr("pipelines.runtime.session.build_spark",
+                        lambda *args, **kwargs: pytest.fail("Spark started before the champion was looked up"))
     assert score_main(_argv(tmp_path)) == 2
     error = capsys.readouterr().err.strip()
     assert error == ("tailor: no champion: models:/recs@champion does not exist; run tailor train first, and check "
