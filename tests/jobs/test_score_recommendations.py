@@ -12,6 +12,7 @@ from unittest.mock import ANY
 from urllib.parse import urlparse
 
 import mlflow
+import pytest
 from mlflow import MlflowClient
 
 from jobs.score_recommendations import main as score_main
