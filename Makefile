@@ -85,9 +85,10 @@ test: setup $(STAMPS)/chromium lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The tests that start no Spark job and no broker (config, contracts, PII, generator, CLI, API,
-# the serving stores against a real redis-server and moto).
+# the serving stores against a real redis-server and moto), spread test by test over the two
+# workers: none holds a Spark session, so the test, not the module, is the unit to balance.
 test-fast: $(STAMPS)/venv $(STAMPS)/redis
-	$(BIN)/python -m pytest -m "not spark and not kafka and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist load -m "not spark and not kafka and not slow" $(PYTEST_ARGS)
 
 # Every benchmark at its measured size, one at a time (about an hour on 2 cores; not part
 # of make test, which runs each at a tiny size), then the results table in README.
