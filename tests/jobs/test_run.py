@@ -175,24 +175,34 @@ def test_online_retail_data_replays_it_with_consent_and_dates_every_step_by_its_
 
 
 def _execute_notebooks(notebooks: list[Path]) -> None:
-    """Run each notebook top to bottom; a failing cell raises. One kernel of this Python
-    runs them in turn, its names cleared before each (`%reset -f`), so a notebook that
-    leans on another's variables or imports still fails; its Spark session is kept, as a
-    new kernel's JVM start cost more than a notebook's own work."""
+    """Run each notebook top to bottom; a failing cell, or one running past the timeout,
+    raises. One kernel of this Python runs them in turn, a new JVM for each cost more than
+    the notebooks' own work. Its names are cleared before each notebook (`%reset -f`), so
+    one that leans on another's variables or imports still fails. What the kernel keeps
+    from one to the next: its working folder (all three sit in notebooks/), os.environ,
+    imported modules, matplotlib's settings, and the Spark session with its settings (each
+    builds the same one from config)."""
     import nbformat
-    from jupyter_client.manager import KernelManager
+    from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
+    from nbclient.util import run_sync
 
-    kernel = KernelManager(kernel_name="python3")
+    # The async manager nbclient expects: with the blocking one, a cell's timeout is not enforced.
+    kernel = AsyncKernelManager(kernel_name="python3")
     try:
         for notebook in notebooks:
             book = nbformat.read(notebook, as_version=4)
             book.cells.insert(0, nbformat.v4.new_code_cell("%reset -f"))
-            NotebookClient(book, km=kernel, timeout=600,
-                           resources={"metadata": {"path": str(notebook.parent)}}).execute()
+            client = NotebookClient(book, km=kernel, timeout=600,
+                                    resources={"metadata": {"path": str(notebook.parent)}})
+            try:
+                client.execute()
+            finally:
+                if client.kc is not None:
+                    client.kc.stop_channels()
     finally:
         if kernel.has_kernel:
-            kernel.shutdown_kernel(now=True)
+            run_sync(kernel.shutdown_kernel)(now=True)
 
 
 @pytest.mark.spark
