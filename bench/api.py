@@ -158,7 +158,6 @@ def _with_server_times(log_path: Path, run: Any) -> dict[str, Any]:
             durations.append(entry["duration_ms"])
     measured["server_p50_ms"] = _percentile(durations, 0.50)
     measured["server_p99_ms"] = _percentile(durations, 0.99)
-    measured["server_requests"] = len(durations)
     return measured
 
 

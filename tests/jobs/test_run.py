@@ -176,8 +176,8 @@ def test_online_retail_data_replays_it_with_consent_and_dates_every_step_by_its_
 
 def _execute_notebooks(notebooks: list[Path]) -> None:
     """Run each notebook top to bottom; a failing cell, or one running past the timeout,
-    raises. One kernel of this Python runs them in turn, a new JVM for each cost more than
-    the notebooks' own work. Its names are cleared before each notebook (`%reset -f`), so
+    raises. One kernel of this Python runs them in turn (a kernel and a JVM for each cost
+    more than the notebooks' own work). Its names are cleared before each notebook (`%reset -f`), so
     one that leans on another's variables or imports still fails. What the kernel keeps
     from one to the next: its working folder (all three sit in notebooks/), os.environ,
     imported modules, matplotlib's settings, and the Spark session with its settings (each
