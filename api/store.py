@@ -112,11 +112,6 @@ class CircuitBreaker:
             self._trial_running = False
 
 
-def api_config(app: Flask | None = None) -> Config:
-    config: Config = (app or current_app).extensions["tailor"]["config"]
-    return config
-
-
 READ, CONSENT = "read", "consent"
 PROBE_STATE = "api_consent_probe"
 # A throttled consent write is retried a few times with backoff (DynamoDB's unprocessed

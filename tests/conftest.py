@@ -1,4 +1,5 @@
-"""Shared fixtures: one Spark session per test run, one real Kafka broker, both local.
+"""Shared fixtures: one Spark session per xdist worker (per run without xdist), one real
+Kafka broker, both local.
 
 Everything a test writes lives under a per-run temporary storage.root, never under var/.
 """

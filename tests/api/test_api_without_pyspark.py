@@ -84,6 +84,26 @@ assert not any(name.startswith("pyspark") for name in sys.modules)
     assert result.returncode == 0, result.stderr
 
 
+def test_every_subpackage_and_the_modules_documented_as_pyspark_free_import_without_it():
+    """The layout's rule: a subpackage's `__init__` never imports pyspark, so importing a
+    pyspark-free module inside it (the offer rules, the serving stores) needs none either.
+    The subpackages are found on disk: a new one is covered without editing this test."""
+    subpackages = sorted(f"pipelines.{path.parent.name}" for path in (ROOT / "pipelines").glob("*/__init__.py"))
+    assert {"pipelines.ingest", "pipelines.publish", "pipelines.serving"} <= set(subpackages)
+    modules = [*subpackages, "pipelines.publish.offers", "pipelines.contracts.events", "pipelines.pii",
+               "pipelines.errors", "pipelines.config"]
+    script = BLOCK_PYSPARK + f"""
+import importlib
+for name in {modules!r}:
+    importlib.import_module(name)
+assert not any(name.startswith("pyspark") for name in sys.modules)
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
 def test_an_s3_storage_root_keeps_audit_lines_without_the_spark_extra(tmp_path, moto_server):
     """Under an s3:// root the audit lines go to S3 through boto3 (moto's S3 and Kinesis
     here), which an API-only install has."""

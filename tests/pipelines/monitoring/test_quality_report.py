@@ -9,15 +9,13 @@ from datetime import UTC, date, datetime
 from chispa import assert_df_equality
 
 from pipelines.monitoring.freshness import Check
-from pipelines.monitoring.quality_report import (
+from pipelines.monitoring.quality_report import QualityReportData, headline_metrics, render_quality_report
+from pipelines.monitoring.transforms import (
     NEVER_ACTIVE,
-    QualityReportData,
     completeness,
-    headline_metrics,
     idle_days,
     idle_histogram,
     quarantine_by_day,
-    render_quality_report,
     segment_mix,
     shared_email_groups,
 )

@@ -75,9 +75,9 @@ CHANGES = {
 }
 NAMES = list(CHANGES)
 
-# Arrival orders, each split into micro-batches; duplicates are redeliveries. (One batch in
-# the order written is among what test_order_property draws.)
+# Arrival orders, each split into micro-batches; duplicates are redeliveries.
 ORDERS = {
+    "as_written_one_batch": [NAMES],
     "reversed_three_batches": [NAMES[::-1][:6], NAMES[::-1][6:12], NAMES[::-1][12:]],
     "interleaved_with_duplicates": [
         ["bob_delete", "eve_returns", "dan_unsubscribes", "ada_phone", "cleo_drops_phone", "dan_revokes"],
