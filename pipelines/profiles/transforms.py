@@ -562,6 +562,18 @@ def _audited_value(register: str, prefix: str) -> Column:
     return F.to_json(F.struct(F.col(f"{register}.{register}").alias(register)))
 
 
+def batch_view_of_stored(profiles: DataFrame) -> DataFrame:
+    """What a merge_profiles batch reads of the stored profiles before it writes: the id,
+    the email hash (duplicate groups) and the audited registers with their sequences
+    (audit_rows). Not the encrypted names and address, most of a row's bytes: this is a
+    scan of the whole table in every batch, so its width is paid per stored profile."""
+    audited = list(_AUDITED)
+    return profiles.select(
+        "user_id", "email_hash", *audited,
+        F.struct(*[F.col(f"_field_sequences.{register}").alias(register) for register in audited])
+        .alias("_field_sequences"))
+
+
 def audit_rows(changes: DataFrame, stored_profiles: DataFrame) -> DataFrame:
     """One audit.log row per consent or preference value a change sets, and per erasure.
 

@@ -25,6 +25,7 @@ from pipelines.profiles.transforms import (
     after_deletes,
     api_audit_rows,
     audit_rows,
+    batch_view_of_stored,
     change_rows,
     deleted_by,
     duplicate_group_changes,
@@ -277,8 +278,8 @@ class ProfilesBatchWriter:
         if changes.isEmpty():
             return
         latest = latest_per_user(changes).localCheckpoint()
-        stored = read_table(spark, self.table("silver.profiles")).join(
-            latest.select("user_id"), "user_id", "left_semi").localCheckpoint()
+        stored = (read_table(spark, self.table("silver.profiles")).transform(batch_view_of_stored)
+                  .join(latest.select("user_id"), "user_id", "left_semi").localCheckpoint())
         # Clearing the fields of someone with no profile, or of someone this batch deletes (an
         # address deleted along with its customer), creates nobody: those changes are dropped.
         has_profile = stored.select("user_id", F.lit(True).alias("_has_profile"))
