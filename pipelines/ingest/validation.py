@@ -81,35 +81,95 @@ def sql_literal(value: Any) -> str:
     return f"'{text}'"
 
 
-def _any(conditions: list[str]) -> str:
-    return "(" + " OR ".join(conditions) + ")" if len(conditions) > 1 else conditions[0]
+# Conditions are written in the form Spark's optimiser would rewrite them to (negations
+# pushed inward, no repeated terms), and remember their parts: a rewrite left to the
+# optimiser costs one more round of every rule over the whole rule set, in every query,
+# and `NOT (a OR b OR ...)` takes one round per term.
 
 
 class _Conjunction(str):
     """SQL text of conditions joined by AND, which remembers them: a guard built from a
-    parent's guard repeats none of its conditions (Spark's optimiser would otherwise spend
-    rounds over the whole rule set removing the repeats, every query)."""
+    parent's guard repeats none of its conditions."""
 
     parts: tuple[str, ...]
 
 
-def _all(*conditions: str) -> str:
+class _Disjunction(str):
+    """SQL text of conditions joined by OR, which remembers them."""
+
+    parts: tuple[str, ...]
+
+
+class _NotNull(str):
+    """SQL text `(expression IS NOT NULL)`, which remembers the expression."""
+
+    expression: str
+
+
+def _joined(kind: type, word: str, conditions: tuple[str, ...], unit: str) -> str:
+    zero = "FALSE" if unit == "TRUE" else "TRUE"
     kept: list[str] = []
     for condition in conditions:
-        for part in condition.parts if isinstance(condition, _Conjunction) else (condition,):
-            if part != "TRUE" and part not in kept:
+        for part in condition.parts if isinstance(condition, kind) else (condition,):
+            if part == zero:
+                return zero
+            if part != unit and part not in kept:
                 kept.append(part)
     if not kept:
-        return "TRUE"
+        return unit
     if len(kept) == 1:
         return kept[0]
-    conjunction = _Conjunction("(" + " AND ".join(kept) + ")")
-    conjunction.parts = tuple(kept)
-    return conjunction
+    joined = kind("(" + f" {word} ".join(kept) + ")")
+    joined.parts = tuple(kept)
+    return joined
+
+
+def _all(*conditions: str) -> str:
+    return _joined(_Conjunction, "AND", conditions, "TRUE")
+
+
+def _any(conditions: list[str]) -> str:
+    return _joined(_Disjunction, "OR", tuple(conditions), "FALSE")
+
+
+def _not_null(expression: str) -> str:
+    condition = _NotNull(f"({expression} IS NOT NULL)")
+    condition.expression = expression
+    return condition
+
+
+class _Differs(str):
+    """SQL text `NOT (a = b)`, which remembers `(a = b)`."""
+
+    equal: str
+
+
+def _differs(expression: str, value: str) -> str:
+    condition = _Differs(f"NOT ({expression} = {value})")
+    condition.equal = f"({expression} = {value})"
+    return condition
+
+
+def _not(condition: str) -> str:
+    """SQL: NOT `condition`, with the negation pushed inward as Spark's optimiser would."""
+    if isinstance(condition, _Conjunction):
+        return _any([_not(part) for part in condition.parts])
+    if isinstance(condition, _Disjunction):
+        return _all(*[_not(part) for part in condition.parts])
+    if isinstance(condition, _NotNull):
+        return f"({condition.expression} IS NULL)"
+    if isinstance(condition, _Differs):
+        return condition.equal
+    if condition in ("TRUE", "FALSE"):
+        return "FALSE" if condition == "TRUE" else "TRUE"
+    return f"NOT {condition}"
 
 
 def _in(expression: str, values: Any) -> str:
-    return f"({expression} IN ({', '.join(sql_literal(v) for v in values)}))"
+    literals = list(dict.fromkeys(sql_literal(v) for v in values))
+    if len(literals) == 1:
+        return f"({expression} = {literals[0]})"
+    return f"({expression} IN ({', '.join(literals)}))"
 
 
 @dataclass(frozen=True)
@@ -147,7 +207,7 @@ class _Node(ABC):
         return _Inline(variable)
 
     def present(self) -> str:
-        return f"({self.type_name()} IS NOT NULL)"
+        return _not_null(self.type_name())
 
 
 class _Inline(_Node):
@@ -173,20 +233,21 @@ class _Inline(_Node):
 
 
 class _Reads:
-    """Per-row reads of the parsed record, each computed once into its own column.
+    """Per-row reads of the parsed record, each computed once, for the full checks.
 
-    The checks refer to these columns, not to fresh variant lookups: the rule set stays
-    small enough for Spark to compile, and a path read by ten checks is read once."""
+    The checks refer to these reads, not to fresh variant lookups: the rule set stays
+    small enough for Spark to compile, and a path read by ten checks is read once. The
+    reads live either in a column `_reads` computed only where `gate` holds, or, with
+    `variable`, in a struct bound to that lambda variable by `bound`: an expression of
+    its own, evaluated only where it is used."""
 
-    def __init__(self, root: str, gate: str | None = None):
-        self.root, self.gate = root, gate
+    def __init__(self, root: str, gate: str | None = None, variable: str | None = None):
+        self.root, self.gate, self.variable = root, gate, variable
         self.expressions: dict[str, str] = {}
         self.names: dict[str, str] = {}
 
-    def column(self, kind: str, path: str, scope: tuple[str, str] | None = None) -> str:
-        """The read, computed only for rows in `scope` (name, condition), if one is given:
-        a payload path is read only for the event types whose schema has it."""
-        key = f"{kind}:{path}:{scope[0] if scope else ''}"
+    def column(self, kind: str, path: str) -> str:
+        key = f"{kind}:{path}"
         if key not in self.names:
             name = self.names[key] = f"_read{len(self.names)}"
             at = sql_literal(path)
@@ -197,40 +258,48 @@ class _Reads:
                 "double": f"try_variant_get({self.root}, {at}, 'double')",
                 "elements": f"try_variant_get({self.root}, {at}, 'array<variant>')",
             }[kind]
-            self.expressions[name] = f"CASE WHEN {scope[1]} THEN {expression} END" if scope else expression
+            self.expressions[name] = expression
+        if self.variable:
+            return f"{self.variable}.{self.names[key]}"
         return f"_reads.{self.names[key]}" if self.gate else self.names[key]
+
+    def _struct(self) -> str:
+        return "named_struct(" + ", ".join(f"{sql_literal(name)}, {expression}"
+                                           for name, expression in self.expressions.items()) + ")"
+
+    def bound(self, expression: str) -> str:
+        """SQL: `expression`, which refers to the reads through `variable`, with the reads
+        computed once. Evaluated by the interpreter, as any lambda is (see `interpreted`)."""
+        if not self.expressions:
+            return expression
+        return f"element_at(transform(array({self._struct()}), {self.variable} -> {expression}), 1)"
 
     def add_to(self, df: DataFrame) -> DataFrame:
         if self.gate:
             # One struct behind one condition: a row the gate leaves out pays for one test,
             # not one per read. Only the few gated rows read it (see `interpreted`).
-            fields = ", ".join(f"{sql_literal(name)}, {expression}" for name, expression in self.expressions.items())
-            struct = interpreted(f"named_struct({fields})")
-            return df.withColumn("_reads", F.expr(f"CASE WHEN {self.gate} THEN {struct} END"))
+            return df.withColumn("_reads", F.expr(f"CASE WHEN {self.gate} THEN {interpreted(self._struct())} END"))
         return df.select("*", *[F.expr(expression).alias(name) for name, expression in self.expressions.items()])
 
 
 class _Path(_Node):
-    def __init__(self, reads: _Reads, path: str = "$", scope: tuple[str, str] | None = None):
-        self.reads, self.path, self.scope = reads, path, scope
+    def __init__(self, reads: _Reads, path: str = "$"):
+        self.reads, self.path = reads, path
 
     def type_name(self) -> str:
-        return self.reads.column("type", self.path, self.scope)
+        return self.reads.column("type", self.path)
 
     def string(self) -> str:
-        return self.reads.column("string", self.path, self.scope)
+        return self.reads.column("string", self.path)
 
     def double(self) -> str:
-        return self.reads.column("double", self.path, self.scope)
+        return self.reads.column("double", self.path)
 
     def elements(self) -> str:
-        return self.reads.column("elements", self.path, self.scope)
+        return self.reads.column("elements", self.path)
 
     def child(self, name: str) -> _Node:
-        return _Path(self.reads, f"{self.path}.{name}", self.scope)
-
-    def within(self, name: str, condition: str) -> _Path:
-        return _Path(self.reads, self.path, (name, condition))
+        return _Path(self.reads, f"{self.path}.{name}")
 
 
 class _Direct(_Node):
@@ -347,9 +416,9 @@ def _value_checks(schema: dict[str, Any], node: _Node, where: str, typed: bool =
     comparison with NULL never holds."""
     checks: list[_Check] = []
     kinds = _kinds(schema)
-    not_null = "TRUE" if typed else f"({node.type_name()} != 'VOID')"
+    not_null = "TRUE" if typed else _differs(node.type_name(), "'VOID'")
     if "enum" in schema:
-        checks.append(_Check(_all(not_null, f"NOT {_in(node.string(), schema['enum'])}"),
+        checks.append(_Check(_all(not_null, _not(_in(node.string(), schema['enum']))),
                              _text(f"'{where}' breaks enum")))
     if "string" in kinds:
         is_string = "TRUE" if typed else f"({node.type_name()} = 'STRING')"
@@ -390,7 +459,7 @@ def _compile(schema: dict[str, Any], node: _Node, where: str, guard: str, depth:
     kind = schema.get("type")
     kinds = _kinds(schema)
     if kind is not None:
-        wrong.append(_Check(_all(guard, f"NOT {_has_json_type(node, kind)}"),
+        wrong.append(_Check(_all(guard, _not(_has_json_type(node, kind))),
                             _text(f"'{where or 'record'}' must be {kind}")))
     well_typed = _all(guard, _has_json_type(node, kind)) if kind is not None else guard
     invalid += [_Check(_all(well_typed, check.condition), check.message)
@@ -398,7 +467,9 @@ def _compile(schema: dict[str, Any], node: _Node, where: str, guard: str, depth:
 
     properties = schema.get("properties", {})
     if properties:
-        is_object = _all(well_typed, _has_json_type(node, "object"))
+        # Of the schema's types, this one: `guard`, not `well_typed` (their union), which
+        # the optimiser would absorb.
+        is_object = _all(guard if "object" in kinds else well_typed, _has_json_type(node, "object"))
         for name, sub in properties.items():
             child = node.child(name)
             sub_missing, sub_wrong, sub_invalid = _compile(
@@ -408,13 +479,13 @@ def _compile(schema: dict[str, Any], node: _Node, where: str, guard: str, depth:
             invalid += sub_invalid
         for name in schema.get("required", []):
             field = f"{where}.{name}".strip(".")
-            missing.append(_Check(_all(is_object, f"NOT {node.child(name).present()}"),
+            missing.append(_Check(_all(is_object, _not(node.child(name).present())),
                                   _text(f"required field '{field}' is missing")))
     items = schema.get("items")
     if items and "array" in kinds:
         # Each check an element gets becomes `exists(elements, x -> check)`, the lambda's
         # variable bound to the element (one name per nesting depth).
-        is_array = _all(well_typed, _has_json_type(node, "array"))
+        is_array = _all(guard, _has_json_type(node, "array"))
         element = f"_element{depth}"
         shape = _compile(items, _Inline(element), f"{where}[]", "TRUE", depth + 1)
         for bucket, template in zip((missing, wrong, invalid), shape, strict=True):
@@ -615,9 +686,12 @@ def _schema_checks(schema: dict[str, Any], node: _Node, where: str) -> list[tupl
             + [("invalid_value", c) for c in invalid])
 
 
-def _envelope_known_version(event_type: str, version: str) -> str:
-    return _any([_all(f"({event_type} = {sql_literal(name)})", _in(version, versions))
-                 for name, versions in PAYLOADS.items()])
+def _envelope_unknown_version(event_type: str, version: str) -> str:
+    """SQL: TRUE unless `version` is registered for `event_type` (a CASE: an OR of one AND
+    per type is what the optimiser would spend rounds factoring)."""
+    branches = " ".join(f"WHEN {sql_literal(name)} THEN {_in(version, versions)}"
+                        for name, versions in PAYLOADS.items())
+    return f"coalesce(NOT CASE {event_type} {branches} ELSE FALSE END, TRUE)"
 
 
 _EARLIEST = f"CAST({sql_literal(EARLIEST_OCCURRED_AT)} AS TIMESTAMP)"
@@ -647,8 +721,8 @@ def _raw_problems(record: _Node) -> list[tuple[str, _Check]]:
                              f"format_string({sql_literal(f'record is %d bytes; the limit is {MAX_EVENT_BYTES}')}, "
                              "octet_length(raw))")),
         ("not_utf8", _Check("NOT is_valid_utf8(_text)", _text("record is not UTF-8"))),
-        ("malformed_json", _Check(f"NOT {record.present()}", _text("not JSON"))),
-        ("malformed_json", _Check(f"NOT {_has_json_type(record, 'object')}", _text("record must be a JSON object"))),
+        ("malformed_json", _Check(_not(record.present()), _text("not JSON"))),
+        ("malformed_json", _Check(_not(_has_json_type(record, 'object')), _text("record must be a JSON object"))),
         _TRAILING_DATA,
     ]
 
@@ -691,6 +765,15 @@ def _finish(df: DataFrame, reads: _Reads, problem: str) -> DataFrame:
             .select(*OUTPUT_COLUMNS))
 
 
+def _payload_problem(schema: dict[str, Any]) -> str:
+    """SQL: the first problem of a payload of this schema, for the full checks. Each event
+    type's checks and reads are an expression of their own, evaluated only for records of
+    that type: the cost of a record does not grow with the number of types registered."""
+    reads = _Reads("_v", variable="_payload_reads")
+    problem = first_problem(_schema_checks(schema, _Path(reads, "$.payload"), "payload"))
+    return reads.bound(problem)
+
+
 def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
     """Raw first-party records -> envelope columns plus error_code / error_message.
 
@@ -725,7 +808,7 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
                                            "THEN try_to_timestamp(_occurred_text) END",
                             **_typed_payloads()})
     occurred_at_problems = _occurred_at_problems("_occurred_text", "occurred_at")
-    user_id_missing = ("missing_field", _Check(_all(f"NOT {_in('event_type', sorted(EVENTS_WITHOUT_USER))}",
+    user_id_missing = ("missing_field", _Check(_all(_not(_in('event_type', sorted(EVENTS_WITHOUT_USER))),
                                                     f"(user_id IS NULL OR user_id RLIKE {sql_literal(BLANK_PATTERN)})"),
                                                "format_string('required field \\'user_id\\' is missing for %s', "
                                                "event_type)"))
@@ -742,20 +825,17 @@ def validate_events(df: DataFrame, now: Column | None = None) -> DataFrame:
     envelope_checks = (
         _raw_problems(record)
         + _schema_checks(ENVELOPE, record, "")
-        + [("unknown_event_type", _Check(f"NOT {_in('event_type', PAYLOADS)}",
+        + [("unknown_event_type", _Check(_not(_in('event_type', PAYLOADS)),
                                          "concat('event_type \\'', substring(event_type, 1, 64), "
                                          "'\\' is not registered')")),
            # An integer beyond INT reads as NULL: unknown, not "not known to be unknown".
-           ("unknown_schema_version", _Check(f"coalesce(NOT {_envelope_known_version('event_type', 'schema_version')}, "
-                                             "TRUE)",
+           ("unknown_schema_version", _Check(_envelope_unknown_version("event_type", "schema_version"),
                                              "format_string('%s schema_version %s is unknown', event_type, "
                                              f"{record.child('schema_version').string()})")),
            user_id_missing]
         + occurred_at_problems
     )
-    payload = _Path(reads, "$.payload")
-    payload_problem = _per_payload(lambda name, number, schema, matches: first_problem(
-        _schema_checks(schema, payload.within(f"{name}.v{number}", matches), "payload")))
+    payload_problem = _per_payload(lambda _name, _number, schema, _matches: _payload_problem(schema))
     full_problem = f"coalesce({first_problem(envelope_checks)}, {payload_problem})"
     return _finish(df, reads, f"CASE WHEN _fast THEN {fast_problem} ELSE {interpreted(full_problem)} END")
 
@@ -875,12 +955,12 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None,
     needs_after = _in("_op", ("c", "r", "u"))
 
     def has_row(row: _Node) -> str:
-        return _all(row.present(), f"({row.type_name()} != 'VOID')")
+        return _all(row.present(), _differs(row.type_name(), "'VOID'"))
 
     def row_is_object(side: str) -> tuple[str, _Check]:
         sent = change.child(side)
-        return ("wrong_type", _Check(_all(has_row(sent), f"NOT {_has_json_type(sent, 'object')}",
-                                          f"(NOT {_has_json_type(sent, 'string')} OR {rows.row(side)} IS NULL)"),
+        return ("wrong_type", _Check(_all(has_row(sent), _not(_has_json_type(sent, 'object')),
+                                          _any([_not(_has_json_type(sent, 'string')), f"({rows.row(side)} IS NULL)"])),
                                      _text(f"'{side}' must be an object or null")))
 
     def missing_key(_: int, table: CrmTableConfig) -> str:
@@ -909,19 +989,19 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None,
                                                  _per_table(tables, not_sent)))
     checks = (
         _raw_problems(outer)
-        + [("missing_field", _Check(f"NOT {change.child('op').present()}", _text("required field 'op' is missing"))),
-           ("missing_field", _Check(f"NOT {change.child('source').present()}",
+        + [("missing_field", _Check(_not(change.child('op').present()), _text("required field 'op' is missing"))),
+           ("missing_field", _Check(_not(change.child('source').present()),
                                     _text("required field 'source' is missing"))),
-           ("missing_field", _Check(f"NOT {change.child('ts_ms').present()}",
+           ("missing_field", _Check(_not(change.child('ts_ms').present()),
                                     _text("required field 'ts_ms' is missing"))),
-           ("wrong_type", _Check(f"NOT {_has_json_type(change.child('op'), 'string')}", _text("'op' must be string"))),
-           ("wrong_type", _Check(f"NOT {_has_json_type(change.child('source'), 'object')}",
+           ("wrong_type", _Check(_not(_has_json_type(change.child('op'), 'string')), _text("'op' must be string"))),
+           ("wrong_type", _Check(_not(_has_json_type(change.child('source'), 'object')),
                                  _text("'source' must be object"))),
            ("invalid_value", _Check("_table_index IS NULL",
                                     "concat('table \\'', substring(_db_table, 1, 128), '\\' is not in crm.tables')")),
-           ("missing_field", _Check(_all(needs_after, f"NOT {has_row(change.child('after'))}"),
+           ("missing_field", _Check(_all(needs_after, _not(has_row(change.child('after')))),
                                     "format_string('op \\'%s\\' needs \\'after\\'', _op)")),
-           ("missing_field", _Check(_all("(_op = 'd')", f"NOT {has_row(change.child('before'))}"),
+           ("missing_field", _Check(_all("(_op = 'd')", _not(has_row(change.child('before')))),
                                     _text("op 'd' needs 'before'"))),
            row_is_object("after"), row_is_object("before")]
         + undecodable_values
@@ -930,9 +1010,9 @@ def validate_crm_changes(df: DataFrame, now: Column | None = None,
            ("missing_field", _Check("(_position_id IS NULL)",
                                     _text("change has no sequence: neither a log position nor source.ts_ms"))),
            ("missing_field", _Check("(_source_ts IS NULL)", _text("required field 'source.ts_ms' is missing"))),
-           ("wrong_type", _Check(f"NOT {_has_json_type(change.child('ts_ms'), 'integer')}",
+           ("wrong_type", _Check(_not(_has_json_type(change.child('ts_ms'), 'integer')),
                                  _text("'ts_ms' must be integer"))),
-           ("invalid_value", _Check(f"NOT {_in('_op', DEBEZIUM_OPS)}",
+           ("invalid_value", _Check(_not(_in('_op', DEBEZIUM_OPS)),
                                     f"concat('unknown op \\'', substring(_op, 1, 8), {_EXPECTED_OPS})")),
            # The source's own time: a read placed earlier still needs a sane one.
            ("bad_timestamp", _Check(f"(occurred_at IS NULL OR {_out_of_range('_read_at')})",

@@ -367,3 +367,25 @@ def test_generated_code_gives_the_same_codes_and_a_new_batch_time_compiles_none(
     finally:
         for key, value in saved.items():
             spark.conf.set(key, value)
+
+
+def _rounds_that_changed_the_plan(spark, rule: str) -> int:
+    """How many times `rule` changed a plan since the optimiser's metrics were reset."""
+    dump = spark._jvm.org.apache.spark.sql.catalyst.rules.RuleExecutor.dumpTimeSpent()
+    for line in dump.splitlines():
+        if line.startswith(f"{rule} "):
+            return int(re.search(r"(\d+) / \d+\s*$", line).group(1))
+    return 0
+
+
+def test_the_event_rules_reach_the_optimiser_already_simplified(spark):
+    """Spark re-optimises the plan in every micro-batch, running each rule over the whole
+    rule set until none changes it. A negated OR of n terms takes n rounds of that (one
+    De Morgan step each): the rules, written as the optimiser would leave them, take none."""
+    executor = spark._jvm.org.apache.spark.sql.catalyst.rules.RuleExecutor
+    # Over a source, as ingest's plans are: the optimiser would evaluate the rules over a
+    # local relation itself.
+    validated = validate_events(_raw(spark, [_event()]).repartition(1))
+    executor.resetMetrics()
+    validated._jdf.queryExecution().optimizedPlan()
+    assert _rounds_that_changed_the_plan(spark, "org.apache.spark.sql.catalyst.optimizer.BooleanSimplification") == 0
