@@ -82,9 +82,9 @@ def sql_literal(value: Any) -> str:
 
 
 # Conditions are written in the form Spark's optimiser would rewrite them to (negations
-# pushed inward, no repeated terms), and remember their parts: a rewrite left to the
-# optimiser costs one more round of every rule over the whole rule set, in every query,
-# and `NOT (a OR b OR ...)` takes one round per term.
+# pushed inward, no repeated or absorbed terms), and remember their parts: a rewrite left
+# to the optimiser costs one more round of every rule over the whole plan, in every query,
+# and a `NOT` over a tree of ORs takes a round per level of the tree.
 
 
 class _Conjunction(str):
@@ -106,6 +106,12 @@ class _NotNull(str):
     expression: str
 
 
+class _Negation(str):
+    """SQL text `NOT condition`, which remembers the condition."""
+
+    operand: str
+
+
 def _joined(kind: type, word: str, conditions: tuple[str, ...], unit: str) -> str:
     zero = "FALSE" if unit == "TRUE" else "TRUE"
     kept: list[str] = []
@@ -115,6 +121,9 @@ def _joined(kind: type, word: str, conditions: tuple[str, ...], unit: str) -> st
                 return zero
             if part != unit and part not in kept:
                 kept.append(part)
+    # Absorption: a AND (a OR b) is a, and a OR (a AND b) is a (NULLs included).
+    dual = _Disjunction if kind is _Conjunction else _Conjunction
+    kept = [part for part in kept if not (isinstance(part, dual) and any(inner in kept for inner in part.parts))]
     if not kept:
         return unit
     if len(kept) == 1:
@@ -138,16 +147,8 @@ def _not_null(expression: str) -> str:
     return condition
 
 
-class _Differs(str):
-    """SQL text `NOT (a = b)`, which remembers `(a = b)`."""
-
-    equal: str
-
-
 def _differs(expression: str, value: str) -> str:
-    condition = _Differs(f"NOT ({expression} = {value})")
-    condition.equal = f"({expression} = {value})"
-    return condition
+    return _not(f"({expression} = {value})")
 
 
 def _not(condition: str) -> str:
@@ -158,11 +159,13 @@ def _not(condition: str) -> str:
         return _all(*[_not(part) for part in condition.parts])
     if isinstance(condition, _NotNull):
         return f"({condition.expression} IS NULL)"
-    if isinstance(condition, _Differs):
-        return condition.equal
+    if isinstance(condition, _Negation):
+        return condition.operand
     if condition in ("TRUE", "FALSE"):
         return "FALSE" if condition == "TRUE" else "TRUE"
-    return f"NOT {condition}"
+    negation = _Negation(f"NOT {condition}")
+    negation.operand = condition
+    return negation
 
 
 def _in(expression: str, values: Any) -> str:
