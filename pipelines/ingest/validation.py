@@ -470,9 +470,7 @@ def _compile(schema: dict[str, Any], node: _Node, where: str, guard: str, depth:
 
     properties = schema.get("properties", {})
     if properties:
-        # Of the schema's types, this one: `guard`, not `well_typed` (their union), which
-        # the optimiser would absorb.
-        is_object = _all(guard if "object" in kinds else well_typed, _has_json_type(node, "object"))
+        is_object = _all(well_typed, _has_json_type(node, "object"))
         for name, sub in properties.items():
             child = node.child(name)
             sub_missing, sub_wrong, sub_invalid = _compile(
@@ -488,7 +486,7 @@ def _compile(schema: dict[str, Any], node: _Node, where: str, guard: str, depth:
     if items and "array" in kinds:
         # Each check an element gets becomes `exists(elements, x -> check)`, the lambda's
         # variable bound to the element (one name per nesting depth).
-        is_array = _all(guard, _has_json_type(node, "array"))
+        is_array = _all(well_typed, _has_json_type(node, "array"))
         element = f"_element{depth}"
         shape = _compile(items, _Inline(element), f"{where}[]", "TRUE", depth + 1)
         for bucket, template in zip((missing, wrong, invalid), shape, strict=True):
